@@ -1,0 +1,591 @@
+//! The configuration: one TOML file, overridable from the environment
+//! (`COMMS_ARCHIVER__SECTION__KEY`), validated before anything is built.
+//!
+//! Every error names the file, the line and the key, so an admin can fix it without guessing.
+
+use chrono::NaiveTime;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Prefix of environment overrides: `COMMS_ARCHIVER__SCHEDULE__WAKE_TIME=05:30`.
+pub const ENV_PREFIX: &str = "COMMS_ARCHIVER";
+
+/// A configuration problem, located as precisely as the input allows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, " line {line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ", key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub archiver: ArchiverConfig,
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+    #[serde(default)]
+    pub mapping: MappingConfig,
+    pub stage: StageConfig,
+    pub mailbox: MailboxConfig,
+    pub connectors: BTreeMap<String, ConnectorConfig>,
+}
+
+/// Limits that apply to every connector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiverConfig {
+    /// Items whose rendered message is larger are not imported (failed, `size_exceeded`).
+    #[serde(default = "default_max_item_bytes")]
+    pub max_item_bytes: u64,
+}
+
+impl Default for ArchiverConfig {
+    fn default() -> Self {
+        ArchiverConfig {
+            max_item_bytes: default_max_item_bytes(),
+        }
+    }
+}
+
+fn default_max_item_bytes() -> u64 {
+    10 * 1024 * 1024
+}
+
+/// When the daemon wakes and how far back it catches up on its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// "HH:MM", UTC.
+    #[serde(default = "default_wake_time")]
+    pub wake_time: String,
+    /// Days before yesterday that `run` processes without an explicit backfill.
+    #[serde(default = "default_catch_up_days")]
+    pub catch_up_days: u32,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            wake_time: default_wake_time(),
+            catch_up_days: default_catch_up_days(),
+        }
+    }
+}
+
+fn default_wake_time() -> String {
+    "04:00".to_string()
+}
+
+fn default_catch_up_days() -> u32 {
+    7
+}
+
+impl ScheduleConfig {
+    /// The validated wake time.
+    pub fn wake(&self) -> NaiveTime {
+        NaiveTime::parse_from_str(&self.wake_time, "%H:%M").expect("validated at load")
+    }
+}
+
+/// Settings shared by every connector's user mapping.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingConfig {
+    /// ISO 3166 region for phone numbers written without a country code.
+    #[serde(default = "default_region")]
+    pub default_region: String,
+    /// The organisation's mail domains. An email property outside them is an external party
+    /// and gets no copy. Empty: every email property counts as a mailbox.
+    #[serde(default)]
+    pub domains: Vec<String>,
+}
+
+impl Default for MappingConfig {
+    fn default() -> Self {
+        MappingConfig {
+            default_region: default_region(),
+            domains: Vec::new(),
+        }
+    }
+}
+
+fn default_region() -> String {
+    "US".to_string()
+}
+
+/// Where rendered messages, the ledger, checkpoints and status logs are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum StageConfig {
+    /// A local directory (the embedded default).
+    Local { path: PathBuf },
+}
+
+/// Where messages are imported.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum MailboxConfig {
+    /// A Maildir++ tree: `<path>/<mailbox address>/.INBOX.<folder>/` (the embedded default).
+    Maildir { path: PathBuf },
+}
+
+/// The partner systems a connector can pull from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Partner {
+    /// TeleMessage O2 Network Archiver: SMS, MMS and voice calls of corporate O2 numbers.
+    TelemessageO2,
+}
+
+impl Partner {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Partner::TelemessageO2 => "telemessage-o2",
+        }
+    }
+
+    /// The Inbox subfolder Microsoft's connector uses for this partner.
+    pub fn default_folder(self) -> &'static str {
+        match self {
+            Partner::TelemessageO2 => "O2 SMS and Voice Network Archiver",
+        }
+    }
+
+    /// The reserved domain for participants without an email address.
+    pub fn invalid_domain(self) -> &'static str {
+        match self {
+            Partner::TelemessageO2 => "telemessage.invalid",
+        }
+    }
+}
+
+/// One connector: a partner source, its mapping, and its folder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorConfig {
+    pub partner: Partner,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Inbox subfolder; defaults to the name Microsoft's connector uses.
+    pub folder: Option<String>,
+    /// Custom mapping CSV: phone number or partner address to mailbox.
+    pub mapping_csv: Option<PathBuf>,
+    /// Fall back to the item's email property when the CSV has no match.
+    #[serde(default = "default_true")]
+    pub use_email_property: bool,
+    pub source: SourceConfig,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl ConnectorConfig {
+    /// The folder name in effect.
+    pub fn folder(&self) -> &str {
+        self.folder
+            .as_deref()
+            .unwrap_or(self.partner.default_folder())
+    }
+}
+
+/// How a connector reaches its partner.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "transport", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// An export drop directory (what the partner's SFTP delivery lands in).
+    Drop { path: PathBuf },
+}
+
+impl Config {
+    /// Reads, overrides from the environment and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            key: None,
+            message: format!("cannot read the configuration file: {e}"),
+        })?;
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        Config::from_toml(path, &text, &env)
+    }
+
+    /// Parses `text` (named `path` in errors) with the given environment overrides.
+    pub fn from_toml(
+        path: &Path,
+        text: &str,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        // The file on its own first: toml keeps spans, so errors point at the line.
+        let from_file: Config = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().to_string();
+            let mut line = e.span().map(|s| line_at(text, s.start));
+            let mut key = e.span().and_then(|s| key_on_line(text, s.start));
+            // Tagged tables report unknown keys at the table: find the key inside it.
+            if let (None, Some(span), Some(field)) = (&key, e.span(), unknown_field(&message)) {
+                if let Some(table) = table_at(text, span.start) {
+                    let dotted = format!("{}.{field}", table.join("."));
+                    if let Some(found) = line_of_key(text, &dotted) {
+                        line = Some(found);
+                        key = Some(dotted);
+                    }
+                }
+            }
+            ConfigError {
+                file: path.to_path_buf(),
+                line,
+                key,
+                message,
+            }
+        })?;
+        let config = if env.is_empty() {
+            from_file
+        } else {
+            with_env_overrides(path, text, env)?
+        };
+        config.validate(path, text)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        let err = |key: &str, message: String| ConfigError {
+            file: path.to_path_buf(),
+            line: line_of_key(text, key),
+            key: Some(key.to_string()),
+            message,
+        };
+        if NaiveTime::parse_from_str(&self.schedule.wake_time, "%H:%M").is_err() {
+            return Err(err(
+                "schedule.wake_time",
+                format!(
+                    "'{}' is not a time of day; write it as HH:MM in UTC, e.g. \"04:00\"",
+                    self.schedule.wake_time
+                ),
+            ));
+        }
+        if self.schedule.catch_up_days == 0 {
+            return Err(err(
+                "schedule.catch_up_days",
+                "must be at least 1 (yesterday)".to_string(),
+            ));
+        }
+        if self.archiver.max_item_bytes == 0 {
+            return Err(err(
+                "archiver.max_item_bytes",
+                "must be greater than 0".to_string(),
+            ));
+        }
+        if self
+            .mapping
+            .default_region
+            .parse::<phonenumber::country::Id>()
+            .is_err()
+        {
+            return Err(err(
+                "mapping.default_region",
+                format!(
+                    "'{}' is not an ISO 3166 region code such as GB or US",
+                    self.mapping.default_region
+                ),
+            ));
+        }
+        for domain in &self.mapping.domains {
+            if !is_domain(domain) {
+                return Err(err(
+                    "mapping.domains",
+                    format!("'{domain}' is not a mail domain such as contoso.com"),
+                ));
+            }
+        }
+        if self.connectors.is_empty() {
+            return Err(err(
+                "connectors",
+                "no connector is configured; add a [connectors.<name>] table".to_string(),
+            ));
+        }
+        for (name, connector) in &self.connectors {
+            if !is_connector_name(name) {
+                return Err(err(
+                    &format!("connectors.{name}"),
+                    format!(
+                        "connector name '{name}' must be lowercase letters, digits and '-', \
+                         starting with a letter or digit"
+                    ),
+                ));
+            }
+            if let Some(folder) = &connector.folder {
+                if let Err(why) = check_folder_name(folder) {
+                    return Err(err(&format!("connectors.{name}.folder"), why));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The enabled connectors, by name.
+    pub fn enabled_connectors(&self) -> impl Iterator<Item = (&str, &ConnectorConfig)> {
+        self.connectors
+            .iter()
+            .filter(|(_, c)| c.enabled)
+            .map(|(n, c)| (n.as_str(), c))
+    }
+}
+
+fn with_env_overrides(
+    path: &Path,
+    text: &str,
+    env: &[(String, String)],
+) -> Result<Config, ConfigError> {
+    let source = config::Environment::with_prefix(ENV_PREFIX)
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true)
+        .list_separator(",")
+        .with_list_parse_key("mapping.domains")
+        .source(Some(env.iter().cloned().collect()));
+    config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .add_source(source)
+        .build()
+        .and_then(|c| c.try_deserialize::<Config>())
+        .map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            key: None,
+            message: format!(
+                "with the environment overrides {}: {e}",
+                env.iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
+}
+
+/// Checks a folder name is safe in every mailbox backend (Maildir++ uses '.' as separator).
+pub fn check_folder_name(folder: &str) -> Result<(), String> {
+    if folder.trim().is_empty() || folder.len() > 255 {
+        return Err("folder name must be 1 to 255 characters".to_string());
+    }
+    if let Some(c) = folder
+        .chars()
+        .find(|c| c.is_control() || matches!(c, '.' | '/' | '\\' | '&' | '~' | '%' | '*'))
+    {
+        return Err(format!(
+            "folder name '{folder}' contains {c:?}, which mailbox hierarchies reserve"
+        ));
+    }
+    Ok(())
+}
+
+fn is_connector_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn is_domain(domain: &str) -> bool {
+    domain.contains('.')
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+/// The field named by serde's "unknown field `x`" message.
+fn unknown_field(message: &str) -> Option<&str> {
+    message.strip_prefix("unknown field `")?.split('`').next()
+}
+
+/// The table (header path) in force at a byte offset.
+fn table_at(text: &str, offset: usize) -> Option<Vec<String>> {
+    let line_no = line_at(text, offset);
+    text.lines().take(line_no).filter_map(table_header).last()
+}
+
+/// 1-based line of a byte offset.
+fn line_at(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The dotted key defined on the line holding `offset`, if that line is `key = value`.
+fn key_on_line(text: &str, offset: usize) -> Option<String> {
+    let line_no = line_at(text, offset);
+    let mut table = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if let Some(header) = table_header(line) {
+            table = header;
+        }
+        if i + 1 == line_no {
+            let (key, _) = line.split_once('=')?;
+            let mut path = table.clone();
+            path.push(unquote(key.trim()));
+            return Some(path.join("."));
+        }
+    }
+    None
+}
+
+/// The 1-based line defining a dotted key, or the header of its table.
+pub fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    let mut table: Vec<String> = Vec::new();
+    let mut header_line = None;
+    for (i, line) in text.lines().enumerate() {
+        if let Some(header) = table_header(line) {
+            table = header;
+            if table.join(".") == key {
+                header_line = Some(i + 1);
+            }
+            continue;
+        }
+        if let Some((k, _)) = line.split_once('=') {
+            let k = k.trim();
+            if k.is_empty() || k.starts_with('#') {
+                continue;
+            }
+            let mut path = table.clone();
+            path.extend(k.split('.').map(|p| unquote(p.trim())));
+            if path.join(".") == key {
+                return Some(i + 1);
+            }
+        }
+    }
+    header_line
+}
+
+fn table_header(line: &str) -> Option<Vec<String>> {
+    let line = line.trim();
+    let inner = line.strip_prefix('[')?.split(']').next()?;
+    let inner = inner.trim_start_matches('[');
+    Some(inner.split('.').map(|p| unquote(p.trim())).collect())
+}
+
+fn unquote(s: &str) -> String {
+    s.trim_matches('"').trim_matches('\'').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[mapping]
+default_region = "GB"
+domains = ["contoso.com"]
+
+[stage]
+kind = "local"
+path = "var/stage"
+
+[mailbox]
+kind = "maildir"
+path = "var/mail"
+
+[connectors.o2]
+partner = "telemessage-o2"
+mapping_csv = "config/mapping-o2.csv"
+
+[connectors.o2.source]
+transport = "drop"
+path = "fixtures/telemessage-o2"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(Path::new("test.toml"), text, &[])
+    }
+
+    #[test]
+    fn parses_with_defaults() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.archiver.max_item_bytes, 10_485_760);
+        assert_eq!(c.schedule.wake(), NaiveTime::from_hms_opt(4, 0, 0).unwrap());
+        assert_eq!(
+            c.connectors["o2"].folder(),
+            "O2 SMS and Voice Network Archiver"
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let text = GOOD.replace("[mailbox]\n", "[mailbox]\nbogus = 1\n");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.line, Some(11), "{e}");
+        assert_eq!(e.key.as_deref(), Some("mailbox.bogus"), "{e}");
+        assert!(e.message.contains("unknown field `bogus`"), "{e}");
+        assert!(e.to_string().starts_with("test.toml line 11"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_are_located() {
+        let text = GOOD.replace("default_region = \"GB\"", "default_region = \"XX\"");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert_eq!(e.key.as_deref(), Some("mapping.default_region"));
+
+        let text = GOOD.replace(
+            "partner = \"telemessage-o2\"",
+            "partner = \"telemessage-o2\"\nfolder = \"A.B\"",
+        );
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("connectors.o2.folder"));
+        assert_eq!(e.line, Some(16));
+    }
+
+    #[test]
+    fn environment_overrides_win() {
+        let env = vec![
+            (
+                "COMMS_ARCHIVER__SCHEDULE__WAKE_TIME".to_string(),
+                "05:30".to_string(),
+            ),
+            (
+                "COMMS_ARCHIVER__CONNECTORS__O2__FOLDER".to_string(),
+                "Texts".to_string(),
+            ),
+        ];
+        let c = Config::from_toml(Path::new("t.toml"), GOOD, &env).unwrap();
+        assert_eq!(c.schedule.wake_time, "05:30");
+        assert_eq!(c.connectors["o2"].folder(), "Texts");
+
+        let bad = vec![(
+            "COMMS_ARCHIVER__ARCHIVER__MAX_ITEM_BYTES".to_string(),
+            "lots".to_string(),
+        )];
+        let e = Config::from_toml(Path::new("t.toml"), GOOD, &bad).unwrap_err();
+        assert!(
+            e.message
+                .contains("COMMS_ARCHIVER__ARCHIVER__MAX_ITEM_BYTES"),
+            "{e}"
+        );
+    }
+}

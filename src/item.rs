@@ -1,0 +1,305 @@
+//! The normalized item: what every partner adapter produces and the renderer consumes.
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// One communication captured by a partner archiver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    /// The partner's own identifier, stable across re-deliveries.
+    pub partner_id: String,
+    /// When it was sent, received or started (UTC, as the partner stamped it).
+    pub time: DateTime<Utc>,
+    /// Seen from the archived employee.
+    pub direction: Direction,
+    /// The chat or SMS thread it belongs to, when the partner says.
+    pub conversation: Option<Conversation>,
+    /// Sender first, then recipients.
+    pub participants: Vec<Participant>,
+    pub content: Content,
+}
+
+/// Seen from the archived employee's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+    /// Both ends are archived employees, or the partner does not say.
+    Internal,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+            Direction::Internal => "internal",
+        }
+    }
+}
+
+/// A thread of messages: an SMS conversation, a WhatsApp chat or group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversation {
+    pub id: String,
+    pub name: Option<String>,
+}
+
+/// The part a participant plays in an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    From,
+    To,
+    Cc,
+}
+
+/// One party of an item, with whatever the partner knows of it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Participant {
+    pub role: Option<Role>,
+    /// E.164 (`+447700900123`) when the partner gave a valid phone number.
+    pub phone: Option<String>,
+    /// The partner's own address for the party when it is not a phone number
+    /// (an alphanumeric sender id, an SL2 address, a WhatsApp id).
+    pub address: Option<String>,
+    pub display_name: Option<String>,
+    /// The item's email property for this party, as the partner delivered it.
+    pub email: Option<String>,
+    /// True for the party whose device or number is archived (the employee).
+    pub archived: bool,
+}
+
+impl Participant {
+    /// The identifier a person reads in logs and status logs: phone, else address, else email.
+    pub fn source_user(&self) -> String {
+        self.phone
+            .clone()
+            .or_else(|| self.address.clone())
+            .or_else(|| self.email.clone())
+            .unwrap_or_else(|| "(unknown)".to_string())
+    }
+}
+
+/// What an item carries, by kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Content {
+    Sms {
+        text: String,
+    },
+    Mms {
+        text: Option<String>,
+        media: Vec<Attachment>,
+    },
+    /// A voice call on the mobile network.
+    Call(Call),
+    WhatsApp(WhatsAppMessage),
+    WhatsAppCall(Call),
+    CellTrust(CellTrustItem),
+    /// A message the partner already delivers as RFC 5322 (Merge1, TeleMessage EML exports).
+    Email {
+        raw: Vec<u8>,
+    },
+}
+
+/// The kind of an item, as named in headers, subjects and status logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sms,
+    Mms,
+    Voice,
+    WhatsApp,
+    WhatsAppCall,
+    CellTrust,
+    Email,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Sms => "sms",
+            Kind::Mms => "mms",
+            Kind::Voice => "voice",
+            Kind::WhatsApp => "whatsapp",
+            Kind::WhatsAppCall => "whatsapp-call",
+            Kind::CellTrust => "celltrust",
+            Kind::Email => "email",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Content {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Content::Sms { .. } => Kind::Sms,
+            Content::Mms { .. } => Kind::Mms,
+            Content::Call(_) => Kind::Voice,
+            Content::WhatsApp(_) => Kind::WhatsApp,
+            Content::WhatsAppCall(_) => Kind::WhatsAppCall,
+            Content::CellTrust(_) => Kind::CellTrust,
+            Content::Email { .. } => Kind::Email,
+        }
+    }
+}
+
+/// A voice call (mobile network or WhatsApp).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub start: DateTime<Utc>,
+    pub duration_secs: u64,
+    pub outcome: CallOutcome,
+    pub recording: Option<Attachment>,
+    pub transcript: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    Answered,
+    Missed,
+    Rejected,
+    Voicemail,
+}
+
+impl CallOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Answered => "answered",
+            CallOutcome::Missed => "missed",
+            CallOutcome::Rejected => "rejected",
+            CallOutcome::Voicemail => "voicemail",
+        }
+    }
+}
+
+/// A WhatsApp chat message, 1:1 or in a group.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WhatsAppMessage {
+    pub text: Option<String>,
+    /// Set for group chats.
+    pub group: Option<Conversation>,
+    /// The message this one replies to or quotes.
+    pub quote: Option<Quote>,
+    pub media: Vec<Attachment>,
+    /// Set when the sender deleted the message; it is archived all the same.
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// A quoted or replied-to message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quote {
+    pub partner_id: String,
+    pub author: Option<String>,
+    pub text: Option<String>,
+}
+
+/// A CellTrust SL2 item (person-to-person only reaches the mailbox).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellTrustItem {
+    /// The SL2 channel: "sms", "mms", "voice", "chat", "whatsapp".
+    pub channel: String,
+    pub domain: String,
+    pub organizational_unit: Option<String>,
+    pub text: Option<String>,
+    pub media: Vec<Attachment>,
+    pub call: Option<Call>,
+}
+
+/// A file carried by an item.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub name: String,
+    pub content_type: String,
+    pub data: Vec<u8>,
+}
+
+impl fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attachment")
+            .field("name", &self.name)
+            .field("content_type", &self.content_type)
+            .field("bytes", &self.data.len())
+            .finish()
+    }
+}
+
+/// The stable identity of an item: a hash of (connector, partner item id).
+///
+/// Message-ID, stage paths and ledger entries derive from it, so a re-delivered item is
+/// recognised however often the partner sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ItemKey(String);
+
+impl ItemKey {
+    pub fn new(connector: &str, partner_id: &str) -> Self {
+        ItemKey(short_hash(&[connector, partner_id]))
+    }
+
+    /// A key read back from the ledger.
+    pub fn from_hex(hex: &str) -> Self {
+        ItemKey(hex.to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The Message-ID every copy of the item carries.
+    pub fn message_id(&self) -> String {
+        format!("<{}@comms-archiver.invalid>", self.0)
+    }
+}
+
+impl fmt::Display for ItemKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// 32 hex digits (128 bits) of SHA-256 over NUL-separated parts.
+pub fn short_hash(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            hasher.update([0u8]);
+        }
+        hasher.update(part.as_bytes());
+    }
+    hex(&hasher.finalize()[..16])
+}
+
+/// Full SHA-256 of bytes, as 64 hex digits.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn item_key_is_stable_and_separates_connectors() {
+        let a = ItemKey::new("o2", "O2-1");
+        assert_eq!(a, ItemKey::new("o2", "O2-1"));
+        assert_ne!(a, ItemKey::new("whatsapp", "O2-1"));
+        // The separator keeps ("o2x", "1") apart from ("o2", "x1").
+        assert_ne!(ItemKey::new("o2x", "1"), ItemKey::new("o2", "x1"));
+        assert_eq!(a.as_str().len(), 32);
+        assert!(a.message_id().starts_with('<') && a.message_id().ends_with('>'));
+    }
+}

@@ -1,0 +1,70 @@
+//! comms-archiver archives employees' mobile communications (SMS, MMS, voice calls, WhatsApp,
+//! CellTrust SL2) from partner archivers into folders of their mailboxes, where retention,
+//! Litigation Hold and eDiscovery apply. It does the job of Microsoft Purview's partner data
+//! connectors, self-hosted, and reports every day in a status log that adds up.
+//!
+//! # Layout
+//!
+//! One module per stage of the flow; the pipeline knows only the traits.
+//!
+//! - [`config`]: the TOML file, environment overrides and validation (errors name file, line, key).
+//! - [`item`]: the normalized [`item::Item`] every partner adapter produces.
+//! - [`sources`]: the [`sources::Source`] trait, transports, and one module per partner.
+//! - [`mapping`]: participants to mailboxes (custom CSV first, then the email property), E.164.
+//! - [`render`]: an item to RFC 5322 bytes, deterministic and injection-proof.
+//! - [`stage`]: the [`stage::Stage`] trait (create-only object store) and its backends.
+//! - [`mailbox`]: the [`mailbox::Mailbox`] trait (folder per connector under the Inbox) and backends.
+//! - [`ledger`]: what was imported where, day states and checkpoints, kept through the stage.
+//! - [`report`]: the daily status log (JSON and CSV) whose counts add up.
+//! - [`pipeline`]: one connector-day, end to end.
+//! - [`scheduler`]: the daily wake and the days still to do.
+//! - [`telemetry`]: logging set-up and the per-item outcome event.
+//! - [`cli`]: the command line.
+
+pub mod cli;
+pub mod config;
+pub mod item;
+pub mod ledger;
+pub mod mailbox;
+pub mod mapping;
+pub mod pipeline;
+pub mod render;
+pub mod report;
+pub mod scheduler;
+pub mod sources;
+pub mod stage;
+pub mod telemetry;
+
+/// Every error the library reports; each says where and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration file or an override is wrong.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// A mapping CSV is wrong.
+    #[error(transparent)]
+    Mapping(#[from] mapping::MappingError),
+    /// The stage could not be read or written.
+    #[error(transparent)]
+    Stage(#[from] stage::StageError),
+    /// A stored ledger, report or checkpoint could not be understood.
+    #[error("{0}")]
+    State(String),
+    /// The command line asked for something impossible.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// The process exit code for this error: 2 for configuration and usage, 1 otherwise
+    /// (work remains that a later run retries).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) | Error::Mapping(_) | Error::Usage(_) => 2,
+            Error::Stage(_) | Error::State(_) => 1,
+        }
+    }
+}
+
+/// Crate-wide result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

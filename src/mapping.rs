@@ -1,0 +1,533 @@
+//! User mapping, as Microsoft's partner connectors do it: the custom CSV is consulted first,
+//! then the participant's own email property; a participant that maps to neither gets no copy.
+//!
+//! The CSV has a header row and the columns `identifier,mailbox,valid_from,valid_to`:
+//! the identifier is a phone number (any format; normalized to E.164 with the default region)
+//! or a partner address (anything with an '@'); the validity columns are optional and take a
+//! date (`2026-11-20`, the whole day inclusive) or an RFC 3339 instant
+//! (`2026-11-20T12:00:00Z`, `valid_from` inclusive, `valid_to` exclusive), so a reassigned
+//! corporate number files each message with whoever held it at the time.
+
+use crate::item::Participant;
+use chrono::{DateTime, NaiveDate, Utc};
+use phonenumber::country;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A mapping file problem, naming the file and the line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct MappingError {
+    pub file: PathBuf,
+    pub line: Option<u64>,
+    pub message: String,
+}
+
+impl fmt::Display for MappingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "mapping file {}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, " line {line}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// How a participant's mailbox was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Csv,
+    EmailProperty,
+}
+
+/// The outcome of mapping one participant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// A mailbox of the organisation receives a copy.
+    Mailbox { address: String, via: Via },
+    /// A party outside the organisation: no copy, nothing to report.
+    External,
+    /// An archived employee with no valid mailbox: reported once per day.
+    Unmapped,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    mailbox: String,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    line: u64,
+}
+
+impl Entry {
+    fn covers(&self, at: DateTime<Utc>) -> bool {
+        self.from.is_none_or(|f| at >= f) && self.to.is_none_or(|t| at < t)
+    }
+
+    fn overlaps(&self, other: &Entry) -> bool {
+        let starts_before_other_ends = match (self.from, other.to) {
+            (Some(f), Some(t)) => f < t,
+            _ => true,
+        };
+        let other_starts_before_end = match (other.from, self.to) {
+            (Some(f), Some(t)) => f < t,
+            _ => true,
+        };
+        starts_before_other_ends && other_starts_before_end
+    }
+}
+
+/// The custom mapping CSV, indexed by normalized identifier.
+#[derive(Debug, Clone, Default)]
+pub struct MappingTable {
+    entries: HashMap<String, Vec<Entry>>,
+}
+
+impl MappingTable {
+    /// Reads and validates a mapping CSV.
+    pub fn load(
+        path: &Path,
+        region: country::Id,
+        domains: &[String],
+    ) -> Result<MappingTable, MappingError> {
+        let file = std::fs::File::open(path).map_err(|e| MappingError {
+            file: path.to_path_buf(),
+            line: None,
+            message: format!("cannot open: {e}"),
+        })?;
+        MappingTable::parse(file, path, region, domains)
+    }
+
+    /// Parses a mapping CSV from any reader; `path` names it in errors.
+    pub fn parse(
+        input: impl std::io::Read,
+        path: &Path,
+        region: country::Id,
+        domains: &[String],
+    ) -> Result<MappingTable, MappingError> {
+        let err = |line: Option<u64>, message: String| MappingError {
+            file: path.to_path_buf(),
+            line,
+            message,
+        };
+        let mut reader = csv::ReaderBuilder::new()
+            .comment(Some(b'#'))
+            .trim(csv::Trim::All)
+            .flexible(false)
+            .from_reader(input);
+        let headers = reader
+            .headers()
+            .map_err(|e| err(Some(1), format!("cannot read the header row: {e}")))?
+            .clone();
+        let column = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
+        let (Some(id_col), Some(mailbox_col)) = (column("identifier"), column("mailbox")) else {
+            return Err(err(
+                Some(1),
+                format!(
+                    "the header row must name the columns identifier,mailbox \
+                     (and optionally valid_from,valid_to); found '{}'",
+                    headers.iter().collect::<Vec<_>>().join(",")
+                ),
+            ));
+        };
+        let from_col = column("valid_from");
+        let to_col = column("valid_to");
+
+        let mut table = MappingTable::default();
+        for record in reader.records() {
+            let record = record.map_err(|e| {
+                err(
+                    e.position().map(|p| p.line()),
+                    format!("not a valid CSV row: {e}"),
+                )
+            })?;
+            let line = record.position().map_or(0, |p| p.line());
+            let field = |col: Option<usize>| col.and_then(|c| record.get(c)).unwrap_or("");
+            let identifier = field(Some(id_col));
+            let key = if identifier.contains('@') {
+                normalize_address(identifier).ok_or_else(|| {
+                    err(
+                        Some(line),
+                        format!("'{identifier}' is not a valid partner address"),
+                    )
+                })?
+            } else {
+                normalize_phone(identifier, region).ok_or_else(|| {
+                    err(
+                        Some(line),
+                        format!(
+                            "'{identifier}' is not a valid phone number (default region {region:?})"
+                        ),
+                    )
+                })?
+            };
+            let mailbox_raw = field(Some(mailbox_col));
+            let mailbox = normalize_address(mailbox_raw).ok_or_else(|| {
+                err(
+                    Some(line),
+                    format!("'{mailbox_raw}' is not a valid mailbox address"),
+                )
+            })?;
+            if !in_domains(&mailbox, domains) {
+                return Err(err(
+                    Some(line),
+                    format!(
+                        "mailbox '{mailbox}' is outside the organisation's domains ({}); \
+                         external parties cannot receive copies",
+                        domains.join(", ")
+                    ),
+                ));
+            }
+            let from = parse_bound(field(from_col), false)
+                .map_err(|m| err(Some(line), format!("valid_from: {m}")))?;
+            let to = parse_bound(field(to_col), true)
+                .map_err(|m| err(Some(line), format!("valid_to: {m}")))?;
+            if let (Some(f), Some(t)) = (from, to) {
+                if f >= t {
+                    return Err(err(
+                        Some(line),
+                        "valid_from must be before valid_to".to_string(),
+                    ));
+                }
+            }
+            let entry = Entry {
+                mailbox,
+                from,
+                to,
+                line,
+            };
+            let existing = table.entries.entry(key.clone()).or_default();
+            if let Some(clash) = existing.iter().find(|e| e.overlaps(&entry)) {
+                return Err(err(
+                    Some(line),
+                    format!(
+                        "'{key}' is already mapped for an overlapping period on line {}; \
+                         give the rows valid_from/valid_to dates that do not overlap",
+                        clash.line
+                    ),
+                ));
+            }
+            existing.push(entry);
+        }
+        Ok(table)
+    }
+
+    /// The mailbox mapped to a normalized identifier at an instant.
+    pub fn lookup(&self, identifier: &str, at: DateTime<Utc>) -> Option<&str> {
+        self.entries
+            .get(identifier)?
+            .iter()
+            .find(|e| e.covers(at))
+            .map(|e| e.mailbox.as_str())
+    }
+
+    /// Number of identifiers mapped.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Maps the participants of one connector's items to mailboxes.
+#[derive(Debug, Clone)]
+pub struct Mapper {
+    table: Option<MappingTable>,
+    use_email_property: bool,
+    domains: Vec<String>,
+}
+
+impl Mapper {
+    pub fn new(
+        table: Option<MappingTable>,
+        use_email_property: bool,
+        domains: Vec<String>,
+    ) -> Self {
+        Mapper {
+            table,
+            use_email_property,
+            domains,
+        }
+    }
+
+    /// CSV by phone, then CSV by partner address, then the email property.
+    pub fn resolve(&self, participant: &Participant, at: DateTime<Utc>) -> Resolution {
+        if let Some(table) = &self.table {
+            let by_phone = participant.phone.as_deref();
+            let by_address = participant.address.as_deref().and_then(normalize_address);
+            for key in by_phone.into_iter().chain(by_address.as_deref()) {
+                if let Some(mailbox) = table.lookup(key, at) {
+                    return Resolution::Mailbox {
+                        address: mailbox.to_string(),
+                        via: Via::Csv,
+                    };
+                }
+            }
+        }
+        if self.use_email_property {
+            if let Some(email) = participant.email.as_deref().and_then(normalize_address) {
+                if in_domains(&email, &self.domains) {
+                    return Resolution::Mailbox {
+                        address: email,
+                        via: Via::EmailProperty,
+                    };
+                }
+            }
+        }
+        if participant.archived {
+            Resolution::Unmapped
+        } else {
+            Resolution::External
+        }
+    }
+}
+
+fn in_domains(address: &str, domains: &[String]) -> bool {
+    domains.is_empty()
+        || address
+            .rsplit_once('@')
+            .is_some_and(|(_, d)| domains.iter().any(|x| x == d))
+}
+
+/// A phone number in E.164 (`+447700900123`), or None when it cannot be one.
+///
+/// Numbers are accepted when they parse and have an E.164 length (8 to 15 digits with a
+/// national number of at least 6): range metadata lags real allocations, and reserved test
+/// ranges must work too, so validity against the numbering plan is not required.
+pub fn normalize_phone(raw: &str, region: country::Id) -> Option<String> {
+    let raw = raw.trim();
+    if raw.is_empty()
+        || !raw
+            .chars()
+            .all(|c| c.is_ascii_digit() || " +-().".contains(c))
+    {
+        return None;
+    }
+    let number = phonenumber::parse(Some(region), raw).ok()?;
+    let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
+    let digits = e164.len().saturating_sub(1);
+    let national = number.national().to_string().len() + number.national().zeros() as usize;
+    ((8..=15).contains(&digits) && national >= 6).then_some(e164)
+}
+
+/// A lowercase address with one '@', a dotted domain and no characters that mail headers or
+/// file paths reserve; None otherwise.
+pub fn normalize_address(raw: &str) -> Option<String> {
+    let address = raw.trim().to_ascii_lowercase();
+    let (local, domain) = address.split_once('@')?;
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && !local.starts_with('.')
+        && local
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%'*+-=?^_`{|}~.".contains(&b));
+    let domain_ok = domain.contains('.')
+        && domain.len() <= 253
+        && domain
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    (local_ok && domain_ok).then_some(address)
+}
+
+fn parse_bound(raw: &str, end: bool) -> Result<Option<DateTime<Utc>>, String> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(instant) = DateTime::parse_from_rfc3339(raw) {
+        return Ok(Some(instant.with_timezone(&Utc)));
+    }
+    let date = NaiveDate::parse_from_str(raw, "%Y-%m-%d").map_err(|_| {
+        format!("'{raw}' is neither a date (2026-11-20) nor an instant (2026-11-20T12:00:00Z)")
+    })?;
+    // A date as valid_to includes that whole day.
+    let date = if end {
+        date.succ_opt().unwrap_or(date)
+    } else {
+        date
+    };
+    Ok(Some(date.and_hms_opt(0, 0, 0).expect("midnight").and_utc()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    const GB: country::Id = country::Id::GB;
+
+    fn at(h: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 20, h, 0, 0).unwrap()
+    }
+
+    fn table(csv: &str) -> Result<MappingTable, MappingError> {
+        MappingTable::parse(
+            csv.as_bytes(),
+            Path::new("map.csv"),
+            GB,
+            &["contoso.com".to_string()],
+        )
+    }
+
+    fn phone(number: &str, archived: bool) -> Participant {
+        Participant {
+            phone: normalize_phone(number, GB),
+            archived,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn e164_normalization() {
+        assert_eq!(
+            normalize_phone("07700 900123", GB).as_deref(),
+            Some("+447700900123")
+        );
+        assert_eq!(
+            normalize_phone("+44 (0)7700-900123", GB).as_deref(),
+            Some("+447700900123")
+        );
+        assert_eq!(
+            normalize_phone("0044 7700 900123", GB).as_deref(),
+            Some("+447700900123")
+        );
+        assert_eq!(
+            normalize_phone("(202) 555-0143", country::Id::US).as_deref(),
+            Some("+12025550143")
+        );
+        assert_eq!(normalize_phone("+44 7700", GB), None);
+        assert_eq!(normalize_phone("HSBC", GB), None);
+        assert_eq!(normalize_phone("", GB), None);
+    }
+
+    #[test]
+    fn csv_wins_over_email_property() {
+        let t = table("identifier,mailbox\n+447700900105,emma.clark@contoso.com\n").unwrap();
+        let mapper = Mapper::new(Some(t), true, vec!["contoso.com".into()]);
+        let mut p = phone("07700900105", true);
+        p.email = Some("Emma.Old@contoso.com".into());
+        assert_eq!(
+            mapper.resolve(&p, at(9)),
+            Resolution::Mailbox {
+                address: "emma.clark@contoso.com".into(),
+                via: Via::Csv
+            }
+        );
+        // Not in the CSV: the email property, lowercased.
+        let mut q = phone("07700900104", true);
+        q.email = Some("Priya.Patel@Contoso.com".into());
+        assert_eq!(
+            mapper.resolve(&q, at(9)),
+            Resolution::Mailbox {
+                address: "priya.patel@contoso.com".into(),
+                via: Via::EmailProperty
+            }
+        );
+        // With the email property disabled, the same participant is unmapped.
+        let csv_only = Mapper::new(None, false, vec!["contoso.com".into()]);
+        assert_eq!(csv_only.resolve(&q, at(9)), Resolution::Unmapped);
+    }
+
+    #[test]
+    fn partner_address_rows_and_external_parties() {
+        let t = table("identifier,mailbox\nAlice@SL2.Example,alice@contoso.com\n").unwrap();
+        let mapper = Mapper::new(Some(t), true, vec!["contoso.com".into()]);
+        let p = Participant {
+            address: Some("alice@sl2.example".into()),
+            archived: true,
+            ..Default::default()
+        };
+        assert!(matches!(
+            mapper.resolve(&p, at(1)),
+            Resolution::Mailbox { via: Via::Csv, .. }
+        ));
+        let outsider = Participant {
+            email: Some("j.doe@example.com".into()),
+            ..phone("07700900556", false)
+        };
+        assert_eq!(mapper.resolve(&outsider, at(1)), Resolution::External);
+        let unmapped_employee = phone("07700900199", true);
+        assert_eq!(
+            mapper.resolve(&unmapped_employee, at(1)),
+            Resolution::Unmapped
+        );
+    }
+
+    #[test]
+    fn validity_dates_follow_a_reassigned_number() {
+        let t = table(
+            "identifier,mailbox,valid_from,valid_to\n\
+             07700 900103,carol.white@contoso.com,,2026-11-20T12:00:00Z\n\
+             +447700900103,dan.brown@contoso.com,2026-11-20T12:00:00Z,\n\
+             07700900107,erin@contoso.com,2026-11-19,2026-11-19\n",
+        )
+        .unwrap();
+        assert_eq!(
+            t.lookup("+447700900103", at(11)),
+            Some("carol.white@contoso.com")
+        );
+        assert_eq!(
+            t.lookup("+447700900103", at(12)),
+            Some("dan.brown@contoso.com")
+        );
+        // A date as valid_to covers the whole day, and nothing after it.
+        let late_19th = Utc.with_ymd_and_hms(2026, 11, 19, 23, 59, 59).unwrap();
+        assert_eq!(
+            t.lookup("+447700900107", late_19th),
+            Some("erin@contoso.com")
+        );
+        assert_eq!(t.lookup("+447700900107", at(0)), None);
+    }
+
+    #[test]
+    fn malformed_rows_name_the_line() {
+        let e = table(
+            "identifier,mailbox\n+447700900101,alice@contoso.com\n+44 7700,bob@contoso.com\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert!(
+            e.to_string()
+                .starts_with("mapping file map.csv line 3: '+44 7700' is not a valid phone number"),
+            "{e}"
+        );
+
+        let e = table("identifier,mailbox\n07700900101,not-an-address\n").unwrap_err();
+        assert_eq!(e.line, Some(2));
+
+        let e = table("identifier,mailbox\n07700900101,someone@gmail.com\n").unwrap_err();
+        assert!(
+            e.message.contains("outside the organisation's domains"),
+            "{e}"
+        );
+
+        let e = table("phone,address\n").unwrap_err();
+        assert_eq!(e.line, Some(1));
+
+        let e = table("identifier,mailbox,valid_from\n07700900101,a@contoso.com,yesterday\n")
+            .unwrap_err();
+        assert!(e.message.starts_with("valid_from:"), "{e}");
+
+        let e = table(
+            "identifier,mailbox,valid_from,valid_to\n\
+             07700900101,a@contoso.com,2026-11-01,\n\
+             +447700900101,b@contoso.com,2026-11-10,2026-11-30\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert!(e.message.contains("line 2"), "{e}");
+
+        let e = table("identifier,mailbox\n07700900101,a@contoso.com,extra\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+    }
+
+    #[test]
+    fn comments_and_blank_lines_are_ignored() {
+        let t = table(
+            "# exported from HR 2026-11-01\nidentifier,mailbox\n\n07700900101,a@contoso.com\n",
+        )
+        .unwrap();
+        assert_eq!(t.len(), 1);
+    }
+}

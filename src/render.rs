@@ -1,0 +1,696 @@
+//! An item to RFC 5322 bytes.
+//!
+//! The output is deterministic: Message-ID, MIME boundaries and every header derive from the
+//! item, so the same item renders to the same bytes on every run. Partner data never reaches
+//! the header block raw: control characters (CR and LF among them) are replaced before lettre
+//! encodes the value, and text bodies are quoted-printable so no partner line can pose as a
+//! MIME boundary.
+
+use crate::item::{Attachment, Call, CallOutcome, Content, Item, ItemKey, Participant, Role};
+use chrono::{DateTime, Utc};
+use lettre::message::header::{
+    ContentTransferEncoding, ContentType, HeaderName, HeaderValue, Headers,
+};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::Address;
+use std::fmt::Write as _;
+
+/// Header names of the tracking headers every rendered item carries.
+pub mod headers {
+    pub const CONNECTOR: &str = "X-Comms-Archiver-Connector";
+    pub const PARTNER: &str = "X-Comms-Archiver-Partner";
+    pub const KIND: &str = "X-Comms-Archiver-Kind";
+    pub const DIRECTION: &str = "X-Comms-Archiver-Direction";
+    pub const ITEM_ID: &str = "X-Comms-Archiver-Item-Id";
+    pub const ITEM_KEY: &str = "X-Comms-Archiver-Item-Key";
+    pub const CONVERSATION: &str = "X-Comms-Archiver-Conversation";
+}
+
+/// What the renderer needs to know besides the item.
+#[derive(Debug, Clone, Copy)]
+pub struct RenderContext<'a> {
+    pub connector: &'a str,
+    /// The partner system, e.g. "telemessage-o2".
+    pub partner: &'a str,
+    /// Reserved domain for parties without an email, e.g. "telemessage.invalid".
+    pub invalid_domain: &'a str,
+}
+
+/// The renderer could not produce a message for an item.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot render item: {0}")]
+pub struct RenderError(String);
+
+/// Renders `item` as one RFC 5322 message. `mailboxes[i]` is the mailbox that participant `i`
+/// mapped to, if any: copies are addressed with the employee's real address.
+pub fn render(
+    item: &Item,
+    key: &ItemKey,
+    ctx: &RenderContext<'_>,
+    mailboxes: &[Option<String>],
+) -> Result<Vec<u8>, RenderError> {
+    let tracking = tracking_headers(item, key, ctx);
+    if let Content::Email { raw } = &item.content {
+        return Ok(pass_through(raw, key, &tracking));
+    }
+
+    let people: Vec<Person> = item
+        .participants
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Person::of(p, mailboxes.get(i).cloned().flatten(), ctx))
+        .collect();
+    let from_index = item
+        .participants
+        .iter()
+        .position(|p| p.role == Some(Role::From))
+        .unwrap_or(0);
+    let from = people
+        .get(from_index)
+        .ok_or_else(|| RenderError("the item has no participants".to_string()))?;
+    let mut to: Vec<&Person> = role_of(item, &people, Role::To);
+    let cc: Vec<&Person> = role_of(item, &people, Role::Cc);
+    if to.is_empty() {
+        // Every message needs a recipient: fall back to the other parties, then the sender.
+        to = people
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != from_index)
+            .map(|(_, p)| p)
+            .collect();
+        if to.is_empty() {
+            to.push(from);
+        }
+    }
+
+    let mut builder = lettre::Message::builder()
+        .from(from.mailbox()?)
+        .subject(subject(item, from, &to))
+        .date(item.time.into())
+        .message_id(Some(key.message_id()));
+    for person in &to {
+        builder = builder.to(person.mailbox()?);
+    }
+    for person in &cc {
+        builder = builder.cc(person.mailbox()?);
+    }
+    if let Some(thread) = thread_ids(item, ctx) {
+        builder = builder
+            .in_reply_to(thread.in_reply_to)
+            .references(thread.references);
+    }
+    for value in tracking {
+        builder = builder.raw_header(value);
+    }
+
+    let text = body_text(item, from, &to);
+    let text_part = SinglePart::builder()
+        .header(ContentType::TEXT_PLAIN)
+        .header(ContentTransferEncoding::QuotedPrintable)
+        .body(text);
+    let files = attachments(&item.content);
+    let message = if files.is_empty() {
+        builder.singlepart(text_part)
+    } else {
+        let mut mixed = MultiPart::mixed()
+            .boundary(format!("=_ca_{}", key.as_str()))
+            .singlepart(text_part);
+        for file in files {
+            let content_type = ContentType::parse(&file.content_type)
+                .unwrap_or_else(|_| ContentType::parse("application/octet-stream").unwrap());
+            mixed = mixed.singlepart(
+                lettre::message::Attachment::new(file_name(&file.name))
+                    .body(file.data.clone(), content_type),
+            );
+        }
+        builder.multipart(mixed)
+    }
+    .map_err(|e| RenderError(e.to_string()))?;
+    Ok(message.formatted())
+}
+
+/// A participant as it appears in the header block.
+struct Person {
+    name: String,
+    address: String,
+}
+
+impl Person {
+    fn of(p: &Participant, mailbox: Option<String>, ctx: &RenderContext<'_>) -> Person {
+        let address = mailbox
+            .or_else(|| {
+                p.email
+                    .as_deref()
+                    .and_then(crate::mapping::normalize_address)
+            })
+            .unwrap_or_else(|| {
+                let local = p
+                    .phone
+                    .clone()
+                    .or_else(|| p.address.as_deref().map(local_part))
+                    .unwrap_or_else(|| "unknown".to_string());
+                format!("{local}@{}", ctx.invalid_domain)
+            });
+        let name = p
+            .display_name
+            .as_deref()
+            .map(header_text)
+            .filter(|n| !n.is_empty())
+            .or_else(|| p.phone.as_deref().map(pretty_phone))
+            .or_else(|| p.address.as_deref().map(header_text))
+            .unwrap_or_default();
+        Person { name, address }
+    }
+
+    fn mailbox(&self) -> Result<Mailbox, RenderError> {
+        let address: Address = self
+            .address
+            .parse()
+            .map_err(|e| RenderError(format!("address '{}': {e}", self.address)))?;
+        let name = (!self.name.is_empty()).then(|| self.name.clone());
+        Ok(Mailbox::new(name, address))
+    }
+
+    /// "Alice Smith", or the address when there is no name.
+    fn label(&self) -> &str {
+        if self.name.is_empty() {
+            &self.address
+        } else {
+            &self.name
+        }
+    }
+}
+
+fn role_of<'p>(item: &Item, people: &'p [Person], role: Role) -> Vec<&'p Person> {
+    item.participants
+        .iter()
+        .zip(people)
+        .filter(|(p, _)| p.role == Some(role))
+        .map(|(_, person)| person)
+        .collect()
+}
+
+/// A partner address made safe as the local part of a `.invalid` address.
+fn local_part(address: &str) -> String {
+    let cleaned: String = address
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "+-_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    if cleaned.trim_matches('_').is_empty() {
+        crate::item::short_hash(&[address])
+    } else {
+        cleaned
+    }
+}
+
+/// Partner text made safe for a header value: every control character becomes a space and
+/// runs of white space fold to one. lettre then RFC 2047-encodes what is not ASCII.
+pub fn header_text(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut space = false;
+    for c in raw.chars() {
+        let c = if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            ' '
+        } else {
+            c
+        };
+        if c.is_whitespace() {
+            space = !out.is_empty();
+            continue;
+        }
+        if space {
+            out.push(' ');
+            space = false;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Partner text made safe for a text body: line ends normalized, other controls removed.
+fn body_safe(raw: &str) -> String {
+    raw.replace("\r\n", "\n")
+        .replace('\r', "\n")
+        .chars()
+        .filter(|&c| c == '\n' || c == '\t' || !c.is_control())
+        .collect()
+}
+
+fn file_name(raw: &str) -> String {
+    let name: String = header_text(raw)
+        .chars()
+        .map(|c| {
+            if matches!(c, '/' | '\\' | '"') {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        "attachment".to_string()
+    } else {
+        name
+    }
+}
+
+/// "+44 7700 900123" for "+447700900123".
+pub fn pretty_phone(e164: &str) -> String {
+    phonenumber::parse(None, e164)
+        .map(|n| {
+            n.format()
+                .mode(phonenumber::Mode::International)
+                .to_string()
+        })
+        .unwrap_or_else(|_| e164.to_string())
+}
+
+fn names(people: &[&Person]) -> String {
+    let shown: Vec<&str> = people.iter().take(3).map(|p| p.label()).collect();
+    match people.len() {
+        0 => String::new(),
+        n if n > 3 => format!("{} and {} others", shown.join(", "), n - 3),
+        _ => shown.join(", "),
+    }
+}
+
+fn subject(item: &Item, from: &Person, to: &[&Person]) -> String {
+    let from = from.label();
+    let to = names(to);
+    let subject = match &item.content {
+        Content::Sms { .. } => format!("SMS from {from} to {to}"),
+        Content::Mms { .. } => format!("MMS from {from} to {to}"),
+        Content::Call(call) => call_subject("Voice call", call, from, &to),
+        Content::WhatsAppCall(call) => call_subject("WhatsApp call", call, from, &to),
+        Content::WhatsApp(m) => {
+            let base = match &m.group {
+                Some(group) => format!(
+                    "WhatsApp message from {from} in {}",
+                    group.name.as_deref().unwrap_or(&group.id)
+                ),
+                None => format!("WhatsApp message from {from} to {to}"),
+            };
+            if m.deleted_at.is_some() {
+                format!("[Deleted by sender] {base}")
+            } else {
+                base
+            }
+        }
+        Content::CellTrust(c) => {
+            format!(
+                "CellTrust SL2 {} from {from} to {to}",
+                c.channel.to_uppercase()
+            )
+        }
+        Content::Email { .. } => unreachable!("passed through before subjects are made"),
+    };
+    header_text(&subject)
+}
+
+fn call_subject(what: &str, call: &Call, from: &str, to: &str) -> String {
+    let length = duration_words(call.duration_secs);
+    match call.outcome {
+        CallOutcome::Answered => format!("{what} from {from} to {to} ({length})"),
+        CallOutcome::Missed => format!("Missed {} from {from} to {to}", what.to_lowercase()),
+        CallOutcome::Rejected => format!("Rejected {} from {from} to {to}", what.to_lowercase()),
+        CallOutcome::Voicemail => format!("Voicemail from {from} for {to} ({length})"),
+    }
+}
+
+fn duration_words(secs: u64) -> String {
+    if secs >= 3600 {
+        format!("{}h {}m {}s", secs / 3600, secs / 60 % 60, secs % 60)
+    } else {
+        format!("{}m {}s", secs / 60, secs % 60)
+    }
+}
+
+fn utc(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+fn body_text(item: &Item, from: &Person, to: &[&Person]) -> String {
+    let mut out = String::new();
+    match &item.content {
+        Content::Sms { text } => out.push_str(&body_safe(text)),
+        Content::Mms { text, media } => {
+            if let Some(text) = text {
+                out.push_str(&body_safe(text));
+                out.push('\n');
+            }
+            list_files(&mut out, media);
+        }
+        Content::Call(call) | Content::WhatsAppCall(call) => {
+            describe_call(&mut out, item, call, from, to);
+        }
+        Content::WhatsApp(m) => {
+            if let Some(at) = m.deleted_at {
+                let _ = writeln!(
+                    out,
+                    "[This message was deleted by the sender at {}]\n",
+                    utc(at)
+                );
+            }
+            if let Some(quote) = &m.quote {
+                let _ = writeln!(
+                    out,
+                    "In reply to {}:",
+                    header_text(quote.author.as_deref().unwrap_or("an earlier message"))
+                );
+                for line in body_safe(quote.text.as_deref().unwrap_or("")).lines() {
+                    let _ = writeln!(out, "> {line}");
+                }
+                out.push('\n');
+            }
+            if let Some(text) = &m.text {
+                out.push_str(&body_safe(text));
+                out.push('\n');
+            }
+            list_files(&mut out, &m.media);
+        }
+        Content::CellTrust(c) => {
+            let _ = writeln!(
+                out,
+                "CellTrust SL2 domain {}{}",
+                header_text(&c.domain),
+                c.organizational_unit
+                    .as_deref()
+                    .map(|ou| format!(", organizational unit {}", header_text(ou)))
+                    .unwrap_or_default()
+            );
+            out.push('\n');
+            if let Some(call) = &c.call {
+                describe_call(&mut out, item, call, from, to);
+            }
+            if let Some(text) = &c.text {
+                out.push_str(&body_safe(text));
+                out.push('\n');
+            }
+            list_files(&mut out, &c.media);
+        }
+        Content::Email { .. } => {}
+    }
+    out
+}
+
+fn describe_call(out: &mut String, item: &Item, call: &Call, from: &Person, to: &[&Person]) {
+    let s = call.duration_secs;
+    let _ = writeln!(out, "Caller:     {} <{}>", from.label(), from.address);
+    for callee in to {
+        let _ = writeln!(out, "Callee:     {} <{}>", callee.label(), callee.address);
+    }
+    let _ = writeln!(out, "Direction:  {}", item.direction.as_str());
+    let _ = writeln!(out, "Start:      {}", utc(call.start));
+    let _ = writeln!(
+        out,
+        "Duration:   {s} s ({:02}:{:02}:{:02})",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    );
+    let _ = writeln!(out, "Outcome:    {}", call.outcome.as_str());
+    match &call.recording {
+        Some(r) => {
+            let _ = writeln!(
+                out,
+                "Recording:  attached ({}, {} bytes)",
+                file_name(&r.name),
+                r.data.len()
+            );
+        }
+        None => out.push_str("Recording:  none\n"),
+    }
+    if let Some(transcript) = &call.transcript {
+        out.push_str("\nTranscript:\n");
+        out.push_str(&body_safe(transcript));
+        out.push('\n');
+    }
+}
+
+fn list_files(out: &mut String, files: &[Attachment]) {
+    for f in files {
+        let _ = writeln!(
+            out,
+            "[Attachment: {} ({}, {} bytes)]",
+            file_name(&f.name),
+            header_text(&f.content_type),
+            f.data.len()
+        );
+    }
+}
+
+fn attachments(content: &Content) -> Vec<&Attachment> {
+    match content {
+        Content::Mms { media, .. } => media.iter().collect(),
+        Content::WhatsApp(m) => m.media.iter().collect(),
+        Content::Call(c) | Content::WhatsAppCall(c) => c.recording.iter().collect(),
+        Content::CellTrust(c) => c
+            .media
+            .iter()
+            .chain(c.call.as_ref().and_then(|c| c.recording.as_ref()))
+            .collect(),
+        Content::Sms { .. } | Content::Email { .. } => Vec::new(),
+    }
+}
+
+struct Thread {
+    in_reply_to: String,
+    references: String,
+}
+
+/// Every message of a conversation replies to one synthetic root, so mail clients thread
+/// a chat; a quoted message is replied to directly.
+fn thread_ids(item: &Item, ctx: &RenderContext<'_>) -> Option<Thread> {
+    let root = item.conversation.as_ref().map(|c| {
+        format!(
+            "<conv-{}@comms-archiver.invalid>",
+            crate::item::short_hash(&[ctx.connector, &c.id])
+        )
+    });
+    let quoted = match &item.content {
+        Content::WhatsApp(m) => m
+            .quote
+            .as_ref()
+            .map(|q| ItemKey::new(ctx.connector, &q.partner_id).message_id()),
+        _ => None,
+    };
+    match (root, quoted) {
+        (Some(root), Some(quoted)) => Some(Thread {
+            in_reply_to: quoted.clone(),
+            references: format!("{root} {quoted}"),
+        }),
+        (Some(id), None) | (None, Some(id)) => Some(Thread {
+            in_reply_to: id.clone(),
+            references: id,
+        }),
+        (None, None) => None,
+    }
+}
+
+fn tracking_headers(item: &Item, key: &ItemKey, ctx: &RenderContext<'_>) -> Vec<HeaderValue> {
+    let mut values = vec![
+        (headers::CONNECTOR, ctx.connector.to_string()),
+        (headers::PARTNER, ctx.partner.to_string()),
+        (headers::KIND, item.content.kind().as_str().to_string()),
+        (headers::DIRECTION, item.direction.as_str().to_string()),
+        (headers::ITEM_ID, header_text(&item.partner_id)),
+        (headers::ITEM_KEY, key.as_str().to_string()),
+    ];
+    if let Some(c) = &item.conversation {
+        values.push((headers::CONVERSATION, header_text(&c.id)));
+    }
+    values
+        .into_iter()
+        .map(|(name, value)| HeaderValue::new(HeaderName::new_from_ascii_str(name), value))
+        .collect()
+}
+
+/// A message the partner already rendered: our tracking headers in front, the rest unchanged
+/// (a Message-ID of ours only where the partner gave none).
+fn pass_through(raw: &[u8], key: &ItemKey, tracking: &[HeaderValue]) -> Vec<u8> {
+    let mut block = Headers::new();
+    for value in tracking {
+        block.insert_raw(value.clone());
+    }
+    let header_end = find_header_end(raw);
+    let has_message_id = raw[..header_end]
+        .split(|&b| b == b'\n')
+        .any(|line| line.len() >= 11 && line[..11].eq_ignore_ascii_case(b"message-id:"));
+    if !has_message_id {
+        block.insert_raw(HeaderValue::new(
+            HeaderName::new_from_ascii_str("Message-ID"),
+            key.message_id(),
+        ));
+    }
+    let mut out = block.to_string().into_bytes();
+    out.extend_from_slice(raw);
+    out
+}
+
+fn find_header_end(raw: &[u8]) -> usize {
+    raw.windows(2)
+        .position(|w| w == b"\n\n")
+        .or_else(|| raw.windows(4).position(|w| w == b"\r\n\r\n"))
+        .unwrap_or(raw.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::item::{Conversation, Direction, Quote, WhatsAppMessage};
+    use chrono::TimeZone;
+
+    const CTX: RenderContext<'static> = RenderContext {
+        connector: "o2",
+        partner: "telemessage-o2",
+        invalid_domain: "telemessage.invalid",
+    };
+
+    fn person(role: Role, phone: &str, name: Option<&str>) -> Participant {
+        Participant {
+            role: Some(role),
+            phone: Some(phone.to_string()),
+            display_name: name.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    fn sms(text: &str) -> Item {
+        Item {
+            partner_id: "O2-1".into(),
+            time: Utc.with_ymd_and_hms(2026, 11, 20, 8, 15, 2).unwrap(),
+            direction: Direction::Inbound,
+            conversation: Some(Conversation {
+                id: "T-1".into(),
+                name: None,
+            }),
+            participants: vec![
+                person(Role::From, "+447700900555", None),
+                person(Role::To, "+447700900101", Some("Alice Smith")),
+            ],
+            content: Content::Sms { text: text.into() },
+        }
+    }
+
+    fn render_sms(item: &Item) -> String {
+        let key = ItemKey::new("o2", &item.partner_id);
+        let bytes = render(
+            item,
+            &key,
+            &CTX,
+            &[None, Some("alice.smith@contoso.com".into())],
+        )
+        .unwrap();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    fn header_block(message: &str) -> &str {
+        &message[..message.find("\r\n\r\n").unwrap()]
+    }
+
+    #[test]
+    fn sms_has_the_expected_headers() {
+        let m = render_sms(&sms("Running 10 min late"));
+        let head = header_block(&m);
+        // lettre encodes a display name that starts with '+' (RFC 2047); the address is plain.
+        assert!(
+            head.contains(" <+447700900555@telemessage.invalid>\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains("To: \"Alice Smith\" <alice.smith@contoso.com>"),
+            "{head}"
+        );
+        assert!(head.contains("Subject: SMS from +44 7700 900555 to Alice Smith"));
+        assert!(
+            head.contains("Date: Fri, 20 Nov 2026 08:15:02 +0000"),
+            "{head}"
+        );
+        let key = ItemKey::new("o2", "O2-1");
+        assert!(head.contains(&format!("Message-ID: {}", key.message_id())));
+        assert!(head.contains("X-Comms-Archiver-Kind: sms"));
+        assert!(head.contains("In-Reply-To: <conv-"));
+        assert!(m.contains("Running 10 min late"));
+    }
+
+    #[test]
+    fn rendering_is_deterministic() {
+        let mut item = sms("hello");
+        item.content = Content::Mms {
+            text: Some("photo".into()),
+            media: vec![Attachment {
+                name: "a.png".into(),
+                content_type: "image/png".into(),
+                data: vec![1, 2, 3],
+            }],
+        };
+        assert_eq!(render_sms(&item), render_sms(&item));
+    }
+
+    #[test]
+    fn control_characters_never_start_a_header() {
+        let mut item = sms("body\r\nBcc: body@evil.example");
+        item.participants[0].display_name =
+            Some("Mr Wong\r\nBcc: attacker@evil.example\nX-Injected: 1".into());
+        item.partner_id = "ID\r\nX-Forged: yes".into();
+        item.conversation = Some(Conversation {
+            id: "T\n\rReply-To: x@evil.example".into(),
+            name: None,
+        });
+        let m = render_sms(&item);
+        let head = header_block(&m);
+        for line in head.split("\r\n") {
+            let lower = line.to_ascii_lowercase();
+            assert!(
+                !lower.starts_with("bcc:")
+                    && !lower.starts_with("x-injected:")
+                    && !lower.starts_with("x-forged:")
+                    && !lower.starts_with("reply-to:"),
+                "forged header line {line:?} in\n{head}"
+            );
+            // Folded continuation lines start with white space; no bare CR or LF inside.
+            assert!(!line.contains('\r') && !line.contains('\n'));
+        }
+        assert!(head.contains("Mr Wong Bcc: attacker@evil.example X-Injected: 1"));
+    }
+
+    #[test]
+    fn whatsapp_reply_threads_to_the_quoted_message() {
+        let mut item = sms("");
+        item.content = Content::WhatsApp(WhatsAppMessage {
+            text: Some("Agreed".into()),
+            quote: Some(Quote {
+                partner_id: "WA-0".into(),
+                author: Some("Alice".into()),
+                text: Some("Shall we?".into()),
+            }),
+            deleted_at: Some(Utc.with_ymd_and_hms(2026, 11, 20, 9, 0, 0).unwrap()),
+            ..Default::default()
+        });
+        let m = render_sms(&item);
+        let quoted = ItemKey::new("o2", "WA-0").message_id();
+        assert!(header_block(&m).contains(&format!("In-Reply-To: {quoted}")));
+        assert!(header_block(&m).contains("Subject: [Deleted by sender] WhatsApp message"));
+        assert!(m.contains("deleted by the sender at 2026-11-20 09:00:00 UTC"));
+    }
+
+    #[test]
+    fn pass_through_keeps_the_partner_message() {
+        let mut item = sms("");
+        item.content = Content::Email {
+            raw: b"From: a@contoso.com\r\nMessage-ID: <p@partner>\r\n\r\nhi\r\n".to_vec(),
+        };
+        let key = ItemKey::new("merge1", "M-1");
+        let out = String::from_utf8(render(&item, &key, &CTX, &[]).unwrap()).unwrap();
+        assert!(out.starts_with("X-Comms-Archiver-Connector: o2\r\n"));
+        assert!(out.ends_with("From: a@contoso.com\r\nMessage-ID: <p@partner>\r\n\r\nhi\r\n"));
+        assert_eq!(out.matches("Message-ID").count(), 1);
+    }
+}

@@ -1,0 +1,331 @@
+//! The daily status log, modeled on the admin log of Microsoft's data connectors: per
+//! connector per day, what was available, imported, skipped and failed, with every failure
+//! listed. Its counts add up: available_for_import = imported + partially_imported +
+//! skipped_duplicates + failed.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+
+/// Why an item (or one copy of it) was not imported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// No participant maps to a valid mailbox, or the mailbox does not exist.
+    UserMapping,
+    /// The rendered message is larger than `max_item_bytes`.
+    SizeExceeded,
+    /// The partner's record could not be understood; the day stays open.
+    InvalidPayload,
+    /// The item could not be rendered as a message.
+    RenderError,
+    /// The mailbox refused the message for good.
+    Rejected,
+    /// The stage failed; the day stays open and the copy is retried.
+    StageError,
+    /// The mailbox was unavailable; the day stays open and the copy is retried.
+    ImportError,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::UserMapping => "user_mapping",
+            Reason::SizeExceeded => "size_exceeded",
+            Reason::InvalidPayload => "invalid_payload",
+            Reason::RenderError => "render_error",
+            Reason::Rejected => "rejected",
+            Reason::StageError => "stage_error",
+            Reason::ImportError => "import_error",
+        }
+    }
+
+    /// Whether a later run retries the copy (the day is then not complete).
+    pub fn is_retried(self) -> bool {
+        matches!(
+            self,
+            Reason::InvalidPayload | Reason::StageError | Reason::ImportError
+        )
+    }
+}
+
+/// One failed item or copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The partner's item id (or the record's location when it had none).
+    pub item_id: String,
+    /// The participant the failure is about: the archived employee's number or address.
+    pub source_user: String,
+    /// The mailbox of the failed copy; None when no mailbox was found.
+    pub mailbox: Option<String>,
+    pub reason: Reason,
+    /// What exactly happened, e.g. the rendered size.
+    pub detail: String,
+}
+
+/// The status log of one connector for one day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusLog {
+    pub connector: String,
+    pub day: NaiveDate,
+    /// When the run that wrote this log ended (UTC).
+    pub completed_at: DateTime<Utc>,
+    /// True when the day is finished and checkpointed; false when a later run retries it.
+    pub complete: bool,
+    /// Items the partner returned for the day.
+    pub available_from_source: u64,
+    /// Copies to import, after fan-out to every mapped participant (an item that maps to
+    /// no one counts once).
+    pub available_for_import: u64,
+    pub imported: u64,
+    /// Imported without some attachments. The current backends import whole messages or
+    /// nothing, so this stays 0; it is kept so the log reads like the connectors' admin log.
+    pub partially_imported: u64,
+    /// Copies already in the mailbox: imported by an earlier run, or repeated by the partner.
+    pub skipped_duplicates: u64,
+    pub failed: u64,
+    pub failures: Vec<Failure>,
+    /// Archived employees with no valid mailbox, once each.
+    pub unmapped_users: Vec<String>,
+    /// Problems that kept the whole day open (partner not ready, manifest mismatch, ...).
+    pub errors: Vec<DayError>,
+    /// "No items ingested on YYYY-MM-DD" for an empty day.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub summary: Option<String>,
+}
+
+/// A problem with the day as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayError {
+    pub reason: String,
+    pub detail: String,
+}
+
+impl StatusLog {
+    pub fn new(connector: &str, day: NaiveDate) -> Self {
+        StatusLog {
+            connector: connector.to_string(),
+            day,
+            completed_at: Utc::now(),
+            complete: false,
+            available_from_source: 0,
+            available_for_import: 0,
+            imported: 0,
+            partially_imported: 0,
+            skipped_duplicates: 0,
+            failed: 0,
+            failures: Vec::new(),
+            unmapped_users: Vec::new(),
+            errors: Vec::new(),
+            summary: None,
+        }
+    }
+
+    /// Whether the counts add up.
+    pub fn adds_up(&self) -> bool {
+        self.available_for_import
+            == self.imported + self.partially_imported + self.skipped_duplicates + self.failed
+            && self.failed == self.failures.len() as u64
+    }
+
+    /// Records a failed copy; it counts towards available_for_import.
+    pub fn fail(&mut self, failure: Failure) {
+        self.available_for_import += 1;
+        self.failed += 1;
+        self.failures.push(failure);
+    }
+
+    /// Whether nothing in this log stops the day from being checkpointed.
+    pub fn nothing_to_retry(&self) -> bool {
+        self.errors.is_empty() && !self.failures.iter().any(|f| f.reason.is_retried())
+    }
+
+    /// Closes the log at the end of a run.
+    pub fn finish(&mut self, complete: bool) {
+        self.complete = complete;
+        self.completed_at = Utc::now();
+        self.summary = (self.available_from_source == 0 && self.errors.is_empty())
+            .then(|| format!("No items ingested on {}", self.day.format("%Y-%m-%d")));
+        debug_assert!(self.adds_up(), "status log does not add up: {self:?}");
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a status log always serializes")
+    }
+
+    /// CSV: one `summary` row, then one `failure` row per failure and one `error` row per
+    /// day-level problem, all under one header.
+    pub fn to_csv(&self) -> String {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        let write = |w: &mut csv::Writer<Vec<u8>>, row: &[&str]| {
+            w.write_record(row).expect("writing to memory");
+        };
+        write(
+            &mut w,
+            &[
+                "record",
+                "connector",
+                "day",
+                "completed_at",
+                "complete",
+                "available_from_source",
+                "available_for_import",
+                "imported",
+                "partially_imported",
+                "skipped_duplicates",
+                "failed",
+                "item_id",
+                "source_user",
+                "mailbox",
+                "reason",
+                "detail",
+            ],
+        );
+        let day = self.day.to_string();
+        let numbers = [
+            self.available_from_source,
+            self.available_for_import,
+            self.imported,
+            self.partially_imported,
+            self.skipped_duplicates,
+            self.failed,
+        ]
+        .map(|n| n.to_string());
+        let completed = self.completed_at.to_rfc3339();
+        let complete = self.complete.to_string();
+        let mut summary = vec!["summary", &self.connector, &day, &completed, &complete];
+        summary.extend(numbers.iter().map(String::as_str));
+        summary.extend(["", "", "", "", self.summary.as_deref().unwrap_or("")]);
+        write(&mut w, &summary);
+        for f in &self.failures {
+            let mut row = vec![
+                "failure",
+                &self.connector,
+                &day,
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+            ];
+            row.extend([
+                f.item_id.as_str(),
+                &f.source_user,
+                f.mailbox.as_deref().unwrap_or(""),
+                f.reason.as_str(),
+                &f.detail,
+            ]);
+            write(&mut w, &row);
+        }
+        for e in &self.errors {
+            let mut row = vec![
+                "error",
+                &self.connector,
+                &day,
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+            ];
+            row.extend(["", "", "", e.reason.as_str(), &e.detail]);
+            write(&mut w, &row);
+        }
+        String::from_utf8(w.into_inner().expect("writing to memory")).expect("CSV of UTF-8")
+    }
+
+    /// A few readable lines for a terminal.
+    pub fn to_table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{} {}  {}  (run ended {})",
+            self.connector,
+            self.day,
+            if self.complete {
+                "complete"
+            } else {
+                "OPEN: retried on the next run"
+            },
+            self.completed_at.format("%Y-%m-%d %H:%M:%S UTC")
+        );
+        if let Some(summary) = &self.summary {
+            let _ = writeln!(out, "  {summary}");
+        }
+        for (label, n) in [
+            ("available from source", self.available_from_source),
+            ("available for import", self.available_for_import),
+            ("imported", self.imported),
+            ("partially imported", self.partially_imported),
+            ("skipped (duplicates)", self.skipped_duplicates),
+            ("failed", self.failed),
+        ] {
+            let _ = writeln!(out, "  {label:<22} {n:>8}");
+        }
+        for f in &self.failures {
+            let _ = writeln!(
+                out,
+                "  failed  {:<14} item {}  user {}  mailbox {}  {}",
+                f.reason.as_str(),
+                f.item_id,
+                f.source_user,
+                f.mailbox.as_deref().unwrap_or("-"),
+                f.detail
+            );
+        }
+        for e in &self.errors {
+            let _ = writeln!(out, "  error   {:<14} {}", e.reason, e.detail);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_add_up_and_csv_has_every_row() {
+        let mut log = StatusLog::new("o2", NaiveDate::from_ymd_opt(2026, 11, 20).unwrap());
+        log.available_from_source = 3;
+        log.available_for_import = 2;
+        log.imported = 1;
+        log.skipped_duplicates = 1;
+        log.fail(Failure {
+            item_id: "A, \"quoted\"".into(),
+            source_user: "+447700900199".into(),
+            mailbox: None,
+            reason: Reason::UserMapping,
+            detail: "no mailbox".into(),
+        });
+        log.finish(true);
+        assert!(log.adds_up());
+        let csv = log.to_csv();
+        let mut reader = csv::Reader::from_reader(csv.as_bytes());
+        let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(&rows[0][0], "summary");
+        assert_eq!(&rows[0][6], "3");
+        assert_eq!(&rows[1][11], "A, \"quoted\"");
+        assert_eq!(&rows[1][14], "user_mapping");
+        let back: StatusLog = serde_json::from_str(&log.to_json()).unwrap();
+        assert_eq!(back, log);
+    }
+
+    #[test]
+    fn empty_day_says_so() {
+        let mut log = StatusLog::new("o2", NaiveDate::from_ymd_opt(2026, 11, 20).unwrap());
+        log.finish(true);
+        assert_eq!(
+            log.summary.as_deref(),
+            Some("No items ingested on 2026-11-20")
+        );
+        assert!(log.to_table().contains("No items ingested on 2026-11-20"));
+    }
+}

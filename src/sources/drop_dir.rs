@@ -1,0 +1,246 @@
+//! The export drop transport: what a partner's SFTP delivery lands in.
+//!
+//! `<root>/<YYYY-MM-DD>/` holds one day's delivery: `MANIFEST.json` naming every record file
+//! and its record count, the record files (JSON Lines), and the media they refer to. The
+//! manifest is written last by the partner, so its presence marks a finished delivery; the
+//! files are reconciled against it before anything is imported.
+
+use super::{ItemStream, MediaRef, Pulled, RecordFormat, Source, SourceError};
+use crate::item::Attachment;
+use async_trait::async_trait;
+use chrono::NaiveDate;
+use serde::Deserialize;
+use std::collections::VecDeque;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+
+/// Name of the manifest in each day's delivery.
+pub const MANIFEST: &str = "MANIFEST.json";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    day: NaiveDate,
+    files: Vec<ManifestFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestFile {
+    name: String,
+    records: u64,
+}
+
+/// A partner's export drop directory.
+pub struct DropSource<F: RecordFormat> {
+    root: PathBuf,
+    format: Arc<F>,
+}
+
+impl<F: RecordFormat> DropSource<F> {
+    pub fn new(root: impl Into<PathBuf>, format: F) -> Self {
+        DropSource {
+            root: root.into(),
+            format: Arc::new(format),
+        }
+    }
+}
+
+#[async_trait]
+impl<F: RecordFormat> Source for DropSource<F> {
+    async fn open(&self, day: NaiveDate) -> Result<Box<dyn ItemStream>, SourceError> {
+        let dir = self.root.join(day.format("%Y-%m-%d").to_string());
+        let manifest_path = dir.join(MANIFEST);
+        let text = match tokio::fs::read_to_string(&manifest_path).await {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(SourceError::NotReady(format!(
+                    "no finished delivery for {day}: {} does not exist yet; \
+                     the day stays open until the partner delivers it",
+                    manifest_path.display()
+                )))
+            }
+            Err(e) => {
+                return Err(SourceError::Unavailable(format!(
+                    "cannot read {}: {e}",
+                    manifest_path.display()
+                )))
+            }
+        };
+        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| {
+            SourceError::Reconciliation(format!(
+                "{} is not a valid manifest: {e}",
+                manifest_path.display()
+            ))
+        })?;
+        if manifest.day != day {
+            return Err(SourceError::Reconciliation(format!(
+                "{} is for {}, not {day}",
+                manifest_path.display(),
+                manifest.day
+            )));
+        }
+        reconcile(&dir, &manifest).await?;
+        Ok(Box::new(DropStream {
+            dir,
+            files: manifest.files.into_iter().map(|f| f.name).collect(),
+            current: None,
+            format: self.format.clone(),
+        }))
+    }
+
+    fn describe(&self) -> String {
+        format!("export drop {}", self.root.display())
+    }
+}
+
+/// Checks every listed file exists, holds exactly its record count, and that no record file
+/// is there unlisted; a mismatch keeps the whole delivery out.
+async fn reconcile(dir: &Path, manifest: &Manifest) -> Result<(), SourceError> {
+    let mismatch = |m: String| SourceError::Reconciliation(format!("{}: {m}", dir.display()));
+    for file in &manifest.files {
+        check_relative(&file.name).map_err(&mismatch)?;
+        let path = dir.join(&file.name);
+        let handle = tokio::fs::File::open(&path).await.map_err(|e| {
+            mismatch(format!(
+                "manifest lists {} but it cannot be read: {e}",
+                file.name
+            ))
+        })?;
+        let mut lines = BufReader::new(handle).lines();
+        let mut count = 0u64;
+        while let Some(line) = lines
+            .next_line()
+            .await
+            .map_err(|e| mismatch(format!("{}: {e}", file.name)))?
+        {
+            if !line.trim().is_empty() {
+                count += 1;
+            }
+        }
+        if count == 0 {
+            return Err(mismatch(format!("{} is empty", file.name)));
+        }
+        if count != file.records {
+            return Err(mismatch(format!(
+                "manifest says {} holds {} records, it holds {count}",
+                file.name, file.records
+            )));
+        }
+    }
+    let mut entries = tokio::fs::read_dir(dir)
+        .await
+        .map_err(|e| SourceError::Unavailable(format!("cannot list {}: {e}", dir.display())))?;
+    while let Some(entry) = entries
+        .next_entry()
+        .await
+        .map_err(|e| SourceError::Unavailable(format!("cannot list {}: {e}", dir.display())))?
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".jsonl") && !manifest.files.iter().any(|f| f.name == name) {
+            return Err(mismatch(format!("{name} is not listed in the manifest")));
+        }
+    }
+    Ok(())
+}
+
+fn check_relative(name: &str) -> Result<(), String> {
+    let path = Path::new(name);
+    if name.is_empty() || !path.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(format!("'{name}' is not a path inside the delivery"));
+    }
+    Ok(())
+}
+
+struct DropStream<F: RecordFormat> {
+    dir: PathBuf,
+    files: VecDeque<String>,
+    current: Option<(String, u64, Lines<BufReader<tokio::fs::File>>)>,
+    format: Arc<F>,
+}
+
+impl<F: RecordFormat> DropStream<F> {
+    async fn next_line(&mut self) -> Result<Option<(String, u64, String)>, SourceError> {
+        loop {
+            if let Some((name, line_no, lines)) = &mut self.current {
+                let line = lines.next_line().await.map_err(|e| {
+                    SourceError::Unavailable(format!("{}/{name}: {e}", self.dir.display()))
+                })?;
+                match line {
+                    Some(line) => {
+                        *line_no += 1;
+                        if line.trim().is_empty() {
+                            continue;
+                        }
+                        return Ok(Some((name.clone(), *line_no, line)));
+                    }
+                    None => self.current = None,
+                }
+            }
+            let Some(name) = self.files.pop_front() else {
+                return Ok(None);
+            };
+            let file = tokio::fs::File::open(self.dir.join(&name))
+                .await
+                .map_err(|e| {
+                    SourceError::Unavailable(format!("{}/{name}: {e}", self.dir.display()))
+                })?;
+            self.current = Some((name, 0, BufReader::new(file).lines()));
+        }
+    }
+
+    async fn fetch(&self, media: &MediaRef) -> Result<Attachment, String> {
+        check_relative(&media.location)?;
+        let data = tokio::fs::read(self.dir.join(&media.location))
+            .await
+            .map_err(|e| format!("media file {} cannot be read: {e}", media.location))?;
+        Ok(Attachment {
+            name: media.name.clone(),
+            content_type: media.content_type.clone(),
+            data,
+        })
+    }
+}
+
+#[async_trait]
+impl<F: RecordFormat> ItemStream for DropStream<F> {
+    async fn next(&mut self) -> Result<Option<Pulled>, SourceError> {
+        let Some((file, line_no, line)) = self.next_line().await? else {
+            return Ok(None);
+        };
+        let location = format!("{file} line {line_no}");
+        let record: F::Record = match serde_json::from_str(&line) {
+            Ok(record) => record,
+            Err(e) => {
+                return Ok(Some(Pulled::Invalid {
+                    location,
+                    partner_id: None,
+                    reason: format!("not a valid record: {e}"),
+                }))
+            }
+        };
+        let partner_id = F::partner_id(&record).to_string();
+        let mut media = Vec::new();
+        for reference in F::media(&record) {
+            match self.fetch(&reference).await {
+                Ok(file) => media.push(file),
+                Err(reason) => {
+                    return Ok(Some(Pulled::Invalid {
+                        location,
+                        partner_id: Some(partner_id),
+                        reason,
+                    }))
+                }
+            }
+        }
+        Ok(Some(match self.format.to_item(record, media) {
+            Ok(item) => Pulled::Item(Box::new(item)),
+            Err(reason) => Pulled::Invalid {
+                location,
+                partner_id: Some(partner_id),
+                reason,
+            },
+        }))
+    }
+}

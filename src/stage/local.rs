@@ -1,0 +1,175 @@
+//! The stage in a local directory (the embedded default).
+//!
+//! Create-only writes go to a temporary file that is synced and then hard-linked into place:
+//! the link fails when the name exists, so two writers can never both win, and a crash leaves
+//! either the whole object or none of it.
+
+use super::{check_key, Created, Stage, StageError};
+use async_trait::async_trait;
+use std::fs;
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A directory holding the stage's objects as files.
+#[derive(Debug)]
+pub struct LocalStage {
+    root: PathBuf,
+    counter: AtomicU64,
+}
+
+impl LocalStage {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStage {
+            root: root.into(),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, operation: &'static str, key: &str) -> Result<PathBuf, StageError> {
+        check_key(key).map_err(|m| self.error(operation, key, m))?;
+        Ok(self.root.join(key))
+    }
+
+    fn error(&self, operation: &'static str, key: &str, message: impl ToString) -> StageError {
+        StageError {
+            stage: self.describe(),
+            operation,
+            key: key.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    /// A temporary name next to `target`, unique to this process and call.
+    fn temp_for(&self, target: &Path) -> PathBuf {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        target.with_file_name(format!(".tmp.{}.{n}", std::process::id()))
+    }
+}
+
+/// Writes and syncs `temp`, creating the directory when needed.
+fn write_temp(temp: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    fs::create_dir_all(temp.parent().expect("keys have a parent"))?;
+    let mut file = fs::File::create(temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Runs blocking file work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+#[async_trait]
+impl Stage for LocalStage {
+    async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<Created, StageError> {
+        let target = self.path("create", key)?;
+        if target.exists() {
+            return Ok(Created::AlreadyExists);
+        }
+        let temp = self.temp_for(&target);
+        let bytes = bytes.to_vec();
+        let outcome = blocking(move || {
+            write_temp(&temp, &bytes)?;
+            let linked = fs::hard_link(&temp, &target);
+            let _ = fs::remove_file(&temp);
+            match linked {
+                Ok(()) => {
+                    sync_dir(target.parent().expect("keys have a parent"))?;
+                    Ok(Created::New)
+                }
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(Created::AlreadyExists),
+                Err(e) => Err(e),
+            }
+        })
+        .await;
+        outcome.map_err(|e| self.error("create", key, e))
+    }
+
+    async fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StageError> {
+        let target = self.path("write", key)?;
+        let temp = self.temp_for(&target);
+        let bytes = bytes.to_vec();
+        blocking(move || {
+            write_temp(&temp, &bytes)?;
+            fs::rename(&temp, &target)?;
+            sync_dir(target.parent().expect("keys have a parent"))
+        })
+        .await
+        .map_err(|e| self.error("write", key, e))
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StageError> {
+        let path = self.path("read", key)?;
+        match blocking(move || fs::read(path)).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.error("read", key, e)),
+        }
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StageError> {
+        let path = self.path("check", key)?;
+        match fs::metadata(&path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(self.error("check", key, e)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("local directory {}", self.root.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn create_only_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let stage = LocalStage::new(dir.path());
+        let key = "staged/o2/2026-11-20/a@contoso.com/k.eml";
+        assert_eq!(stage.put_new(key, b"first").await.unwrap(), Created::New);
+        assert_eq!(
+            stage.put_new(key, b"second").await.unwrap(),
+            Created::AlreadyExists
+        );
+        assert_eq!(stage.get(key).await.unwrap().unwrap(), b"first");
+        assert!(stage.exists(key).await.unwrap());
+        assert_eq!(stage.get("nothing/here").await.unwrap(), None);
+        // No temporary files are left behind.
+        let names: Vec<_> = fs::read_dir(dir.path().join("staged/o2/2026-11-20/a@contoso.com"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("k.eml")]);
+    }
+
+    #[tokio::test]
+    async fn put_replaces_and_bad_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let stage = LocalStage::new(dir.path());
+        stage.put("checkpoints/o2.json", b"1").await.unwrap();
+        stage.put("checkpoints/o2.json", b"2").await.unwrap();
+        assert_eq!(
+            stage.get("checkpoints/o2.json").await.unwrap().unwrap(),
+            b"2"
+        );
+        let e = stage.put("../escape", b"x").await.unwrap_err();
+        assert!(e.to_string().contains("'../escape'"), "{e}");
+    }
+}
