@@ -103,6 +103,12 @@ impl Archiver {
         }
     }
 
+    /// The same archiver importing into another mailbox backend.
+    pub fn with_mailbox(mut self, mailbox: Arc<dyn Mailbox>) -> Self {
+        self.mailbox = mailbox;
+        self
+    }
+
     pub fn connectors(&self) -> &[Connector] {
         &self.connectors
     }

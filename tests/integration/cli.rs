@@ -1,0 +1,464 @@
+//! The binary, run as a user runs it, on copies of config/ and fixtures/.
+
+use crate::support::*;
+use mail_parser::MimeHeaders;
+use serde_json::Value;
+use std::path::Path;
+
+fn report_json(dir: &Path) -> Value {
+    let out = cli(
+        dir,
+        &[
+            "report",
+            "--config",
+            "config/demo.toml",
+            "--date",
+            "2026-11-20",
+            "--format",
+            "json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn n(log: &Value, key: &str) -> u64 {
+    log[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} missing in {log}"))
+}
+
+fn assert_adds_up(log: &Value) {
+    assert_eq!(
+        n(log, "available_for_import"),
+        n(log, "imported")
+            + n(log, "partially_imported")
+            + n(log, "skipped_duplicates")
+            + n(log, "failed"),
+        "{log}"
+    );
+    assert_eq!(
+        n(log, "failed") as usize,
+        log["failures"].as_array().unwrap().len()
+    );
+}
+
+#[test]
+fn demo_day_imports_every_item_once_and_reports_it() {
+    let ws = workspace();
+    let dir = ws.path();
+    let out = cli(
+        dir,
+        &[
+            "once",
+            "--config",
+            "config/demo.toml",
+            "--date",
+            "2026-11-20",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mail = dir.join("var/mail");
+    assert_eq!(counts(&mail, FOLDER), expected());
+    // The folder is exactly the connector's, under the Inbox, and nothing else was created.
+    for (mailbox, _) in EXPECTED {
+        let names: Vec<String> = std::fs::read_dir(mail.join(mailbox))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert_eq!(names, vec![format!(".INBOX.{FOLDER}")]);
+    }
+
+    let log = report_json(dir);
+    assert_eq!(log["connector"], "o2");
+    assert_eq!(log["day"], "2026-11-20");
+    assert_eq!(log["complete"], true);
+    assert_eq!(n(&log, "available_from_source"), 18);
+    assert_eq!(n(&log, "available_for_import"), 19);
+    assert_eq!(n(&log, "imported"), 16);
+    assert_eq!(
+        n(&log, "skipped_duplicates"),
+        1,
+        "the partner repeated one item"
+    );
+    assert_eq!(n(&log, "failed"), 2);
+    assert_adds_up(&log);
+    let failures = log["failures"].as_array().unwrap();
+    let size = failures
+        .iter()
+        .find(|f| f["reason"] == "size_exceeded")
+        .unwrap();
+    assert_eq!(size["item_id"], "O2-20261120-C003");
+    assert_eq!(size["mailbox"], "bob.jones@contoso.com");
+    assert!(size["detail"]
+        .as_str()
+        .unwrap()
+        .contains("exceeds the limit of 10485760 bytes"));
+    let unmapped = failures
+        .iter()
+        .find(|f| f["reason"] == "user_mapping")
+        .unwrap();
+    assert_eq!(unmapped["item_id"], "O2-20261120-0010");
+    assert_eq!(unmapped["source_user"], "+447700900199");
+    assert_eq!(log["unmapped_users"], serde_json::json!(["+447700900199"]));
+
+    // Neither failed item reached a mailbox.
+    let all: Vec<Vec<u8>> = EXPECTED
+        .iter()
+        .flat_map(|(m, _)| messages(&mail, m, FOLDER))
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    for id in ["O2-20261120-C003", "O2-20261120-0010"] {
+        assert!(
+            !all.iter()
+                .any(|m| header(m, "X-Comms-Archiver-Item-Id").as_deref() == Some(id)),
+            "{id} was imported"
+        );
+    }
+
+    // The CSV sits beside the JSON and says the same.
+    let csv = std::fs::read_to_string(dir.join("var/stage/reports/o2/2026-11-20.csv")).unwrap();
+    assert!(csv.starts_with("record,connector,day,"));
+    assert_eq!(csv.lines().filter(|l| l.starts_with("failure,")).count(), 2);
+
+    // A second run imports nothing new and reports the repeats as duplicates.
+    let out = cli(
+        dir,
+        &[
+            "once",
+            "--config",
+            "config/demo.toml",
+            "--date",
+            "2026-11-20",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(counts(&mail, FOLDER), expected());
+    let log = report_json(dir);
+    assert_eq!(n(&log, "imported"), 0);
+    assert_eq!(n(&log, "skipped_duplicates"), 17);
+    assert_eq!(n(&log, "failed"), 2);
+    assert_adds_up(&log);
+}
+
+#[test]
+fn every_message_is_strict_rfc5322_with_the_item_time() {
+    let ws = workspace();
+    let dir = ws.path();
+    let out = cli(
+        dir,
+        &[
+            "once",
+            "--config",
+            "config/demo.toml",
+            "--date",
+            "2026-11-20",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Python's email package with raise_on_defect is the independent judge.
+    let script = r#"
+import email, email.policy, pathlib, sys
+policy = email.policy.default.clone(raise_on_defect=True)
+count = 0
+for path in sorted(pathlib.Path(sys.argv[1]).glob('*/.INBOX.*/cur/*')):
+    msg = email.message_from_bytes(path.read_bytes(), policy=policy)
+    for name in ('Message-ID', 'Date', 'From', 'To'):
+        if not msg[name]:
+            sys.exit(f'{path}: no {name}')
+    for part in msg.walk():
+        if not part.is_multipart():
+            part.get_content()
+    count += 1
+print(count)
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(dir.join("var/mail"))
+        .output()
+        .expect("python3 is needed to check messages independently");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "16");
+
+    let mail = dir.join("var/mail");
+    for (mailbox, _) in EXPECTED {
+        for path in messages(&mail, mailbox, FOLDER) {
+            let raw = std::fs::read(&path).unwrap();
+            let parsed = mail_parser::MessageParser::default().parse(&raw).unwrap();
+            // Stored as read, with the item's own time as the file time (the received date).
+            assert!(path.to_string_lossy().ends_with(":2,S"));
+            let date = parsed.date().unwrap().to_timestamp();
+            let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+            let mtime = mtime
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            assert_eq!(date, mtime, "{}", path.display());
+            // Participants without an email get a reserved, non-routable address; the only
+            // other addresses are mailboxes and the email property the partner gave.
+            for addr in parsed
+                .from()
+                .unwrap()
+                .iter()
+                .chain(parsed.to().unwrap().iter())
+            {
+                let a = addr.address().unwrap();
+                assert!(
+                    a.ends_with("@contoso.com")
+                        || a.ends_with(".invalid")
+                        || a == "j.doe@example.com",
+                    "{a}"
+                );
+            }
+        }
+    }
+
+    // The header-injection attempt stayed in a header value and the body.
+    let alice = messages(&mail, "alice.smith@contoso.com", FOLDER);
+    let hostile = alice
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .find(|m| header(m, "X-Comms-Archiver-Item-Id").as_deref() == Some("O2-20261120-0012"))
+        .unwrap();
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&hostile)
+        .unwrap();
+    assert!(parsed.header_raw("Bcc").is_none());
+    assert!(parsed.header_raw("X-Injected").is_none());
+    assert_eq!(
+        parsed.from().unwrap().first().unwrap().name(),
+        Some("Mr Wong Bcc: attacker@evil.example")
+    );
+    assert!(parsed.body_text(0).unwrap().contains("X-Injected: yes"));
+
+    // The voice call carries its recording and its details.
+    let call = alice
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .find(|m| header(m, "X-Comms-Archiver-Item-Id").as_deref() == Some("O2-20261120-C001"))
+        .unwrap();
+    let parsed = mail_parser::MessageParser::default().parse(&call).unwrap();
+    assert_eq!(
+        parsed.subject(),
+        Some("Voice call from Alice Smith to Mr Wong (4m 12s)")
+    );
+    let body = parsed.body_text(0).unwrap();
+    assert!(body.contains("Duration:   252 s (00:04:12)"), "{body}");
+    assert!(body.contains("Outcome:    answered"));
+    let recording = parsed.attachment(0).unwrap();
+    assert_eq!(recording.attachment_name(), Some("O2-20261120-C001.wav"));
+    assert_eq!(
+        recording.contents(),
+        std::fs::read(repo().join("fixtures/telemessage-o2/2026-11-20/media/O2-20261120-C001.wav"))
+            .unwrap()
+    );
+}
+
+#[test]
+fn check_names_file_line_and_key() {
+    let ws = workspace();
+    let dir = ws.path();
+    let out = cli(dir, &["check", "--config", "config/demo.toml"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let demo = std::fs::read_to_string(dir.join("config/demo.toml")).unwrap();
+    let bad = demo.replace("[mailbox]\n", "[mailbox]\ncolour = \"blue\"\n");
+    let line = bad.lines().position(|l| l.starts_with("colour")).unwrap() + 1;
+    std::fs::write(dir.join("config/bad.toml"), bad).unwrap();
+    let out = cli(dir, &["check", "--config", "config/bad.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "config/bad.toml line {line}, key `mailbox.colour`: unknown field `colour`"
+        )),
+        "{stderr}"
+    );
+
+    let mut csv = std::fs::read_to_string(dir.join("config/mapping-o2.csv")).unwrap();
+    csv.push_str("+44 7700,frank@contoso.com,,\n");
+    let line = csv.lines().count();
+    std::fs::write(dir.join("config/mapping-o2.csv"), csv).unwrap();
+    let out = cli(dir, &["check", "--config", "config/demo.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "mapping file config/mapping-o2.csv line {line}: '+44 7700' is not a valid phone number"
+        )),
+        "{stderr}"
+    );
+    // A run refuses to start on the same broken mapping, and imports nothing.
+    let out = cli(
+        dir,
+        &[
+            "once",
+            "--config",
+            "config/demo.toml",
+            "--date",
+            "2026-11-20",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!dir.join("var/mail").exists());
+
+    // Usage errors also exit 2.
+    let out = cli(
+        dir,
+        &[
+            "once",
+            "--config",
+            "config/demo.toml",
+            "--date",
+            "20/11/2026",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_day_not_delivered_stays_open_and_exits_1() {
+    let ws = workspace();
+    let dir = ws.path();
+    let out = cli(
+        dir,
+        &[
+            "once",
+            "--config",
+            "config/demo.toml",
+            "--date",
+            "2026-11-21",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(
+        dir,
+        &[
+            "report",
+            "--config",
+            "config/demo.toml",
+            "--date",
+            "2026-11-21",
+            "--format",
+            "json",
+        ],
+    );
+    let log: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(log["complete"], false);
+    assert_eq!(log["errors"][0]["reason"], "source_not_ready");
+    assert!(!dir.join("var/stage/checkpoints/o2.json").exists());
+
+    // Delivered empty: the day completes and says so.
+    let day = dir.join("fixtures/telemessage-o2/2026-11-21");
+    std::fs::create_dir_all(&day).unwrap();
+    std::fs::write(
+        day.join("MANIFEST.json"),
+        r#"{"day":"2026-11-21","files":[]}"#,
+    )
+    .unwrap();
+    let out = cli(
+        dir,
+        &[
+            "once",
+            "--config",
+            "config/demo.toml",
+            "--date",
+            "2026-11-21",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(
+        dir,
+        &[
+            "report",
+            "--config",
+            "config/demo.toml",
+            "--date",
+            "2026-11-21",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("No items ingested on 2026-11-21"));
+}
+
+#[test]
+fn json_logs_carry_one_event_per_item_outcome() {
+    let ws = workspace();
+    let dir = ws.path();
+    let out = cli(
+        dir,
+        &[
+            "--log-format",
+            "json",
+            "once",
+            "--config",
+            "config/demo.toml",
+            "--date",
+            "2026-11-20",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|e: &Value| e["target"] == "comms_archiver::item")
+        .collect();
+    assert_eq!(events.len(), 19, "one per copy available for import");
+    for e in &events {
+        for field in [
+            "connector",
+            "day",
+            "item_key",
+            "item_id",
+            "mailbox",
+            "outcome",
+        ] {
+            assert!(e.get(field).is_some(), "{field} missing in {e}");
+        }
+    }
+    assert_eq!(
+        events.iter().filter(|e| e["outcome"] == "imported").count(),
+        16
+    );
+}

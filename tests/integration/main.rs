@@ -1,0 +1,5 @@
+//! Integration tests: the binary on the embedded default, and the pipeline under failure.
+
+mod cli;
+mod recovery;
+mod support;

@@ -1,0 +1,94 @@
+//! Helpers shared by the integration tests: scratch workspaces and reading the Maildir tree.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const FOLDER: &str = "O2 SMS and Voice Network Archiver";
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A scratch directory holding copies of config/ and fixtures/, as a user would run it.
+pub fn workspace() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&repo().join("config"), &dir.path().join("config"));
+    copy_tree(&repo().join("fixtures"), &dir.path().join("fixtures"));
+    dir
+}
+
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Runs the binary in `dir` with `args`.
+pub fn cli(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_comms-archiver"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("COMMS_ARCHIVER_CONFIG")
+        .output()
+        .unwrap()
+}
+
+/// The messages stored in a mailbox's connector folder.
+pub fn messages(mail_root: &Path, mailbox: &str, folder: &str) -> Vec<PathBuf> {
+    let cur = mail_root
+        .join(mailbox)
+        .join(format!(".INBOX.{folder}"))
+        .join("cur");
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(&cur) {
+        Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+        Err(_) => Vec::new(),
+    };
+    files.sort();
+    files
+}
+
+/// Every mailbox directory under the tree, with its message count in `folder`.
+pub fn counts(mail_root: &Path, folder: &str) -> Vec<(String, usize)> {
+    let mut out: Vec<(String, usize)> = std::fs::read_dir(mail_root)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .map(|m| {
+                    let n = messages(mail_root, &m, folder).len();
+                    (m, n)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// The header value of a raw message, if present.
+pub fn header(raw: &[u8], name: &str) -> Option<String> {
+    let message = mail_parser::MessageParser::default().parse(raw)?;
+    message.header_raw(name).map(|v| v.trim().to_string())
+}
+
+/// What the demo day should leave in each mailbox.
+pub const EXPECTED: &[(&str, usize)] = &[
+    ("alice.smith@contoso.com", 6),
+    ("bob.jones@contoso.com", 5),
+    ("carol.white@contoso.com", 1),
+    ("dan.brown@contoso.com", 1),
+    ("emma.clark@contoso.com", 2),
+    ("priya.patel@contoso.com", 1),
+];
+
+pub fn expected() -> Vec<(String, usize)> {
+    EXPECTED.iter().map(|(m, n)| (m.to_string(), *n)).collect()
+}
