@@ -383,6 +383,54 @@ fn with_env_overrides(
         })
 }
 
+/// Where a secret comes from: `{ env = "VAR" }` or `{ file = "/run/secrets/name" }`.
+/// Secrets are never written in the configuration itself, so the file can be shared and
+/// reviewed; the value is read when the component that needs it is built.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    pub env: Option<String>,
+    pub file: Option<PathBuf>,
+}
+
+impl SecretRef {
+    /// Reads the secret. Errors name the variable or file, never the value.
+    pub fn resolve(&self) -> Result<Secret, String> {
+        let value = match (&self.env, &self.file) {
+            (Some(var), None) => std::env::var(var)
+                .map_err(|_| format!("environment variable {var} is not set (or not UTF-8)"))?,
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+            _ => {
+                return Err("a secret takes exactly one of env = \"VAR\" or file = \"PATH\"".into())
+            }
+        };
+        if value.is_empty() {
+            return Err("the secret is empty".into());
+        }
+        Ok(Secret(value))
+    }
+}
+
+/// A secret value: its Debug never shows it, and it has no Display.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value, for the one place that must send it (an authentication request).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
 /// Checks a folder name is safe in every mailbox backend (Maildir++ uses '.' as separator).
 pub fn check_folder_name(folder: &str) -> Result<(), String> {
     if folder.trim().is_empty() || folder.len() > 255 {
@@ -559,6 +607,32 @@ path = "fixtures/telemessage-o2"
         let e = parse(&text).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("connectors.o2.folder"));
         assert_eq!(e.line, Some(16));
+    }
+
+    #[test]
+    fn secrets_are_read_from_env_or_file_and_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "s3cr3t-sentinel\n").unwrap();
+        let from_file = SecretRef {
+            env: None,
+            file: Some(path),
+        };
+        let secret = from_file.resolve().unwrap();
+        assert_eq!(secret.expose(), "s3cr3t-sentinel");
+        assert!(!format!("{secret:?}").contains("s3cr3t"));
+
+        let missing = SecretRef {
+            env: Some("COMMS_ARCHIVER_TEST_UNSET_SECRET".into()),
+            file: None,
+        };
+        let e = missing.resolve().unwrap_err();
+        assert!(e.contains("COMMS_ARCHIVER_TEST_UNSET_SECRET"), "{e}");
+        let both = SecretRef {
+            env: Some("X".into()),
+            file: Some("y".into()),
+        };
+        assert!(both.resolve().unwrap_err().contains("exactly one"));
     }
 
     #[test]

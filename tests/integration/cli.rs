@@ -462,3 +462,11 @@ fn json_logs_carry_one_event_per_item_outcome() {
         16
     );
 }
+
+#[test]
+fn example_config_documents_a_valid_configuration() {
+    let path = repo().join("config/example.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let config = comms_archiver::config::Config::from_toml(&path, &text, &[]).unwrap();
+    assert_eq!(config.connectors["o2"].folder(), FOLDER);
+}

@@ -1,0 +1,25 @@
+# Build: docker build -t comms-archiver .
+# Run:   docker run -v /srv/comms-archiver/config.toml:/etc/comms-archiver/config.toml:ro \
+#                   -v comms-archiver-state:/var/lib/comms-archiver comms-archiver
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo build --release --locked && strip target/release/comms-archiver
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /var/lib/comms-archiver --shell /usr/sbin/nologin comms-archiver \
+ && mkdir -p /etc/comms-archiver /var/lib/comms-archiver \
+ && chown comms-archiver:comms-archiver /var/lib/comms-archiver
+COPY --from=build /src/target/release/comms-archiver /usr/local/bin/comms-archiver
+USER comms-archiver
+WORKDIR /var/lib/comms-archiver
+VOLUME ["/var/lib/comms-archiver"]
+ENV COMMS_ARCHIVER_CONFIG=/etc/comms-archiver/config.toml
+# Exec form: comms-archiver is PID 1 and receives the SIGTERM of `docker stop` itself;
+# `run` handles SIGTERM and SIGINT.
+ENTRYPOINT ["/usr/local/bin/comms-archiver", "--log-format", "json"]
+CMD ["run"]
