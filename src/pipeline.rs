@@ -337,18 +337,15 @@ impl DayRun<'_> {
         let rendered = match render(&item, &key, &ctx, &per_participant) {
             Ok(bytes) => bytes,
             Err(e) => {
-                for mailbox in &targets {
-                    let user = archived_user.clone();
-                    self.fail(
-                        &item.partner_id,
-                        key.as_str(),
-                        user,
-                        Some(mailbox),
-                        Reason::RenderError,
-                        e.to_string(),
-                    );
-                }
-                return;
+                let detail = e.to_string();
+                return self.fail_copies(
+                    &item,
+                    &key,
+                    &targets,
+                    &archived_user,
+                    Reason::RenderError,
+                    &detail,
+                );
             }
         };
         let size = rendered.len() as u64;
@@ -357,22 +354,41 @@ impl DayRun<'_> {
                 "rendered size {size} bytes exceeds the limit of {} bytes",
                 self.archiver.max_item_bytes
             );
-            for mailbox in &targets {
-                let user = archived_user.clone();
-                self.fail(
-                    &item.partner_id,
-                    key.as_str(),
-                    user,
-                    Some(mailbox),
-                    Reason::SizeExceeded,
-                    detail.clone(),
-                );
-            }
-            return;
+            return self.fail_copies(
+                &item,
+                &key,
+                &targets,
+                &archived_user,
+                Reason::SizeExceeded,
+                &detail,
+            );
         }
         for mailbox in &targets {
             self.deliver(&item, &key, mailbox, &rendered, &archived_user)
                 .await;
+        }
+    }
+
+    /// Fails the copy of every target mailbox for the same reason.
+    fn fail_copies(
+        &mut self,
+        item: &Item,
+        key: &ItemKey,
+        targets: &[String],
+        user: &str,
+        reason: Reason,
+        detail: &str,
+    ) {
+        for mailbox in targets {
+            let (id, key) = (item.partner_id.as_str(), key.as_str());
+            self.fail(
+                id,
+                key,
+                user.to_string(),
+                Some(mailbox),
+                reason,
+                detail.to_string(),
+            );
         }
     }
 

@@ -197,45 +197,26 @@ impl StatusLog {
         summary.extend(numbers.iter().map(String::as_str));
         summary.extend(["", "", "", "", self.summary.as_deref().unwrap_or("")]);
         write(&mut w, &summary);
+        // Detail rows leave the summary columns empty.
+        let detail_row = |w: &mut csv::Writer<Vec<u8>>, kind: &str, tail: [&str; 5]| {
+            let mut row = vec![kind, &self.connector, &day];
+            row.extend([""; 8]);
+            row.extend(tail);
+            write(w, &row);
+        };
         for f in &self.failures {
-            let mut row = vec![
-                "failure",
-                &self.connector,
-                &day,
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-            ];
-            row.extend([
+            let mailbox = f.mailbox.as_deref().unwrap_or("");
+            let tail = [
                 f.item_id.as_str(),
                 &f.source_user,
-                f.mailbox.as_deref().unwrap_or(""),
+                mailbox,
                 f.reason.as_str(),
                 &f.detail,
-            ]);
-            write(&mut w, &row);
+            ];
+            detail_row(&mut w, "failure", tail);
         }
         for e in &self.errors {
-            let mut row = vec![
-                "error",
-                &self.connector,
-                &day,
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-            ];
-            row.extend(["", "", "", e.reason.as_str(), &e.detail]);
-            write(&mut w, &row);
+            detail_row(&mut w, "error", ["", "", "", &e.reason, &e.detail]);
         }
         String::from_utf8(w.into_inner().expect("writing to memory")).expect("CSV of UTF-8")
     }

@@ -5,19 +5,28 @@ use mail_parser::MimeHeaders;
 use serde_json::Value;
 use std::path::Path;
 
-fn report_json(dir: &Path) -> Value {
+/// `once` on the demo configuration for a day; returns the exit code.
+fn once(dir: &Path, date: &str) -> Option<i32> {
     let out = cli(
         dir,
-        &[
-            "report",
-            "--config",
-            "config/demo.toml",
-            "--date",
-            "2026-11-20",
-            "--format",
-            "json",
-        ],
+        &["once", "--config", "config/demo.toml", "--date", date],
     );
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    out.status.code()
+}
+
+/// `report --format json` on the demo configuration for a day.
+fn report_json(dir: &Path, date: &str) -> Value {
+    let args = [
+        "report",
+        "--config",
+        "config/demo.toml",
+        "--date",
+        date,
+        "--format",
+        "json",
+    ];
+    let out = cli(dir, &args);
     assert!(
         out.status.success(),
         "{}",
@@ -51,22 +60,7 @@ fn assert_adds_up(log: &Value) {
 fn demo_day_imports_every_item_once_and_reports_it() {
     let ws = workspace();
     let dir = ws.path();
-    let out = cli(
-        dir,
-        &[
-            "once",
-            "--config",
-            "config/demo.toml",
-            "--date",
-            "2026-11-20",
-        ],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(once(dir, "2026-11-20"), Some(0));
 
     let mail = dir.join("var/mail");
     assert_eq!(counts(&mail, FOLDER), expected());
@@ -80,7 +74,7 @@ fn demo_day_imports_every_item_once_and_reports_it() {
         assert_eq!(names, vec![format!(".INBOX.{FOLDER}")]);
     }
 
-    let log = report_json(dir);
+    let log = report_json(dir, "2026-11-20");
     assert_eq!(log["connector"], "o2");
     assert_eq!(log["day"], "2026-11-20");
     assert_eq!(log["complete"], true);
@@ -127,30 +121,26 @@ fn demo_day_imports_every_item_once_and_reports_it() {
         );
     }
 
+    // Fan-out: the SMS from Alice to Bob is in both mailboxes, with the same Message-ID.
+    let copies: Vec<String> = ["alice.smith@contoso.com", "bob.jones@contoso.com"]
+        .iter()
+        .flat_map(|m| messages(&mail, m, FOLDER))
+        .map(|p| std::fs::read(p).unwrap())
+        .filter(|m| header(m, "X-Comms-Archiver-Item-Id").as_deref() == Some("O2-20261120-0003"))
+        .map(|m| header(&m, "Message-ID").unwrap())
+        .collect();
+    assert_eq!(copies.len(), 2);
+    assert_eq!(copies[0], copies[1]);
+
     // The CSV sits beside the JSON and says the same.
     let csv = std::fs::read_to_string(dir.join("var/stage/reports/o2/2026-11-20.csv")).unwrap();
     assert!(csv.starts_with("record,connector,day,"));
     assert_eq!(csv.lines().filter(|l| l.starts_with("failure,")).count(), 2);
 
     // A second run imports nothing new and reports the repeats as duplicates.
-    let out = cli(
-        dir,
-        &[
-            "once",
-            "--config",
-            "config/demo.toml",
-            "--date",
-            "2026-11-20",
-        ],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(once(dir, "2026-11-20"), Some(0));
     assert_eq!(counts(&mail, FOLDER), expected());
-    let log = report_json(dir);
+    let log = report_json(dir, "2026-11-20");
     assert_eq!(n(&log, "imported"), 0);
     assert_eq!(n(&log, "skipped_duplicates"), 17);
     assert_eq!(n(&log, "failed"), 2);
@@ -161,22 +151,7 @@ fn demo_day_imports_every_item_once_and_reports_it() {
 fn every_message_is_strict_rfc5322_with_the_item_time() {
     let ws = workspace();
     let dir = ws.path();
-    let out = cli(
-        dir,
-        &[
-            "once",
-            "--config",
-            "config/demo.toml",
-            "--date",
-            "2026-11-20",
-        ],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(once(dir, "2026-11-20"), Some(0));
 
     // Python's email package with raise_on_defect is the independent judge.
     let script = r#"
@@ -321,66 +296,19 @@ fn check_names_file_line_and_key() {
         "{stderr}"
     );
     // A run refuses to start on the same broken mapping, and imports nothing.
-    let out = cli(
-        dir,
-        &[
-            "once",
-            "--config",
-            "config/demo.toml",
-            "--date",
-            "2026-11-20",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(once(dir, "2026-11-20"), Some(2));
     assert!(!dir.join("var/mail").exists());
 
     // Usage errors also exit 2.
-    let out = cli(
-        dir,
-        &[
-            "once",
-            "--config",
-            "config/demo.toml",
-            "--date",
-            "20/11/2026",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(once(dir, "20/11/2026"), Some(2));
 }
 
 #[test]
 fn a_day_not_delivered_stays_open_and_exits_1() {
     let ws = workspace();
     let dir = ws.path();
-    let out = cli(
-        dir,
-        &[
-            "once",
-            "--config",
-            "config/demo.toml",
-            "--date",
-            "2026-11-21",
-        ],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = cli(
-        dir,
-        &[
-            "report",
-            "--config",
-            "config/demo.toml",
-            "--date",
-            "2026-11-21",
-            "--format",
-            "json",
-        ],
-    );
-    let log: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(once(dir, "2026-11-21"), Some(1));
+    let log = report_json(dir, "2026-11-21");
     assert_eq!(log["complete"], false);
     assert_eq!(log["errors"][0]["reason"], "source_not_ready");
     assert!(!dir.join("var/stage/checkpoints/o2.json").exists());
@@ -393,22 +321,7 @@ fn a_day_not_delivered_stays_open_and_exits_1() {
         r#"{"day":"2026-11-21","files":[]}"#,
     )
     .unwrap();
-    let out = cli(
-        dir,
-        &[
-            "once",
-            "--config",
-            "config/demo.toml",
-            "--date",
-            "2026-11-21",
-        ],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(once(dir, "2026-11-21"), Some(0));
     let out = cli(
         dir,
         &[
@@ -469,4 +382,44 @@ fn example_config_documents_a_valid_configuration() {
     let text = std::fs::read_to_string(&path).unwrap();
     let config = comms_archiver::config::Config::from_toml(&path, &text, &[]).unwrap();
     assert_eq!(config.connectors["o2"].folder(), FOLDER);
+}
+
+#[test]
+fn run_daemon_processes_yesterday_and_stops_on_sigterm() {
+    let ws = workspace();
+    let dir = ws.path();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_comms-archiver"))
+        .args(["run", "--config", "config/demo.toml"])
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Whatever yesterday is, the daemon writes its status log (imported, or not delivered).
+    let reports = dir.join("var/stage/reports/o2");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !reports.exists() || std::fs::read_dir(&reports).unwrap().count() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no status log written"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon ignored SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
 }
