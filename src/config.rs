@@ -264,16 +264,33 @@ impl Config {
         } else {
             with_env_overrides(path, text, env)?
         };
-        config.validate(path, text)?;
+        config.validate(path, text, env)?;
         Ok(config)
     }
 
-    fn validate(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
-        let err = |key: &str, message: String| ConfigError {
-            file: path.to_path_buf(),
-            line: line_of_key(text, key),
-            key: Some(key.to_string()),
-            message,
+    fn validate(
+        &self,
+        path: &Path,
+        text: &str,
+        env: &[(String, String)],
+    ) -> Result<(), ConfigError> {
+        let err = |key: &str, message: String| {
+            // A value set from the environment is blamed on its variable, not the file.
+            let var = format!("{ENV_PREFIX}__{}", key.replace('.', "__").to_uppercase());
+            match env.iter().any(|(k, _)| *k == var) {
+                true => ConfigError {
+                    file: path.to_path_buf(),
+                    line: None,
+                    key: Some(key.to_string()),
+                    message: format!("{message} (set by the environment variable {var})"),
+                },
+                false => ConfigError {
+                    file: path.to_path_buf(),
+                    line: line_of_key(text, key),
+                    key: Some(key.to_string()),
+                    message,
+                },
+            }
         };
         if NaiveTime::parse_from_str(&self.schedule.wake_time, "%H:%M").is_err() {
             return Err(err(
