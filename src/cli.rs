@@ -1,13 +1,19 @@
 //! The command line: `run`, `once`, `check`, `report`.
 
 use crate::config::Config;
-use crate::pipeline::{build_stage, Archiver};
+use crate::pipeline::{build_stage, Archiver, DayResult};
 use crate::report::StatusLog;
-use crate::telemetry::LogFormat;
-use crate::{ledger::Ledger, scheduler, Error, Result};
+use crate::scheduler::{self, SystemClock};
+use crate::telemetry::{self, LogFormat, RunState};
+use crate::{ledger::Ledger, Error, Result};
 use chrono::{NaiveDate, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
+use std::future::Future;
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
 
 /// Archives partner mobile communications (SMS, voice, WhatsApp, CellTrust) into mailboxes.
 #[derive(Debug, Parser)]
@@ -41,8 +47,20 @@ pub enum Command {
         #[arg(long)]
         connector: Option<String>,
     },
+    /// Process every day from --from to --to (inclusive), skipping days already complete;
+    /// resumable after an interruption.
+    Backfill {
+        #[arg(long)]
+        from: NaiveDate,
+        #[arg(long)]
+        to: NaiveDate,
+        #[arg(long)]
+        connector: Option<String>,
+    },
     /// Validate the configuration and the mapping files, then exit.
     Check,
+    /// Ask the running daemon's endpoint (telemetry.listen) for /healthz; exit 0 when healthy.
+    Healthcheck,
     /// Print the status log of a day (default: yesterday, UTC).
     Report {
         #[arg(long)]
@@ -113,24 +131,63 @@ pub async fn execute(cli: Cli) -> Result<i32> {
         }
         Command::Once { date, connector } => {
             check_connector(&config, connector.as_deref())?;
-            let archiver = Archiver::from_config(&config)?;
-            let day = date.unwrap_or_else(yesterday);
-            let results = archiver.run_days(&[day], connector.as_deref()).await;
-            Ok(if results.iter().all(|r| r.is_complete()) {
-                EXIT_DONE
-            } else {
-                EXIT_RETRY
-            })
+            telemetry::metrics_handle();
+            let stop = shutdown_on_signal();
+            let archiver = Archiver::from_config(&config)?.with_shutdown(stop.clone());
+            let days = [date.unwrap_or_else(yesterday)];
+            let work = archiver.run_days(&days, connector.as_deref());
+            let results = within_grace(work, stop, grace(&config)).await;
+            Ok(exit_code(results.as_deref()))
+        }
+        Command::Backfill {
+            from,
+            to,
+            connector,
+        } => {
+            check_connector(&config, connector.as_deref())?;
+            if from > to || to >= Utc::now().date_naive() {
+                return Err(Error::Usage(format!(
+                    "backfill needs --from <= --to and --to before today (UTC); got {from} to {to}"
+                )));
+            }
+            telemetry::metrics_handle();
+            let stop = shutdown_on_signal();
+            let archiver = Archiver::from_config(&config)?.with_shutdown(stop.clone());
+            let work = backfill(&archiver, from, to, connector.as_deref());
+            let results = within_grace(work, stop, grace(&config)).await;
+            Ok(exit_code(results.as_deref()))
         }
         Command::Run => {
             let archiver = Archiver::from_config(&config)?;
-            let (tx, rx) = tokio::sync::watch::channel(false);
-            tokio::spawn(async move {
-                shutdown_signal().await;
-                let _ = tx.send(true);
-            });
-            scheduler::run(&archiver, &config, rx).await?;
+            telemetry::metrics_handle();
+            let state = Arc::new(RunState::default());
+            if let Some(addr) = config.telemetry.listen {
+                let listener = telemetry::bind(addr)
+                    .await
+                    .map_err(|e| Error::Usage(e.to_string()))?;
+                tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
+                tokio::spawn(telemetry::serve(listener, state.clone()));
+            }
+            let stop = shutdown_on_signal();
+            let archiver = Arc::new(archiver.with_shutdown(stop.clone()));
+            scheduler::run(archiver, &config, Arc::new(SystemClock), stop, state).await?;
             Ok(EXIT_DONE)
+        }
+        Command::Healthcheck => {
+            let addr = config.telemetry.listen.ok_or_else(|| {
+                Error::Usage("telemetry.listen is not set, so there is no endpoint to ask".into())
+            })?;
+            Ok(match telemetry::get(addr, "/healthz").await {
+                Ok((200, _)) => EXIT_DONE,
+                Ok((status, body)) => {
+                    eprintln!("{addr}/healthz answered {status}: {}", body.trim());
+                    EXIT_RETRY
+                }
+                Err(e) => {
+                    eprintln!("{addr}/healthz: {e}");
+                    EXIT_RETRY
+                }
+            })
         }
         Command::Report {
             date,
@@ -191,6 +248,102 @@ pub fn render_logs(logs: &[StatusLog], format: ReportFormat) -> String {
             out
         }
     }
+}
+
+fn grace(config: &Config) -> Duration {
+    Duration::from_secs(config.schedule.shutdown_timeout_secs)
+}
+
+/// 0 when every connector-day finished, 1 when any is left for a later run (also when the
+/// work was cut short by a shutdown).
+fn exit_code(results: Option<&[DayResult]>) -> i32 {
+    match results {
+        Some(results) if results.iter().all(DayResult::is_complete) => EXIT_DONE,
+        _ => EXIT_RETRY,
+    }
+}
+
+/// Runs `work`; after a shutdown request it gets `grace` to finish, else it is dropped
+/// (None). Dropping is safe: stage writes are create-only and the ledger is written after
+/// the mailbox accepted a message, so the next run redoes exactly what is missing.
+async fn within_grace<T>(
+    work: impl Future<Output = T>,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) -> Option<T> {
+    tokio::pin!(work);
+    tokio::select! {
+        out = &mut work => Some(out),
+        _ = scheduler::stopped(&mut stop) => match tokio::time::timeout(grace, &mut work).await {
+            Ok(out) => Some(out),
+            Err(_) => {
+                tracing::warn!("in-flight work did not finish in time; the next run redoes it");
+                None
+            }
+        },
+    }
+}
+
+/// Every connector-day from `from` to `to` that is not complete yet, oldest first, with a
+/// progress bar on a terminal and plain log lines otherwise.
+async fn backfill(
+    archiver: &Archiver,
+    from: NaiveDate,
+    to: NaiveDate,
+    only: Option<&str>,
+) -> Vec<DayResult> {
+    let days: Vec<NaiveDate> = from.iter_days().take_while(|d| *d <= to).collect();
+    let connectors: Vec<&str> = archiver
+        .connectors()
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|n| only.is_none_or(|o| o == *n))
+        .collect();
+    let total = (days.len() * connectors.len()) as u64;
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} connector-days {msg}")
+                .expect("a valid template"),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut results = Vec::new();
+    for name in connectors {
+        for &day in &days {
+            bar.set_message(format!("{name} {day}"));
+            let done = archiver
+                .ledger()
+                .is_complete(name, day)
+                .await
+                .unwrap_or(false);
+            if done {
+                tracing::info!(connector = name, day = %day, "already complete; skipped");
+            } else {
+                results.extend(archiver.run_days(&[day], Some(name)).await);
+            }
+            bar.inc(1);
+            if archiver.is_shutting_down() {
+                bar.abandon_with_message("interrupted; run the same backfill again to resume");
+                return results;
+            }
+        }
+    }
+    bar.finish_with_message("done");
+    results
+}
+
+/// A channel that turns true on SIGTERM (systemd, containers) or SIGINT (Ctrl-C).
+fn shutdown_on_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        let _ = tx.send(true);
+    });
+    rx
 }
 
 /// Resolves on SIGTERM (systemd, containers) or SIGINT (Ctrl-C).

@@ -44,6 +44,8 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     #[serde(default)]
     pub mapping: MappingConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     pub stage: StageConfig,
     pub mailbox: MailboxConfig,
     pub connectors: BTreeMap<String, ConnectorConfig>,
@@ -77,18 +79,35 @@ pub struct ScheduleConfig {
     /// "HH:MM", UTC.
     #[serde(default = "default_wake_time")]
     pub wake_time: String,
-    /// Days before yesterday that `run` processes without an explicit backfill.
+    /// IANA time zone of `wake_time`, e.g. "Europe/London". Days are always UTC days.
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+    /// Days up to yesterday that `run` processes without an explicit backfill.
     #[serde(default = "default_catch_up_days")]
     pub catch_up_days: u32,
+    /// After SIGTERM or SIGINT, how long in-flight work may take before the process exits
+    /// anyway (what is unfinished is redone by the next run).
+    #[serde(default = "default_shutdown_timeout_secs")]
+    pub shutdown_timeout_secs: u64,
 }
 
 impl Default for ScheduleConfig {
     fn default() -> Self {
         ScheduleConfig {
             wake_time: default_wake_time(),
+            time_zone: default_time_zone(),
             catch_up_days: default_catch_up_days(),
+            shutdown_timeout_secs: default_shutdown_timeout_secs(),
         }
     }
+}
+
+fn default_time_zone() -> String {
+    "UTC".to_string()
+}
+
+fn default_shutdown_timeout_secs() -> u64 {
+    30
 }
 
 fn default_wake_time() -> String {
@@ -104,6 +123,22 @@ impl ScheduleConfig {
     pub fn wake(&self) -> NaiveTime {
         NaiveTime::parse_from_str(&self.wake_time, "%H:%M").expect("validated at load")
     }
+
+    /// The validated time zone.
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.time_zone.parse().expect("validated at load")
+    }
+}
+
+/// The HTTP endpoint for health and metrics (off unless `listen` is set).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// e.g. "127.0.0.1:9464": serves /healthz, /readyz and /metrics.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Allow a non-loopback `listen` address (a container scraped from outside).
+    #[serde(default)]
+    pub allow_remote: bool,
 }
 
 /// Settings shared by every connector's user mapping.
@@ -300,6 +335,26 @@ impl Config {
                     self.schedule.wake_time
                 ),
             ));
+        }
+        if self.schedule.time_zone.parse::<chrono_tz::Tz>().is_err() {
+            return Err(err(
+                "schedule.time_zone",
+                format!(
+                    "'{}' is not an IANA time zone such as UTC or Europe/London",
+                    self.schedule.time_zone
+                ),
+            ));
+        }
+        if let Some(addr) = self.telemetry.listen {
+            if !addr.ip().is_loopback() && !self.telemetry.allow_remote {
+                return Err(err(
+                    "telemetry.listen",
+                    format!(
+                        "{addr} is not a loopback address; the endpoint has no authentication, \
+                         so set telemetry.allow_remote = true only where the network is trusted"
+                    ),
+                ));
+            }
         }
         if self.schedule.catch_up_days == 0 {
             return Err(err(

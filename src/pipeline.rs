@@ -23,6 +23,7 @@ use chrono::{NaiveDate, Utc};
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
+use tokio::sync::watch;
 
 /// A configured connector, ready to run.
 pub struct Connector {
@@ -40,6 +41,7 @@ pub struct Archiver {
     mailbox: Arc<dyn Mailbox>,
     ledger: Ledger,
     max_item_bytes: u64,
+    shutdown: watch::Receiver<bool>,
 }
 
 /// Builds the stage a configuration names.
@@ -94,13 +96,28 @@ impl Archiver {
         mailbox: Arc<dyn Mailbox>,
         max_item_bytes: u64,
     ) -> Archiver {
+        // Until `with_shutdown`, nothing ever asks the archiver to stop.
+        let (_never, shutdown) = watch::channel(false);
         Archiver {
             connectors,
             ledger: Ledger::new(stage.clone()),
             stage,
             mailbox,
             max_item_bytes,
+            shutdown,
         }
+    }
+
+    /// The same archiver, stopping between items once `shutdown` turns true: the day in
+    /// progress is left open and the next run finishes it.
+    pub fn with_shutdown(mut self, shutdown: watch::Receiver<bool>) -> Self {
+        self.shutdown = shutdown;
+        self
+    }
+
+    /// Whether a shutdown was requested.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
     }
 
     /// The same archiver importing into another mailbox backend.
@@ -127,6 +144,9 @@ impl Archiver {
             .filter(|c| only.is_none_or(|o| o == c.name))
         {
             for &day in days {
+                if self.is_shutting_down() {
+                    break;
+                }
                 let result = self.run_day(connector, day).await;
                 if let Err(e) = &result {
                     tracing::error!(connector = %connector.name, day = %day, error = %e,
@@ -145,6 +165,7 @@ impl Archiver {
     /// Processes one connector-day and writes its status log. The day is checkpointed only
     /// when nothing in it is left to retry.
     pub async fn run_day(&self, connector: &Connector, day: NaiveDate) -> Result<StatusLog> {
+        let started = std::time::Instant::now();
         let recovering = self.ledger.begin_day(&connector.name, day).await?;
         tracing::info!(connector = %connector.name, day = %day, recovering,
             source = %connector.source.describe(), "starting day");
@@ -159,6 +180,15 @@ impl Archiver {
         match connector.source.open(day).await {
             Err(e) => run.day_error(e.reason(), e.to_string()),
             Ok(mut stream) => loop {
+                if self.is_shutting_down() {
+                    run.day_error(
+                        "interrupted",
+                        "shutdown requested before the day was finished; the next run \
+                         continues it"
+                            .into(),
+                    );
+                    break;
+                }
                 match stream.next().await {
                     Ok(None) => break,
                     Ok(Some(Pulled::Item(item))) => {
@@ -192,9 +222,20 @@ impl Archiver {
         let complete = log.nothing_to_retry();
         log.finish(complete);
         self.ledger.write_report(&log).await?;
+        let name = connector.name.clone();
         if complete {
-            self.ledger.complete_day(&connector.name, day).await?;
+            self.ledger.complete_day(&name, day).await?;
+            if let Some(checkpoint) = self.ledger.checkpoint(&name).await? {
+                let midnight = checkpoint.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+                metrics::gauge!("comms_archiver_last_complete_day_timestamp_seconds", "connector" => name.clone())
+                    .set(midnight.timestamp() as f64);
+            }
         }
+        let state = if complete { "complete" } else { "open" };
+        metrics::counter!("comms_archiver_days_total", "connector" => name.clone(), "state" => state)
+            .increment(1);
+        metrics::histogram!("comms_archiver_day_duration_seconds", "connector" => name)
+            .record(started.elapsed().as_secs_f64());
         tracing::info!(
             connector = %connector.name, day = %day, complete,
             available_from_source = log.available_from_source,
@@ -415,7 +456,11 @@ impl DayRun<'_> {
             }
             let staged = Ledger::staged_key(&name, self.day, mailbox, key);
             let message: Cow<[u8]> = match self.archiver.stage.put_new(&staged, rendered).await {
-                Ok(Created::New) => Cow::Borrowed(rendered),
+                Ok(Created::New) => {
+                    metrics::counter!("comms_archiver_bytes_staged_total", "connector" => name.clone())
+                        .increment(rendered.len() as u64);
+                    Cow::Borrowed(rendered)
+                }
                 // Staged by an earlier run: the stage is what gets imported.
                 Ok(Created::AlreadyExists) => match self.archiver.stage.get(&staged).await {
                     Ok(Some(bytes)) => Cow::Owned(bytes),
@@ -465,11 +510,12 @@ impl DayRun<'_> {
                     ),
                 )
             })?;
-            Ok(if already_there {
-                Outcome::SkippedDuplicate
-            } else {
-                Outcome::Imported
-            })
+            if already_there {
+                return Ok(Outcome::SkippedDuplicate);
+            }
+            metrics::counter!("comms_archiver_bytes_imported_total", "connector" => name.clone())
+                .increment(message.len() as u64);
+            Ok(Outcome::Imported)
         }
         .await;
 

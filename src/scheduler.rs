@@ -1,11 +1,71 @@
-//! The daily wake: every day at the configured UTC time, each connector processes every day
-//! from its checkpoint to yesterday (at most `catch_up_days` of them on its own).
+//! The daily wake: every day at the configured time, each connector processes every day from
+//! its checkpoint to yesterday (at most `catch_up_days` of them on its own; older days only
+//! through `backfill`). Days are UTC days; only the wake time follows a time zone.
+//!
+//! Connectors run as independent tasks, so one partner's outage never holds another back. A
+//! day left open is retried with backoff until the next wake. The wall clock is re-read after
+//! every sleep, so the daemon never drifts and is right across DST changes and clock jumps.
 
 use crate::config::Config;
 use crate::pipeline::Archiver;
+use crate::telemetry::RunState;
 use crate::Result;
-use chrono::{DateTime, Days, NaiveDate, NaiveTime, Utc};
+use chrono::{DateTime, Days, LocalResult, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Where the scheduler reads the time of day.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// Wall time that follows tokio's clock from a fixed start: under tokio's paused time, tests
+/// move through days in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct TokioClock {
+    base: DateTime<Utc>,
+    start: tokio::time::Instant,
+}
+
+impl TokioClock {
+    pub fn starting_at(base: DateTime<Utc>) -> Self {
+        TokioClock {
+            base,
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> DateTime<Utc> {
+        let elapsed = tokio::time::Instant::now() - self.start;
+        self.base + chrono::Duration::from_std(elapsed).unwrap_or_default()
+    }
+}
+
+/// Resolves once `stop` is true (immediately if it already is, never if its sender is gone
+/// without ever asking).
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Waits between retries of a day left open, until the next wake.
+pub const RETRY_BACKOFF_SECS: [u64; 4] = [5 * 60, 15 * 60, 45 * 60, 2 * 60 * 60];
 
 /// The days a connector still has to process, oldest first: from the day after its
 /// checkpoint (or yesterday, for a connector that has never completed a day) to yesterday,
@@ -28,68 +88,167 @@ pub fn days_due(
     start.iter_days().take_while(|d| *d <= yesterday).collect()
 }
 
-/// The next wake strictly after `now`.
-pub fn next_wake(now: DateTime<Utc>, wake: NaiveTime) -> DateTime<Utc> {
-    let today = now.date_naive().and_time(wake).and_utc();
-    if today > now {
-        today
-    } else {
-        today + chrono::Duration::days(1)
+/// The next wake strictly after `now`: `wake` on the local calendar of `tz`. A wake time that
+/// a DST change skips moves to the first instant after the gap; one that occurs twice is taken
+/// the first time.
+pub fn next_wake(now: DateTime<Utc>, wake: NaiveTime, tz: Tz) -> DateTime<Utc> {
+    let mut date = now.with_timezone(&tz).date_naive();
+    loop {
+        let local = date.and_time(wake);
+        let instant = match tz.from_local_datetime(&local) {
+            LocalResult::Single(t) => t,
+            LocalResult::Ambiguous(first, _) => first,
+            // In a gap: an hour later is past it (no zone skips more than that at once).
+            LocalResult::None => {
+                match tz.from_local_datetime(&(local + chrono::Duration::hours(1))) {
+                    LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => t,
+                    LocalResult::None => tz.from_utc_datetime(&local),
+                }
+            }
+        }
+        .with_timezone(&Utc);
+        if instant > now {
+            return instant;
+        }
+        date = date.succ_opt().expect("dates far from the end of time");
     }
 }
 
-/// Processes what is due for every connector now. Returns true when every day is complete.
-pub async fn catch_up(archiver: &Archiver, config: &Config, now: DateTime<Utc>) -> Result<bool> {
+/// Processes what is due for every connector at `now`, each connector in its own task.
+/// Returns true when every due day is complete.
+pub async fn catch_up(
+    archiver: &Arc<Archiver>,
+    catch_up_days: u32,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let mut tasks = JoinSet::new();
+    for index in 0..archiver.connectors().len() {
+        let archiver = archiver.clone();
+        tasks.spawn(async move { connector_catch_up(&archiver, index, catch_up_days, now).await });
+    }
     let mut all_complete = true;
-    for connector in archiver.connectors() {
-        let checkpoint = archiver.ledger().checkpoint(&connector.name).await?;
-        let due = days_due(now.date_naive(), checkpoint, config.schedule.catch_up_days);
-        if let (Some(c), Some(first)) = (checkpoint, due.first()) {
-            if c.succ_opt() != Some(*first) {
-                tracing::warn!(connector = %connector.name, checkpoint = %c, first = %first,
-                    "days between the checkpoint and the catch-up window are left for backfill");
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(complete)) => all_complete &= complete,
+            Ok(Err(e)) => {
+                all_complete = false;
+                first_error.get_or_insert(e);
             }
-        }
-        for day in due {
-            if archiver.ledger().is_complete(&connector.name, day).await? {
-                continue;
+            Err(e) => {
+                all_complete = false;
+                tracing::error!(error = %e, "a connector task ended abnormally");
             }
-            let results = archiver.run_days(&[day], Some(&connector.name)).await;
-            all_complete &= results.iter().all(|r| r.is_complete());
         }
     }
-    Ok(all_complete)
+    match first_error {
+        // Every connector had its chance; the first hard error is reported.
+        Some(e) => Err(e),
+        None => Ok(all_complete),
+    }
 }
 
-/// The daemon: catch up now, then at every wake, until `shutdown` turns true.
-pub async fn run(
+async fn connector_catch_up(
     archiver: &Archiver,
+    index: usize,
+    catch_up_days: u32,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let connector = &archiver.connectors()[index];
+    let checkpoint = archiver.ledger().checkpoint(&connector.name).await?;
+    let due = days_due(now.date_naive(), checkpoint, catch_up_days);
+    if let (Some(c), Some(first)) = (checkpoint, due.first()) {
+        if c.succ_opt() != Some(*first) {
+            tracing::warn!(connector = %connector.name, checkpoint = %c, first = %first,
+                "days between the checkpoint and the catch-up window are left for backfill");
+        }
+    }
+    let mut complete = true;
+    for day in due {
+        if archiver.is_shutting_down() {
+            return Ok(false);
+        }
+        if archiver.ledger().is_complete(&connector.name, day).await? {
+            continue;
+        }
+        complete &= archiver.run_day(connector, day).await?.complete;
+    }
+    Ok(complete)
+}
+
+/// The daemon: catch up now, then at every wake (and between wakes while a day stays open,
+/// with backoff), until `shutdown` turns true. In-flight work then gets
+/// `schedule.shutdown_timeout_secs` to finish; what does not is left for the next run.
+pub async fn run(
+    archiver: Arc<Archiver>,
     config: &Config,
+    clock: Arc<dyn Clock>,
     mut shutdown: watch::Receiver<bool>,
+    state: Arc<RunState>,
 ) -> Result<()> {
     let wake = config.schedule.wake();
+    let tz = config.schedule.tz();
+    let grace = Duration::from_secs(config.schedule.shutdown_timeout_secs);
+    let mut retries = 0usize;
     loop {
         if *shutdown.borrow() {
             break;
         }
-        let complete = catch_up(archiver, config, Utc::now()).await?;
-        // Re-read the clock after the work and after every sleep: no drift, no missed day.
-        let next = next_wake(Utc::now(), wake);
-        tracing::info!(next_wake = %next, all_complete = complete, "sleeping until the next wake");
-        let wait = (next - Utc::now()).to_std().unwrap_or_default();
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.changed() => {}
+        let started = clock.now();
+        state.started(started);
+        let work = catch_up(&archiver, config.schedule.catch_up_days, started);
+        tokio::pin!(work);
+        let outcome = tokio::select! {
+            outcome = &mut work => outcome,
+            _ = stopped(&mut shutdown) => {
+                tracing::info!(grace_secs = grace.as_secs(), "shutdown requested; letting in-flight work finish");
+                match tokio::time::timeout(grace, &mut work).await {
+                    Ok(outcome) => { state.finished(clock.now(), &outcome); outcome?; }
+                    Err(_) => tracing::warn!("in-flight work did not finish in time; the next run redoes it"),
+                }
+                break;
+            }
+        };
+        state.finished(clock.now(), &outcome);
+        let complete = match outcome {
+            Ok(complete) => complete,
+            Err(e) => {
+                tracing::error!(error = %e, "the run could not finish; retrying");
+                false
+            }
+        };
+        let now = clock.now();
+        let wake_at = next_wake(now, wake, tz);
+        let until = if complete {
+            retries = 0;
+            wake_at
+        } else {
+            let backoff = RETRY_BACKOFF_SECS[retries.min(RETRY_BACKOFF_SECS.len() - 1)];
+            retries += 1;
+            metrics::counter!("comms_archiver_retries_total", "kind" => "open_day").increment(1);
+            wake_at.min(now + chrono::Duration::seconds(backoff as i64))
+        };
+        tracing::info!(next_run = %until, all_complete = complete, "sleeping");
+        // Sleep in steps of at most an hour and re-read the clock: a clock that jumps (NTP,
+        // a suspended VM) is noticed within the hour.
+        while clock.now() < until && !*shutdown.borrow() {
+            let step = (until - clock.now())
+                .to_std()
+                .unwrap_or_default()
+                .min(Duration::from_secs(3600));
+            tokio::select! {
+                _ = tokio::time::sleep(step) => {}
+                _ = shutdown.changed() => {}
+            }
         }
     }
-    tracing::info!("shutting down");
+    tracing::info!("stopped");
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
 
     fn d(day: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(2026, 11, day).unwrap()
@@ -109,13 +268,42 @@ mod tests {
         let wake = NaiveTime::from_hms_opt(4, 0, 0).unwrap();
         let before = Utc.with_ymd_and_hms(2026, 11, 21, 3, 59, 0).unwrap();
         assert_eq!(
-            next_wake(before, wake),
+            next_wake(before, wake, Tz::UTC),
             Utc.with_ymd_and_hms(2026, 11, 21, 4, 0, 0).unwrap()
         );
         let at = Utc.with_ymd_and_hms(2026, 11, 21, 4, 0, 0).unwrap();
         assert_eq!(
-            next_wake(at, wake),
+            next_wake(at, wake, Tz::UTC),
             Utc.with_ymd_and_hms(2026, 11, 22, 4, 0, 0).unwrap()
+        );
+    }
+
+    #[test]
+    fn wakes_follow_local_time_across_dst() {
+        let london: Tz = "Europe/London".parse().unwrap();
+        let four = NaiveTime::from_hms_opt(4, 0, 0).unwrap();
+        // BST ends on 2026-10-25: 04:00 local is 03:00Z before and 04:00Z after.
+        let sat = Utc.with_ymd_and_hms(2026, 10, 24, 12, 0, 0).unwrap();
+        assert_eq!(
+            next_wake(sat, four, london),
+            Utc.with_ymd_and_hms(2026, 10, 25, 4, 0, 0).unwrap()
+        );
+        let fri = Utc.with_ymd_and_hms(2026, 10, 23, 12, 0, 0).unwrap();
+        assert_eq!(
+            next_wake(fri, four, london),
+            Utc.with_ymd_and_hms(2026, 10, 24, 3, 0, 0).unwrap()
+        );
+        // 01:30 happens twice on 2026-10-25 (taken the first time) and not at all on
+        // 2026-03-29 (moved past the gap).
+        let half_one = NaiveTime::from_hms_opt(1, 30, 0).unwrap();
+        assert_eq!(
+            next_wake(sat, half_one, london),
+            Utc.with_ymd_and_hms(2026, 10, 25, 0, 30, 0).unwrap()
+        );
+        let spring = Utc.with_ymd_and_hms(2026, 3, 28, 12, 0, 0).unwrap();
+        assert_eq!(
+            next_wake(spring, half_one, london),
+            Utc.with_ymd_and_hms(2026, 3, 29, 1, 30, 0).unwrap()
         );
     }
 }

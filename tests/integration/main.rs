@@ -2,4 +2,5 @@
 
 mod cli;
 mod recovery;
+mod scheduler;
 mod support;

@@ -362,14 +362,12 @@ async fn catch_up_runs_due_days_and_checkpoints_only_complete_ones() {
     let ws = workspace();
     let dir = ws.path();
     let config = demo_config(dir);
-    let archiver = Archiver::from_config(&config).unwrap();
+    let archiver = Arc::new(Archiver::from_config(&config).unwrap());
     let wake = |d: u32| Utc.with_ymd_and_hms(2026, 11, d, 5, 0, 0).unwrap();
 
-    assert!(
-        comms_archiver::scheduler::catch_up(&archiver, &config, wake(21))
-            .await
-            .unwrap()
-    );
+    assert!(comms_archiver::scheduler::catch_up(&archiver, 7, wake(21))
+        .await
+        .unwrap());
     assert_eq!(
         archiver.ledger().checkpoint("o2").await.unwrap(),
         Some(day())
@@ -377,11 +375,9 @@ async fn catch_up_runs_due_days_and_checkpoints_only_complete_ones() {
     assert_eq!(counts(&dir.join("var/mail"), FOLDER), expected());
 
     // Two days later neither the 21st nor the 22nd has been delivered: both stay open.
-    assert!(
-        !comms_archiver::scheduler::catch_up(&archiver, &config, wake(23))
-            .await
-            .unwrap()
-    );
+    assert!(!comms_archiver::scheduler::catch_up(&archiver, 7, wake(23))
+        .await
+        .unwrap());
     assert_eq!(
         archiver.ledger().checkpoint("o2").await.unwrap(),
         Some(day())
