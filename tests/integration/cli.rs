@@ -384,42 +384,195 @@ fn example_config_documents_a_valid_configuration() {
     assert_eq!(config.connectors["o2"].folder(), FOLDER);
 }
 
-#[test]
-fn run_daemon_processes_yesterday_and_stops_on_sigterm() {
-    let ws = workspace();
-    let dir = ws.path();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_comms-archiver"))
-        .args(["run", "--config", "config/demo.toml"])
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Whatever yesterday is, the daemon writes its status log (imported, or not delivered).
-    let reports = dir.join("var/stage/reports/o2");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !reports.exists() || std::fs::read_dir(&reports).unwrap().count() < 2 {
+/// Copies the demo delivery of 2026-11-20 as the delivery of another day.
+fn deliver_demo_as(dir: &Path, day: chrono::NaiveDate) {
+    if day.to_string() == "2026-11-20" {
+        return;
+    }
+    let drop = dir.join("fixtures/telemessage-o2");
+    let target = drop.join(day.to_string());
+    copy_tree(&drop.join("2026-11-20"), &target);
+    let manifest = std::fs::read_to_string(target.join("MANIFEST.json")).unwrap();
+    std::fs::write(
+        target.join("MANIFEST.json"),
+        manifest.replace("2026-11-20", &day.to_string()),
+    )
+    .unwrap();
+}
+
+/// A daemon started by a test, killed by pid when the test ends however it ends.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET over plain HTTP/1.1; returns status and body.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, response.split_once("\r\n\r\n")?.1.to_string()))
+}
+
+fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !done() {
         assert!(
             std::time::Instant::now() < deadline,
-            "no status log written"
+            "timed out waiting: {what}"
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+#[test]
+fn run_daemon_serves_health_and_metrics_and_stops_on_sigterm() {
+    let ws = workspace();
+    let dir = ws.path();
+    let yesterday = chrono::Utc::now().date_naive().pred_opt().unwrap();
+    deliver_demo_as(dir, yesterday);
+    let port = free_port();
+    let mut child = Daemon(
+        std::process::Command::new(env!("CARGO_BIN_EXE_comms-archiver"))
+            .args(["run", "--config", "config/demo.toml"])
+            .current_dir(dir)
+            .env_remove("RUST_LOG")
+            .env(
+                "COMMS_ARCHIVER__TELEMETRY__LISTEN",
+                format!("127.0.0.1:{port}"),
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("/healthz", 60, || {
+        http_get(port, "/healthz") == Some((200, "ok\n".to_string()))
+    });
+    let metrics = || {
+        http_get(port, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    };
+    wait_until("the day's metrics", 60, || {
+        metrics().contains(
+            r#"comms_archiver_items_total{connector="o2",outcome="imported",reason=""} 16"#,
+        )
+    });
+    let body = metrics();
+    assert!(
+        body.contains(r#"outcome="failed",reason="size_exceeded"} 1"#),
+        "{body}"
+    );
+    assert!(
+        body.contains("comms_archiver_bytes_imported_total"),
+        "{body}"
+    );
+    assert!(
+        body.contains("comms_archiver_last_complete_day_timestamp_seconds"),
+        "{body}"
+    );
+    let (status, ready) = http_get(port, "/readyz").unwrap();
+    assert_eq!(status, 200, "{ready}");
+
     let killed = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the daemon ignored SIGTERM"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    assert_eq!(status.code(), Some(0));
+    let mut status = None;
+    wait_until("exit after SIGTERM", 35, || {
+        status = child.0.try_wait().unwrap();
+        status.is_some()
+    });
+    assert_eq!(status.unwrap().code(), Some(0));
+
+    // A later run finds everything in place: nothing lost, nothing twice.
+    assert_eq!(once(dir, &yesterday.to_string()), Some(0));
+    let args = [
+        "report",
+        "--config",
+        "config/demo.toml",
+        "--date",
+        &yesterday.to_string(),
+        "--format",
+        "json",
+    ];
+    let log: Value = serde_json::from_slice(&cli(dir, &args).stdout).unwrap();
+    assert_eq!(n(&log, "imported"), 0);
+    assert_eq!(n(&log, "skipped_duplicates"), 17);
+    assert_eq!(counts(&dir.join("var/mail"), FOLDER), expected());
+}
+
+#[test]
+fn backfill_processes_a_range_and_resumes() {
+    let ws = workspace();
+    let dir = ws.path();
+    let backfill = [
+        "backfill",
+        "--config",
+        "config/demo.toml",
+        "--from",
+        "2026-11-19",
+        "--to",
+        "2026-11-20",
+    ];
+    // The 19th was never delivered: the 20th is done, the 19th stays open.
+    let out = cli(dir, &backfill);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(counts(&dir.join("var/mail"), FOLDER), expected());
+    assert_eq!(
+        report_json(dir, "2026-11-19")["errors"][0]["reason"],
+        "source_not_ready"
+    );
+
+    // Once it is delivered, the same backfill finishes the 19th and skips the 20th.
+    deliver_demo_as(dir, chrono::NaiveDate::from_ymd_opt(2026, 11, 19).unwrap());
+    let out = cli(dir, &backfill);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already complete; skipped"), "{stderr}");
+    // The 19th's copy of the delivery holds the same items: all duplicates.
+    assert_eq!(n(&report_json(dir, "2026-11-19"), "skipped_duplicates"), 17);
+    let checkpoint = std::fs::read_to_string(dir.join("var/stage/checkpoints/o2.json")).unwrap();
+    assert!(checkpoint.contains("2026-11-20"), "{checkpoint}");
+
+    let out = cli(
+        dir,
+        &[
+            "backfill",
+            "--config",
+            "config/demo.toml",
+            "--from",
+            "2026-11-20",
+            "--to",
+            "2026-11-19",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
 }
