@@ -1,4 +1,4 @@
-# Build: docker build -t comms-archiver .
+# Build (where a Docker engine runs): docker build -t comms-archiver .
 # Run:   docker run -v /srv/comms-archiver/config.toml:/etc/comms-archiver/config.toml:ro \
 #                   -v comms-archiver-state:/var/lib/comms-archiver comms-archiver
 FROM rust:1.95-slim-bookworm AS build
@@ -19,6 +19,11 @@ USER comms-archiver
 WORKDIR /var/lib/comms-archiver
 VOLUME ["/var/lib/comms-archiver"]
 ENV COMMS_ARCHIVER_CONFIG=/etc/comms-archiver/config.toml
+# The health endpoint on loopback inside the container, for HEALTHCHECK; override with
+# telemetry.listen (and telemetry.allow_remote) to let Prometheus scrape from outside.
+ENV COMMS_ARCHIVER__TELEMETRY__LISTEN=127.0.0.1:9464
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["/usr/local/bin/comms-archiver", "healthcheck"]
 # Exec form: comms-archiver is PID 1 and receives the SIGTERM of `docker stop` itself;
 # `run` handles SIGTERM and SIGINT.
 ENTRYPOINT ["/usr/local/bin/comms-archiver", "--log-format", "json"]
