@@ -49,6 +49,9 @@ pub struct Config {
     pub stage: StageConfig,
     pub mailbox: MailboxConfig,
     pub connectors: BTreeMap<String, ConnectorConfig>,
+    /// The file this configuration was read from (for error messages).
+    #[serde(skip)]
+    pub file: PathBuf,
 }
 
 /// Limits that apply to every connector.
@@ -189,12 +192,21 @@ pub enum MailboxConfig {
 pub enum Partner {
     /// TeleMessage O2 Network Archiver: SMS, MMS and voice calls of corporate O2 numbers.
     TelemessageO2,
+    /// TeleMessage WhatsApp Archiver (Phone Archiver and Cloud Archiver).
+    TelemessageWhatsapp,
+    /// CellTrust SL2, direct.
+    CelltrustSl2,
+    /// CellTrust through Veritas Merge1 (items already converted to email).
+    Merge1Celltrust,
 }
 
 impl Partner {
     pub fn as_str(self) -> &'static str {
         match self {
             Partner::TelemessageO2 => "telemessage-o2",
+            Partner::TelemessageWhatsapp => "telemessage-whatsapp",
+            Partner::CelltrustSl2 => "celltrust-sl2",
+            Partner::Merge1Celltrust => "merge1-celltrust",
         }
     }
 
@@ -202,13 +214,56 @@ impl Partner {
     pub fn default_folder(self) -> &'static str {
         match self {
             Partner::TelemessageO2 => "O2 SMS and Voice Network Archiver",
+            Partner::TelemessageWhatsapp => "WhatsApp Archiver",
+            Partner::CelltrustSl2 => "CellTrust SL2",
+            Partner::Merge1Celltrust => "CellTrust",
         }
     }
 
     /// The reserved domain for participants without an email address.
     pub fn invalid_domain(self) -> &'static str {
         match self {
-            Partner::TelemessageO2 => "telemessage.invalid",
+            Partner::TelemessageO2 | Partner::TelemessageWhatsapp => "telemessage.invalid",
+            Partner::CelltrustSl2 => "celltrust.invalid",
+            Partner::Merge1Celltrust => "merge1.invalid",
+        }
+    }
+
+    fn is_telemessage(self) -> bool {
+        matches!(self, Partner::TelemessageO2 | Partner::TelemessageWhatsapp)
+    }
+}
+
+/// CellTrust SL2 settings: the environment and which parts of the domain to archive.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CellTrustConfig {
+    /// "azure-global" or "azure-government": where the SL2 domain is hosted.
+    pub environment: Sl2Environment,
+    /// The SL2 domain.
+    pub domain: String,
+    /// Archive the domain's own users (those in no organizational unit). Default true.
+    #[serde(default = "default_true")]
+    pub enable_domain: bool,
+    /// Organizational units to archive, each enabled by name: enabling the domain does not
+    /// enable its units.
+    #[serde(default)]
+    pub enable_units: Vec<String>,
+}
+
+/// Where a CellTrust SL2 domain is hosted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sl2Environment {
+    AzureGlobal,
+    AzureGovernment,
+}
+
+impl Sl2Environment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sl2Environment::AzureGlobal => "azure-global",
+            Sl2Environment::AzureGovernment => "azure-government",
         }
     }
 }
@@ -227,6 +282,8 @@ pub struct ConnectorConfig {
     /// Fall back to the item's email property when the CSV has no match.
     #[serde(default = "default_true")]
     pub use_email_property: bool,
+    /// Required for partner "celltrust-sl2".
+    pub celltrust: Option<CellTrustConfig>,
     pub source: SourceConfig,
 }
 
@@ -249,6 +306,63 @@ impl ConnectorConfig {
 pub enum SourceConfig {
     /// An export drop directory (what the partner's SFTP delivery lands in).
     Drop { path: PathBuf },
+    /// TeleMessage's EML ZIP export drop (`YYYYMMDD0000-TeleMessage_<n>_<time>.zip`).
+    ZipDrop { path: PathBuf },
+    /// The partner's HTTPS API.
+    Https(Box<HttpsConfig>),
+}
+
+/// A partner API and its credentials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpsConfig {
+    /// The API's base URL; https, or http to a loopback address with `allow_http_loopback`.
+    pub url: String,
+    #[serde(default)]
+    pub allow_http_loopback: bool,
+    /// TeleMessage: the account's username and password.
+    pub username: Option<String>,
+    pub password: Option<SecretRef>,
+    /// CellTrust SL2: the API client's id and secret.
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretRef>,
+    /// Veritas Merge1: the API key.
+    pub api_key: Option<SecretRef>,
+    /// Items per page. Default 200.
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+    /// Hours before the day that each day's window also covers, for late arrivals. Default 6.
+    #[serde(default = "default_overlap_hours")]
+    pub overlap_hours: u32,
+    /// Seconds one request may take. Default 60.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Retries of a failing request before the day is left open. Default 5.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// First retry delay in milliseconds; it doubles, with jitter, up to 60 s. Default 1000.
+    #[serde(default = "default_retry_initial_ms")]
+    pub retry_initial_ms: u64,
+}
+
+fn default_page_size() -> u32 {
+    200
+}
+
+fn default_overlap_hours() -> u32 {
+    6
+}
+
+fn default_timeout_secs() -> u64 {
+    60
+}
+
+fn default_max_retries() -> u32 {
+    5
+}
+
+fn default_retry_initial_ms() -> u64 {
+    1000
 }
 
 impl Config {
@@ -299,6 +413,8 @@ impl Config {
         } else {
             with_env_overrides(path, text, env)?
         };
+        let mut config = config;
+        config.file = path.to_path_buf();
         config.validate(path, text, env)?;
         Ok(config)
     }
@@ -411,8 +527,89 @@ impl Config {
                     return Err(err(&format!("connectors.{name}.folder"), why));
                 }
             }
+            let key = |k: &str| format!("connectors.{name}.{k}");
+            match (connector.partner, &connector.celltrust) {
+                (Partner::CelltrustSl2, None) => {
+                    return Err(err(
+                        &format!("connectors.{name}"),
+                        "partner celltrust-sl2 needs a [connectors.<name>.celltrust] table with \
+                         environment and domain"
+                            .into(),
+                    ))
+                }
+                (Partner::CelltrustSl2, Some(ct)) => {
+                    if !ct.enable_domain && ct.enable_units.is_empty() {
+                        return Err(err(
+                            &key("celltrust"),
+                            "nothing is enabled: set enable_domain = true or list enable_units"
+                                .into(),
+                        ));
+                    }
+                }
+                (_, Some(_)) => {
+                    return Err(err(
+                        &key("celltrust"),
+                        format!(
+                            "only partner celltrust-sl2 takes a celltrust table, not {}",
+                            connector.partner.as_str()
+                        ),
+                    ))
+                }
+                (_, None) => {}
+            }
+            match &connector.source {
+                SourceConfig::Drop { .. } => {}
+                SourceConfig::ZipDrop { .. } => {
+                    if !connector.partner.is_telemessage() {
+                        return Err(err(
+                            &key("source.transport"),
+                            "zip-drop is TeleMessage's EML export; use it with telemessage-o2 or \
+                             telemessage-whatsapp"
+                                .into(),
+                        ));
+                    }
+                }
+                SourceConfig::Https(https) => {
+                    if let Err(why) = check_url(https) {
+                        return Err(err(&key("source.url"), why));
+                    }
+                    let needs: &[(&str, bool)] = match connector.partner {
+                        Partner::TelemessageO2 | Partner::TelemessageWhatsapp => &[
+                            ("username", https.username.is_some()),
+                            ("password", https.password.is_some()),
+                        ],
+                        Partner::CelltrustSl2 => &[
+                            ("client_id", https.client_id.is_some()),
+                            ("client_secret", https.client_secret.is_some()),
+                        ],
+                        Partner::Merge1Celltrust => &[("api_key", https.api_key.is_some())],
+                    };
+                    if let Some((missing, _)) = needs.iter().find(|(_, present)| !present) {
+                        return Err(err(
+                            &key("source"),
+                            format!(
+                                "partner {} over HTTPS needs source.{missing}",
+                                connector.partner.as_str()
+                            ),
+                        ));
+                    }
+                    if https.page_size == 0 || https.page_size > 10_000 {
+                        return Err(err(&key("source.page_size"), "must be 1 to 10000".into()));
+                    }
+                }
+            }
         }
         Ok(())
+    }
+
+    /// An error about a key of this configuration found after loading (no line known).
+    pub fn error(&self, key: &str, message: String) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            line: None,
+            key: Some(key.to_string()),
+            message,
+        }
     }
 
     /// The enabled connectors, by name.
@@ -500,6 +697,32 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Production endpoints must be https; plain http only to loopback, when allowed explicitly.
+fn check_url(https: &HttpsConfig) -> Result<(), String> {
+    let url = reqwest::Url::parse(&https.url)
+        .map_err(|e| format!("'{}' is not a URL: {e}", https.url))?;
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if loopback && https.allow_http_loopback => Ok(()),
+        "http" if loopback => Err(format!(
+            "'{}' is plain http; set allow_http_loopback = true to allow it for a loopback \
+             address (tests, the partner simulator)",
+            https.url
+        )),
+        "http" => Err(format!(
+            "'{}' is plain http; partner APIs must be reached over https",
+            https.url
+        )),
+        other => Err(format!("scheme '{other}' is not https")),
     }
 }
 

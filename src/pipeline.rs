@@ -7,15 +7,14 @@
 //! A crash between import and record leaves a copy the ledger does not know; the next attempt
 //! at the day is "recovering" and asks the mailbox before importing, so nothing lands twice.
 
-use crate::config::{Config, MailboxConfig, Partner, SourceConfig, StageConfig};
+use crate::config::{Config, MailboxConfig, Partner, StageConfig};
 use crate::item::{sha256_hex, Item, ItemKey};
 use crate::ledger::{ImportRecord, Ledger};
 use crate::mailbox::{Delivery, Mailbox, MailboxError, MaildirTree};
 use crate::mapping::{Mapper, MappingTable, Resolution};
 use crate::render::{render, RenderContext};
-use crate::report::{DayError, Failure, Reason, StatusLog};
-use crate::sources::telemessage::O2Format;
-use crate::sources::{DropSource, Pulled, Source};
+use crate::report::{DayError, Exclusion, Failure, Reason, StatusLog};
+use crate::sources::{Pulled, Source};
 use crate::stage::{Created, LocalStage, Stage};
 use crate::telemetry::{ItemOutcome, Outcome};
 use crate::Result;
@@ -66,11 +65,7 @@ impl Archiver {
                 Some(path) => Some(MappingTable::load(path, region, &config.mapping.domains)?),
                 None => None,
             };
-            let source: Box<dyn Source> = match (&c.source, c.partner) {
-                (SourceConfig::Drop { path }, Partner::TelemessageO2) => {
-                    Box::new(DropSource::new(path, O2Format { region }))
-                }
-            };
+            let source = crate::sources::build(config, name, c)?;
             connectors.push(Connector {
                 name: name.to_string(),
                 partner: c.partner,
@@ -194,6 +189,20 @@ impl Archiver {
                     Ok(Some(Pulled::Item(item))) => {
                         run.log.available_from_source += 1;
                         run.item(*item).await;
+                    }
+                    Ok(Some(Pulled::Excluded {
+                        partner_id,
+                        reason,
+                        detail,
+                    })) => {
+                        run.log.available_from_source += 1;
+                        tracing::info!(connector = %connector.name, day = %day,
+                            item_id = %partner_id, reason = %reason, %detail, "item excluded");
+                        run.log.exclude(Exclusion {
+                            item_id: partner_id,
+                            reason,
+                            detail,
+                        });
                     }
                     Ok(Some(Pulled::Invalid {
                         location,

@@ -85,6 +85,10 @@ pub struct StatusLog {
     pub skipped_duplicates: u64,
     pub failed: u64,
     pub failures: Vec<Failure>,
+    /// Items the partner returned that the connector must not import (e.g. CellTrust A2P);
+    /// they count in available_from_source, not in available_for_import.
+    pub excluded: u64,
+    pub exclusions: Vec<Exclusion>,
     /// Archived employees with no valid mailbox, once each.
     pub unmapped_users: Vec<String>,
     /// Problems that kept the whole day open (partner not ready, manifest mismatch, ...).
@@ -92,6 +96,14 @@ pub struct StatusLog {
     /// "No items ingested on YYYY-MM-DD" for an empty day.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub summary: Option<String>,
+}
+
+/// An item the connector must not import, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exclusion {
+    pub item_id: String,
+    pub reason: String,
+    pub detail: String,
 }
 
 /// A problem with the day as a whole.
@@ -115,6 +127,8 @@ impl StatusLog {
             skipped_duplicates: 0,
             failed: 0,
             failures: Vec::new(),
+            excluded: 0,
+            exclusions: Vec::new(),
             unmapped_users: Vec::new(),
             errors: Vec::new(),
             summary: None,
@@ -126,6 +140,13 @@ impl StatusLog {
         self.available_for_import
             == self.imported + self.partially_imported + self.skipped_duplicates + self.failed
             && self.failed == self.failures.len() as u64
+            && self.excluded == self.exclusions.len() as u64
+    }
+
+    /// Records an excluded item.
+    pub fn exclude(&mut self, exclusion: Exclusion) {
+        self.excluded += 1;
+        self.exclusions.push(exclusion);
     }
 
     /// Records a failed copy; it counts towards available_for_import.
@@ -153,8 +174,8 @@ impl StatusLog {
         serde_json::to_string_pretty(self).expect("a status log always serializes")
     }
 
-    /// CSV: one `summary` row, then one `failure` row per failure and one `error` row per
-    /// day-level problem, all under one header.
+    /// CSV: one `summary` row, then one `failure` row per failure, one `exclusion` row per
+    /// excluded item and one `error` row per day-level problem, all under one header.
     pub fn to_csv(&self) -> String {
         let mut w = csv::Writer::from_writer(Vec::new());
         let write = |w: &mut csv::Writer<Vec<u8>>, row: &[&str]| {
@@ -215,6 +236,13 @@ impl StatusLog {
             ];
             detail_row(&mut w, "failure", tail);
         }
+        for x in &self.exclusions {
+            detail_row(
+                &mut w,
+                "exclusion",
+                [&x.item_id, "", "", &x.reason, &x.detail],
+            );
+        }
         for e in &self.errors {
             detail_row(&mut w, "error", ["", "", "", &e.reason, &e.detail]);
         }
@@ -246,6 +274,7 @@ impl StatusLog {
             ("partially imported", self.partially_imported),
             ("skipped (duplicates)", self.skipped_duplicates),
             ("failed", self.failed),
+            ("excluded", self.excluded),
         ] {
             let _ = writeln!(out, "  {label:<22} {n:>8}");
         }
@@ -258,6 +287,13 @@ impl StatusLog {
                 f.source_user,
                 f.mailbox.as_deref().unwrap_or("-"),
                 f.detail
+            );
+        }
+        for x in &self.exclusions {
+            let _ = writeln!(
+                out,
+                "  excluded {:<13} item {}  {}",
+                x.reason, x.item_id, x.detail
             );
         }
         for e in &self.errors {

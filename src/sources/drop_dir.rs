@@ -1,11 +1,13 @@
 //! The export drop transport: what a partner's SFTP delivery lands in.
 //!
 //! `<root>/<YYYY-MM-DD>/` holds one day's delivery: `MANIFEST.json` naming every record file
-//! and its record count, the record files (JSON Lines), and the media they refer to. The
-//! manifest is written last by the partner, so its presence marks a finished delivery; the
-//! files are reconciled against it before anything is imported.
+//! and its record count, the record files, and the media they refer to. Records are JSON
+//! Lines (`.jsonl`, one record a line) or messages (`.eml`, one record a file), as the
+//! partner's [`Wire`] says. The manifest is written last by the partner, so its presence
+//! marks a finished delivery; the files are reconciled against it before anything is
+//! imported.
 
-use super::{ItemStream, MediaRef, Pulled, RecordFormat, Source, SourceError};
+use super::{ItemStream, MediaRef, Pulled, RecordFormat, Source, SourceError, Wire};
 use crate::item::Attachment;
 use async_trait::async_trait;
 use chrono::NaiveDate;
@@ -81,7 +83,7 @@ impl<F: RecordFormat> Source for DropSource<F> {
                 manifest.day
             )));
         }
-        reconcile(&dir, &manifest).await?;
+        reconcile(&dir, &manifest, F::WIRE).await?;
         Ok(Box::new(DropStream {
             dir,
             files: manifest.files.into_iter().map(|f| f.name).collect(),
@@ -97,10 +99,17 @@ impl<F: RecordFormat> Source for DropSource<F> {
 
 /// Checks every listed file exists, holds exactly its record count, and that no record file
 /// is there unlisted; a mismatch keeps the whole delivery out.
-async fn reconcile(dir: &Path, manifest: &Manifest) -> Result<(), SourceError> {
+async fn reconcile(dir: &Path, manifest: &Manifest, wire: Wire) -> Result<(), SourceError> {
     let mismatch = |m: String| SourceError::Reconciliation(format!("{}: {m}", dir.display()));
+    let extension = match wire {
+        Wire::Json => ".jsonl",
+        Wire::Mime => ".eml",
+    };
     for file in &manifest.files {
         check_relative(&file.name).map_err(&mismatch)?;
+        if !file.name.ends_with(extension) {
+            return Err(mismatch(format!("{} is not a {extension} file", file.name)));
+        }
         let path = dir.join(&file.name);
         let handle = tokio::fs::File::open(&path).await.map_err(|e| {
             mismatch(format!(
@@ -108,17 +117,30 @@ async fn reconcile(dir: &Path, manifest: &Manifest) -> Result<(), SourceError> {
                 file.name
             ))
         })?;
-        let mut lines = BufReader::new(handle).lines();
-        let mut count = 0u64;
-        while let Some(line) = lines
-            .next_line()
-            .await
-            .map_err(|e| mismatch(format!("{}: {e}", file.name)))?
-        {
-            if !line.trim().is_empty() {
-                count += 1;
+        let count = match wire {
+            Wire::Json => {
+                let mut lines = BufReader::new(handle).lines();
+                let mut count = 0u64;
+                while let Some(line) = lines
+                    .next_line()
+                    .await
+                    .map_err(|e| mismatch(format!("{}: {e}", file.name)))?
+                {
+                    if !line.trim().is_empty() {
+                        count += 1;
+                    }
+                }
+                count
             }
-        }
+            Wire::Mime => {
+                let size = handle
+                    .metadata()
+                    .await
+                    .map_err(|e| mismatch(format!("{}: {e}", file.name)))?
+                    .len();
+                u64::from(size > 0)
+            }
+        };
         if count == 0 {
             return Err(mismatch(format!("{} is empty", file.name)));
         }
@@ -138,7 +160,7 @@ async fn reconcile(dir: &Path, manifest: &Manifest) -> Result<(), SourceError> {
         .map_err(|e| SourceError::Unavailable(format!("cannot list {}: {e}", dir.display())))?
     {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".jsonl") && !manifest.files.iter().any(|f| f.name == name) {
+        if name.ends_with(extension) && !manifest.files.iter().any(|f| f.name == name) {
             return Err(mismatch(format!("{name} is not listed in the manifest")));
         }
     }
@@ -161,7 +183,17 @@ struct DropStream<F: RecordFormat> {
 }
 
 impl<F: RecordFormat> DropStream<F> {
-    async fn next_line(&mut self) -> Result<Option<(String, u64, String)>, SourceError> {
+    /// The next record's file, line number (0 for a whole-file record) and bytes.
+    async fn next_record(&mut self) -> Result<Option<(String, u64, Vec<u8>)>, SourceError> {
+        if F::WIRE == Wire::Mime {
+            let Some(name) = self.files.pop_front() else {
+                return Ok(None);
+            };
+            let bytes = tokio::fs::read(self.dir.join(&name)).await.map_err(|e| {
+                SourceError::Unavailable(format!("{}/{name}: {e}", self.dir.display()))
+            })?;
+            return Ok(Some((name, 0, bytes)));
+        }
         loop {
             if let Some((name, line_no, lines)) = &mut self.current {
                 let line = lines.next_line().await.map_err(|e| {
@@ -173,7 +205,7 @@ impl<F: RecordFormat> DropStream<F> {
                         if line.trim().is_empty() {
                             continue;
                         }
-                        return Ok(Some((name.clone(), *line_no, line)));
+                        return Ok(Some((name.clone(), *line_no, line.into_bytes())));
                     }
                     None => self.current = None,
                 }
@@ -206,21 +238,24 @@ impl<F: RecordFormat> DropStream<F> {
 #[async_trait]
 impl<F: RecordFormat> ItemStream for DropStream<F> {
     async fn next(&mut self) -> Result<Option<Pulled>, SourceError> {
-        let Some((file, line_no, line)) = self.next_line().await? else {
+        let Some((file, line_no, bytes)) = self.next_record().await? else {
             return Ok(None);
         };
-        let location = format!("{file} line {line_no}");
-        let record: F::Record = match serde_json::from_str(&line) {
+        let location = match line_no {
+            0 => file,
+            n => format!("{file} line {n}"),
+        };
+        let record: F::Record = match self.format.decode(&bytes) {
             Ok(record) => record,
-            Err(e) => {
+            Err(reason) => {
                 return Ok(Some(Pulled::Invalid {
                     location,
                     partner_id: None,
-                    reason: format!("not a valid record: {e}"),
+                    reason,
                 }))
             }
         };
-        let partner_id = F::partner_id(&record).to_string();
+        let partner_id = F::partner_id(&record);
         let mut media = Vec::new();
         for reference in F::media(&record) {
             match self.fetch(&reference).await {
@@ -234,13 +269,10 @@ impl<F: RecordFormat> ItemStream for DropStream<F> {
                 }
             }
         }
-        Ok(Some(match self.format.to_item(record, media) {
-            Ok(item) => Pulled::Item(Box::new(item)),
-            Err(reason) => Pulled::Invalid {
-                location,
-                partner_id: Some(partner_id),
-                reason,
-            },
-        }))
+        Ok(Some(super::pulled(
+            self.format.to_item(record, media),
+            location,
+            partner_id,
+        )))
     }
 }

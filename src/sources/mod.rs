@@ -6,11 +6,18 @@
 //! A new partner is one module here implementing [`RecordFormat`], plus its docs in
 //! `docs/partners/`.
 
+pub mod celltrust;
 mod drop_dir;
+pub mod eml;
+pub mod https;
+mod record;
 pub mod telemessage;
+mod zip_drop;
 
 pub use drop_dir::DropSource;
+pub use zip_drop::ZipDropSource;
 
+use crate::config::{Config, ConnectorConfig, HttpsConfig, Partner, SecretRef, SourceConfig};
 use crate::item::{Attachment, Item};
 use async_trait::async_trait;
 use chrono::NaiveDate;
@@ -20,6 +27,13 @@ use serde::de::DeserializeOwned;
 #[derive(Debug)]
 pub enum Pulled {
     Item(Box<Item>),
+    /// A record the connector must not import (a CellTrust A2P message, a unit that is not
+    /// enabled): counted and listed in the status log, never silently dropped.
+    Excluded {
+        partner_id: String,
+        reason: String,
+        detail: String,
+    },
     /// A record that could not be turned into an item: reported, and the day stays open.
     Invalid {
         /// Where it came from, e.g. `o2-0001.jsonl line 7`.
@@ -41,6 +55,10 @@ pub enum SourceError {
     /// The partner or the drop directory could not be read.
     #[error("{0}")]
     Unavailable(String),
+    /// The partner refused the credentials or the scope asked for: retrying cannot help
+    /// until an admin changes the configuration or the partner account.
+    #[error("{0}")]
+    Denied(String),
 }
 
 impl SourceError {
@@ -50,6 +68,7 @@ impl SourceError {
             SourceError::NotReady(_) => "source_not_ready",
             SourceError::Reconciliation(_) => "reconciliation",
             SourceError::Unavailable(_) => "source_unavailable",
+            SourceError::Denied(_) => "access_denied",
         }
     }
 }
@@ -79,13 +98,168 @@ pub struct MediaRef {
     pub content_type: String,
 }
 
+/// How a partner's records travel: JSON objects, or whole RFC 5322 messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// One JSON object per record (JSON Lines in a drop, `items` array over HTTPS).
+    Json,
+    /// One message per record (`.eml` files in a drop, base64 `mime` over HTTPS).
+    Mime,
+}
+
+/// What a record turned out to be.
+#[derive(Debug)]
+pub enum Decoded {
+    Item(Box<Item>),
+    Excluded { reason: String, detail: String },
+}
+
 /// How one partner's records become items; shared by every transport.
 pub trait RecordFormat: Send + Sync + 'static {
-    type Record: DeserializeOwned + Send;
+    type Record: Send;
+    /// How the records travel.
+    const WIRE: Wire;
+    /// Reads one record from its bytes (a JSON object, or a message).
+    fn decode(&self, bytes: &[u8]) -> Result<Self::Record, String>;
     /// The partner's id of a record, for reports when the record is invalid.
-    fn partner_id(record: &Self::Record) -> &str;
+    fn partner_id(record: &Self::Record) -> String;
     /// The files the record refers to, in the order [`RecordFormat::to_item`] expects them.
     fn media(record: &Self::Record) -> Vec<MediaRef>;
     /// The item, given the record and its fetched files; Err names what is wrong.
-    fn to_item(&self, record: Self::Record, media: Vec<Attachment>) -> Result<Item, String>;
+    fn to_item(&self, record: Self::Record, media: Vec<Attachment>) -> Result<Decoded, String>;
+}
+
+/// Reads a JSON record, naming the first thing wrong with it.
+pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("not a valid record: {e}"))
+}
+
+/// The record's outcome as the pipeline sees it.
+pub fn pulled(decoded: Result<Decoded, String>, location: String, partner_id: String) -> Pulled {
+    match decoded {
+        Ok(Decoded::Item(item)) => Pulled::Item(item),
+        Ok(Decoded::Excluded { reason, detail }) => Pulled::Excluded {
+            partner_id,
+            reason,
+            detail,
+        },
+        Err(reason) => Pulled::Invalid {
+            location,
+            partner_id: Some(partner_id),
+            reason,
+        },
+    }
+}
+
+/// Builds the source of a configured connector: its partner's format behind its transport.
+/// Secrets are read here; a missing one is a configuration error naming its key.
+pub fn build(
+    config: &Config,
+    name: &str,
+    connector: &ConnectorConfig,
+) -> crate::Result<Box<dyn Source>> {
+    use self::celltrust::{Sl2Format, Sl2Scope};
+    use self::eml::{EmlFlavor, EmlFormat};
+    use self::telemessage::{O2Format, WhatsAppFormat};
+    let region: phonenumber::country::Id = config
+        .mapping
+        .default_region
+        .parse()
+        .expect("validated at load");
+    let scope = connector.celltrust.as_ref().map(|ct| Sl2Scope {
+        domain: ct.domain.clone(),
+        enable_domain: ct.enable_domain,
+        units: ct.enable_units.clone(),
+    });
+    let sl2 = || Sl2Format {
+        region,
+        scope: scope
+            .clone()
+            .expect("validated: celltrust-sl2 has a celltrust table"),
+    };
+    let merge1 = EmlFormat {
+        flavor: EmlFlavor::Merge1,
+        region,
+    };
+    Ok(match &connector.source {
+        SourceConfig::Drop { path } => match connector.partner {
+            Partner::TelemessageO2 => Box::new(DropSource::new(path, O2Format { region })),
+            Partner::TelemessageWhatsapp => {
+                Box::new(DropSource::new(path, WhatsAppFormat { region }))
+            }
+            Partner::CelltrustSl2 => Box::new(DropSource::new(path, sl2())),
+            Partner::Merge1Celltrust => Box::new(DropSource::new(path, merge1)),
+        },
+        SourceConfig::ZipDrop { path } => Box::new(ZipDropSource::new(path, region)),
+        SourceConfig::Https(https) => {
+            let client = partner_client(config, name, connector.partner, https)?;
+            match connector.partner {
+                Partner::TelemessageO2 => Box::new(https::HttpsSource::new(
+                    client,
+                    "o2/items",
+                    None,
+                    O2Format { region },
+                )),
+                Partner::TelemessageWhatsapp => Box::new(https::HttpsSource::new(
+                    client,
+                    "whatsapp/items",
+                    None,
+                    WhatsAppFormat { region },
+                )),
+                Partner::CelltrustSl2 => {
+                    let ct = connector.celltrust.as_ref().expect("validated");
+                    let access = https::Sl2Access {
+                        environment: ct.environment.as_str().to_string(),
+                        scope: scope.clone().expect("validated"),
+                    };
+                    Box::new(https::HttpsSource::new(client, "", Some(access), sl2()))
+                }
+                Partner::Merge1Celltrust => {
+                    Box::new(https::HttpsSource::new(client, "items", None, merge1))
+                }
+            }
+        }
+    })
+}
+
+fn partner_client(
+    config: &Config,
+    name: &str,
+    partner: Partner,
+    https: &HttpsConfig,
+) -> crate::Result<https::PartnerClient> {
+    let secret = |key: &str, reference: &Option<SecretRef>| {
+        let key = format!("connectors.{name}.source.{key}");
+        reference
+            .as_ref()
+            .ok_or_else(|| config.error(&key, "is required".into()))?
+            .resolve()
+            .map_err(|why| config.error(&key, why))
+    };
+    let auth = match partner {
+        Partner::TelemessageO2 | Partner::TelemessageWhatsapp => https::Auth::Session {
+            username: https.username.clone().unwrap_or_default(),
+            password: secret("password", &https.password)?,
+        },
+        Partner::CelltrustSl2 => https::Auth::ClientCredentials {
+            client_id: https.client_id.clone().unwrap_or_default(),
+            secret: secret("client_secret", &https.client_secret)?,
+        },
+        Partner::Merge1Celltrust => https::Auth::ApiKey {
+            key: secret("api_key", &https.api_key)?,
+        },
+    };
+    let base = reqwest::Url::parse(&https.url).expect("validated at load");
+    let settings = https::HttpsSettings {
+        page_size: https.page_size,
+        overlap: chrono::Duration::hours(i64::from(https.overlap_hours)),
+        timeout: std::time::Duration::from_secs(https.timeout_secs),
+        max_retries: https.max_retries as usize,
+        retry_initial: std::time::Duration::from_millis(https.retry_initial_ms),
+    };
+    https::PartnerClient::new(name, base, auth, settings).map_err(|why| {
+        config
+            .error(&format!("connectors.{name}.source"), why)
+            .into()
+    })
 }

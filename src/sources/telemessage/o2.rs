@@ -4,11 +4,11 @@
 //! names TeleMessage uses in its own message headers (ArchiveMessageID, MessageType,
 //! ArchiveInitiator, THREAD_ID, ThreadName, Network), in snake case. Times are UTC.
 
-use super::{MediaRef, RecordFormat};
-use crate::item::{
-    Attachment, Call, CallOutcome, Content, Conversation, Direction, Item, Participant, Role,
-};
-use crate::mapping::{normalize_address, normalize_phone};
+use super::archived_by;
+use crate::item::{Attachment, Content, Conversation, Item, Role};
+use crate::mapping::normalize_phone;
+use crate::sources::record::{direction, media_refs, split_recording, CallRecord, FileRef, Party};
+use crate::sources::{decode_json, Decoded, MediaRef, RecordFormat, Wire};
 use chrono::{DateTime, Utc};
 use phonenumber::country;
 use serde::Deserialize;
@@ -30,48 +30,15 @@ pub struct O2Record {
     pub thread_id: Option<String>,
     #[serde(default)]
     pub thread_name: Option<String>,
-    pub from: O2Party,
+    pub from: Party,
     #[serde(default)]
-    pub to: Vec<O2Party>,
+    pub to: Vec<Party>,
     #[serde(default)]
     pub text: Option<String>,
     #[serde(default)]
-    pub attachments: Vec<O2File>,
+    pub attachments: Vec<FileRef>,
     #[serde(default)]
-    pub call: Option<O2Call>,
-}
-
-/// A party: a number (or alphanumeric sender id), a display name, and an email property.
-#[derive(Debug, Clone, Deserialize)]
-pub struct O2Party {
-    pub number: String,
-    #[serde(default)]
-    pub display: Option<String>,
-    #[serde(default)]
-    pub email: Option<String>,
-}
-
-/// A file delivered beside the records.
-#[derive(Debug, Clone, Deserialize)]
-pub struct O2File {
-    /// Path relative to the day's delivery (drop) or URL (HTTPS).
-    pub file: String,
-    pub content_type: String,
-    #[serde(default)]
-    pub name: Option<String>,
-}
-
-/// Call details of a CALL record.
-#[derive(Debug, Clone, Deserialize)]
-pub struct O2Call {
-    pub start: DateTime<Utc>,
-    pub duration_seconds: u64,
-    /// "answered", "missed", "rejected" or "voicemail".
-    pub outcome: String,
-    #[serde(default)]
-    pub recording: Option<O2File>,
-    #[serde(default)]
-    pub transcript: Option<String>,
+    pub call: Option<CallRecord>,
 }
 
 /// The O2 record format, with the region for numbers written without a country code.
@@ -80,59 +47,30 @@ pub struct O2Format {
     pub region: country::Id,
 }
 
-impl O2File {
-    fn media_ref(&self) -> MediaRef {
-        let name = self.name.clone().unwrap_or_else(|| {
-            self.file
-                .rsplit('/')
-                .next()
-                .unwrap_or(&self.file)
-                .to_string()
-        });
-        MediaRef {
-            location: self.file.clone(),
-            name,
-            content_type: self.content_type.clone(),
-        }
+impl RecordFormat for O2Format {
+    type Record = O2Record;
+    const WIRE: Wire = Wire::Json;
+
+    fn decode(&self, bytes: &[u8]) -> Result<O2Record, String> {
+        decode_json(bytes)
+    }
+
+    fn partner_id(record: &O2Record) -> String {
+        record.archive_message_id.clone()
+    }
+
+    fn media(record: &O2Record) -> Vec<MediaRef> {
+        media_refs(&record.attachments, record.call.as_ref())
+    }
+
+    fn to_item(&self, record: O2Record, media: Vec<Attachment>) -> Result<Decoded, String> {
+        self.item(record, media)
+            .map(|item| Decoded::Item(Box::new(item)))
     }
 }
 
 impl O2Format {
-    fn participant(&self, party: &O2Party, role: Role, initiator: Option<&str>) -> Participant {
-        let phone = normalize_phone(&party.number, self.region);
-        let address = match phone {
-            Some(_) => None,
-            None => Some(party.number.trim().to_string()).filter(|a| !a.is_empty()),
-        };
-        let archived = phone.is_some() && phone.as_deref() == initiator;
-        Participant {
-            role: Some(role),
-            phone,
-            address,
-            display_name: party.display.clone().filter(|d| !d.trim().is_empty()),
-            email: party.email.as_deref().and_then(normalize_address),
-            archived,
-        }
-    }
-}
-
-impl RecordFormat for O2Format {
-    type Record = O2Record;
-
-    fn partner_id(record: &O2Record) -> &str {
-        &record.archive_message_id
-    }
-
-    fn media(record: &O2Record) -> Vec<MediaRef> {
-        record
-            .attachments
-            .iter()
-            .chain(record.call.as_ref().and_then(|c| c.recording.as_ref()))
-            .map(O2File::media_ref)
-            .collect()
-    }
-
-    fn to_item(&self, record: O2Record, mut media: Vec<Attachment>) -> Result<Item, String> {
+    fn item(&self, record: O2Record, media: Vec<Attachment>) -> Result<Item, String> {
         if record.archive_message_id.trim().is_empty() {
             return Err("archive_message_id is empty".to_string());
         }
@@ -148,36 +86,20 @@ impl RecordFormat for O2Format {
                     record.archive_initiator
                 )
             })?;
-        let direction = match record.direction.to_ascii_lowercase().as_str() {
-            "inbound" => Direction::Inbound,
-            "outbound" => Direction::Outbound,
-            other => {
-                return Err(format!(
-                    "direction '{other}' is neither inbound nor outbound"
-                ))
-            }
-        };
+        let direction = direction(&record.direction)?;
         if record.to.is_empty() {
             return Err("the record has no recipient ('to' is empty)".to_string());
         }
-        let mut participants = vec![self.participant(&record.from, Role::From, Some(&initiator))];
+        let mut participants = vec![record.from.participant(Role::From, self.region)];
         participants.extend(
             record
                 .to
                 .iter()
-                .map(|p| self.participant(p, Role::To, Some(&initiator))),
+                .map(|p| p.participant(Role::To, self.region)),
         );
-        if !participants.iter().any(|p| p.archived) {
-            return Err(format!(
-                "archive_initiator {initiator} is neither the sender nor a recipient"
-            ));
-        }
+        archived_by(&mut participants, &initiator, "archive_initiator")?;
 
-        let recording = match record.call.as_ref().and_then(|c| c.recording.as_ref()) {
-            // The recording is fetched last, after the attachments.
-            Some(_) => media.pop(),
-            None => None,
-        };
+        let (media, recording) = split_recording(media, record.call.as_ref());
         let content = match record.message_type.to_ascii_uppercase().as_str() {
             "SMS" => Content::Sms {
                 text: record
@@ -188,25 +110,12 @@ impl RecordFormat for O2Format {
                 text: record.text,
                 media,
             },
-            "CALL" => {
-                let call = record
+            "CALL" => Content::Call(
+                record
                     .call
-                    .ok_or("a CALL record has no 'call' details".to_string())?;
-                let outcome = match call.outcome.to_ascii_lowercase().as_str() {
-                    "answered" => CallOutcome::Answered,
-                    "missed" => CallOutcome::Missed,
-                    "rejected" => CallOutcome::Rejected,
-                    "voicemail" => CallOutcome::Voicemail,
-                    other => return Err(format!("call outcome '{other}' is not known")),
-                };
-                Content::Call(Call {
-                    start: call.start,
-                    duration_secs: call.duration_seconds,
-                    outcome,
-                    recording,
-                    transcript: call.transcript,
-                })
-            }
+                    .ok_or("a CALL record has no 'call' details".to_string())?
+                    .to_call(recording)?,
+            ),
             other => {
                 return Err(format!(
                     "message_type '{other}' is not one of SMS, MMS, CALL"
@@ -231,6 +140,7 @@ impl RecordFormat for O2Format {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::item::CallOutcome;
 
     fn parse(json: &str) -> Result<Item, String> {
         let record: O2Record = serde_json::from_str(json).map_err(|e| e.to_string())?;
@@ -245,7 +155,7 @@ mod tests {
         O2Format {
             region: country::Id::GB,
         }
-        .to_item(record, media)
+        .item(record, media)
     }
 
     #[test]

@@ -1,0 +1,557 @@
+//! The HTTPS pull transport: authenticate, page through the day's window (plus an overlap
+//! for late arrivals; deduplication makes it safe), fetch media, and retry what is worth
+//! retrying. Each partner's records are parsed by the same [`RecordFormat`] as its export
+//! drop. Contracts: `docs/partners/*.md`.
+//!
+//! Retries follow one policy ([`verdict`]): 5xx, 408, timeouts and broken pages are retried
+//! with exponential backoff and jitter; 429 and 503 wait for Retry-After; 401 renews the
+//! token once (tokens expire mid-run); 403 and a second 401 end the day with an error that
+//! names the connector. A page that still cannot be read ends the day, which the next wake
+//! retries; the items before it are kept, none after it is skipped.
+
+use super::celltrust::Sl2Scope;
+use super::{pulled, ItemStream, Pulled, RecordFormat, Source, SourceError, Wire};
+use crate::config::Secret;
+use crate::item::Attachment;
+use async_trait::async_trait;
+use backon::BackoffBuilder;
+use base64::Engine;
+use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
+use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
+use serde::Deserialize;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+/// How a partner's API is authenticated.
+#[derive(Clone)]
+pub enum Auth {
+    /// TeleMessage: username and password exchanged for a session token (`auth/login`).
+    Session { username: String, password: Secret },
+    /// CellTrust SL2: client credentials exchanged for a bearer token (`oauth/token`).
+    ClientCredentials { client_id: String, secret: Secret },
+    /// Veritas Merge1: a static key in the `X-Api-Key` header.
+    ApiKey { key: Secret },
+}
+
+/// Retry and paging settings.
+#[derive(Debug, Clone)]
+pub struct HttpsSettings {
+    pub page_size: u32,
+    pub overlap: Duration,
+    pub timeout: std::time::Duration,
+    pub max_retries: usize,
+    pub retry_initial: std::time::Duration,
+}
+
+/// An authenticated client for one connector's partner API.
+pub struct PartnerClient {
+    connector: String,
+    base: Url,
+    http: reqwest::Client,
+    auth: Auth,
+    token: Mutex<Option<String>>,
+    settings: HttpsSettings,
+}
+
+/// What to do with an answer.
+enum Verdict {
+    Done,
+    Retry(Option<std::time::Duration>),
+    Reauthenticate,
+    Fail(String),
+}
+
+/// The retry policy, in one place.
+fn verdict(status: StatusCode, headers: &HeaderMap) -> Verdict {
+    let retry_after = || {
+        headers
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| std::time::Duration::from_secs(s.min(300)))
+    };
+    match status.as_u16() {
+        200..=299 => Verdict::Done,
+        401 => Verdict::Reauthenticate,
+        429 | 503 => Verdict::Retry(retry_after()),
+        408 | 500..=599 => Verdict::Retry(None),
+        _ => Verdict::Fail(format!("answered {status}")),
+    }
+}
+
+impl PartnerClient {
+    pub fn new(
+        connector: &str,
+        base: Url,
+        auth: Auth,
+        settings: HttpsSettings,
+    ) -> Result<Self, String> {
+        // Installing twice is refused harmlessly; the first provider stays.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .user_agent(concat!("comms-archiver/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTPS client: {e}"))?;
+        // A base without a trailing slash would lose its last segment in joins.
+        let mut base = base;
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        Ok(PartnerClient {
+            connector: connector.to_string(),
+            base,
+            http,
+            auth,
+            token: Mutex::new(None),
+            settings,
+        })
+    }
+
+    fn url(&self, path: &str) -> Result<Url, SourceError> {
+        self.base.join(path.trim_start_matches('/')).map_err(|e| {
+            SourceError::Unavailable(format!(
+                "connector {}: bad path '{path}': {e}",
+                self.connector
+            ))
+        })
+    }
+
+    /// The base URL for messages (never with credentials; ours carry none).
+    pub fn describe(&self) -> String {
+        format!("HTTPS {}", self.base)
+    }
+
+    async fn login(&self) -> Result<Option<String>, SourceError> {
+        let (path, body) = match &self.auth {
+            Auth::ApiKey { .. } => return Ok(None),
+            Auth::Session { username, password } => (
+                "auth/login",
+                serde_json::json!({ "username": username, "password": password.expose() }),
+            ),
+            Auth::ClientCredentials { client_id, secret } => (
+                "oauth/token",
+                serde_json::json!({
+                    "grant_type": "client_credentials",
+                    "client_id": client_id,
+                    "client_secret": secret.expose(),
+                }),
+            ),
+        };
+        let url = self.url(path)?;
+        let bytes = self
+            .send(
+                || {
+                    self.http
+                        .post(url.clone())
+                        .header(CONTENT_TYPE, "application/json")
+                        .body(body.to_string())
+                },
+                &url,
+                false,
+            )
+            .await?;
+        #[derive(Deserialize)]
+        struct Token {
+            #[serde(alias = "access_token")]
+            token: String,
+        }
+        let token: Token = serde_json::from_slice(&bytes).map_err(|e| {
+            SourceError::Unavailable(format!(
+                "connector {}: the login answer of {url} has no token: {e}",
+                self.connector
+            ))
+        })?;
+        Ok(Some(token.token))
+    }
+
+    async fn authorize(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, SourceError> {
+        if let Auth::ApiKey { key } = &self.auth {
+            return Ok(request.header("X-Api-Key", key.expose()));
+        }
+        let mut token = self.token.lock().await;
+        if token.is_none() {
+            *token = self.login().await?;
+        }
+        Ok(match token.as_deref() {
+            Some(t) => request.header(AUTHORIZATION, format!("Bearer {t}")),
+            None => request,
+        })
+    }
+
+    /// GETs a path or URL relative to the base, authenticated, with retries.
+    pub async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Vec<u8>, SourceError> {
+        let mut url = self.url(path)?;
+        if !query.is_empty() {
+            url.query_pairs_mut()
+                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        self.send(|| self.http.get(url.clone()), &url, true).await
+    }
+
+    /// Sends with the retry policy. `authorized` requests carry the token or key and renew
+    /// an expired token once.
+    async fn send(
+        &self,
+        build: impl Fn() -> reqwest::RequestBuilder,
+        url: &Url,
+        authorized: bool,
+    ) -> Result<Vec<u8>, SourceError> {
+        let mut delays = backon::ExponentialBuilder::default()
+            .with_min_delay(self.settings.retry_initial)
+            .with_max_delay(std::time::Duration::from_secs(60))
+            .with_max_times(self.settings.max_retries)
+            .with_jitter()
+            .build();
+        let mut renewed = false;
+        let shown = format!("{}{}", url.origin().ascii_serialization(), url.path());
+        loop {
+            let request = if authorized {
+                Box::pin(self.authorize(build())).await?
+            } else {
+                build()
+            };
+            let (why, wait) = match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    match verdict(status, response.headers()) {
+                        Verdict::Done => match response.bytes().await {
+                            Ok(bytes) => return Ok(bytes.to_vec()),
+                            Err(e) => (format!("the answer broke off: {e}"), None),
+                        },
+                        Verdict::Reauthenticate
+                            if authorized
+                                && !renewed
+                                && !matches!(self.auth, Auth::ApiKey { .. }) =>
+                        {
+                            tracing::info!(connector = %self.connector, "the partner token expired; signing in again");
+                            *self.token.lock().await = None;
+                            renewed = true;
+                            continue;
+                        }
+                        Verdict::Reauthenticate => {
+                            return Err(SourceError::Denied(format!(
+                                "connector {}: {shown} refused the credentials (401); check the \
+                                 connector's username, password, client secret or API key",
+                                self.connector
+                            )))
+                        }
+                        Verdict::Fail(_) if status == StatusCode::FORBIDDEN => {
+                            return Err(SourceError::Denied(format!(
+                                "connector {}: {shown} refused access (403); the partner account \
+                                 lacks the permission for this",
+                                self.connector
+                            )))
+                        }
+                        Verdict::Fail(why) => {
+                            return Err(SourceError::Unavailable(format!(
+                                "connector {}: {shown} {why}",
+                                self.connector
+                            )))
+                        }
+                        Verdict::Retry(after) => (format!("answered {status}"), after),
+                    }
+                }
+                Err(e) if e.is_timeout() => ("timed out".to_string(), None),
+                Err(e) => (format!("could not be reached: {e}"), None),
+            };
+            let Some(backoff) = delays.next() else {
+                return Err(SourceError::Unavailable(format!(
+                    "connector {}: {shown} {why}, still after {} retries; the day stays open",
+                    self.connector, self.settings.max_retries
+                )));
+            };
+            let wait = wait.unwrap_or(backoff);
+            metrics::counter!("comms_archiver_retries_total", "kind" => "partner_request")
+                .increment(1);
+            tracing::warn!(connector = %self.connector, url = %shown, %why, wait_ms = wait.as_millis() as u64, "retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// CellTrust SL2 access: which environment and units the account must be able to read.
+#[derive(Debug, Clone)]
+pub struct Sl2Access {
+    /// "azure-global" or "azure-government".
+    pub environment: String,
+    pub scope: Sl2Scope,
+}
+
+#[derive(Debug, Deserialize)]
+struct Sl2Session {
+    role: String,
+    domain: String,
+    #[serde(default)]
+    organizational_unit: Option<String>,
+    environment: String,
+}
+
+impl Sl2Access {
+    /// Checks the account may read every enabled unit; returns the feeds to pull.
+    async fn feeds(&self, client: &PartnerClient) -> Result<Vec<String>, SourceError> {
+        let bytes = client.get("session", &[]).await?;
+        let session: Sl2Session = serde_json::from_slice(&bytes).map_err(|e| {
+            SourceError::Unavailable(format!(
+                "connector {}: unreadable SL2 session: {e}",
+                client.connector
+            ))
+        })?;
+        let denied =
+            |why: String| SourceError::Denied(format!("connector {}: {why}", client.connector));
+        if !session.environment.eq_ignore_ascii_case(&self.environment) {
+            return Err(denied(format!(
+                "the SL2 account is in {}, the connector is configured for {}",
+                session.environment, self.environment
+            )));
+        }
+        if !session.domain.eq_ignore_ascii_case(&self.scope.domain) {
+            return Err(denied(format!(
+                "the SL2 account belongs to domain '{}', the connector is configured for '{}'",
+                session.domain, self.scope.domain
+            )));
+        }
+        let domain = &self.scope.domain;
+        let mut feeds = Vec::new();
+        if self.scope.enable_domain {
+            feeds.push((None, format!("domains/{}/items", segment(domain))));
+        }
+        for unit in &self.scope.units {
+            feeds.push((
+                Some(unit.as_str()),
+                format!("domains/{}/units/{}/items", segment(domain), segment(unit)),
+            ));
+        }
+        if session.role.eq_ignore_ascii_case("ou_admin") {
+            let own = session.organizational_unit.unwrap_or_default();
+            for (unit, _) in &feeds {
+                let allowed = unit.is_some_and(|u| u.eq_ignore_ascii_case(&own));
+                if !allowed {
+                    let asked = unit.map_or(format!("the domain '{domain}' itself"), |u| {
+                        format!("OU '{u}'")
+                    });
+                    return Err(denied(format!(
+                        "the SL2 account is an OU admin of '{own}' and cannot read {asked}; \
+                         enable only '{own}' on this connector, or sign in as a domain admin"
+                    )));
+                }
+            }
+        } else if !session.role.eq_ignore_ascii_case("domain_admin") {
+            return Err(denied(format!(
+                "SL2 role '{}' is neither domain_admin nor ou_admin",
+                session.role
+            )));
+        }
+        Ok(feeds.into_iter().map(|(_, f)| f).collect())
+    }
+}
+
+fn segment(raw: &str) -> String {
+    raw.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A partner API, seen as a source.
+pub struct HttpsSource<F: RecordFormat> {
+    client: Arc<PartnerClient>,
+    feed: String,
+    sl2: Option<Sl2Access>,
+    format: Arc<F>,
+}
+
+impl<F: RecordFormat> HttpsSource<F> {
+    /// A source reading one feed (e.g. `o2/items`), or the SL2 units when `sl2` is set.
+    pub fn new(client: PartnerClient, feed: &str, sl2: Option<Sl2Access>, format: F) -> Self {
+        HttpsSource {
+            client: Arc::new(client),
+            feed: feed.to_string(),
+            sl2,
+            format: Arc::new(format),
+        }
+    }
+}
+
+#[async_trait]
+impl<F: RecordFormat> Source for HttpsSource<F> {
+    async fn open(&self, day: NaiveDate) -> Result<Box<dyn ItemStream>, SourceError> {
+        let feeds = match &self.sl2 {
+            Some(access) => access.feeds(&self.client).await?,
+            None => vec![self.feed.clone()],
+        };
+        let start = day.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+        Ok(Box::new(HttpsStream {
+            client: self.client.clone(),
+            format: self.format.clone(),
+            from: start - self.client.settings.overlap,
+            to: start + Duration::days(1),
+            feeds: feeds.into(),
+            feed: None,
+            page: VecDeque::new(),
+            page_no: 0,
+        }))
+    }
+
+    fn describe(&self) -> String {
+        self.client.describe()
+    }
+}
+
+#[derive(Deserialize)]
+struct Page {
+    items: Vec<serde_json::Value>,
+    #[serde(default)]
+    next_cursor: Option<String>,
+}
+
+struct HttpsStream<F: RecordFormat> {
+    client: Arc<PartnerClient>,
+    format: Arc<F>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    feeds: VecDeque<String>,
+    /// The feed being read and the cursor of its next page (None: first page; Some(None): done).
+    feed: Option<(String, Option<Option<String>>)>,
+    page: VecDeque<(usize, serde_json::Value)>,
+    page_no: usize,
+}
+
+impl<F: RecordFormat> HttpsStream<F> {
+    /// Fetches the next page; false when every feed is read.
+    async fn fill(&mut self) -> Result<bool, SourceError> {
+        loop {
+            let (feed, cursor) = match &self.feed {
+                Some((feed, Some(None))) => {
+                    let _ = feed;
+                    self.feed = None;
+                    continue;
+                }
+                Some((feed, cursor)) => (feed.clone(), cursor.clone().flatten()),
+                None => match self.feeds.pop_front() {
+                    Some(feed) => {
+                        self.page_no = 0;
+                        self.feed = Some((feed.clone(), None));
+                        (feed, None)
+                    }
+                    None => return Ok(false),
+                },
+            };
+            let mut query = vec![
+                ("from", self.from.to_rfc3339_opts(SecondsFormat::Secs, true)),
+                ("to", self.to.to_rfc3339_opts(SecondsFormat::Secs, true)),
+                ("limit", self.client.settings.page_size.to_string()),
+            ];
+            if let Some(c) = &cursor {
+                query.push(("cursor", c.clone()));
+            }
+            self.page_no += 1;
+            let page = self.read_page(&feed, &query).await?;
+            self.page = page
+                .items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (i + 1, v))
+                .collect();
+            self.feed = Some((feed, Some(page.next_cursor.filter(|c| !c.is_empty()))));
+            if !self.page.is_empty() {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// One page; an unreadable page is asked for again within the retry budget.
+    async fn read_page(&self, feed: &str, query: &[(&str, String)]) -> Result<Page, SourceError> {
+        let mut attempts = 0;
+        loop {
+            let bytes = self.client.get(feed, query).await?;
+            match serde_json::from_slice::<Page>(&bytes) {
+                Ok(page) => return Ok(page),
+                Err(e) if attempts < self.client.settings.max_retries => {
+                    attempts += 1;
+                    tracing::warn!(connector = %self.client.connector, feed, page = self.page_no,
+                        error = %e, "unreadable page; asking again");
+                    tokio::time::sleep(self.client.settings.retry_initial * attempts as u32).await;
+                }
+                Err(e) => {
+                    return Err(SourceError::Unavailable(format!(
+                        "connector {}: page {} of {feed} cannot be read ({e}); the day stays open \
+                         and is retried, no item after it was skipped",
+                        self.client.connector, self.page_no
+                    )))
+                }
+            }
+        }
+    }
+
+    fn record_bytes(value: serde_json::Value) -> Result<Vec<u8>, String> {
+        match F::WIRE {
+            Wire::Json => Ok(serde_json::to_vec(&value).expect("a JSON value serializes")),
+            Wire::Mime => {
+                let mime = value
+                    .get("mime")
+                    .and_then(|m| m.as_str())
+                    .ok_or("the item has no 'mime' field")?;
+                base64::engine::general_purpose::STANDARD
+                    .decode(mime.trim())
+                    .map_err(|e| format!("'mime' is not base64: {e}"))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<F: RecordFormat> ItemStream for HttpsStream<F> {
+    async fn next(&mut self) -> Result<Option<Pulled>, SourceError> {
+        if self.page.is_empty() && !self.fill().await? {
+            return Ok(None);
+        }
+        let (index, value) = self.page.pop_front().expect("filled");
+        let feed = self.feed.as_ref().map(|(f, _)| f.as_str()).unwrap_or("");
+        let location = format!("{feed} page {} item {index}", self.page_no);
+        let record = match Self::record_bytes(value).and_then(|b| self.format.decode(&b)) {
+            Ok(record) => record,
+            Err(reason) => {
+                return Ok(Some(Pulled::Invalid {
+                    location,
+                    partner_id: None,
+                    reason,
+                }))
+            }
+        };
+        let partner_id = F::partner_id(&record);
+        let mut media = Vec::new();
+        for reference in F::media(&record) {
+            match self.client.get(&reference.location, &[]).await {
+                Ok(data) => media.push(Attachment {
+                    name: reference.name,
+                    content_type: reference.content_type,
+                    data,
+                }),
+                // The partner lost the file: the record cannot be archived whole.
+                Err(SourceError::Unavailable(why)) => {
+                    return Ok(Some(Pulled::Invalid {
+                        location,
+                        partner_id: Some(partner_id),
+                        reason: format!("media {}: {why}", reference.location),
+                    }))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Some(pulled(
+            self.format.to_item(record, media),
+            location,
+            partner_id,
+        )))
+    }
+}

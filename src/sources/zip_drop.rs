@@ -1,0 +1,205 @@
+//! TeleMessage's EML export drop, as its SFTP delivery documents it: ZIP files named
+//! `YYYYMMDD0000-TeleMessage_<file#>_<TimeZipped>.zip`, each holding EML files and a `.mf`
+//! manifest whose `Count:` must equal the number of EMLs, whose names must match them, and
+//! none of whose files may be empty. A ZIP that fails any of this is a reconciliation
+//! failure: nothing of the day is imported and the day stays open.
+
+use super::eml::{EmlFlavor, EmlFormat};
+use super::{pulled, ItemStream, Pulled, RecordFormat, Source, SourceError};
+use async_trait::async_trait;
+use chrono::NaiveDate;
+use std::collections::{BTreeSet, VecDeque};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// A directory TeleMessage delivers EML ZIPs into.
+pub struct ZipDropSource {
+    root: PathBuf,
+    format: EmlFormat,
+}
+
+impl ZipDropSource {
+    pub fn new(root: impl Into<PathBuf>, region: phonenumber::country::Id) -> Self {
+        ZipDropSource {
+            root: root.into(),
+            format: EmlFormat {
+                flavor: EmlFlavor::TeleMessage,
+                region,
+            },
+        }
+    }
+}
+
+/// The ZIPs of a day, ordered by file number.
+fn day_zips(root: &Path, day: NaiveDate) -> std::io::Result<Vec<PathBuf>> {
+    let prefix = format!("{}0000-TeleMessage_", day.format("%Y%m%d"));
+    let mut zips: Vec<(u64, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(root)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        if !name.ends_with(".zip") {
+            continue;
+        }
+        let number = rest
+            .split('_')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(u64::MAX);
+        zips.push((number, entry.path()));
+    }
+    zips.sort();
+    Ok(zips.into_iter().map(|(_, p)| p).collect())
+}
+
+/// Checks one ZIP against its manifest; returns the EML names in manifest order.
+fn reconcile(path: &Path) -> Result<Vec<String>, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let mut archive = zip::ZipArchive::new(file).map_err(|e| format!("not a readable ZIP: {e}"))?;
+    let mut emls = BTreeSet::new();
+    let mut manifests = Vec::new();
+    for i in 0..archive.len() {
+        let entry = archive.by_index(i).map_err(|e| format!("entry {i}: {e}"))?;
+        let name = entry.name().to_string();
+        if entry.is_dir() {
+            continue;
+        }
+        if entry.size() == 0 {
+            return Err(format!("{name} is empty"));
+        }
+        if name.to_ascii_lowercase().ends_with(".eml") {
+            emls.insert(name);
+        } else if name.to_ascii_lowercase().ends_with(".mf") {
+            manifests.push(name);
+        }
+    }
+    let [manifest] = manifests.as_slice() else {
+        return Err(format!(
+            "expected one .mf manifest, found {}",
+            manifests.len()
+        ));
+    };
+    let mut text = String::new();
+    archive
+        .by_name(manifest)
+        .map_err(|e| format!("{manifest}: {e}"))?
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{manifest}: {e}"))?;
+    let mut count = None;
+    let mut listed = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        match line.split_once(':') {
+            Some((key, value)) if key.trim().eq_ignore_ascii_case("count") => {
+                count = Some(value.trim().parse::<usize>().map_err(|_| {
+                    format!("{manifest}: Count '{}' is not a number", value.trim())
+                })?);
+            }
+            Some((key, value)) if key.trim().eq_ignore_ascii_case("file") => {
+                listed.push(value.trim().to_string())
+            }
+            _ => listed.push(line.to_string()),
+        }
+    }
+    let count = count.ok_or_else(|| format!("{manifest} has no Count: line"))?;
+    if count != emls.len() {
+        return Err(format!(
+            "{manifest} says Count: {count}, the ZIP holds {} EML files",
+            emls.len()
+        ));
+    }
+    let listed_set: BTreeSet<String> = listed.iter().cloned().collect();
+    if listed_set != emls {
+        let missing: Vec<_> = listed_set.difference(&emls).cloned().collect();
+        let unlisted: Vec<_> = emls.difference(&listed_set).cloned().collect();
+        return Err(format!(
+            "{manifest} does not match the ZIP: listed but missing {missing:?}, present but unlisted {unlisted:?}"
+        ));
+    }
+    Ok(listed)
+}
+
+fn read_entry(path: &Path, name: &str) -> std::io::Result<Vec<u8>> {
+    let mut archive =
+        zip::ZipArchive::new(std::fs::File::open(path)?).map_err(std::io::Error::other)?;
+    let mut entry = archive.by_name(name).map_err(std::io::Error::other)?;
+    let mut bytes = Vec::with_capacity(entry.size() as usize);
+    entry.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+#[async_trait]
+impl Source for ZipDropSource {
+    async fn open(&self, day: NaiveDate) -> Result<Box<dyn ItemStream>, SourceError> {
+        let root = self.root.clone();
+        let checked =
+            tokio::task::spawn_blocking(move || -> Result<Vec<(PathBuf, String)>, SourceError> {
+                let zips = day_zips(&root, day).map_err(|e| {
+                    SourceError::Unavailable(format!("cannot list {}: {e}", root.display()))
+                })?;
+                if zips.is_empty() {
+                    return Err(SourceError::NotReady(format!(
+                    "no TeleMessage ZIP for {day} in {} yet ({}0000-TeleMessage_<n>_<time>.zip); \
+                     the day stays open until it is delivered",
+                    root.display(),
+                    day.format("%Y%m%d")
+                )));
+                }
+                let mut records = Vec::new();
+                for zip in zips {
+                    let names = reconcile(&zip).map_err(|why| {
+                        SourceError::Reconciliation(format!("{}: {why}", zip.display()))
+                    })?;
+                    records.extend(names.into_iter().map(|n| (zip.clone(), n)));
+                }
+                Ok(records)
+            })
+            .await
+            .map_err(|e| SourceError::Unavailable(e.to_string()))??;
+        Ok(Box::new(ZipStream {
+            records: checked.into(),
+            format: self.format,
+        }))
+    }
+
+    fn describe(&self) -> String {
+        format!("TeleMessage EML ZIP drop {}", self.root.display())
+    }
+}
+
+struct ZipStream {
+    records: VecDeque<(PathBuf, String)>,
+    format: EmlFormat,
+}
+
+#[async_trait]
+impl ItemStream for ZipStream {
+    async fn next(&mut self) -> Result<Option<Pulled>, SourceError> {
+        let Some((zip, name)) = self.records.pop_front() else {
+            return Ok(None);
+        };
+        let (path, entry) = (zip.clone(), name.clone());
+        let bytes = tokio::task::spawn_blocking(move || read_entry(&path, &entry))
+            .await
+            .map_err(|e| SourceError::Unavailable(e.to_string()))?
+            .map_err(|e| SourceError::Unavailable(format!("{}: {name}: {e}", zip.display())))?;
+        let location = format!(
+            "{} {name}",
+            zip.file_name()
+                .map(|f| f.to_string_lossy())
+                .unwrap_or_default()
+        );
+        Ok(Some(match self.format.decode(&bytes) {
+            Ok(record) => {
+                let id = EmlFormat::partner_id(&record);
+                pulled(self.format.to_item(record, Vec::new()), location, id)
+            }
+            Err(reason) => Pulled::Invalid {
+                location,
+                partner_id: None,
+                reason,
+            },
+        }))
+    }
+}
