@@ -71,10 +71,12 @@ pub struct Participant {
 }
 
 impl Participant {
-    /// The identifier a person reads in logs and status logs: phone, else address, else email.
+    /// The identifier a person reads in logs and status logs: an account address (an SL2
+    /// address), else the phone, else any partner address, else the email.
     pub fn source_user(&self) -> String {
-        self.phone
-            .clone()
+        let account = self.address.clone().filter(|a| a.contains('@'));
+        account
+            .or_else(|| self.phone.clone())
             .or_else(|| self.address.clone())
             .or_else(|| self.email.clone())
             .unwrap_or_else(|| "(unknown)".to_string())

@@ -18,11 +18,14 @@
 //! - [`report`]: the daily status log (JSON and CSV) whose counts add up.
 //! - [`pipeline`]: one connector-day, end to end.
 //! - [`scheduler`]: the daily wake and the days still to do.
-//! - [`telemetry`]: logging set-up and the per-item outcome event.
+//! - [`telemetry`]: logging, metrics, and the health and metrics endpoint.
+//! - [`simulator`]: a partner simulator serving every partner contract on loopback.
+//! - [`http_server`]: the small HTTP/1.1 server behind the endpoint and the simulator.
 //! - [`cli`]: the command line.
 
 pub mod cli;
 pub mod config;
+pub mod http_server;
 pub mod item;
 pub mod ledger;
 pub mod mailbox;
@@ -31,6 +34,7 @@ pub mod pipeline;
 pub mod render;
 pub mod report;
 pub mod scheduler;
+pub mod simulator;
 pub mod sources;
 pub mod stage;
 pub mod telemetry;

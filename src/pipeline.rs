@@ -171,6 +171,7 @@ impl Archiver {
             recovering,
             log: StatusLog::new(&connector.name, day),
             reported_unmapped: HashSet::new(),
+            seen: HashSet::new(),
         };
         match connector.source.open(day).await {
             Err(e) => run.day_error(e.reason(), e.to_string()),
@@ -281,6 +282,9 @@ struct DayRun<'a> {
     recovering: bool,
     log: StatusLog,
     reported_unmapped: HashSet<String>,
+    /// Keys of the items already handled in this run (16 bytes each), so that a record the
+    /// partner repeats is a duplicate, never a second import or a second failure.
+    seen: HashSet<u128>,
 }
 
 impl DayRun<'_> {
@@ -366,6 +370,26 @@ impl DayRun<'_> {
                     }
                 }
             }
+        }
+        let id = u128::from_str_radix(key.as_str(), 16).expect("keys are 32 hex digits");
+        if !self.seen.insert(id) {
+            let copies: Vec<Option<&str>> = match targets.is_empty() {
+                true => vec![None],
+                false => targets.iter().map(|t| Some(t.as_str())).collect(),
+            };
+            for mailbox in copies {
+                self.log.available_for_import += 1;
+                self.log.skipped_duplicates += 1;
+                let detail = "repeated by the partner in this delivery";
+                self.emit(
+                    key.as_str(),
+                    &item.partner_id,
+                    mailbox,
+                    Outcome::SkippedDuplicate,
+                    detail,
+                );
+            }
+            return;
         }
         if targets.is_empty() {
             self.fail(

@@ -6,14 +6,14 @@
 //!
 //! The optional HTTP endpoint serves `/healthz`, `/readyz` and `/metrics` (Prometheus text).
 
+use crate::http_server::{self, Request, Response};
 use crate::report::Reason;
 use chrono::{DateTime, NaiveDate, Utc};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 /// How log lines are written.
@@ -166,101 +166,35 @@ impl RunState {
 /// Serves `/healthz`, `/readyz` and `/metrics` on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, state: Arc<RunState>) {
     let metrics = metrics_handle();
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
+    let handler = move |request: Request| {
         let state = state.clone();
-        tokio::spawn(async move {
-            let _ = answer(stream, &state, metrics).await;
-        });
-    }
+        async move {
+            match (request.method.as_str(), request.path.as_str()) {
+                ("GET" | "HEAD", "/healthz") => Response::text(200, "ok\n"),
+                ("GET" | "HEAD", "/readyz") => {
+                    let (status, body) = state.readiness();
+                    Response::new(status, "application/json", body)
+                }
+                ("GET" | "HEAD", "/metrics") => {
+                    metrics.run_upkeep();
+                    Response::new(200, "text/plain; version=0.0.4", metrics.render())
+                }
+                ("GET" | "HEAD", _) => Response::text(404, "not found\n"),
+                _ => Response::text(405, "method not allowed\n"),
+            }
+        }
+    };
+    http_server::serve(listener, Arc::new(handler)).await
 }
 
 /// Binds the endpoint; errors say which address could not be used.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("cannot listen on {addr} (telemetry.listen): {e}"),
-        )
-    })
-}
-
-async fn answer(
-    mut stream: TcpStream,
-    state: &RunState,
-    metrics: &PrometheusHandle,
-) -> std::io::Result<()> {
-    // One small GET per connection: read the request head, at most 8 KiB.
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
-        let n = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf))
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let line = String::from_utf8_lossy(&head);
-    let mut words = line.split_whitespace();
-    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
-    let (status, content_type, body) = match (method, path) {
-        ("GET" | "HEAD", "/healthz") => (200, "text/plain", "ok\n".to_string()),
-        ("GET" | "HEAD", "/readyz") => {
-            let (status, body) = state.readiness();
-            (status, "application/json", body)
-        }
-        ("GET" | "HEAD", "/metrics") => {
-            metrics.run_upkeep();
-            (200, "text/plain; version=0.0.4", metrics.render())
-        }
-        ("GET" | "HEAD", _) => (404, "text/plain", "not found\n".to_string()),
-        _ => (405, "text/plain", "method not allowed\n".to_string()),
-    };
-    let reason = match status {
-        200 => "OK",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        _ => "Service Unavailable",
-    };
-    let mut response = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    if method != "HEAD" {
-        response.extend_from_slice(body.as_bytes());
-    }
-    stream.write_all(&response).await?;
-    stream.shutdown().await
+    http_server::bind(addr, "telemetry.listen").await
 }
 
 /// GETs `path` from the endpoint at `addr`; returns the status code and body.
 pub async fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).await?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes(),
-        )
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response")
-        })?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or("", |x| x.1)
-        .to_string();
-    Ok((status, body))
+    http_server::get(addr, path).await
 }
 
 #[cfg(test)]

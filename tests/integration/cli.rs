@@ -15,7 +15,7 @@ fn once(dir: &Path, date: &str) -> Option<i32> {
     out.status.code()
 }
 
-/// `report --format json` on the demo configuration for a day.
+/// `report --format json` of the O2 connector on the demo configuration for a day.
 fn report_json(dir: &Path, date: &str) -> Value {
     let args = [
         "report",
@@ -23,6 +23,8 @@ fn report_json(dir: &Path, date: &str) -> Value {
         "config/demo.toml",
         "--date",
         date,
+        "--connector",
+        "o2",
         "--format",
         "json",
     ];
@@ -64,15 +66,22 @@ fn demo_day_imports_every_item_once_and_reports_it() {
 
     let mail = dir.join("var/mail");
     assert_eq!(counts(&mail, FOLDER), expected());
-    // The folder is exactly the connector's, under the Inbox, and nothing else was created.
-    for (mailbox, _) in EXPECTED {
-        let names: Vec<String> = std::fs::read_dir(mail.join(mailbox))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with('.'))
-            .collect();
-        assert_eq!(names, vec![format!(".INBOX.{FOLDER}")]);
-    }
+    // One folder per connector under the Inbox, named exactly as Microsoft's connectors do.
+    let mut names: Vec<String> = std::fs::read_dir(mail.join("alice.smith@contoso.com"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            ".INBOX.CellTrust",
+            ".INBOX.CellTrust SL2",
+            ".INBOX.O2 SMS and Voice Network Archiver",
+            ".INBOX.WhatsApp Archiver"
+        ]
+    );
 
     let log = report_json(dir, "2026-11-20");
     assert_eq!(log["connector"], "o2");
@@ -180,7 +189,11 @@ print(count)
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "16");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "37",
+        "all four partners"
+    );
 
     let mail = dir.join("var/mail");
     for (mailbox, _) in EXPECTED {
@@ -321,7 +334,9 @@ fn a_day_not_delivered_stays_open_and_exits_1() {
         r#"{"day":"2026-11-21","files":[]}"#,
     )
     .unwrap();
-    assert_eq!(once(dir, "2026-11-21"), Some(0));
+    // Only O2's delivery arrived; the other connectors' days stay open (exit 1), O2's is done.
+    assert_eq!(once(dir, "2026-11-21"), Some(1));
+    assert_eq!(report_json(dir, "2026-11-21")["complete"], true);
     let out = cli(
         dir,
         &[
@@ -357,7 +372,11 @@ fn json_logs_carry_one_event_per_item_outcome() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .filter(|e: &Value| e["target"] == "comms_archiver::item")
         .collect();
-    assert_eq!(events.len(), 19, "one per copy available for import");
+    assert_eq!(
+        events.len(),
+        19 + 11 + 7 + 5,
+        "one per copy available for import (o2, whatsapp, sl2, merge1)"
+    );
     for e in &events {
         for field in [
             "connector",
@@ -372,7 +391,7 @@ fn json_logs_carry_one_event_per_item_outcome() {
     }
     assert_eq!(
         events.iter().filter(|e| e["outcome"] == "imported").count(),
-        16
+        16 + 11 + 6 + 4
     );
 }
 
@@ -384,20 +403,27 @@ fn example_config_documents_a_valid_configuration() {
     assert_eq!(config.connectors["o2"].folder(), FOLDER);
 }
 
-/// Copies the demo delivery of 2026-11-20 as the delivery of another day.
+/// Copies every partner's demo delivery of 2026-11-20 as the delivery of another day.
 fn deliver_demo_as(dir: &Path, day: chrono::NaiveDate) {
     if day.to_string() == "2026-11-20" {
         return;
     }
-    let drop = dir.join("fixtures/telemessage-o2");
-    let target = drop.join(day.to_string());
-    copy_tree(&drop.join("2026-11-20"), &target);
-    let manifest = std::fs::read_to_string(target.join("MANIFEST.json")).unwrap();
-    std::fs::write(
-        target.join("MANIFEST.json"),
-        manifest.replace("2026-11-20", &day.to_string()),
-    )
-    .unwrap();
+    for partner in [
+        "telemessage-o2",
+        "telemessage-whatsapp",
+        "celltrust-sl2",
+        "merge1-celltrust",
+    ] {
+        let drop = dir.join("fixtures").join(partner);
+        let target = drop.join(day.to_string());
+        copy_tree(&drop.join("2026-11-20"), &target);
+        let manifest = std::fs::read_to_string(target.join("MANIFEST.json")).unwrap();
+        std::fs::write(
+            target.join("MANIFEST.json"),
+            manifest.replace("2026-11-20", &day.to_string()),
+        )
+        .unwrap();
+    }
 }
 
 /// A daemon started by a test, killed by pid when the test ends however it ends.
@@ -504,16 +530,7 @@ fn run_daemon_serves_health_and_metrics_and_stops_on_sigterm() {
 
     // A later run finds everything in place: nothing lost, nothing twice.
     assert_eq!(once(dir, &yesterday.to_string()), Some(0));
-    let args = [
-        "report",
-        "--config",
-        "config/demo.toml",
-        "--date",
-        &yesterday.to_string(),
-        "--format",
-        "json",
-    ];
-    let log: Value = serde_json::from_slice(&cli(dir, &args).stdout).unwrap();
+    let log = report_json(dir, &yesterday.to_string());
     assert_eq!(n(&log, "imported"), 0);
     assert_eq!(n(&log, "skipped_duplicates"), 17);
     assert_eq!(counts(&dir.join("var/mail"), FOLDER), expected());

@@ -108,7 +108,11 @@ async fn run_with(
     let archiver = Archiver::from_config(&config)
         .unwrap()
         .with_mailbox(Arc::new(flaky));
-    let connector = &archiver.connectors()[0];
+    let connector = archiver
+        .connectors()
+        .iter()
+        .find(|c| c.name == "o2")
+        .unwrap();
     archiver.run_day(connector, day()).await.unwrap()
 }
 

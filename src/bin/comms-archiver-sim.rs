@@ -1,0 +1,100 @@
+//! The partner simulator binary: serves every partner contract on loopback for tests, demos
+//! and benchmarks. See `comms_archiver::simulator`.
+
+use clap::Parser;
+use comms_archiver::simulator::{Simulator, SimulatorConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+/// Serves the TeleMessage, CellTrust SL2 and Merge1 APIs from fixtures or generated data.
+#[derive(Debug, Parser)]
+#[command(name = "comms-archiver-sim", version, about)]
+struct Args {
+    /// Directory holding the partners' export drops (telemessage-o2/, celltrust-sl2/, ...).
+    #[arg(long, default_value = "fixtures")]
+    fixtures: PathBuf,
+    /// Address to listen on; loopback only.
+    #[arg(long, default_value = "127.0.0.1:18080")]
+    listen: SocketAddr,
+    /// The secret every partner accepts (password, client secret, API key).
+    #[arg(
+        long,
+        env = "COMMS_ARCHIVER_SIM_SECRET",
+        default_value = "simulator",
+        hide_env_values = true
+    )]
+    secret: String,
+    /// Items generated per partner for days with no fixture.
+    #[arg(long, default_value_t = 0)]
+    generate: usize,
+    /// CellTrust SL2 role of the account: domain_admin or ou_admin.
+    #[arg(long, default_value = "domain_admin")]
+    sl2_role: String,
+    /// The unit of an ou_admin account.
+    #[arg(long)]
+    sl2_unit: Option<String>,
+    /// The next N data requests answer 503.
+    #[arg(long, default_value_t = 0)]
+    fail_5xx: u32,
+    /// The next N data requests answer 429 with Retry-After.
+    #[arg(long, default_value_t = 0)]
+    rate_limit: u32,
+    #[arg(long, default_value_t = 1)]
+    retry_after: u32,
+    /// The next N pages are cut off mid-JSON.
+    #[arg(long, default_value_t = 0)]
+    truncate_pages: u32,
+    /// Every answer waits this many milliseconds.
+    #[arg(long, default_value_t = 0)]
+    slow_ms: u64,
+    /// Serve the last item of each page again at the top of the next.
+    #[arg(long)]
+    duplicate_across_pages: bool,
+    /// Tokens stop working after this many requests.
+    #[arg(long, default_value_t = 0)]
+    token_ttl: u32,
+    /// Answer everything with 503.
+    #[arg(long)]
+    down: bool,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    if !args.listen.ip().is_loopback() {
+        eprintln!("comms-archiver-sim: --listen must be a loopback address");
+        return std::process::ExitCode::from(2);
+    }
+    let mut config = SimulatorConfig::new(&args.fixtures);
+    config.secret = args.secret;
+    config.generate_per_day = args.generate;
+    config.sl2_role = args.sl2_role;
+    config.sl2_unit = args.sl2_unit;
+    let sim = Simulator::new(config);
+    let f = sim.faults();
+    f.fail_5xx.store(args.fail_5xx, Ordering::SeqCst);
+    f.rate_limit.store(args.rate_limit, Ordering::SeqCst);
+    f.retry_after_secs.store(args.retry_after, Ordering::SeqCst);
+    f.truncate_pages
+        .store(args.truncate_pages, Ordering::SeqCst);
+    f.slow_ms.store(args.slow_ms, Ordering::SeqCst);
+    f.duplicate_across_pages
+        .store(args.duplicate_across_pages, Ordering::SeqCst);
+    f.token_ttl.store(args.token_ttl, Ordering::SeqCst);
+    f.down.store(args.down, Ordering::SeqCst);
+    match sim.start(args.listen).await {
+        Ok((addr, task)) => {
+            println!("partner simulator listening on http://{addr}");
+            tokio::select! {
+                _ = task => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("comms-archiver-sim: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
