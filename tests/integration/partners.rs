@@ -661,3 +661,25 @@ async fn no_secret_reaches_logs_errors_or_status_logs_at_any_level() {
         "the stage holds the secret"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_time_out_are_retried_then_leave_the_day_open() {
+    let ws = workspace();
+    let partners = Partners::start(ws.path(), |_| {}).await;
+    partners.sim.faults().slow_ms.store(1500, Ordering::SeqCst);
+    let config = partners.config(ws.path(), |t| {
+        t.replace("max_retries = 4", "max_retries = 1\ntimeout_secs = 1")
+    });
+    let archiver = Archiver::from_config(&config).unwrap();
+    let results = archiver.run_days(&[day()], Some("merge1")).await;
+    let log = results[0].log.as_ref().unwrap();
+    assert!(!log.complete);
+    assert_eq!(log.errors[0].reason, "source_unavailable");
+    assert!(
+        log.errors[0]
+            .detail
+            .contains("timed out, still after 1 retries"),
+        "{}",
+        log.errors[0].detail
+    );
+}
