@@ -414,14 +414,20 @@ struct Page {
     next_cursor: Option<String>,
 }
 
+/// The next page of a feed.
+enum Next {
+    After(String),
+    Done,
+}
+
 struct HttpsStream<F: RecordFormat> {
     client: Arc<PartnerClient>,
     format: Arc<F>,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     feeds: VecDeque<String>,
-    /// The feed being read and the cursor of its next page (None: first page; Some(None): done).
-    feed: Option<(String, Option<Option<String>>)>,
+    /// The feed being read and where it stands.
+    feed: Option<(String, Next)>,
     page: VecDeque<(usize, serde_json::Value)>,
     page_no: usize,
 }
@@ -430,17 +436,11 @@ impl<F: RecordFormat> HttpsStream<F> {
     /// Fetches the next page; false when every feed is read.
     async fn fill(&mut self) -> Result<bool, SourceError> {
         loop {
-            let (feed, cursor) = match &self.feed {
-                Some((feed, Some(None))) => {
-                    let _ = feed;
-                    self.feed = None;
-                    continue;
-                }
-                Some((feed, cursor)) => (feed.clone(), cursor.clone().flatten()),
-                None => match self.feeds.pop_front() {
+            let (feed, cursor) = match self.feed.take() {
+                Some((feed, Next::After(cursor))) => (feed, Some(cursor)),
+                Some((_, Next::Done)) | None => match self.feeds.pop_front() {
                     Some(feed) => {
                         self.page_no = 0;
-                        self.feed = Some((feed.clone(), None));
                         (feed, None)
                     }
                     None => return Ok(false),
@@ -462,7 +462,11 @@ impl<F: RecordFormat> HttpsStream<F> {
                 .enumerate()
                 .map(|(i, v)| (i + 1, v))
                 .collect();
-            self.feed = Some((feed, Some(page.next_cursor.filter(|c| !c.is_empty()))));
+            let next = match page.next_cursor.filter(|c| !c.is_empty()) {
+                Some(cursor) => Next::After(cursor),
+                None => Next::Done,
+            };
+            self.feed = Some((feed, next));
             if !self.page.is_empty() {
                 return Ok(true);
             }
