@@ -226,7 +226,7 @@ impl<F: RecordFormat> DropStream<F> {
         check_relative(&media.location)?;
         let data = tokio::fs::read(self.dir.join(&media.location))
             .await
-            .map_err(|e| format!("media file {} cannot be read: {e}", media.location))?;
+            .map_err(|e| format!("the file cannot be read: {e}"))?;
         Ok(Attachment {
             name: media.name.clone(),
             content_type: media.content_type.clone(),
@@ -245,34 +245,12 @@ impl<F: RecordFormat> ItemStream for DropStream<F> {
             0 => file,
             n => format!("{file} line {n}"),
         };
-        let record: F::Record = match self.format.decode(&bytes) {
-            Ok(record) => record,
-            Err(reason) => {
-                return Ok(Some(Pulled::Invalid {
-                    location,
-                    partner_id: None,
-                    reason,
-                }))
-            }
+        let this = &*self;
+        let fetch = |media: MediaRef| async move {
+            this.fetch(&media).await.map_err(SourceError::Unavailable)
         };
-        let partner_id = F::partner_id(&record);
-        let mut media = Vec::new();
-        for reference in F::media(&record) {
-            match self.fetch(&reference).await {
-                Ok(file) => media.push(file),
-                Err(reason) => {
-                    return Ok(Some(Pulled::Invalid {
-                        location,
-                        partner_id: Some(partner_id),
-                        reason,
-                    }))
-                }
-            }
-        }
-        Ok(Some(super::pulled(
-            self.format.to_item(record, media),
-            location,
-            partner_id,
-        )))
+        Ok(Some(
+            super::pull(self.format.as_ref(), &bytes, location, fetch).await?,
+        ))
     }
 }

@@ -10,7 +10,7 @@
 //! retries; the items before it are kept, none after it is skipped.
 
 use super::celltrust::Sl2Scope;
-use super::{pulled, ItemStream, Pulled, RecordFormat, Source, SourceError, Wire};
+use super::{ItemStream, MediaRef, Pulled, RecordFormat, Source, SourceError, Wire};
 use crate::config::Secret;
 use crate::item::Attachment;
 use async_trait::async_trait;
@@ -522,8 +522,8 @@ impl<F: RecordFormat> ItemStream for HttpsStream<F> {
         let (index, value) = self.page.pop_front().expect("filled");
         let feed = self.feed.as_ref().map(|(f, _)| f.as_str()).unwrap_or("");
         let location = format!("{feed} page {} item {index}", self.page_no);
-        let record = match Self::record_bytes(value).and_then(|b| self.format.decode(&b)) {
-            Ok(record) => record,
+        let bytes = match Self::record_bytes(value) {
+            Ok(bytes) => bytes,
             Err(reason) => {
                 return Ok(Some(Pulled::Invalid {
                     location,
@@ -532,30 +532,17 @@ impl<F: RecordFormat> ItemStream for HttpsStream<F> {
                 }))
             }
         };
-        let partner_id = F::partner_id(&record);
-        let mut media = Vec::new();
-        for reference in F::media(&record) {
-            match self.client.get(&reference.location, &[]).await {
-                Ok(data) => media.push(Attachment {
-                    name: reference.name,
-                    content_type: reference.content_type,
-                    data,
-                }),
-                // The partner lost the file: the record cannot be archived whole.
-                Err(SourceError::Unavailable(why)) => {
-                    return Ok(Some(Pulled::Invalid {
-                        location,
-                        partner_id: Some(partner_id),
-                        reason: format!("media {}: {why}", reference.location),
-                    }))
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(Some(pulled(
-            self.format.to_item(record, media),
-            location,
-            partner_id,
-        )))
+        let client = &self.client;
+        let fetch = |media: MediaRef| async move {
+            let data = client.get(&media.location, &[]).await?;
+            Ok(Attachment {
+                name: media.name,
+                content_type: media.content_type,
+                data,
+            })
+        };
+        Ok(Some(
+            super::pull(self.format.as_ref(), &bytes, location, fetch).await?,
+        ))
     }
 }

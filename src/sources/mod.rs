@@ -134,6 +134,49 @@ pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     serde_json::from_slice(bytes).map_err(|e| format!("not a valid record: {e}"))
 }
 
+/// Decodes one record, fetches its media with `fetch` and makes the item: what every
+/// transport does with a record once it has its bytes. A record that cannot be decoded, or
+/// whose media the partner cannot serve (`SourceError::Unavailable`), is reported invalid;
+/// any other fetch error ends the stream.
+pub async fn pull<F, Fut>(
+    format: &F,
+    bytes: &[u8],
+    location: String,
+    fetch: impl Fn(MediaRef) -> Fut,
+) -> Result<Pulled, SourceError>
+where
+    F: RecordFormat,
+    Fut: std::future::Future<Output = Result<Attachment, SourceError>>,
+{
+    let record = match format.decode(bytes) {
+        Ok(record) => record,
+        Err(reason) => {
+            return Ok(Pulled::Invalid {
+                location,
+                partner_id: None,
+                reason,
+            })
+        }
+    };
+    let partner_id = F::partner_id(&record);
+    let mut media = Vec::new();
+    for reference in F::media(&record) {
+        let shown = reference.location.clone();
+        match fetch(reference).await {
+            Ok(file) => media.push(file),
+            Err(SourceError::Unavailable(why)) => {
+                return Ok(Pulled::Invalid {
+                    location,
+                    partner_id: Some(partner_id),
+                    reason: format!("media {shown}: {why}"),
+                })
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(pulled(format.to_item(record, media), location, partner_id))
+}
+
 /// The record's outcome as the pipeline sees it.
 pub fn pulled(decoded: Result<Decoded, String>, location: String, partner_id: String) -> Pulled {
     match decoded {

@@ -5,7 +5,7 @@
 //! failure: nothing of the day is imported and the day stays open.
 
 use super::eml::{EmlFlavor, EmlFormat};
-use super::{pulled, ItemStream, Pulled, RecordFormat, Source, SourceError};
+use super::{ItemStream, Pulled, Source, SourceError};
 use async_trait::async_trait;
 use chrono::NaiveDate;
 use std::collections::{BTreeSet, VecDeque};
@@ -190,16 +190,15 @@ impl ItemStream for ZipStream {
                 .map(|f| f.to_string_lossy())
                 .unwrap_or_default()
         );
-        Ok(Some(match self.format.decode(&bytes) {
-            Ok(record) => {
-                let id = EmlFormat::partner_id(&record);
-                pulled(self.format.to_item(record, Vec::new()), location, id)
-            }
-            Err(reason) => Pulled::Invalid {
-                location,
-                partner_id: None,
-                reason,
-            },
-        }))
+        // EML records carry no separate media.
+        let no_media = |m: super::MediaRef| async move {
+            Err(SourceError::Unavailable(format!(
+                "unexpected media {}",
+                m.location
+            )))
+        };
+        Ok(Some(
+            super::pull(&self.format, &bytes, location, no_media).await?,
+        ))
     }
 }

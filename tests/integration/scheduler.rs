@@ -156,6 +156,20 @@ fn at(y: i32, m: u32, day: u32, h: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, m, day, h, 0, 0).unwrap()
 }
 
+/// The daemon's loop in a task, as `run` starts it.
+fn spawn_daemon(
+    archiver: &Arc<Archiver>,
+    config: Config,
+    clock: TokioClock,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<comms_archiver::Result<()>> {
+    let archiver = archiver.clone();
+    tokio::spawn(async move {
+        let state = Arc::new(RunState::default());
+        scheduler::run(archiver, &config, Arc::new(clock), stop, state).await
+    })
+}
+
 /// Lets virtual time run until `done` holds (checked every virtual minute).
 async fn until(done: impl Fn() -> bool) {
     for _ in 0..(60 * 24 * 10) {
@@ -186,13 +200,7 @@ async fn a_daemon_down_for_three_days_catches_up_in_order_then_wakes_daily() {
         .unwrap();
 
     let config = config(dir.path(), "");
-    let daemon = {
-        let archiver = archiver.clone();
-        tokio::spawn(async move {
-            let state = Arc::new(RunState::default());
-            scheduler::run(archiver, &config, Arc::new(clock), rx, state).await
-        })
-    };
+    let daemon = spawn_daemon(&archiver, config, clock, rx);
     until(|| opened.lock().unwrap().len() >= 5).await;
     tx.send(true).unwrap();
     daemon.await.unwrap().unwrap();
@@ -243,13 +251,7 @@ async fn a_dst_change_neither_shifts_nor_repeats_a_day() {
         .unwrap();
 
     let config = config(dir.path(), "time_zone = \"Europe/London\"");
-    let daemon = {
-        let archiver = archiver.clone();
-        tokio::spawn(async move {
-            let state = Arc::new(RunState::default());
-            scheduler::run(archiver, &config, Arc::new(clock), rx, state).await
-        })
-    };
+    let daemon = spawn_daemon(&archiver, config, clock, rx);
     until(|| opened.lock().unwrap().len() >= 4).await;
     tx.send(true).unwrap();
     daemon.await.unwrap().unwrap();
@@ -281,13 +283,7 @@ async fn one_partner_down_does_not_hold_back_another() {
         rx.clone(),
     );
     let config = config(dir.path(), "");
-    let daemon = {
-        let archiver = archiver.clone();
-        tokio::spawn(async move {
-            let state = Arc::new(RunState::default());
-            scheduler::run(archiver, &config, Arc::new(clock), rx, state).await
-        })
-    };
+    let daemon = spawn_daemon(&archiver, config, clock, rx);
     let ledger = archiver.ledger().clone();
     for _ in 0..600 {
         if ledger.checkpoint("up").await.unwrap().is_some() {
@@ -320,13 +316,7 @@ async fn an_open_day_is_retried_with_backoff_before_the_next_wake() {
         rx.clone(),
     );
     let config = config(dir.path(), "");
-    let daemon = {
-        let archiver = archiver.clone();
-        tokio::spawn(async move {
-            let state = Arc::new(RunState::default());
-            scheduler::run(archiver, &config, Arc::new(clock), rx, state).await
-        })
-    };
+    let daemon = spawn_daemon(&archiver, config, clock, rx);
     until(|| opened.lock().unwrap().len() >= 3).await;
     tx.send(true).unwrap();
     daemon.await.unwrap().unwrap();
