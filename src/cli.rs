@@ -1,7 +1,7 @@
 //! The command line: `run`, `once`, `check`, `report`.
 
 use crate::config::Config;
-use crate::pipeline::{build_stage, Archiver, DayResult};
+use crate::pipeline::{Archiver, DayResult};
 use crate::report::StatusLog;
 use crate::scheduler::{self, SystemClock};
 use crate::telemetry::{self, LogFormat, RunState};
@@ -134,6 +134,7 @@ pub async fn execute(cli: Cli) -> Result<i32> {
             telemetry::metrics_handle();
             let stop = shutdown_on_signal();
             let archiver = Archiver::from_config(&config)?.with_shutdown(stop.clone());
+            archiver.prepare().await?;
             let days = [date.unwrap_or_else(yesterday)];
             let work = archiver.run_days(&days, connector.as_deref());
             let results = within_grace(work, stop, grace(&config)).await;
@@ -153,12 +154,14 @@ pub async fn execute(cli: Cli) -> Result<i32> {
             telemetry::metrics_handle();
             let stop = shutdown_on_signal();
             let archiver = Archiver::from_config(&config)?.with_shutdown(stop.clone());
+            archiver.prepare().await?;
             let work = backfill(&archiver, from, to, connector.as_deref());
             let results = within_grace(work, stop, grace(&config)).await;
             Ok(exit_code(results.as_deref()))
         }
         Command::Run => {
             let archiver = Archiver::from_config(&config)?;
+            archiver.prepare().await?;
             telemetry::metrics_handle();
             let state = Arc::new(RunState::default());
             if let Some(addr) = config.telemetry.listen {
@@ -196,7 +199,7 @@ pub async fn execute(cli: Cli) -> Result<i32> {
         } => {
             check_connector(&config, connector.as_deref())?;
             let day = date.unwrap_or_else(yesterday);
-            let ledger = Ledger::new(build_stage(&config));
+            let ledger = Ledger::new(crate::stage::build(&config)?);
             let mut logs: Vec<StatusLog> = Vec::new();
             for (name, _) in config
                 .enabled_connectors()

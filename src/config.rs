@@ -176,6 +176,81 @@ fn default_region() -> String {
 pub enum StageConfig {
     /// A local directory (the embedded default).
     Local { path: PathBuf },
+    /// A container in Azure Blob Storage.
+    Azure(Box<AzureStageConfig>),
+}
+
+/// A container in Azure Blob Storage and how to reach it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureStageConfig {
+    /// The storage account name.
+    pub account: String,
+    /// The container; created when missing if the credentials allow.
+    pub container: String,
+    /// "azure-global" (blob.core.windows.net, login.microsoftonline.com) or
+    /// "azure-government" (blob.core.usgovcloudapi.net, login.microsoftonline.us).
+    #[serde(default)]
+    pub cloud: AzureCloud,
+    /// The blob endpoint, when not the cloud's default (e.g. Azurite's
+    /// http://127.0.0.1:10000/devstoreaccount1).
+    pub endpoint: Option<String>,
+    /// Allow a plain-http endpoint on a loopback address (Azurite).
+    #[serde(default)]
+    pub allow_http_loopback: bool,
+    /// "managed-identity", "workload-identity", "client-secret" or "sas".
+    pub auth: AzureAuthKind,
+    /// client-secret: the tenant; workload-identity: overrides AZURE_TENANT_ID.
+    pub tenant_id: Option<String>,
+    /// client-secret: the application; managed-identity: a user-assigned identity;
+    /// workload-identity: overrides AZURE_CLIENT_ID.
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretRef>,
+    /// sas: a container SAS token, or a full container SAS URL.
+    pub sas: Option<SecretRef>,
+    /// Retries of a failing request (the SDK's exponential backoff). Default 4.
+    #[serde(default = "default_azure_retries")]
+    pub max_retries: u32,
+    /// Seconds one operation may take, retries included. Default 30.
+    #[serde(default = "default_azure_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_azure_retries() -> u32 {
+    4
+}
+
+fn default_azure_timeout() -> u64 {
+    30
+}
+
+/// An Azure cloud.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AzureCloud {
+    #[default]
+    AzureGlobal,
+    AzureGovernment,
+}
+
+impl AzureCloud {
+    /// The default blob endpoint of an account.
+    pub fn blob_endpoint(self, account: &str) -> String {
+        match self {
+            AzureCloud::AzureGlobal => format!("https://{account}.blob.core.windows.net"),
+            AzureCloud::AzureGovernment => format!("https://{account}.blob.core.usgovcloudapi.net"),
+        }
+    }
+}
+
+/// How the stage authenticates to Azure Storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AzureAuthKind {
+    ManagedIdentity,
+    WorkloadIdentity,
+    ClientSecret,
+    Sas,
 }
 
 /// Where messages are imported.
@@ -506,6 +581,9 @@ impl Config {
                 ));
             }
         }
+        if let StageConfig::Azure(azure) = &self.stage {
+            validate_azure(azure).map_err(|(key, why)| err(&format!("stage.{key}"), why))?;
+        }
         if self.connectors.is_empty() {
             return Err(err(
                 "connectors",
@@ -688,6 +766,11 @@ impl SecretRef {
 pub struct Secret(String);
 
 impl Secret {
+    /// A secret made in code (generated development credentials, tests).
+    pub fn from_value(value: &str) -> Secret {
+        Secret(value.to_string())
+    }
+
     /// The value, for the one place that must send it (an authentication request).
     pub fn expose(&self) -> &str {
         &self.0
@@ -700,10 +783,60 @@ impl fmt::Debug for Secret {
     }
 }
 
+fn validate_azure(azure: &AzureStageConfig) -> Result<(), (&'static str, String)> {
+    let name_ok = |n: &str, max: usize| {
+        (3..=max).contains(&n.len())
+            && n.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !n.starts_with('-')
+            && !n.ends_with('-')
+            && !n.contains("--")
+    };
+    if !name_ok(&azure.account, 24) || azure.account.contains('-') {
+        return Err((
+            "account",
+            format!(
+                "'{}' is not a storage account name (3 to 24 lowercase letters and digits)",
+                azure.account
+            ),
+        ));
+    }
+    if !name_ok(&azure.container, 63) {
+        return Err(("container", format!("'{}' is not a container name (3 to 63 lowercase letters, digits and single hyphens)", azure.container)));
+    }
+    if let Some(endpoint) = &azure.endpoint {
+        check_endpoint(endpoint, azure.allow_http_loopback).map_err(|why| ("endpoint", why))?;
+    }
+    let need = |present: bool, key: &'static str, auth: &str| {
+        if present {
+            Ok(())
+        } else {
+            Err((key, format!("auth = \"{auth}\" needs stage.{key}")))
+        }
+    };
+    match azure.auth {
+        AzureAuthKind::ClientSecret => {
+            need(azure.tenant_id.is_some(), "tenant_id", "client-secret")?;
+            need(azure.client_id.is_some(), "client_id", "client-secret")?;
+            need(
+                azure.client_secret.is_some(),
+                "client_secret",
+                "client-secret",
+            )?;
+        }
+        AzureAuthKind::Sas => need(azure.sas.is_some(), "sas", "sas")?,
+        AzureAuthKind::ManagedIdentity | AzureAuthKind::WorkloadIdentity => {}
+    }
+    Ok(())
+}
+
 /// Production endpoints must be https; plain http only to loopback, when allowed explicitly.
 fn check_url(https: &HttpsConfig) -> Result<(), String> {
-    let url = reqwest::Url::parse(&https.url)
-        .map_err(|e| format!("'{}' is not a URL: {e}", https.url))?;
+    check_endpoint(&https.url, https.allow_http_loopback)
+}
+
+fn check_endpoint(raw: &str, allow_http_loopback: bool) -> Result<(), String> {
+    let url = reqwest::Url::parse(raw).map_err(|e| format!("'{raw}' is not a URL: {e}"))?;
     let loopback = match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
@@ -712,15 +845,13 @@ fn check_url(https: &HttpsConfig) -> Result<(), String> {
     };
     match url.scheme() {
         "https" => Ok(()),
-        "http" if loopback && https.allow_http_loopback => Ok(()),
+        "http" if loopback && allow_http_loopback => Ok(()),
         "http" if loopback => Err(format!(
-            "'{}' is plain http; set allow_http_loopback = true to allow it for a loopback \
-             address (tests, the partner simulator)",
-            https.url
+            "'{raw}' is plain http; set allow_http_loopback = true to allow it for a loopback \
+             address (tests, the partner simulator, Azurite)"
         )),
         "http" => Err(format!(
-            "'{}' is plain http; partner APIs must be reached over https",
-            https.url
+            "'{raw}' is plain http; production endpoints must be https"
         )),
         other => Err(format!("scheme '{other}' is not https")),
     }

@@ -7,12 +7,14 @@
 //! - `ledger/<connector>/imported/<mailbox>/<item-key>.json`: one per imported copy
 //!   (create-only), written after the mailbox accepted the message
 //! - `ledger/<connector>/days/<day>.json`: the day's state (open or complete, attempts)
+//! - `ledger/<connector>/leases/<day>.json`: who is processing the day, until when; taken
+//!   and renewed with ETag conditions, so two daemons never work on one day at once
 //! - `checkpoints/<connector>.json`: the last day up to which every day is complete
 //! - `reports/<connector>/<day>.json` and `.csv`: the day's status log
 
 use crate::item::ItemKey;
 use crate::report::StatusLog;
-use crate::stage::Stage;
+use crate::stage::{Stage, Version};
 use crate::{Error, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -57,6 +59,68 @@ struct Checkpoint {
     last_complete_day: NaiveDate,
 }
 
+/// The right to process one connector-day, held by one daemon until it expires.
+#[derive(Debug, Clone)]
+pub struct DayLease {
+    key: String,
+    version: Version,
+    holder: LeaseHolder,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct LeaseHolder {
+    owner: String,
+    expires_at: DateTime<Utc>,
+}
+
+impl DayLease {
+    /// Who holds it.
+    pub fn owner(&self) -> &str {
+        &self.holder.owner
+    }
+}
+
+/// How long a lease lasts without renewal. The pipeline renews it every
+/// [`LEASE_RENEW_EVERY`]; a daemon that died loses it after this long.
+pub const LEASE_TTL: chrono::Duration = chrono::Duration::minutes(5);
+/// How often a lease is renewed while the day is processed.
+pub const LEASE_RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether a lease owner ran on this host and its process no longer exists (a daemon that
+/// was killed and restarted takes its day back at once instead of waiting for the expiry).
+fn holder_is_gone(owner: &str) -> bool {
+    let mut parts = owner.rsplitn(3, '/');
+    let (_start, pid, host) = (parts.next(), parts.next(), parts.next());
+    let ours = owner_id();
+    let our_host = ours.rsplitn(3, '/').nth(2);
+    match (host, pid.and_then(|p| p.parse::<u32>().ok())) {
+        (Some(host), Some(pid)) if Some(host) == our_host => {
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        }
+        _ => false,
+    }
+}
+
+/// This process, as a lease owner: host, pid and start time.
+pub fn owner_id() -> String {
+    static OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    OWNER
+        .get_or_init(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "host".into());
+            format!(
+                "{host}/{}/{}",
+                std::process::id(),
+                Utc::now().timestamp_millis()
+            )
+        })
+        .clone()
+}
+
 /// Reads and writes the ledger through a stage.
 #[derive(Clone)]
 pub struct Ledger {
@@ -92,6 +156,95 @@ impl Ledger {
     /// Where a day's status log is kept, as `json` or `csv`.
     pub fn report_key(connector: &str, day: NaiveDate, extension: &str) -> String {
         format!("reports/{connector}/{day}.{extension}")
+    }
+
+    fn lease_key(connector: &str, day: NaiveDate) -> String {
+        format!("ledger/{connector}/leases/{day}.json")
+    }
+
+    /// Takes the day's lease for `owner`, unless another live owner holds it (then Err with
+    /// the holder and its expiry, for the status log).
+    pub async fn acquire_day(
+        &self,
+        connector: &str,
+        day: NaiveDate,
+        owner: &str,
+    ) -> Result<std::result::Result<DayLease, String>> {
+        let key = Self::lease_key(connector, day);
+        let holder = LeaseHolder {
+            owner: owner.to_string(),
+            expires_at: Utc::now() + LEASE_TTL,
+        };
+        let bytes = serde_json::to_vec(&holder).expect("a lease serializes");
+        // Two tries: the lease may be released or expire between reading and writing.
+        for _ in 0..2 {
+            let current = self.stage.get_versioned(&key).await?;
+            let expected = match &current {
+                None => None,
+                Some((raw, version)) => {
+                    let held: Option<LeaseHolder> = serde_json::from_slice(raw).ok();
+                    match held {
+                        Some(h)
+                            if h.owner != owner
+                                && h.expires_at > Utc::now()
+                                && !holder_is_gone(&h.owner) =>
+                        {
+                            return Ok(Err(format!(
+                                "another comms-archiver ({}) is processing this day, its lease \
+                                 runs until {}",
+                                h.owner,
+                                h.expires_at.format("%Y-%m-%d %H:%M:%S UTC")
+                            )))
+                        }
+                        _ => Some(version.clone()),
+                    }
+                }
+            };
+            if let Some(version) = self.stage.put_if(&key, &bytes, expected.as_ref()).await? {
+                return Ok(Ok(DayLease {
+                    key,
+                    version,
+                    holder,
+                }));
+            }
+        }
+        Ok(Err(
+            "another comms-archiver took this day's lease at the same moment".into(),
+        ))
+    }
+
+    /// Extends the lease; false when it was lost (another daemon took it after it expired).
+    pub async fn renew(&self, lease: &mut DayLease) -> Result<bool> {
+        let holder = LeaseHolder {
+            owner: lease.holder.owner.clone(),
+            expires_at: Utc::now() + LEASE_TTL,
+        };
+        let bytes = serde_json::to_vec(&holder).expect("a lease serializes");
+        match self
+            .stage
+            .put_if(&lease.key, &bytes, Some(&lease.version))
+            .await?
+        {
+            Some(version) => {
+                lease.version = version;
+                lease.holder = holder;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Gives the lease up (it expires at once).
+    pub async fn release(&self, lease: DayLease) -> Result<()> {
+        let holder = LeaseHolder {
+            owner: lease.holder.owner,
+            expires_at: Utc::now() - chrono::Duration::seconds(1),
+        };
+        let bytes = serde_json::to_vec(&holder).expect("a lease serializes");
+        self.stage
+            .put_if(&lease.key, &bytes, Some(&lease.version))
+            .await?;
+        Ok(())
     }
 
     /// Whether this copy of the item was imported into this mailbox by any earlier run.
@@ -173,28 +326,45 @@ impl Ledger {
         state.completed_at = Some(now);
         self.write(&key, &state).await?;
 
-        // The checkpoint moves only over an unbroken run of complete days.
-        let mut last = match self.checkpoint(connector).await? {
-            None => day,
-            Some(c) if day == c.succ_opt().unwrap_or(c) => day,
-            Some(c) => c,
-        };
-        while let Some(next) = last.succ_opt() {
-            if !self.is_complete(connector, next).await? {
-                break;
+        // The checkpoint moves only over an unbroken run of complete days. Daemons working
+        // on other days may move it at the same time: compare and swap.
+        let key = Self::checkpoint_key(connector);
+        for _ in 0..20 {
+            let current = self.stage.get_versioned(&key).await?;
+            let checkpoint = match &current {
+                Some((raw, _)) => Some(
+                    serde_json::from_slice::<Checkpoint>(raw)
+                        .map_err(|e| Error::State(format!("{key} is unreadable: {e}")))?
+                        .last_complete_day,
+                ),
+                None => None,
+            };
+            let mut last = match checkpoint {
+                None => day,
+                Some(c) if day == c.succ_opt().unwrap_or(c) => day,
+                Some(c) => c,
+            };
+            while let Some(next) = last.succ_opt() {
+                if !self.is_complete(connector, next).await? {
+                    break;
+                }
+                last = next;
             }
-            last = next;
+            if checkpoint == Some(last) {
+                return Ok(());
+            }
+            let bytes = serde_json::to_vec_pretty(&Checkpoint {
+                last_complete_day: last,
+            })
+            .expect("a checkpoint serializes");
+            let expected = current.as_ref().map(|(_, v)| v);
+            if self.stage.put_if(&key, &bytes, expected).await?.is_some() {
+                return Ok(());
+            }
         }
-        if self.checkpoint(connector).await? != Some(last) {
-            self.write(
-                &Self::checkpoint_key(connector),
-                &Checkpoint {
-                    last_complete_day: last,
-                },
-            )
-            .await?;
-        }
-        Ok(())
+        Err(Error::State(format!(
+            "{key} kept changing while it was updated; the next run moves it"
+        )))
     }
 
     /// The last day up to which every day is complete, if any day is.

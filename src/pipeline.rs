@@ -7,7 +7,7 @@
 //! A crash between import and record leaves a copy the ledger does not know; the next attempt
 //! at the day is "recovering" and asks the mailbox before importing, so nothing lands twice.
 
-use crate::config::{Config, MailboxConfig, Partner, StageConfig};
+use crate::config::{Config, MailboxConfig, Partner};
 use crate::item::{sha256_hex, Item, ItemKey};
 use crate::ledger::{ImportRecord, Ledger};
 use crate::mailbox::{Delivery, Mailbox, MailboxError, MaildirTree};
@@ -15,7 +15,7 @@ use crate::mapping::{Mapper, MappingTable, Resolution};
 use crate::render::{render, RenderContext};
 use crate::report::{DayError, Exclusion, Failure, Reason, StatusLog};
 use crate::sources::{Pulled, Source};
-use crate::stage::{Created, LocalStage, Stage};
+use crate::stage::{Created, Stage};
 use crate::telemetry::{ItemOutcome, Outcome};
 use crate::Result;
 use chrono::{NaiveDate, Utc};
@@ -41,13 +41,6 @@ pub struct Archiver {
     ledger: Ledger,
     max_item_bytes: u64,
     shutdown: watch::Receiver<bool>,
-}
-
-/// Builds the stage a configuration names.
-pub fn build_stage(config: &Config) -> Arc<dyn Stage> {
-    match &config.stage {
-        StageConfig::Local { path } => Arc::new(LocalStage::new(path)),
-    }
 }
 
 impl Archiver {
@@ -79,7 +72,7 @@ impl Archiver {
         };
         Ok(Archiver::new(
             connectors,
-            build_stage(config),
+            crate::stage::build(config)?,
             mailbox,
             config.archiver.max_item_bytes,
         ))
@@ -113,6 +106,11 @@ impl Archiver {
     /// Whether a shutdown was requested.
     pub fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
+    }
+
+    /// Makes the stage ready (creates a missing container); errors mean nothing can run.
+    pub async fn prepare(&self) -> Result<()> {
+        Ok(self.stage.prepare().await?)
     }
 
     /// The same archiver importing into another mailbox backend.
@@ -161,6 +159,44 @@ impl Archiver {
     /// when nothing in it is left to retry.
     pub async fn run_day(&self, connector: &Connector, day: NaiveDate) -> Result<StatusLog> {
         let started = std::time::Instant::now();
+        let owner = crate::ledger::owner_id();
+        let mut lease = match self
+            .ledger
+            .acquire_day(&connector.name, day, &owner)
+            .await?
+        {
+            Ok(lease) => lease,
+            Err(busy) => {
+                // Another daemon is on it: leave its day, its ledger and its report alone.
+                tracing::warn!(connector = %connector.name, day = %day, %busy, "day skipped");
+                let mut log = StatusLog::new(&connector.name, day);
+                log.errors.push(DayError {
+                    reason: "busy".into(),
+                    detail: busy,
+                });
+                log.finish(false);
+                return Ok(log);
+            }
+        };
+        let result = self
+            .run_leased_day(connector, day, &mut lease, started)
+            .await;
+        // Given up whatever happened, so that the next run need not wait for it to expire.
+        if let Err(e) = self.ledger.release(lease).await {
+            tracing::warn!(connector = %connector.name, day = %day, error = %e,
+                "could not release the day's lease; it expires on its own");
+        }
+        result
+    }
+
+    async fn run_leased_day(
+        &self,
+        connector: &Connector,
+        day: NaiveDate,
+        lease: &mut crate::ledger::DayLease,
+        started: std::time::Instant,
+    ) -> Result<StatusLog> {
+        let mut renewed_at = std::time::Instant::now();
         let recovering = self.ledger.begin_day(&connector.name, day).await?;
         tracing::info!(connector = %connector.name, day = %day, recovering,
             source = %connector.source.describe(), "starting day");
@@ -176,6 +212,18 @@ impl Archiver {
         match connector.source.open(day).await {
             Err(e) => run.day_error(e.reason(), e.to_string()),
             Ok(mut stream) => loop {
+                if renewed_at.elapsed() >= crate::ledger::LEASE_RENEW_EVERY {
+                    renewed_at = std::time::Instant::now();
+                    if !self.ledger.renew(lease).await? {
+                        run.day_error(
+                            "lease_lost",
+                            "another comms-archiver took over this day's lease; the rest of the \
+                             day is left to it"
+                                .into(),
+                        );
+                        break;
+                    }
+                }
                 if self.is_shutting_down() {
                     run.day_error(
                         "interrupted",
@@ -231,6 +279,10 @@ impl Archiver {
         let mut log = run.log;
         let complete = log.nothing_to_retry();
         log.finish(complete);
+        if log.errors.iter().any(|e| e.reason == "lease_lost") {
+            // The day belongs to the new holder now, report included.
+            return Ok(log);
+        }
         self.ledger.write_report(&log).await?;
         let name = connector.name.clone();
         if complete {

@@ -4,7 +4,7 @@
 //! the link fails when the name exists, so two writers can never both win, and a crash leaves
 //! either the whole object or none of it.
 
-use super::{check_key, Created, Stage, StageError};
+use super::{check_key, Created, Stage, StageError, Version};
 use async_trait::async_trait;
 use std::fs;
 use std::io::{ErrorKind, Write};
@@ -129,8 +129,128 @@ impl Stage for LocalStage {
         }
     }
 
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StageError> {
+        Ok(self.get(key).await?.map(|bytes| {
+            let version = Version(crate::item::sha256_hex(&bytes));
+            (bytes, version)
+        }))
+    }
+
+    async fn put_if(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<&Version>,
+    ) -> Result<Option<Version>, StageError> {
+        let target = self.path("write", key)?;
+        let temp = self.temp_for(&target);
+        let bytes = bytes.to_vec();
+        let expected = expected.cloned();
+        blocking(move || {
+            // Compare and swap under a lock file, so that daemons sharing the directory
+            // never both win.
+            let _lock = LockFile::acquire(&target)?;
+            let current = match fs::read(&target) {
+                Ok(current) => Some(Version(crate::item::sha256_hex(&current))),
+                Err(e) if e.kind() == ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            };
+            if current != expected {
+                return Ok(None);
+            }
+            let version = Version(crate::item::sha256_hex(&bytes));
+            write_temp(&temp, &bytes)?;
+            fs::rename(&temp, &target)?;
+            sync_dir(target.parent().expect("keys have a parent"))?;
+            Ok(Some(version))
+        })
+        .await
+        .map_err(|e| self.error("write", key, e))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StageError> {
+        let trimmed = prefix.trim_end_matches('/');
+        let dir = self.path("list", trimmed)?;
+        let root = self.root.clone();
+        blocking(move || {
+            let mut keys = Vec::new();
+            let mut pending = vec![dir];
+            while let Some(dir) = pending.pop() {
+                let entries = match fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                for entry in entries {
+                    let entry = entry?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if name.starts_with('.') {
+                        continue;
+                    }
+                    if entry.file_type()?.is_dir() {
+                        pending.push(entry.path());
+                    } else if let Ok(relative) = entry.path().strip_prefix(&root) {
+                        keys.push(relative.to_string_lossy().replace('\\', "/"));
+                    }
+                }
+            }
+            Ok(keys)
+        })
+        .await
+        .map_err(|e| self.error("list", prefix, e))
+    }
+
     fn describe(&self) -> String {
         format!("local directory {}", self.root.display())
+    }
+}
+
+/// An exclusive lock next to an object, removed on drop. A lock older than 30 s was left by
+/// a process that died inside the few milliseconds it is held, and is broken.
+struct LockFile(PathBuf);
+
+impl LockFile {
+    fn acquire(target: &Path) -> std::io::Result<LockFile> {
+        let path = target.with_file_name(format!(
+            ".{}.lock",
+            target.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        fs::create_dir_all(path.parent().expect("keys have a parent"))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(_) => return Ok(LockFile(path)),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    let stale = fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .map(|t| {
+                            t.elapsed().unwrap_or_default() > std::time::Duration::from_secs(30)
+                        })
+                        .unwrap_or(false);
+                    if stale {
+                        let _ = fs::remove_file(&path);
+                    } else if std::time::Instant::now() > deadline {
+                        return Err(std::io::Error::new(
+                            ErrorKind::TimedOut,
+                            "the object is locked",
+                        ));
+                    } else {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for LockFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
     }
 }
 
@@ -157,6 +277,35 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("k.eml")]);
+    }
+
+    #[tokio::test]
+    async fn conditional_writes_and_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let stage = LocalStage::new(dir.path());
+        let v1 = stage.put_if("l/a.json", b"1", None).await.unwrap().unwrap();
+        assert_eq!(
+            stage.put_if("l/a.json", b"x", None).await.unwrap(),
+            None,
+            "exists already"
+        );
+        let v2 = stage
+            .put_if("l/a.json", b"2", Some(&v1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            stage.put_if("l/a.json", b"3", Some(&v1)).await.unwrap(),
+            None,
+            "stale version"
+        );
+        let (bytes, version) = stage.get_versioned("l/a.json").await.unwrap().unwrap();
+        assert_eq!((bytes.as_slice(), version), (&b"2"[..], v2));
+        stage.put_new("l/b/c.eml", b"c").await.unwrap();
+        let mut keys = stage.list("l/").await.unwrap();
+        keys.sort();
+        assert_eq!(keys, vec!["l/a.json", "l/b/c.eml"]);
+        assert!(stage.list("nothing/").await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -4,8 +4,10 @@
 //! `staged/<connector>/<day>/<mailbox>/<item-key>.eml`, so the host running the daemon can be
 //! replaced without losing state.
 
+pub mod azure;
 mod local;
 
+pub use azure::AzureStage;
 pub use local::LocalStage;
 
 use async_trait::async_trait;
@@ -18,6 +20,10 @@ pub enum Created {
     /// The object already existed; it was left as it was.
     AlreadyExists,
 }
+
+/// The version of an object (an ETag), for conditional writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version(pub String);
 
 /// A stage operation failed; the work it belonged to stays open and is retried.
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +47,108 @@ pub trait Stage: Send + Sync {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StageError>;
     /// Whether `key` exists.
     async fn exists(&self, key: &str) -> Result<bool, StageError>;
+    /// The bytes under `key` and their version, or None when there is no such object.
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StageError>;
+    /// Writes `bytes` only if the object is still at `expected` (None: only if it does not
+    /// exist). Returns the new version, or None when another writer changed it first.
+    async fn put_if(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<&Version>,
+    ) -> Result<Option<Version>, StageError>;
+    /// Every key under `prefix` (a folder path ending in '/'), in no particular order.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StageError>;
     /// Where the stage is, for logs (never with credentials).
     fn describe(&self) -> String;
+    /// Makes the stage ready before a run (creates a missing container).
+    async fn prepare(&self) -> Result<(), StageError> {
+        Ok(())
+    }
+}
+
+/// Builds the stage a configuration names. Secrets are read here; a missing one is a
+/// configuration error naming its key.
+pub fn build(config: &crate::config::Config) -> crate::Result<std::sync::Arc<dyn Stage>> {
+    use crate::config::{AzureAuthKind, AzureCloud, StageConfig};
+    let azure = match &config.stage {
+        StageConfig::Local { path } => return Ok(std::sync::Arc::new(LocalStage::new(path))),
+        StageConfig::Azure(azure) => azure,
+    };
+    let secret = |key: &str, reference: &Option<crate::config::SecretRef>| {
+        let key = format!("stage.{key}");
+        reference
+            .as_ref()
+            .ok_or_else(|| config.error(&key, "is required".into()))?
+            .resolve()
+            .map_err(|why| config.error(&key, why))
+    };
+    let cloud = match azure.cloud {
+        AzureCloud::AzureGlobal => azure_core::cloud::CloudConfiguration::AzurePublic,
+        AzureCloud::AzureGovernment => azure_core::cloud::CloudConfiguration::AzureGovernment,
+    };
+    let client_options = azure_core::http::ClientOptions {
+        cloud: Some(std::sync::Arc::new(cloud)),
+        ..Default::default()
+    };
+    let identity_error = |e: azure_core::Error| {
+        config.error("stage.auth", format!("cannot set up the identity: {e}"))
+    };
+    let auth = match azure.auth {
+        AzureAuthKind::Sas => azure::AzureAuth::Sas(secret("sas", &azure.sas)?),
+        AzureAuthKind::ClientSecret => {
+            let value = secret("client_secret", &azure.client_secret)?;
+            let credential = azure_identity::ClientSecretCredential::new(
+                azure.tenant_id.as_deref().unwrap_or_default(),
+                azure.client_id.clone().unwrap_or_default(),
+                azure_core::credentials::Secret::new(value.expose().to_string()),
+                Some(azure_identity::ClientSecretCredentialOptions { client_options }),
+            )
+            .map_err(identity_error)?;
+            azure::AzureAuth::Token(credential)
+        }
+        AzureAuthKind::ManagedIdentity => {
+            let credential = azure_identity::ManagedIdentityCredential::new(Some(
+                azure_identity::ManagedIdentityCredentialOptions {
+                    user_assigned_id: azure
+                        .client_id
+                        .clone()
+                        .map(azure_identity::UserAssignedId::ClientId),
+                    client_options,
+                    ..Default::default()
+                },
+            ))
+            .map_err(identity_error)?;
+            azure::AzureAuth::Token(credential)
+        }
+        AzureAuthKind::WorkloadIdentity => {
+            let credential = azure_identity::WorkloadIdentityCredential::new(Some(
+                azure_identity::WorkloadIdentityCredentialOptions {
+                    credential_options: azure_identity::ClientAssertionCredentialOptions {
+                        client_options,
+                    },
+                    client_id: azure.client_id.clone(),
+                    tenant_id: azure.tenant_id.clone(),
+                    ..Default::default()
+                },
+            ))
+            .map_err(identity_error)?;
+            azure::AzureAuth::Token(credential)
+        }
+    };
+    let endpoint = azure
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| azure.cloud.blob_endpoint(&azure.account));
+    let stage = AzureStage::new(
+        &endpoint,
+        &azure.container,
+        auth,
+        azure.max_retries,
+        std::time::Duration::from_secs(azure.timeout_secs),
+    )
+    .map_err(|why| config.error("stage", why))?;
+    Ok(std::sync::Arc::new(stage))
 }
 
 /// Checks a key is a relative path of safe segments (what every backend can store).

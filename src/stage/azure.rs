@@ -1,0 +1,407 @@
+//! The stage in Azure Blob Storage, through Microsoft's official SDK (`azure_storage_blob`).
+//!
+//! Everything lives in one container: rendered messages, the ledger, checkpoints and status
+//! logs, so the host running the daemon can be replaced at any time. Writes of messages and
+//! ledger records are create-only (`If-None-Match: *`; 409 and 412 mean "already there");
+//! day states, leases and checkpoints are written with ETag conditions. Large blobs are
+//! uploaded in blocks by the SDK. Authentication: managed identity, workload identity, a
+//! service principal's client secret, or a container SAS.
+//!
+//! Errors name the account and the container, never the SAS or a secret: the SAS is
+//! scrubbed from every message.
+
+use super::{Created, Stage, StageError, Version};
+use crate::config::Secret;
+use async_trait::async_trait;
+use azure_core::credentials::TokenCredential;
+use azure_core::error::ErrorKind;
+use azure_core::http::{
+    ClientOptions, ExponentialRetryOptions, RequestContent, RetryOptions, StatusCode,
+};
+use azure_storage_blob::models::{BlobClientUploadOptions, BlobContainerClientListBlobsOptions};
+use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
+use futures::StreamExt;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How the stage authenticates to Azure Storage.
+pub enum AzureAuth {
+    /// A container SAS token (or a full container SAS URL).
+    Sas(Secret),
+    /// An Entra ID credential: managed identity, workload identity or client secret.
+    Token(Arc<dyn TokenCredential>),
+}
+
+/// A container in Azure Blob Storage.
+pub struct AzureStage {
+    container: BlobContainerClient,
+    shown: String,
+    sas: Option<Secret>,
+    timeout: Duration,
+}
+
+impl AzureStage {
+    /// A stage in `container` at `endpoint` (e.g. `https://account.blob.core.windows.net`).
+    pub fn new(
+        endpoint: &str,
+        container: &str,
+        auth: AzureAuth,
+        max_retries: u32,
+        timeout: Duration,
+    ) -> Result<AzureStage, String> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let account = endpoint
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default();
+        let host = reqwest::Url::parse(endpoint)
+            .map_err(|e| format!("stage endpoint '{endpoint}' is not a URL: {e}"))?;
+        let shown = format!(
+            "Azure storage {} container {container}",
+            if host.path().len() > 1 {
+                account.to_string()
+            } else {
+                host.host_str().unwrap_or_default().to_string()
+            }
+        );
+        let mut options = BlobContainerClientOptions::default();
+        options.client_options = ClientOptions {
+            retry: RetryOptions::exponential(ExponentialRetryOptions {
+                initial_delay: azure_core::time::Duration::milliseconds(200),
+                max_retries,
+                max_total_elapsed: azure_core::time::Duration::seconds(timeout.as_secs() as i64),
+                max_delay: azure_core::time::Duration::seconds(5),
+            }),
+            ..Default::default()
+        };
+        let (url, credential, sas) = match auth {
+            AzureAuth::Sas(sas) => {
+                let raw = sas.expose().trim();
+                let url = if raw.starts_with("http://") || raw.starts_with("https://") {
+                    raw.to_string()
+                } else {
+                    format!(
+                        "{}/{container}?{}",
+                        endpoint.trim_end_matches('/'),
+                        raw.trim_start_matches('?')
+                    )
+                };
+                let url = reqwest::Url::parse(&url)
+                    .map_err(|_| format!("{shown}: the SAS does not form a valid URL"))?;
+                (url, None, Some(sas))
+            }
+            AzureAuth::Token(credential) => {
+                let url =
+                    reqwest::Url::parse(&format!("{}/{container}", endpoint.trim_end_matches('/')))
+                        .map_err(|e| format!("{shown}: {e}"))?;
+                (url, Some(credential), None)
+            }
+        };
+        let container = BlobContainerClient::new(url, credential, Some(options))
+            .map_err(|e| format!("{shown}: {}", scrub(&e.to_string(), sas.as_ref())))?;
+        Ok(AzureStage {
+            container,
+            shown,
+            sas,
+            timeout,
+        })
+    }
+
+    /// Creates the container when it is missing; a clear error when the credentials may not.
+    pub async fn ensure_container(&self) -> Result<(), StageError> {
+        let exists = self.call("check", "", self.container.exists()).await?;
+        if exists {
+            return Ok(());
+        }
+        match self.call("create", "", self.container.create(None)).await {
+            Ok(_) => {
+                tracing::info!(stage = %self.shown, "created the container");
+                Ok(())
+            }
+            Err(e) if e.message.contains("409") => Ok(()),
+            Err(mut e) => {
+                e.message = format!(
+                    "{}; create the container, or give the identity the right to (Storage Blob \
+                     Data Contributor, or a SAS with the create permission)",
+                    e.message
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs one SDK call with the stage's timeout, mapping errors to messages without secrets.
+    async fn call<T>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        future: impl std::future::Future<Output = azure_core::Result<T>>,
+    ) -> Result<T, StageError> {
+        match tokio::time::timeout(self.timeout, future).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(self.error(operation, key, describe(&e, self.sas.as_ref()))),
+            Err(_) => Err(self.error(
+                operation,
+                key,
+                format!("no answer within {} s", self.timeout.as_secs()),
+            )),
+        }
+    }
+
+    fn error(&self, operation: &'static str, key: &str, message: String) -> StageError {
+        StageError {
+            stage: self.shown.clone(),
+            operation,
+            key: key.to_string(),
+            message,
+        }
+    }
+
+    async fn upload(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        options: BlobClientUploadOptions<'_>,
+    ) -> azure_core::Result<Option<Version>> {
+        let blob = self.container.blob_client(key);
+        let content: RequestContent<bytes::Bytes, azure_core::http::NoFormat> =
+            bytes::Bytes::copy_from_slice(bytes).into();
+        let result = blob.upload(content, Some(options)).await?;
+        Ok(result.etag.map(|e| Version(e.to_string())))
+    }
+}
+
+/// Whether an error is "the condition was not met" (exists already, or changed meanwhile).
+fn conflict(e: &azure_core::Error) -> bool {
+    matches!(
+        e.http_status(),
+        Some(StatusCode::Conflict) | Some(StatusCode::PreconditionFailed)
+    )
+}
+
+fn not_found(e: &azure_core::Error) -> bool {
+    e.http_status() == Some(StatusCode::NotFound)
+}
+
+/// A short description of an SDK error: status and error code, or the transport's message,
+/// with any SAS removed.
+fn describe(e: &azure_core::Error, sas: Option<&Secret>) -> String {
+    let text = match e.kind() {
+        ErrorKind::HttpResponse {
+            status, error_code, ..
+        } => format!(
+            "answered {} {}",
+            u16::from(*status),
+            error_code.as_deref().unwrap_or("")
+        ),
+        ErrorKind::Io => format!("cannot be reached: {e}"),
+        _ => e.to_string(),
+    };
+    scrub(&text, sas)
+}
+
+/// Removes a SAS (the whole token and any `sig=` value) from a message.
+pub fn scrub(text: &str, sas: Option<&Secret>) -> String {
+    let mut out = text.to_string();
+    if let Some(sas) = sas {
+        let token = sas.expose().trim();
+        let query = token
+            .split_once('?')
+            .map_or(token, |(_, q)| q)
+            .trim_start_matches('?');
+        if !query.is_empty() {
+            out = out.replace(query, "<sas>");
+        }
+    }
+    // Any signature left (an SDK that prints a URL its own way).
+    let mut cleaned = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(i) = rest.find("sig=") {
+        cleaned.push_str(&rest[..i + 4]);
+        cleaned.push_str("<redacted>");
+        rest = &rest[i + 4..];
+        let end = rest.find(['&', ' ', '"', '\'', ')']).unwrap_or(rest.len());
+        rest = &rest[end..];
+    }
+    cleaned.push_str(rest);
+    cleaned
+}
+
+#[async_trait]
+impl Stage for AzureStage {
+    async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<Created, StageError> {
+        let options = BlobClientUploadOptions {
+            if_none_match: Some("*".into()),
+            ..Default::default()
+        };
+        match tokio::time::timeout(self.timeout, self.upload(key, bytes, options)).await {
+            Ok(Ok(_)) => Ok(Created::New),
+            Ok(Err(e)) if conflict(&e) => Ok(Created::AlreadyExists),
+            Ok(Err(e)) => Err(self.error("create", key, describe(&e, self.sas.as_ref()))),
+            Err(_) => Err(self.error(
+                "create",
+                key,
+                format!("no answer within {} s", self.timeout.as_secs()),
+            )),
+        }
+    }
+
+    async fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StageError> {
+        self.call(
+            "write",
+            key,
+            self.upload(key, bytes, BlobClientUploadOptions::default()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StageError> {
+        Ok(self.get_versioned(key).await?.map(|(bytes, _)| bytes))
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StageError> {
+        let blob = self.container.blob_client(key);
+        self.call("check", key, blob.exists()).await
+    }
+
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StageError> {
+        let blob = self.container.blob_client(key);
+        let download = async {
+            match blob.download(None).await {
+                Ok(result) => {
+                    let version = Version(
+                        result
+                            .properties
+                            .etag
+                            .as_ref()
+                            .map(|e| e.to_string())
+                            .unwrap_or_default(),
+                    );
+                    let bytes = result.body.collect().await?;
+                    Ok(Some((bytes.to_vec(), version)))
+                }
+                Err(e) if not_found(&e) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        self.call("read", key, download).await
+    }
+
+    async fn put_if(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<&Version>,
+    ) -> Result<Option<Version>, StageError> {
+        let options = match expected {
+            Some(version) => BlobClientUploadOptions {
+                if_match: Some(version.0.as_str().into()),
+                ..Default::default()
+            },
+            None => BlobClientUploadOptions {
+                if_none_match: Some("*".into()),
+                ..Default::default()
+            },
+        };
+        match tokio::time::timeout(self.timeout, self.upload(key, bytes, options)).await {
+            Ok(Ok(version)) => Ok(Some(version.unwrap_or(Version(String::new())))),
+            Ok(Err(e)) if conflict(&e) => Ok(None),
+            Ok(Err(e)) => Err(self.error("write", key, describe(&e, self.sas.as_ref()))),
+            Err(_) => Err(self.error(
+                "write",
+                key,
+                format!("no answer within {} s", self.timeout.as_secs()),
+            )),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StageError> {
+        let listing = async {
+            let options = BlobContainerClientListBlobsOptions {
+                prefix: Some(prefix.to_string()),
+                ..Default::default()
+            };
+            let mut items = self.container.list_blobs(Some(options))?;
+            let mut keys = Vec::new();
+            while let Some(item) = items.next().await {
+                if let Some(name) = item?.name {
+                    keys.push(name);
+                }
+            }
+            Ok(keys)
+        };
+        self.call("list", prefix, listing).await
+    }
+
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+
+    async fn prepare(&self) -> Result<(), StageError> {
+        self.ensure_container().await
+    }
+}
+
+/// Azurite's well-known development account (public, documented by Microsoft).
+pub const DEV_ACCOUNT: &str = "devstoreaccount1";
+/// Azurite's well-known development account key.
+pub const DEV_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// A container SAS token (read, add, create, write, delete, list) signed with an account key:
+/// for Azurite's development account, in tests and demos.
+pub fn container_sas(
+    account: &str,
+    key_base64: &str,
+    container: &str,
+    expiry: chrono::DateTime<chrono::Utc>,
+) -> String {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let (version, permissions, resource) = ("2020-12-06", "racwdl", "c");
+    let expiry = expiry.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    // Service SAS, version 2020-12-06: the fields in this order, one per line.
+    let string_to_sign = [
+        permissions,
+        "",
+        &expiry,
+        &format!("/blob/{account}/{container}"),
+        "",
+        "",
+        "",
+        version,
+        resource,
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+    ]
+    .join("\n");
+    let key = engine.decode(key_base64).expect("a base64 account key");
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key length");
+    mac.update(string_to_sign.as_bytes());
+    let signature = engine.encode(mac.finalize().into_bytes());
+    let encoded: String = url::form_urlencoded::byte_serialize(signature.as_bytes()).collect();
+    format!("sv={version}&sr={resource}&sp={permissions}&se={expiry}&sig={encoded}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_removes_the_sas_and_any_signature() {
+        let sas = Secret::from_value("sv=2020-12-06&sr=c&sp=racwdl&sig=abc%2Bdef");
+        let text = "GET http://127.0.0.1:10000/devstoreaccount1/c?sv=2020-12-06&sr=c&sp=racwdl&sig=abc%2Bdef failed";
+        let clean = scrub(text, Some(&sas));
+        assert!(!clean.contains("abc%2Bdef"), "{clean}");
+        assert_eq!(scrub("x?sig=SECRET&a=1", None), "x?sig=<redacted>&a=1");
+    }
+}
