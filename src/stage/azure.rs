@@ -67,14 +67,16 @@ impl AzureStage {
                 host.host_str().unwrap_or_default().to_string()
             }
         );
-        let mut options = BlobContainerClientOptions::default();
-        options.client_options = ClientOptions {
-            retry: RetryOptions::exponential(ExponentialRetryOptions {
-                initial_delay: azure_core::time::Duration::milliseconds(200),
-                max_retries,
-                max_total_elapsed: azure_core::time::Duration::seconds(timeout.as_secs() as i64),
-                max_delay: azure_core::time::Duration::seconds(5),
-            }),
+        let options = BlobContainerClientOptions {
+            client_options: ClientOptions {
+                retry: RetryOptions::exponential(ExponentialRetryOptions {
+                    initial_delay: azure_core::time::Duration::milliseconds(200),
+                    max_retries,
+                    max_total_elapsed: azure_core::time::Duration::seconds(timeout.as_secs() as i64),
+                    max_delay: azure_core::time::Duration::seconds(5),
+                }),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let (url, credential, sas) = match auth {

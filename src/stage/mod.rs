@@ -115,7 +115,6 @@ pub fn build(config: &crate::config::Config) -> crate::Result<std::sync::Arc<dyn
                         .clone()
                         .map(azure_identity::UserAssignedId::ClientId),
                     client_options,
-                    ..Default::default()
                 },
             ))
             .map_err(identity_error)?;
