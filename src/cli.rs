@@ -57,8 +57,23 @@ pub enum Command {
         #[arg(long)]
         connector: Option<String>,
     },
-    /// Validate the configuration and the mapping files, then exit.
-    Check,
+    /// Validate the configuration and the mapping files, then exit; with --verify-stage,
+    /// also re-read the day's staged messages and compare them with the ledger's SHA-256.
+    Check {
+        #[arg(long, requires = "date")]
+        verify_stage: bool,
+        #[arg(long)]
+        date: Option<NaiveDate>,
+        #[arg(long)]
+        connector: Option<String>,
+    },
+    /// Print an account SAS for Azurite's public development account (for the Azurite demo
+    /// and tests; never for a real account).
+    AzuriteSas {
+        /// Days until it expires.
+        #[arg(long, default_value_t = 7)]
+        days: i64,
+    },
     /// Ask the running daemon's endpoint (telemetry.listen) for /healthz; exit 0 when healthy.
     Healthcheck,
     /// Print the status log of a day (default: yesterday, UTC).
@@ -108,9 +123,51 @@ fn check_connector(config: &Config, name: Option<&str>) -> Result<()> {
 
 /// Runs a parsed command line; returns the exit code.
 pub async fn execute(cli: Cli) -> Result<i32> {
+    if let Command::AzuriteSas { days } = &cli.command {
+        let expiry = Utc::now() + chrono::Duration::days(*days);
+        println!(
+            "{}",
+            crate::stage::azure::account_sas(
+                crate::stage::azure::DEV_ACCOUNT,
+                crate::stage::azure::DEV_KEY,
+                expiry
+            )
+        );
+        return Ok(EXIT_DONE);
+    }
     let config = Config::load(&cli.config)?;
     match cli.command {
-        Command::Check => {
+        Command::AzuriteSas { .. } => unreachable!("answered above"),
+        Command::Check {
+            verify_stage: true,
+            date: Some(day),
+            connector,
+        } => {
+            check_connector(&config, connector.as_deref())?;
+            let ledger = Ledger::new(crate::stage::build(&config)?);
+            let mut clean = true;
+            for (name, _) in config
+                .enabled_connectors()
+                .filter(|(n, _)| connector.as_deref().is_none_or(|c| c == *n))
+            {
+                let found = ledger.verify_day(name, day).await?;
+                println!(
+                    "{name} {day}: {} staged messages match the ledger, {} changed or missing, {} not imported yet",
+                    found.matching,
+                    found.mismatched.len(),
+                    found.not_imported.len()
+                );
+                for problem in &found.mismatched {
+                    println!("  MISMATCH {problem}");
+                }
+                for staged in &found.not_imported {
+                    println!("  not imported yet: {staged}");
+                }
+                clean &= found.mismatched.is_empty();
+            }
+            Ok(if clean { EXIT_DONE } else { EXIT_RETRY })
+        }
+        Command::Check { .. } => {
             let archiver = Archiver::from_config(&config)?;
             for (name, c) in config.enabled_connectors() {
                 let source = &archiver

@@ -36,6 +36,17 @@ pub struct ImportRecord {
     pub imported_at: DateTime<Utc>,
 }
 
+/// What `verify_day` found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Verification {
+    /// Staged messages whose bytes still match their import record.
+    pub matching: usize,
+    /// Staged messages that changed since they were imported, or vanished.
+    pub mismatched: Vec<String>,
+    /// Staged messages with no import record yet (a day still open).
+    pub not_imported: Vec<String>,
+}
+
 /// Whether a connector-day is finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -373,6 +384,43 @@ impl Ledger {
             .read::<Checkpoint>(&Self::checkpoint_key(connector))
             .await?
             .map(|c| c.last_complete_day))
+    }
+
+    /// Re-reads every message staged for a connector-day and compares it with the SHA-256
+    /// recorded when it was imported.
+    pub async fn verify_day(&self, connector: &str, day: NaiveDate) -> Result<Verification> {
+        let prefix = format!("staged/{connector}/{day}/");
+        let mut keys = self.stage.list(&prefix).await?;
+        keys.sort();
+        let mut report = Verification::default();
+        for staged in keys {
+            let Some((mailbox, file)) = staged[prefix.len()..].split_once('/') else {
+                continue;
+            };
+            let Some(item_key) = file.strip_suffix(".eml") else {
+                continue;
+            };
+            let key = ItemKey::from_hex(item_key);
+            let Some(record) = self.import_record(connector, mailbox, &key).await? else {
+                report.not_imported.push(staged);
+                continue;
+            };
+            match self.stage.get(&staged).await? {
+                Some(bytes) if crate::item::sha256_hex(&bytes) == record.sha256 => {
+                    report.matching += 1
+                }
+                Some(bytes) => report.mismatched.push(format!(
+                    "{staged}: SHA-256 {} differs from {} recorded at import ({})",
+                    crate::item::sha256_hex(&bytes),
+                    record.sha256,
+                    record.imported_at.format("%Y-%m-%d %H:%M:%S UTC")
+                )),
+                None => report
+                    .mismatched
+                    .push(format!("{staged}: listed, but gone when read")),
+            }
+        }
+        Ok(report)
     }
 
     /// Stores a status log as JSON and CSV.

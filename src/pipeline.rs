@@ -208,6 +208,7 @@ impl Archiver {
             log: StatusLog::new(&connector.name, day),
             reported_unmapped: HashSet::new(),
             seen: HashSet::new(),
+            stage_down: None,
         };
         match connector.source.open(day).await {
             Err(e) => run.day_error(e.reason(), e.to_string()),
@@ -223,6 +224,13 @@ impl Archiver {
                         );
                         break;
                     }
+                }
+                if let Some(why) = run.stage_down.take() {
+                    run.day_error(
+                        "stage_unavailable",
+                        format!("{why}; the rest of the day is left for the next run"),
+                    );
+                    break;
                 }
                 if self.is_shutting_down() {
                     run.day_error(
@@ -337,6 +345,9 @@ struct DayRun<'a> {
     /// Keys of the items already handled in this run (16 bytes each), so that a record the
     /// partner repeats is a duplicate, never a second import or a second failure.
     seen: HashSet<u128>,
+    /// Set when the stage failed: the rest of the day is left for the next run instead of
+    /// failing item after item against a store that is down.
+    stage_down: Option<String>,
 }
 
 impl DayRun<'_> {
@@ -625,14 +636,20 @@ impl DayRun<'_> {
                     detail,
                 );
             }
-            Err((reason, detail)) => self.fail(
-                &item.partner_id,
-                key.as_str(),
-                user.to_string(),
-                Some(mailbox),
-                reason,
-                detail,
-            ),
+            Err((reason, detail)) => {
+                if reason == Reason::StageError && self.stage_down.is_none() {
+                    self.stage_down = Some(detail.clone());
+                }
+                let id = item.partner_id.as_str();
+                self.fail(
+                    id,
+                    key.as_str(),
+                    user.to_string(),
+                    Some(mailbox),
+                    reason,
+                    detail,
+                )
+            }
         }
     }
 }

@@ -114,7 +114,12 @@ impl AzureStage {
 
     /// Creates the container when it is missing; a clear error when the credentials may not.
     pub async fn ensure_container(&self) -> Result<(), StageError> {
-        let exists = self.call("check", "", self.container.exists()).await?;
+        let exists = match self.call("check", "", self.container.exists()).await {
+            Ok(exists) => exists,
+            // A container SAS may not read the container's properties: list instead.
+            Err(e) if e.message.contains("403") => self.probe_by_listing().await?,
+            Err(e) => return Err(e),
+        };
         if exists {
             return Ok(());
         }
@@ -133,6 +138,22 @@ impl AzureStage {
                 Err(e)
             }
         }
+    }
+
+    async fn probe_by_listing(&self) -> Result<bool, StageError> {
+        let probe = async {
+            let options = BlobContainerClientListBlobsOptions {
+                maxresults: Some(1),
+                ..Default::default()
+            };
+            let mut items = self.container.list_blobs(Some(options))?;
+            match items.next().await {
+                Some(Err(e)) if not_found(&e) => Ok(false),
+                Some(Err(e)) => Err(e),
+                _ => Ok(true),
+            }
+        };
+        self.call("check", "", probe).await
     }
 
     /// Runs one SDK call with the stage's timeout, mapping errors to messages without secrets.
@@ -354,34 +375,30 @@ pub const DEV_ACCOUNT: &str = "devstoreaccount1";
 pub const DEV_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
-/// A container SAS token (read, add, create, write, delete, list) signed with an account key:
-/// for Azurite's development account, in tests and demos.
-pub fn container_sas(
+/// An account SAS for the blob service (containers and blobs: read, write, delete, list,
+/// add, create) signed with an account key: for Azurite's development account in tests and
+/// demos. It may create the container, which a container SAS may not.
+pub fn account_sas(
     account: &str,
     key_base64: &str,
-    container: &str,
     expiry: chrono::DateTime<chrono::Utc>,
 ) -> String {
     use base64::Engine;
     let engine = base64::engine::general_purpose::STANDARD;
-    let (version, permissions, resource) = ("2020-12-06", "racwdl", "c");
+    let (version, permissions, services, resource_types) = ("2020-12-06", "rwdlac", "b", "sco");
     let expiry = expiry.format("%Y-%m-%dT%H:%M:%SZ").to_string();
-    // Service SAS, version 2020-12-06: the fields in this order, one per line.
+    // Account SAS, version 2020-12-06: account, permissions, services, resource types,
+    // start, expiry, IP, protocol, version, encryption scope, and a final empty line.
     let string_to_sign = [
+        account,
         permissions,
+        services,
+        resource_types,
         "",
         &expiry,
-        &format!("/blob/{account}/{container}"),
-        "",
         "",
         "",
         version,
-        resource,
-        "",
-        "",
-        "",
-        "",
-        "",
         "",
         "",
     ]
@@ -391,7 +408,7 @@ pub fn container_sas(
     mac.update(string_to_sign.as_bytes());
     let signature = engine.encode(mac.finalize().into_bytes());
     let encoded: String = url::form_urlencoded::byte_serialize(signature.as_bytes()).collect();
-    format!("sv={version}&sr={resource}&sp={permissions}&se={expiry}&sig={encoded}")
+    format!("sv={version}&ss={services}&srt={resource_types}&sp={permissions}&se={expiry}&sig={encoded}")
 }
 
 #[cfg(test)]

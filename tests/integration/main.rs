@@ -1,5 +1,7 @@
 //! Integration tests: the binary on the embedded default, and the pipeline under failure.
 
+mod azure;
+mod azurite;
 mod cli;
 mod partners;
 mod recovery;

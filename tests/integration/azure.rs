@@ -1,0 +1,364 @@
+//! The stage in Azure Blob Storage, against a real Azurite.
+
+use crate::azurite::{sas, Azurite};
+use crate::support::*;
+use comms_archiver::stage::Stage;
+use serde_json::Value;
+use std::path::Path;
+use std::process::Output;
+
+/// config/demo-azurite.toml aimed at this Azurite, with quick retries.
+fn configure(dir: &Path, azurite: &Azurite) {
+    let text = std::fs::read_to_string(dir.join("config/demo-azurite.toml"))
+        .unwrap()
+        .replace(
+            "http://127.0.0.1:10000/devstoreaccount1",
+            &azurite.endpoint(),
+        )
+        .replace(
+            "auth = \"sas\"",
+            "auth = \"sas\"\nmax_retries = 1\ntimeout_secs = 5",
+        );
+    std::fs::write(dir.join("config/azurite.toml"), text).unwrap();
+}
+
+fn once(dir: &Path, extra_env: &[(&str, &str)]) -> Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_comms-archiver"));
+    command
+        .args([
+            "--log-format",
+            "json",
+            "once",
+            "--config",
+            "config/azurite.toml",
+            "--date",
+            "2026-11-20",
+        ])
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env("COMMS_ARCHIVER_AZURITE_SAS", sas());
+    for (k, v) in extra_env {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
+
+fn stage(azurite: &Azurite) -> comms_archiver::stage::AzureStage {
+    comms_archiver::stage::AzureStage::new(
+        &azurite.endpoint(),
+        "comms-archiver",
+        comms_archiver::stage::azure::AzureAuth::Sas(comms_archiver::config::Secret::from_value(
+            &sas(),
+        )),
+        1,
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap()
+}
+
+fn imported_events(out: &Output) -> usize {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["target"] == "comms_archiver::item" && e["outcome"] == "imported")
+        .count()
+}
+
+const COPIES: usize = 16 + 11 + 6 + 4;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_day_lives_in_the_container_and_a_rerun_adds_nothing() {
+    let ws = workspace();
+    let dir = ws.path().to_path_buf();
+    let azurite = Azurite::start(&dir.join("azurite"));
+    configure(&dir, &azurite);
+    let d = dir.clone();
+    let out = tokio::task::spawn_blocking(move || once(&d, &[]))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(imported_events(&out), COPIES);
+    assert!(!dir.join("var/stage").exists(), "nothing is staged locally");
+
+    let stage = stage(&azurite);
+    let staged = stage.list("staged/").await.unwrap();
+    assert_eq!(staged.len(), COPIES, "one blob per imported copy");
+    let records = stage.list("ledger/").await.unwrap();
+    assert_eq!(
+        records.iter().filter(|k| k.contains("/imported/")).count(),
+        COPIES
+    );
+    let mut reports = stage.list("reports/").await.unwrap();
+    reports.sort();
+    assert_eq!(
+        reports.len(),
+        8,
+        "JSON and CSV for four connectors: {reports:?}"
+    );
+    assert!(stage.exists("checkpoints/o2.json").await.unwrap());
+    assert_eq!(counts(&dir.join("var/mail"), FOLDER), expected());
+
+    let d = dir.clone();
+    let again = tokio::task::spawn_blocking(move || once(&d, &[]))
+        .await
+        .unwrap();
+    assert_eq!(again.status.code(), Some(0));
+    assert_eq!(imported_events(&again), 0);
+    assert_eq!(
+        stage.list("staged/").await.unwrap().len(),
+        COPIES,
+        "nothing staged twice"
+    );
+
+    // The staged messages still match the SHA-256 recorded at import.
+    let d = dir.clone();
+    let verify = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_comms-archiver"))
+            .args([
+                "check",
+                "--config",
+                "config/azurite.toml",
+                "--verify-stage",
+                "--date",
+                "2026-11-20",
+                "--connector",
+                "o2",
+            ])
+            .current_dir(&d)
+            .env("COMMS_ARCHIVER_AZURITE_SAS", sas())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&verify.stdout);
+    assert_eq!(verify.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("o2 2026-11-20: 16 staged messages match the ledger, 0 changed or missing"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_staged_message_is_reported() {
+    let ws = workspace();
+    let dir = ws.path().to_path_buf();
+    let azurite = Azurite::start(&dir.join("azurite"));
+    configure(&dir, &azurite);
+    let d = dir.clone();
+    assert_eq!(
+        tokio::task::spawn_blocking(move || once(&d, &[]))
+            .await
+            .unwrap()
+            .status
+            .code(),
+        Some(0)
+    );
+    let stage = stage(&azurite);
+    let victim = stage
+        .list("staged/o2/")
+        .await
+        .unwrap()
+        .into_iter()
+        .next()
+        .unwrap();
+    stage
+        .put(&victim, b"Subject: altered\r\n\r\nnot the original\r\n")
+        .await
+        .unwrap();
+    let d = dir.clone();
+    let verify = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_comms-archiver"))
+            .args([
+                "check",
+                "--config",
+                "config/azurite.toml",
+                "--verify-stage",
+                "--date",
+                "2026-11-20",
+                "--connector",
+                "o2",
+            ])
+            .current_dir(&d)
+            .env("COMMS_ARCHIVER_AZURITE_SAS", sas())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&verify.stdout);
+    assert_eq!(verify.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("MISMATCH {victim}: SHA-256 ")),
+        "{text}"
+    );
+}
+
+/// Runs `once` while watching its log: `on_import(n)` is called after the n-th import.
+fn once_watched(dir: &Path, mut on_import: impl FnMut(usize)) -> (Option<i32>, usize, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_comms-archiver"))
+        .args([
+            "--log-format",
+            "json",
+            "once",
+            "--config",
+            "config/azurite.toml",
+            "--date",
+            "2026-11-20",
+        ])
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env("COMMS_ARCHIVER_AZURITE_SAS", sas())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut imported = 0;
+    let mut log = String::new();
+    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Ok(event) = serde_json::from_str::<Value>(&line) {
+            if event["target"] == "comms_archiver::item" && event["outcome"] == "imported" {
+                imported += 1;
+                on_import(imported);
+            }
+        }
+        log.push_str(&line);
+        log.push('\n');
+    }
+    (child.wait().unwrap().code(), imported, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azurite_killed_mid_run_loses_nothing_and_a_rerun_completes_once() {
+    let ws = workspace();
+    let dir = ws.path().to_path_buf();
+    let azurite = std::sync::Arc::new(std::sync::Mutex::new(Azurite::start(&dir.join("azurite"))));
+    configure(&dir, &azurite.lock().unwrap());
+    let (d, a) = (dir.clone(), azurite.clone());
+    let (code, first, log) = tokio::task::spawn_blocking(move || {
+        once_watched(&d, |n| {
+            if n == 10 {
+                a.lock().unwrap().kill();
+            }
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(1), "work remains: {log}");
+    assert!(
+        (10..COPIES).contains(&first),
+        "{first} imported before the stage went away"
+    );
+    assert!(
+        log.contains("Azure storage devstoreaccount1 container comms-archiver"),
+        "errors name the account and container"
+    );
+
+    azurite.lock().unwrap().restart();
+    let d = dir.clone();
+    let (code, second, log) = tokio::task::spawn_blocking(move || once_watched(&d, |_| {}))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(
+        first + second,
+        COPIES,
+        "every copy imported exactly once over the two runs"
+    );
+    assert_eq!(counts(&dir.join("var/mail"), FOLDER), expected());
+    let stage = stage(&azurite.lock().unwrap());
+    assert_eq!(stage.list("staged/").await.unwrap().len(), COPIES);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_on_one_container_import_every_item_once() {
+    let ws = workspace();
+    let dir = ws.path().to_path_buf();
+    let azurite = Azurite::start(&dir.join("azurite"));
+    configure(&dir, &azurite);
+    // Create the container first, so both start on equal terms.
+    stage(&azurite).prepare().await.unwrap();
+    let (a, b) = (dir.clone(), dir.clone());
+    let first = tokio::task::spawn_blocking(move || once(&a, &[]));
+    let second = tokio::task::spawn_blocking(move || once(&b, &[]));
+    let (first, second) = (first.await.unwrap(), second.await.unwrap());
+    let mut imported = imported_events(&first) + imported_events(&second);
+    // A daemon that found a day busy left it open; a last run finishes whatever is left.
+    if first.status.code() != Some(0) || second.status.code() != Some(0) {
+        let d = dir.clone();
+        let last = tokio::task::spawn_blocking(move || once(&d, &[]))
+            .await
+            .unwrap();
+        assert_eq!(
+            last.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&last.stderr)
+        );
+        imported += imported_events(&last);
+    }
+    assert_eq!(imported, COPIES, "each copy imported by exactly one daemon");
+    assert_eq!(counts(&dir.join("var/mail"), FOLDER), expected());
+    assert_eq!(stage(&azurite).list("staged/").await.unwrap().len(), COPIES);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sas_never_appears_in_logs_at_any_level() {
+    let ws = workspace();
+    let dir = ws.path().to_path_buf();
+    let mut azurite = Azurite::start(&dir.join("azurite"));
+    configure(&dir, &azurite);
+    let token = sas();
+    let signature = token.split("sig=").nth(1).unwrap().to_string();
+    let decoded: String = url::form_urlencoded::parse(format!("s={signature}").as_bytes())
+        .next()
+        .unwrap()
+        .1
+        .into_owned();
+    let run = |dir: std::path::PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_comms-archiver"))
+                .args([
+                    "once",
+                    "--config",
+                    "config/azurite.toml",
+                    "--date",
+                    "2026-11-20",
+                    "--connector",
+                    "o2",
+                ])
+                .current_dir(&dir)
+                .env("RUST_LOG", "trace")
+                .env("COMMS_ARCHIVER_AZURITE_SAS", sas())
+                .output()
+                .unwrap()
+        })
+    };
+    let ok = run(dir.clone()).await.unwrap();
+    assert_eq!(ok.status.code(), Some(0));
+    azurite.kill();
+    let down = run(dir.clone()).await.unwrap();
+    assert_eq!(down.status.code(), Some(1));
+    for out in [&ok, &down] {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("TRACE") || text.contains("DEBUG"),
+            "trace level was on"
+        );
+        assert!(
+            !text.contains(&signature) && !text.contains(&decoded),
+            "the SAS signature was logged"
+        );
+    }
+}

@@ -1,0 +1,126 @@
+//! Azurite, Microsoft's storage emulator, as a real service for the tests: blob service only,
+//! on 127.0.0.1 and a free port, data in a temporary directory, stopped by pid.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The pinned Azurite version (.ci/run installs the same).
+pub const VERSION: &str = "3.35.0";
+
+/// The `azurite-blob` executable: $AZURITE_BLOB, else .ci/node (installed there by npm
+/// when missing), else the PATH.
+fn binary() -> PathBuf {
+    static INSTALL: Mutex<()> = Mutex::new(());
+    if let Ok(path) = std::env::var("AZURITE_BLOB") {
+        return PathBuf::from(path);
+    }
+    let prefix = crate::support::repo().join(".ci/node");
+    let local = prefix.join("node_modules/.bin/azurite-blob");
+    let _guard = INSTALL.lock().unwrap();
+    if !local.exists() {
+        let status = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&prefix)
+            .arg(format!("azurite@{VERSION}"))
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            return PathBuf::from("azurite-blob");
+        }
+    }
+    local
+}
+
+/// A running Azurite, killed when dropped.
+pub struct Azurite {
+    child: Option<Child>,
+    pub port: u16,
+    location: PathBuf,
+}
+
+impl Azurite {
+    /// Starts Azurite on a free port with its data in `location`.
+    pub fn start(location: &Path) -> Azurite {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut azurite = Azurite {
+            child: None,
+            port,
+            location: location.to_path_buf(),
+        };
+        azurite.restart();
+        azurite
+    }
+
+    /// Starts (again) on the same port and data.
+    pub fn restart(&mut self) {
+        std::fs::create_dir_all(&self.location).unwrap();
+        let child = Command::new(binary())
+            .args([
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                &self.port.to_string(),
+                "--location",
+            ])
+            .arg(&self.location)
+            .args(["--loose", "--skipApiVersionCheck", "--disableTelemetry"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("azurite-blob starts (npm install azurite, or set AZURITE_BLOB)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "Azurite did not listen on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops it with SIGTERM (it saves its data and exits), SIGKILL after 10 s.
+    pub fn kill(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/devstoreaccount1", self.port)
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A fresh account SAS for the development account.
+pub fn sas() -> String {
+    comms_archiver::stage::azure::account_sas(
+        comms_archiver::stage::azure::DEV_ACCOUNT,
+        comms_archiver::stage::azure::DEV_KEY,
+        chrono::Utc::now() + chrono::Duration::days(1),
+    )
+}
