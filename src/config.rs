@@ -198,14 +198,16 @@ pub struct AzureStageConfig {
     /// Allow a plain-http endpoint on a loopback address (Azurite).
     #[serde(default)]
     pub allow_http_loopback: bool,
-    /// "managed-identity", "workload-identity", "client-secret" or "sas".
+    /// "managed-identity", "workload-identity", "client-secret", "client-certificate" or "sas".
     pub auth: AzureAuthKind,
-    /// client-secret: the tenant; workload-identity: overrides AZURE_TENANT_ID.
+    /// client-secret, client-certificate: the tenant; workload-identity: overrides AZURE_TENANT_ID.
     pub tenant_id: Option<String>,
-    /// client-secret: the application; managed-identity: a user-assigned identity;
-    /// workload-identity: overrides AZURE_CLIENT_ID.
+    /// client-secret, client-certificate: the application; managed-identity: a user-assigned
+    /// identity; workload-identity: overrides AZURE_CLIENT_ID.
     pub client_id: Option<String>,
     pub client_secret: Option<SecretRef>,
+    /// client-certificate: a PEM with the certificate and its RSA private key.
+    pub client_certificate: Option<SecretRef>,
     /// sas: a container SAS token, or a full container SAS URL.
     pub sas: Option<SecretRef>,
     /// Retries of a failing request (the SDK's exponential backoff). Default 4.
@@ -250,6 +252,7 @@ pub enum AzureAuthKind {
     ManagedIdentity,
     WorkloadIdentity,
     ClientSecret,
+    ClientCertificate,
     Sas,
 }
 
@@ -822,6 +825,15 @@ fn validate_azure(azure: &AzureStageConfig) -> Result<(), (&'static str, String)
                 azure.client_secret.is_some(),
                 "client_secret",
                 "client-secret",
+            )?;
+        }
+        AzureAuthKind::ClientCertificate => {
+            need(azure.tenant_id.is_some(), "tenant_id", "client-certificate")?;
+            need(azure.client_id.is_some(), "client_id", "client-certificate")?;
+            need(
+                azure.client_certificate.is_some(),
+                "client_certificate",
+                "client-certificate",
             )?;
         }
         AzureAuthKind::Sas => need(azure.sas.is_some(), "sas", "sas")?,

@@ -39,6 +39,12 @@ pub mod sources;
 pub mod stage;
 pub mod telemetry;
 
+/// Installs the process's TLS crypto provider (ring) once; every HTTPS client needs it
+/// before it is built. Safe to call any number of times.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Every error the library reports; each says where and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

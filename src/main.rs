@@ -7,7 +7,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // One TLS crypto provider for every HTTPS client in the process, chosen here.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    comms_archiver::install_crypto_provider();
     comms_archiver::telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -88,8 +88,7 @@ impl PartnerClient {
         auth: Auth,
         settings: HttpsSettings,
     ) -> Result<Self, String> {
-        // Installing twice is refused harmlessly; the first provider stays.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
             .user_agent(concat!("comms-archiver/", env!("CARGO_PKG_VERSION")))

@@ -51,7 +51,7 @@ impl AzureStage {
         max_retries: u32,
         timeout: Duration,
     ) -> Result<AzureStage, String> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::install_crypto_provider();
         let account = endpoint
             .trim_end_matches('/')
             .rsplit('/')

@@ -5,6 +5,7 @@
 //! replaced without losing state.
 
 pub mod azure;
+pub mod certificate;
 mod local;
 
 pub use azure::AzureStage;
@@ -75,6 +76,8 @@ pub fn build(config: &crate::config::Config) -> crate::Result<std::sync::Arc<dyn
         StageConfig::Local { path } => return Ok(std::sync::Arc::new(LocalStage::new(path))),
         StageConfig::Azure(azure) => azure,
     };
+    // The identity credentials build HTTPS clients of their own.
+    crate::install_crypto_provider();
     let secret = |key: &str, reference: &Option<crate::config::SecretRef>| {
         let key = format!("stage.{key}");
         reference
@@ -103,6 +106,27 @@ pub fn build(config: &crate::config::Config) -> crate::Result<std::sync::Arc<dyn
                 azure.client_id.clone().unwrap_or_default(),
                 azure_core::credentials::Secret::new(value.expose().to_string()),
                 Some(azure_identity::ClientSecretCredentialOptions { client_options }),
+            )
+            .map_err(identity_error)?;
+            azure::AzureAuth::Token(credential)
+        }
+        AzureAuthKind::ClientCertificate => {
+            let pem = secret("client_certificate", &azure.client_certificate)?;
+            let tenant = azure.tenant_id.clone().unwrap_or_default();
+            let client_id = azure.client_id.clone().unwrap_or_default();
+            let login = match azure.cloud {
+                AzureCloud::AzureGlobal => "https://login.microsoftonline.com",
+                AzureCloud::AzureGovernment => "https://login.microsoftonline.us",
+            };
+            let endpoint = format!("{login}/{tenant}/oauth2/v2.0/token");
+            let assertion =
+                certificate::CertificateAssertion::from_pem(pem.expose(), &client_id, &endpoint)
+                    .map_err(|why| config.error("stage.client_certificate", why))?;
+            let credential = azure_identity::ClientAssertionCredential::new(
+                tenant,
+                client_id,
+                assertion,
+                Some(azure_identity::ClientAssertionCredentialOptions { client_options }),
             )
             .map_err(identity_error)?;
             azure::AzureAuth::Token(credential)
@@ -172,6 +196,36 @@ pub fn check_key(key: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::check_key;
+
+    #[test]
+    fn every_azure_authentication_builds_from_configuration() {
+        let pem = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/certificates/service-principal.pem"
+        );
+        std::env::set_var("COMMS_ARCHIVER_TEST_STAGE_SECRET", "not-a-real-secret");
+        let auths = [
+            "auth = \"managed-identity\"".to_string(),
+            "auth = \"client-secret\"\ntenant_id = \"00000000-0000-0000-0000-000000000001\"\nclient_id = \"app\"\nclient_secret = { env = \"COMMS_ARCHIVER_TEST_STAGE_SECRET\" }".to_string(),
+            format!("auth = \"client-certificate\"\ntenant_id = \"00000000-0000-0000-0000-000000000001\"\nclient_id = \"app\"\nclient_certificate = {{ file = \"{pem}\" }}"),
+            "auth = \"sas\"\nsas = { env = \"COMMS_ARCHIVER_TEST_STAGE_SECRET\" }".to_string(),
+        ];
+        for auth in auths {
+            let text = format!(
+                "[stage]\nkind = \"azure\"\naccount = \"contosoarchive\"\ncontainer = \"comms-archiver\"\ncloud = \"azure-government\"\n{auth}\n\
+                 [mailbox]\nkind = \"maildir\"\npath = \"m\"\n\
+                 [connectors.o2]\npartner = \"telemessage-o2\"\n[connectors.o2.source]\ntransport = \"drop\"\npath = \"d\"\n"
+            );
+            let config =
+                crate::config::Config::from_toml(std::path::Path::new("t.toml"), &text, &[])
+                    .unwrap();
+            let stage = super::build(&config).unwrap_or_else(|e| panic!("{auth}: {e}"));
+            assert_eq!(
+                stage.describe(),
+                "Azure storage contosoarchive.blob.core.usgovcloudapi.net container comms-archiver"
+            );
+        }
+    }
 
     #[test]
     fn keys_stay_inside_the_stage() {
