@@ -262,6 +262,110 @@ pub enum AzureAuthKind {
 pub enum MailboxConfig {
     /// A Maildir++ tree: `<path>/<mailbox address>/.INBOX.<folder>/` (the embedded default).
     Maildir { path: PathBuf },
+    /// An IMAP server: Exchange Online (XOAUTH2) or any other.
+    Imap(Box<ImapConfig>),
+}
+
+/// An IMAP server and how mailboxes log in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapConfig {
+    /// e.g. "outlook.office365.com".
+    pub host: String,
+    /// Default 993 (tls), 143 otherwise.
+    pub port: Option<u16>,
+    /// "tls" (default), "starttls", or "plain" (loopback only, with allow_plaintext_loopback).
+    #[serde(default)]
+    pub security: ImapSecurity,
+    #[serde(default)]
+    pub allow_plaintext_loopback: bool,
+    /// "login" or "xoauth2".
+    pub auth: ImapAuthKind,
+    /// login: the user name, `{mailbox}` standing for the mailbox address. Default "{mailbox}".
+    #[serde(default = "default_imap_username")]
+    pub username: String,
+    /// login: the password (of each mailbox, or of the master user).
+    pub password: Option<SecretRef>,
+    /// login: a master user (Dovecot: logs in as `<mailbox>*<master_user>`).
+    pub master_user: Option<String>,
+    /// xoauth2: the Entra ID tenant, application and secret (client credentials).
+    pub tenant_id: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretRef>,
+    /// xoauth2: "worldwide" (default), "us-gov-gcc-high" or "us-gov-dod".
+    #[serde(default)]
+    pub cloud: M365Cloud,
+    /// xoauth2: overrides of the token URL and scope (tests).
+    pub token_url: Option<String>,
+    pub scope: Option<String>,
+    /// Connections open at once, over all mailboxes. Default 8.
+    #[serde(default = "default_imap_connections")]
+    pub max_connections: usize,
+    /// Seconds one IMAP operation may take. Default 60.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+fn default_imap_username() -> String {
+    "{mailbox}".to_string()
+}
+
+fn default_imap_connections() -> usize {
+    8
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImapSecurity {
+    #[default]
+    Tls,
+    Starttls,
+    Plain,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImapAuthKind {
+    Login,
+    Xoauth2,
+}
+
+/// A Microsoft 365 cloud: where tokens come from and which hosts they are for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum M365Cloud {
+    #[default]
+    Worldwide,
+    UsGovGccHigh,
+    UsGovDod,
+}
+
+impl M365Cloud {
+    /// The Entra ID login host.
+    pub fn login_host(self) -> &'static str {
+        match self {
+            M365Cloud::Worldwide => "https://login.microsoftonline.com",
+            M365Cloud::UsGovGccHigh | M365Cloud::UsGovDod => "https://login.microsoftonline.us",
+        }
+    }
+
+    /// The scope of Exchange Online IMAP tokens.
+    pub fn outlook_scope(self) -> &'static str {
+        match self {
+            M365Cloud::Worldwide => "https://outlook.office365.com/.default",
+            M365Cloud::UsGovGccHigh => "https://outlook.office365.us/.default",
+            M365Cloud::UsGovDod => "https://outlook-dod.office365.us/.default",
+        }
+    }
+
+    /// The Microsoft Graph host.
+    pub fn graph_host(self) -> &'static str {
+        match self {
+            M365Cloud::Worldwide => "https://graph.microsoft.com",
+            M365Cloud::UsGovGccHigh => "https://graph.microsoft.us",
+            M365Cloud::UsGovDod => "https://dod-graph.microsoft.us",
+        }
+    }
 }
 
 /// The partner systems a connector can pull from.
@@ -584,6 +688,9 @@ impl Config {
                 ));
             }
         }
+        if let MailboxConfig::Imap(imap) = &self.mailbox {
+            validate_imap(imap).map_err(|(key, why)| err(&format!("mailbox.{key}"), why))?;
+        }
         if let StageConfig::Azure(azure) = &self.stage {
             validate_azure(azure).map_err(|(key, why)| err(&format!("stage.{key}"), why))?;
         }
@@ -783,6 +890,51 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(<redacted>)")
+    }
+}
+
+fn validate_imap(imap: &ImapConfig) -> Result<(), (&'static str, String)> {
+    if imap.security == ImapSecurity::Plain {
+        let loopback = imap.host == "localhost"
+            || imap
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !(loopback && imap.allow_plaintext_loopback) {
+            return Err((
+                "security",
+                format!(
+                    "plain IMAP to {} would send passwords and mail unencrypted; use tls or \
+                     starttls (plain is allowed only to a loopback address with \
+                     allow_plaintext_loopback = true)",
+                    imap.host
+                ),
+            ));
+        }
+    }
+    match imap.auth {
+        ImapAuthKind::Login if imap.password.is_none() => {
+            Err(("password", "auth = \"login\" needs mailbox.password".into()))
+        }
+        ImapAuthKind::Xoauth2 => {
+            for (key, present) in [
+                (
+                    "tenant_id",
+                    imap.tenant_id.is_some() || imap.token_url.is_some(),
+                ),
+                ("client_id", imap.client_id.is_some()),
+                ("client_secret", imap.client_secret.is_some()),
+            ] {
+                if !present {
+                    return Err((key, format!("auth = \"xoauth2\" needs mailbox.{key}")));
+                }
+            }
+            if let Some(url) = &imap.token_url {
+                check_endpoint(url, true).map_err(|why| ("token_url", why))?;
+            }
+            Ok(())
+        }
+        ImapAuthKind::Login => Ok(()),
     }
 }
 

@@ -7,10 +7,10 @@
 //! A crash between import and record leaves a copy the ledger does not know; the next attempt
 //! at the day is "recovering" and asks the mailbox before importing, so nothing lands twice.
 
-use crate::config::{Config, MailboxConfig, Partner};
+use crate::config::{Config, Partner};
 use crate::item::{sha256_hex, Item, ItemKey};
 use crate::ledger::{ImportRecord, Ledger};
-use crate::mailbox::{Delivery, Mailbox, MailboxError, MaildirTree};
+use crate::mailbox::{Delivery, Mailbox, MailboxError};
 use crate::mapping::{Mapper, MappingTable, Resolution};
 use crate::render::{render, RenderContext};
 use crate::report::{DayError, Exclusion, Failure, Reason, StatusLog};
@@ -67,9 +67,7 @@ impl Archiver {
                 mapper: Mapper::new(table, c.use_email_property, config.mapping.domains.clone()),
             });
         }
-        let mailbox: Arc<dyn Mailbox> = match &config.mailbox {
-            MailboxConfig::Maildir { path } => Arc::new(MaildirTree::new(path)),
-        };
+        let mailbox = crate::mailbox::build(config)?;
         Ok(Archiver::new(
             connectors,
             crate::stage::build(config)?,

@@ -1,7 +1,10 @@
 //! Mailbox sinks: one folder per connector under each mailbox's Inbox.
 
+pub mod imap;
 mod maildir;
+pub mod token;
 
+pub use imap::ImapMailboxes;
 pub use maildir::MaildirTree;
 
 use crate::item::ItemKey;
@@ -46,4 +49,70 @@ pub trait Mailbox: Send + Sync {
     async fn append(&self, delivery: &Delivery<'_>) -> Result<(), MailboxError>;
     /// Where the mailboxes are, for logs (never with credentials).
     fn describe(&self) -> String;
+}
+
+/// Builds the mailbox backend a configuration names. Secrets are read here.
+pub fn build(config: &crate::config::Config) -> crate::Result<std::sync::Arc<dyn Mailbox>> {
+    use crate::config::{ImapAuthKind, ImapSecurity, MailboxConfig};
+    let imap = match &config.mailbox {
+        MailboxConfig::Maildir { path } => return Ok(std::sync::Arc::new(MaildirTree::new(path))),
+        MailboxConfig::Imap(imap) => imap,
+    };
+    let secret = |key: &str, reference: &Option<crate::config::SecretRef>| {
+        let key = format!("mailbox.{key}");
+        reference
+            .as_ref()
+            .ok_or_else(|| config.error(&key, "is required".into()))?
+            .resolve()
+            .map_err(|why| config.error(&key, why))
+    };
+    let auth = match imap.auth {
+        ImapAuthKind::Login => imap::ImapAuth::Login {
+            username: imap.username.clone(),
+            password: secret("password", &imap.password)?,
+            master_user: imap.master_user.clone(),
+        },
+        ImapAuthKind::Xoauth2 => {
+            let url = imap.token_url.clone().unwrap_or_else(|| {
+                format!(
+                    "{}/{}/oauth2/v2.0/token",
+                    imap.cloud.login_host(),
+                    imap.tenant_id.as_deref().unwrap_or_default()
+                )
+            });
+            let url = reqwest::Url::parse(&url)
+                .map_err(|e| config.error("mailbox.token_url", e.to_string()))?;
+            let scope = imap
+                .scope
+                .clone()
+                .unwrap_or_else(|| imap.cloud.outlook_scope().to_string());
+            let tokens = token::TokenSource::new(
+                url,
+                imap.client_id.as_deref().unwrap_or_default(),
+                secret("client_secret", &imap.client_secret)?,
+                &scope,
+            )
+            .map_err(|why| config.error("mailbox", why))?;
+            imap::ImapAuth::XOAuth2(std::sync::Arc::new(tokens))
+        }
+    };
+    let security = match imap.security {
+        ImapSecurity::Tls => imap::Security::Tls,
+        ImapSecurity::Starttls => imap::Security::StartTls,
+        ImapSecurity::Plain => imap::Security::Plain,
+    };
+    let settings = imap::ImapSettings {
+        host: imap.host.clone(),
+        port: imap.port.unwrap_or(if security == imap::Security::Tls {
+            993
+        } else {
+            143
+        }),
+        security,
+        auth,
+        max_connections: imap.max_connections,
+        timeout: std::time::Duration::from_secs(imap.timeout_secs),
+    };
+    let mailboxes = ImapMailboxes::new(settings).map_err(|why| config.error("mailbox", why))?;
+    Ok(std::sync::Arc::new(mailboxes))
 }

@@ -3,6 +3,8 @@
 mod azure;
 mod azurite;
 mod cli;
+mod dovecot;
+mod imap;
 mod partners;
 mod recovery;
 mod scheduler;

@@ -1,0 +1,466 @@
+//! IMAP mailboxes: Exchange Online (XOAUTH2 with an app-only token) or any IMAP server
+//! (LOGIN with per-mailbox or master credentials).
+//!
+//! Per mailbox, the connector's folder is found or created under INBOX with the server's
+//! hierarchy delimiter, and each message is APPENDed with `\Seen` and INTERNALDATE = the
+//! item's time. A bounded pool of connections serves all mailboxes; a connection that drops is
+//! replaced. When recovering after a crash, `UID SEARCH HEADER Message-ID` runs before an
+//! append, so nothing lands twice (the ledger stays the primary guard: Exchange's header
+//! search is best effort).
+
+use super::token::TokenSource;
+use super::{Delivery, Mailbox, MailboxError};
+use crate::config::Secret;
+use async_imap::{Client, Session};
+use futures::StreamExt;
+use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
+
+/// How the connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// TLS from the first byte (port 993).
+    Tls,
+    /// Plain connection upgraded with STARTTLS (port 143).
+    StartTls,
+    /// No TLS: only to a loopback address, by explicit configuration.
+    Plain,
+}
+
+/// How each mailbox logs in.
+pub enum ImapAuth {
+    /// LOGIN as `username` (with `{mailbox}` replaced by the address) and a password; with a
+    /// master user, as `<mailbox>*<master>` with the master's password (Dovecot).
+    Login {
+        username: String,
+        password: Secret,
+        master_user: Option<String>,
+    },
+    /// SASL XOAUTH2 with an app-only token, one login per mailbox, one token for all.
+    XOAuth2(Arc<TokenSource>),
+}
+
+/// Where and how to connect.
+pub struct ImapSettings {
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    pub auth: ImapAuth,
+    pub max_connections: usize,
+    pub timeout: Duration,
+}
+
+/// A TCP connection, with or without TLS.
+#[derive(Debug)]
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+type ImapSession = Session<Stream>;
+
+/// The XOAUTH2 exchange: the initial response, then an empty answer to an error challenge.
+struct XOAuth2 {
+    response: String,
+    sent: bool,
+}
+
+impl async_imap::Authenticator for &mut XOAuth2 {
+    type Response = String;
+    fn process(&mut self, _challenge: &[u8]) -> String {
+        if self.sent {
+            String::new()
+        } else {
+            self.sent = true;
+            self.response.clone()
+        }
+    }
+}
+
+/// A connection in use, with its place in the pool.
+struct Lease {
+    session: ImapSession,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The mailboxes of one IMAP server.
+pub struct ImapMailboxes {
+    settings: ImapSettings,
+    tls: tokio_rustls::TlsConnector,
+    permits: Arc<Semaphore>,
+    idle: Mutex<HashMap<String, Vec<ImapSession>>>,
+    delimiters: Mutex<HashMap<String, String>>,
+    folders: Mutex<HashSet<(String, String)>>,
+}
+
+/// Whether an error means the connection is unusable (and the operation may be retried on a
+/// new one).
+fn broken(e: &async_imap::error::Error) -> bool {
+    use async_imap::error::Error;
+    matches!(e, Error::Io(_) | Error::ConnectionLost | Error::Parse(_))
+}
+
+/// `"20-Nov-2026 08:15:02 +0000"`, the RFC 3501 date-time, quoted.
+fn internal_date(time: chrono::DateTime<chrono::Utc>) -> String {
+    format!("\"{}\"", time.format("%d-%b-%Y %H:%M:%S +0000"))
+}
+
+/// An IMAP quoted string.
+fn quoted(raw: &str) -> String {
+    format!("\"{}\"", raw.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+impl ImapMailboxes {
+    pub fn new(settings: ImapSettings) -> Result<ImapMailboxes, String> {
+        crate::install_crypto_provider();
+        use rustls_platform_verifier::ConfigVerifierExt;
+        let config = rustls::ClientConfig::with_platform_verifier()
+            .map_err(|e| format!("cannot load the system's certificate store: {e}"))?;
+        Ok(ImapMailboxes {
+            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            permits: Arc::new(Semaphore::new(settings.max_connections.max(1))),
+            settings,
+            idle: Mutex::new(HashMap::new()),
+            delimiters: Mutex::new(HashMap::new()),
+            folders: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn unavailable(&self, mailbox: &str, what: impl std::fmt::Display) -> MailboxError {
+        MailboxError::Unavailable(format!(
+            "IMAP {}:{} for {mailbox}: {what}",
+            self.settings.host, self.settings.port
+        ))
+    }
+
+    async fn tls(&self, tcp: TcpStream) -> std::io::Result<Stream> {
+        let name = rustls::pki_types::ServerName::try_from(self.settings.host.clone())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        Ok(Stream::Tls(Box::new(self.tls.connect(name, tcp).await?)))
+    }
+
+    /// A new authenticated session for a mailbox.
+    async fn connect(&self, mailbox: &str) -> Result<ImapSession, MailboxError> {
+        let s = &self.settings;
+        let tcp = TcpStream::connect((s.host.as_str(), s.port))
+            .await
+            .map_err(|e| self.unavailable(mailbox, format!("cannot connect: {e}")))?;
+        let stream = match s.security {
+            Security::Tls => self
+                .tls(tcp)
+                .await
+                .map_err(|e| self.unavailable(mailbox, format!("TLS: {e}")))?,
+            Security::Plain | Security::StartTls => Stream::Plain(tcp),
+        };
+        let mut client = Client::new(stream);
+        client
+            .read_response()
+            .await
+            .map_err(|e| self.unavailable(mailbox, format!("no greeting: {e}")))?;
+        if s.security == Security::StartTls {
+            client
+                .run_command_and_check_ok("STARTTLS", None)
+                .await
+                .map_err(|e| self.unavailable(mailbox, format!("STARTTLS refused: {e}")))?;
+            let Stream::Plain(tcp) = client.into_inner() else {
+                unreachable!("STARTTLS starts on a plain connection")
+            };
+            let stream = self
+                .tls(tcp)
+                .await
+                .map_err(|e| self.unavailable(mailbox, format!("TLS: {e}")))?;
+            client = Client::new(stream);
+        }
+        match &s.auth {
+            ImapAuth::Login {
+                username,
+                password,
+                master_user,
+            } => {
+                let user = match master_user {
+                    Some(master) => format!("{mailbox}*{master}"),
+                    None => username.replace("{mailbox}", mailbox),
+                };
+                client
+                    .login(&user, password.expose())
+                    .await
+                    .map_err(|(e, _)| self.login_failed(mailbox, &user, e))
+            }
+            ImapAuth::XOAuth2(tokens) => {
+                // A refused token is fetched anew once: it may have been revoked or expired.
+                let mut client = Some(client);
+                for attempt in 0..2 {
+                    let token = tokens
+                        .token()
+                        .await
+                        .map_err(|why| self.unavailable(mailbox, why))?;
+                    let mut auth = XOAuth2 {
+                        response: format!("user={mailbox}\x01auth=Bearer {token}\x01\x01"),
+                        sent: false,
+                    };
+                    let current = client.take().expect("handed back after a refusal");
+                    match current.authenticate("XOAUTH2", &mut auth).await {
+                        Ok(session) => return Ok(session),
+                        Err((e, back)) if attempt == 0 => {
+                            tracing::info!(mailbox, error = %e, "XOAUTH2 refused; fetching a new token");
+                            tokens.invalidate().await;
+                            client = Some(back);
+                        }
+                        Err((e, _)) => return Err(self.login_failed(mailbox, mailbox, e)),
+                    }
+                }
+                unreachable!("the loop returns")
+            }
+        }
+    }
+
+    fn login_failed(&self, mailbox: &str, user: &str, e: async_imap::error::Error) -> MailboxError {
+        match e {
+            async_imap::error::Error::No(why) | async_imap::error::Error::Bad(why) => {
+                self.unavailable(mailbox, format!("login as {user} refused: {why}; check the credentials and the mailbox permission"))
+            }
+            other => self.unavailable(mailbox, format!("login as {user} failed: {other}")),
+        }
+    }
+
+    /// A session for the mailbox: an idle one, or a new one within the pool's bound.
+    async fn lease(&self, mailbox: &str) -> Result<Lease, MailboxError> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let idle = self.idle.lock().await.get_mut(mailbox).and_then(Vec::pop);
+        let session = match idle {
+            Some(session) => session,
+            None => tokio::time::timeout(self.settings.timeout, self.connect(mailbox))
+                .await
+                .map_err(|_| self.unavailable(mailbox, "no answer in time while connecting"))??,
+        };
+        Ok(Lease {
+            session,
+            _permit: permit,
+        })
+    }
+
+    async fn give_back(&self, mailbox: &str, lease: Lease) {
+        self.idle
+            .lock()
+            .await
+            .entry(mailbox.to_string())
+            .or_default()
+            .push(lease.session);
+    }
+
+    /// The full name of the connector's folder, created and subscribed when missing.
+    async fn folder(
+        &self,
+        session: &mut ImapSession,
+        mailbox: &str,
+        folder: &str,
+    ) -> Result<String, async_imap::error::Error> {
+        // A separate statement: the guard must be gone before the arm below locks again.
+        let known = self.delimiters.lock().await.get(mailbox).cloned();
+        let delimiter = match known {
+            Some(d) => d,
+            None => {
+                // LIST "" "INBOX" names the delimiter too, and parses everywhere (an empty
+                // pattern answers with an empty name that some parsers wait on forever).
+                let mut names = session.list(Some(""), Some("INBOX")).await?;
+                let mut delimiter = None;
+                while let Some(name) = names.next().await {
+                    delimiter = name?.delimiter().map(str::to_string).or(delimiter);
+                }
+                drop(names);
+                let d = delimiter.unwrap_or_else(|| "/".into());
+                self.delimiters
+                    .lock()
+                    .await
+                    .insert(mailbox.to_string(), d.clone());
+                d
+            }
+        };
+        let full = format!("INBOX{delimiter}{folder}");
+        let key = (mailbox.to_string(), full.clone());
+        if self.folders.lock().await.contains(&key) {
+            return Ok(full);
+        }
+        let mut found = false;
+        {
+            let mut names = session.list(Some(""), Some(&quoted(&full))).await?;
+            while let Some(name) = names.next().await {
+                found |= name?.name() == full;
+            }
+        }
+        if !found {
+            match session.create(&full).await {
+                Ok(()) => tracing::info!(mailbox, folder = %full, "created the folder"),
+                // Another connection created it first.
+                Err(async_imap::error::Error::No(why))
+                    if why.to_ascii_lowercase().contains("exist") => {}
+                Err(e) => return Err(e),
+            }
+            let _ = session.subscribe(&full).await;
+        }
+        self.folders.lock().await.insert(key);
+        Ok(full)
+    }
+
+    fn failure(&self, mailbox: &str, e: async_imap::error::Error) -> MailboxError {
+        match e {
+            async_imap::error::Error::No(why)
+                if why.contains("TOOBIG") || why.to_ascii_lowercase().contains("too large") =>
+            {
+                MailboxError::Rejected {
+                    mailbox: mailbox.to_string(),
+                    reason: format!("the server refused the message: {why}"),
+                }
+            }
+            other => self.unavailable(mailbox, other),
+        }
+    }
+
+    /// Runs `op` on a leased session; a broken connection is replaced and `op` tried once more.
+    async fn with_session<T, F>(&self, mailbox: &str, op: F) -> Result<T, MailboxError>
+    where
+        F: for<'s> Fn(
+            &'s Self,
+            &'s mut ImapSession,
+        ) -> Pin<
+            Box<dyn std::future::Future<Output = Result<T, async_imap::error::Error>> + Send + 's>,
+        >,
+    {
+        for attempt in 0..2 {
+            let mut lease = self.lease(mailbox).await?;
+            let outcome =
+                tokio::time::timeout(self.settings.timeout, op(self, &mut lease.session)).await;
+            match outcome {
+                Ok(Ok(value)) => {
+                    self.give_back(mailbox, lease).await;
+                    return Ok(value);
+                }
+                Ok(Err(e)) if broken(&e) && attempt == 0 => {
+                    tracing::warn!(mailbox, error = %e, "IMAP connection lost; reconnecting");
+                }
+                Ok(Err(e)) => {
+                    // A NO keeps the connection usable; anything else retires it.
+                    if matches!(e, async_imap::error::Error::No(_)) {
+                        self.give_back(mailbox, lease).await;
+                    }
+                    return Err(self.failure(mailbox, e));
+                }
+                Err(_) if attempt == 0 => {
+                    tracing::warn!(mailbox, "IMAP server too slow; reconnecting")
+                }
+                Err(_) => return Err(self.unavailable(mailbox, "no answer in time")),
+            }
+        }
+        Err(self.unavailable(mailbox, "the connection dropped twice"))
+    }
+}
+
+#[async_trait::async_trait]
+impl Mailbox for ImapMailboxes {
+    async fn contains(&self, d: &Delivery<'_>) -> Result<bool, MailboxError> {
+        let (mailbox, folder) = (d.mailbox.to_string(), d.folder.to_string());
+        let message_id = d.key.message_id();
+        self.with_session(d.mailbox, move |this, session| {
+            let (mailbox, folder, message_id) =
+                (mailbox.clone(), folder.clone(), message_id.clone());
+            Box::pin(async move {
+                let full = this.folder(session, &mailbox, &folder).await?;
+                session.examine(&full).await?;
+                let found = session
+                    .uid_search(format!("HEADER Message-ID {}", quoted(&message_id)))
+                    .await?;
+                Ok(!found.is_empty())
+            })
+        })
+        .await
+    }
+
+    async fn append(&self, d: &Delivery<'_>) -> Result<(), MailboxError> {
+        let (mailbox, folder) = (d.mailbox.to_string(), d.folder.to_string());
+        let date = internal_date(d.time);
+        let message: Arc<[u8]> = Arc::from(d.message);
+        self.with_session(d.mailbox, move |this, session| {
+            let (mailbox, folder, date, message) = (
+                mailbox.clone(),
+                folder.clone(),
+                date.clone(),
+                message.clone(),
+            );
+            Box::pin(async move {
+                let full = this.folder(session, &mailbox, &folder).await?;
+                session
+                    .append(&full, Some("(\\Seen)"), Some(&date), &*message)
+                    .await
+            })
+        })
+        .await
+    }
+
+    fn describe(&self) -> String {
+        format!("IMAP {}:{}", self.settings.host, self.settings.port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn dates_and_strings_are_imap_syntax() {
+        let t = chrono::Utc.with_ymd_and_hms(2026, 11, 20, 8, 5, 2).unwrap();
+        assert_eq!(internal_date(t), "\"20-Nov-2026 08:05:02 +0000\"");
+        assert_eq!(quoted("<a\"b@c>"), "\"<a\\\"b@c>\"");
+    }
+}

@@ -1,0 +1,279 @@
+//! Importing over IMAP into a real Dovecot, read back by an independent client.
+
+use crate::dovecot::{Dovecot, PASSWORD};
+use crate::support::*;
+use comms_archiver::http_server::{self, Request, Response};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Output;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+const MAILBOXES: &[&str] = &[
+    "alice.smith@contoso.com",
+    "bob.jones@contoso.com",
+    "carol.white@contoso.com",
+    "dan.brown@contoso.com",
+    "emma.clark@contoso.com",
+    "priya.patel@contoso.com",
+];
+
+fn configure(dir: &Path, port: u16, edit: impl Fn(String) -> String) {
+    let text = std::fs::read_to_string(dir.join("config/demo-imap.toml"))
+        .unwrap()
+        .replace("port = 10143", &format!("port = {port}"));
+    std::fs::write(dir.join("config/imap.toml"), edit(text)).unwrap();
+}
+
+fn once(dir: &Path) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_comms-archiver"))
+        .args([
+            "--log-format",
+            "json",
+            "once",
+            "--config",
+            "config/imap.toml",
+            "--date",
+            "2026-11-20",
+        ])
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env("COMMS_ARCHIVER_IMAP_PASSWORD", PASSWORD)
+        .output()
+        .unwrap()
+}
+
+/// (mailbox, folder) -> sorted item ids, from the Maildir demo run.
+fn maildir_day() -> BTreeMap<(String, String), Vec<String>> {
+    let ws = workspace();
+    let out = cli(
+        ws.path(),
+        &[
+            "once",
+            "--config",
+            "config/demo.toml",
+            "--date",
+            "2026-11-20",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let mut day = BTreeMap::new();
+    for mailbox in MAILBOXES {
+        for entry in std::fs::read_dir(ws.path().join("var/mail").join(mailbox)).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(folder) = name.strip_prefix(".INBOX.") else {
+                continue;
+            };
+            let mut ids: Vec<String> = messages(&ws.path().join("var/mail"), mailbox, folder)
+                .iter()
+                .map(|p| header(&std::fs::read(p).unwrap(), "X-Comms-Archiver-Item-Id").unwrap())
+                .collect();
+            ids.sort();
+            day.insert((mailbox.to_string(), folder.to_string()), ids);
+        }
+    }
+    day
+}
+
+/// The same view of what Dovecot holds, checking every message is read, dated with its
+/// item's time, and present once.
+fn imap_day(read: &Value) -> BTreeMap<(String, String), Vec<String>> {
+    let mut day = BTreeMap::new();
+    for (mailbox, folders) in read.as_object().unwrap() {
+        for (folder, list) in folders.as_object().unwrap() {
+            let list = list.as_array().unwrap();
+            let mut ids: Vec<String> = Vec::new();
+            let mut message_ids = std::collections::HashSet::new();
+            for m in list {
+                assert_eq!(m["seen"], true, "{mailbox}/{folder}: {m}");
+                assert_eq!(
+                    m["internaldate"], m["date"],
+                    "{mailbox}/{folder}: INTERNALDATE is the item's time: {m}"
+                );
+                assert!(
+                    message_ids.insert(m["message_id"].as_str().unwrap().to_string()),
+                    "{mailbox}/{folder}: a message is there twice: {m}"
+                );
+                ids.push(m["item_id"].as_str().unwrap().to_string());
+            }
+            ids.sort();
+            day.insert((mailbox.clone(), folder.clone()), ids);
+        }
+    }
+    day
+}
+
+fn imported(out: &Output) -> usize {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["target"] == "comms_archiver::item" && e["outcome"] == "imported")
+        .count()
+}
+
+#[test]
+fn the_demo_day_over_imap_is_the_demo_day_in_the_maildir() {
+    let ws = workspace();
+    let dovecot = Dovecot::start(ws.path(), None);
+    configure(ws.path(), dovecot.port, |t| t);
+    let out = once(ws.path());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(imported(&out), 37);
+    let expected = maildir_day();
+    assert_eq!(imap_day(&dovecot.read_back(MAILBOXES)), expected);
+    // Exact folder names under the Inbox.
+    let folders: std::collections::BTreeSet<String> =
+        expected.keys().map(|(_, f)| f.clone()).collect();
+    assert_eq!(
+        folders.into_iter().collect::<Vec<_>>(),
+        [
+            "CellTrust",
+            "CellTrust SL2",
+            "O2 SMS and Voice Network Archiver",
+            "WhatsApp Archiver"
+        ]
+    );
+
+    let again = once(ws.path());
+    assert_eq!(again.status.code(), Some(0));
+    assert_eq!(imported(&again), 0, "a second run adds nothing");
+    assert_eq!(imap_day(&dovecot.read_back(MAILBOXES)), expected);
+}
+
+#[test]
+fn killing_the_daemon_mid_import_then_rerunning_leaves_every_item_once() {
+    use std::io::BufRead;
+    let ws = workspace();
+    let dovecot = Dovecot::start(ws.path(), None);
+    configure(ws.path(), dovecot.port, |t| t);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_comms-archiver"))
+        .args([
+            "--log-format",
+            "json",
+            "once",
+            "--config",
+            "config/imap.toml",
+            "--date",
+            "2026-11-20",
+        ])
+        .current_dir(ws.path())
+        .env_remove("RUST_LOG")
+        .env("COMMS_ARCHIVER_IMAP_PASSWORD", PASSWORD)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = 0;
+    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.contains("\"outcome\":\"imported\"") {
+            seen += 1;
+            if seen == 12 {
+                child.kill().unwrap(); // SIGKILL: no chance to record or clean up anything
+                break;
+            }
+        }
+    }
+    child.wait().unwrap();
+    assert_eq!(seen, 12);
+    let out = once(ws.path());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(imap_day(&dovecot.read_back(MAILBOXES)), maildir_day());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xoauth2_with_one_app_token_for_every_mailbox() {
+    let ws = workspace();
+    // The identity platform: a client-credentials token endpoint, and token info for Dovecot.
+    let issued = Arc::new(AtomicUsize::new(0));
+    let counter = issued.clone();
+    let handler = move |request: Request| {
+        let counter = counter.clone();
+        async move {
+            match (request.method.as_str(), request.path.as_str()) {
+                ("POST", "/tenant/oauth2/v2.0/token") => {
+                    let form: std::collections::HashMap<String, String> =
+                        url::form_urlencoded::parse(&request.body)
+                            .into_owned()
+                            .collect();
+                    let good = form.get("grant_type").map(String::as_str)
+                        == Some("client_credentials")
+                        && form.get("client_secret").map(String::as_str) == Some("app-secret")
+                        && form.get("scope").map(String::as_str)
+                            == Some("https://outlook.office365.com/.default");
+                    if !good {
+                        return Response::text(401, "invalid_client\n");
+                    }
+                    let n = counter.fetch_add(1, Ordering::SeqCst);
+                    Response::json(
+                        200,
+                        &serde_json::json!({"access_token": format!("app-token-{n}"), "expires_in": 3599}),
+                    )
+                }
+                ("GET", "/tokeninfo") => match request.query.get("access_token") {
+                    Some(t) if t.starts_with("app-token-") => {
+                        Response::json(200, &serde_json::json!({"username": "app@contoso.com"}))
+                    }
+                    _ => Response::text(401, "invalid_token\n"),
+                },
+                _ => Response::text(404, "\n"),
+            }
+        }
+    };
+    let listener = http_server::bind("127.0.0.1:0".parse().unwrap(), "identity")
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(http_server::serve(listener, Arc::new(handler)));
+
+    let dir = ws.path().to_path_buf();
+    let dovecot = Dovecot::start(
+        &dir,
+        Some(&format!("http://127.0.0.1:{port}/tokeninfo?access_token=")),
+    );
+    std::fs::write(dir.join("app-secret"), "app-secret").unwrap();
+    let d = dir.display().to_string();
+    configure(&dir, dovecot.port, |t| {
+        t.replace(
+            "auth = \"login\"\nusername = \"{mailbox}\"\npassword = { env = \"COMMS_ARCHIVER_IMAP_PASSWORD\" }",
+            &format!(
+                "auth = \"xoauth2\"\ntenant_id = \"tenant\"\nclient_id = \"archiver-app\"\n\
+                 client_secret = {{ file = \"{d}/app-secret\" }}\n\
+                 token_url = \"http://127.0.0.1:{port}/tenant/oauth2/v2.0/token\""
+            ),
+        )
+    });
+    let run_dir = dir.clone();
+    let out = tokio::task::spawn_blocking(move || once(&run_dir))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        issued.load(Ordering::SeqCst),
+        1,
+        "one token, cached, for every mailbox"
+    );
+    let read = tokio::task::spawn_blocking(move || dovecot.read_back(MAILBOXES))
+        .await
+        .unwrap();
+    let expected = tokio::task::spawn_blocking(maildir_day).await.unwrap();
+    assert_eq!(imap_day(&read), expected);
+    server.abort();
+}
