@@ -122,8 +122,9 @@ fn the_demo_day_over_imap_is_the_demo_day_in_the_maildir() {
     assert_eq!(
         out.status.code(),
         Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        "{}\nDovecot's log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        dovecot.log()
     );
     assert_eq!(imported(&out), 37);
     let expected = maildir_day();
