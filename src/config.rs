@@ -264,6 +264,37 @@ pub enum MailboxConfig {
     Maildir { path: PathBuf },
     /// An IMAP server: Exchange Online (XOAUTH2) or any other.
     Imap(Box<ImapConfig>),
+    /// Exchange Online through Microsoft Graph, app-only.
+    Graph(Box<GraphConfig>),
+}
+
+/// Microsoft Graph, app-only (client credentials; permission Mail.ReadWrite).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphConfig {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: SecretRef,
+    /// "worldwide" (default), "us-gov-gcc-high" or "us-gov-dod": login and Graph hosts.
+    #[serde(default)]
+    pub cloud: M365Cloud,
+    /// Overrides of the Graph base URL (default `<cloud's Graph host>/v1.0`) and the token URL
+    /// (tests against a fake Graph).
+    pub graph_url: Option<String>,
+    pub token_url: Option<String>,
+    /// Allow plain-http overrides on a loopback address.
+    #[serde(default)]
+    pub allow_http_loopback: bool,
+    /// Retries of a throttled or failing request. Default 6.
+    #[serde(default = "default_graph_retries")]
+    pub max_retries: usize,
+    /// Seconds one request may take. Default 60.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+fn default_graph_retries() -> usize {
+    6
 }
 
 /// An IMAP server and how mailboxes log in.
@@ -686,6 +717,17 @@ impl Config {
                     "mapping.domains",
                     format!("'{domain}' is not a mail domain such as contoso.com"),
                 ));
+            }
+        }
+        if let MailboxConfig::Graph(graph) = &self.mailbox {
+            for (key, url) in [
+                ("graph_url", &graph.graph_url),
+                ("token_url", &graph.token_url),
+            ] {
+                if let Some(url) = url {
+                    check_endpoint(url, graph.allow_http_loopback)
+                        .map_err(|why| err(&format!("mailbox.{key}"), why))?;
+                }
             }
         }
         if let MailboxConfig::Imap(imap) = &self.mailbox {

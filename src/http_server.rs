@@ -1,6 +1,6 @@
 //! A small HTTP/1.1 server for loopback endpoints: the health and metrics endpoint and the
 //! partner simulator. One request per connection (`connection: close`), bodies sized by
-//! Content-Length, heads of at most 16 KiB and bodies of at most 1 MiB.
+//! Content-Length, heads of at most 16 KiB and bodies of at most 16 MiB.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -152,7 +152,7 @@ async fn read_request(stream: &mut TcpStream) -> std::io::Result<Request> {
         .map(|v| v.parse().map_err(|_| bad("bad content-length")))
         .transpose()?
         .unwrap_or(0);
-    if length > 1024 * 1024 {
+    if length > 16 * 1024 * 1024 {
         return Err(bad("request body too large"));
     }
     let mut body = buf[head_end + 4..].to_vec();

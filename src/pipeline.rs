@@ -638,6 +638,14 @@ impl DayRun<'_> {
                 if reason == Reason::StageError && self.stage_down.is_none() {
                     self.stage_down = Some(detail.clone());
                 }
+                // A mapped address with no mailbox in the tenant: reported once per day.
+                if reason == Reason::UserMapping
+                    && self.reported_unmapped.insert(mailbox.to_string())
+                {
+                    tracing::warn!(connector = %self.connector.name, day = %self.day, mailbox,
+                        "the mapped address has no mailbox; fix the mapping or create the mailbox");
+                    self.log.unmapped_users.push(mailbox.to_string());
+                }
                 let id = item.partner_id.as_str();
                 self.fail(
                     id,

@@ -1,9 +1,11 @@
 //! Mailbox sinks: one folder per connector under each mailbox's Inbox.
 
+pub mod graph;
 pub mod imap;
 mod maildir;
 pub mod token;
 
+pub use graph::GraphMailboxes;
 pub use imap::ImapMailboxes;
 pub use maildir::MaildirTree;
 
@@ -56,6 +58,7 @@ pub fn build(config: &crate::config::Config) -> crate::Result<std::sync::Arc<dyn
     use crate::config::{ImapAuthKind, ImapSecurity, MailboxConfig};
     let imap = match &config.mailbox {
         MailboxConfig::Maildir { path } => return Ok(std::sync::Arc::new(MaildirTree::new(path))),
+        MailboxConfig::Graph(graph) => return build_graph(config, graph),
         MailboxConfig::Imap(imap) => imap,
     };
     let secret = |key: &str, reference: &Option<crate::config::SecretRef>| {
@@ -114,5 +117,41 @@ pub fn build(config: &crate::config::Config) -> crate::Result<std::sync::Arc<dyn
         timeout: std::time::Duration::from_secs(imap.timeout_secs),
     };
     let mailboxes = ImapMailboxes::new(settings).map_err(|why| config.error("mailbox", why))?;
+    Ok(std::sync::Arc::new(mailboxes))
+}
+
+fn build_graph(
+    config: &crate::config::Config,
+    graph: &crate::config::GraphConfig,
+) -> crate::Result<std::sync::Arc<dyn Mailbox>> {
+    let secret = graph
+        .client_secret
+        .resolve()
+        .map_err(|why| config.error("mailbox.client_secret", why))?;
+    let token_url = graph.token_url.clone().unwrap_or_else(|| {
+        format!(
+            "{}/{}/oauth2/v2.0/token",
+            graph.cloud.login_host(),
+            graph.tenant_id
+        )
+    });
+    let token_url = reqwest::Url::parse(&token_url)
+        .map_err(|e| config.error("mailbox.token_url", e.to_string()))?;
+    let base = graph
+        .graph_url
+        .clone()
+        .unwrap_or_else(|| format!("{}/v1.0", graph.cloud.graph_host()));
+    let base =
+        reqwest::Url::parse(&base).map_err(|e| config.error("mailbox.graph_url", e.to_string()))?;
+    let scope = format!("{}/.default", graph.cloud.graph_host());
+    let tokens = token::TokenSource::new(token_url, &graph.client_id, secret, &scope)
+        .map_err(|why| config.error("mailbox", why))?;
+    let mailboxes = GraphMailboxes::new(graph::GraphSettings {
+        base,
+        tokens: std::sync::Arc::new(tokens),
+        max_retries: graph.max_retries,
+        timeout: std::time::Duration::from_secs(graph.timeout_secs),
+    })
+    .map_err(|why| config.error("mailbox", why))?;
     Ok(std::sync::Arc::new(mailboxes))
 }

@@ -4,6 +4,8 @@ mod azure;
 mod azurite;
 mod cli;
 mod dovecot;
+mod graph;
+mod graph_fake;
 mod imap;
 mod partners;
 mod recovery;

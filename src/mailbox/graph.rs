@@ -1,0 +1,646 @@
+//! Microsoft Graph mailboxes (Exchange Online), app-only.
+//!
+//! A message created from MIME is always a draft, and a draft can never become a received
+//! message. So each import: creates the draft from the MIME, re-creates it as JSON in the
+//! connector's folder with PidTagMessageFlags (read, not unsent), the delivery and submit
+//! times, the threading properties and the transport headers set, copies the attachments
+//! (inline under 3 MB, through an upload session above), and deletes the draft, also when a
+//! step failed. A named extended property holds the item key, so an item already imported is
+//! found again. At most 4 requests run at once per mailbox, paced under 10,000 per 10 minutes;
+//! 429 and 503 wait for Retry-After.
+
+use super::token::TokenSource;
+use super::{Delivery, Mailbox, MailboxError};
+use base64::Engine;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{Method, StatusCode, Url};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, Semaphore};
+
+/// The named extended property holding the item key.
+pub const ITEM_KEY_PROPERTY: &str =
+    "String {6f0d7b52-3c8a-4c1e-9a53-0c1f2d7e4b91} Name CommsArchiverItemKey";
+/// Requests to one mailbox at once (Exchange's MailboxConcurrency limit).
+pub const CONCURRENCY_PER_MAILBOX: usize = 4;
+/// Attachments at least this large go through an upload session.
+pub const INLINE_ATTACHMENT_LIMIT: usize = 3 * 1024 * 1024;
+/// Upload session chunks: a multiple of 320 KiB, under 4 MiB.
+const CHUNK: usize = 10 * 320 * 1024;
+/// Minimum spacing of requests to one mailbox: 10,000 per 10 minutes.
+const SPACING: Duration = Duration::from_millis(60);
+
+/// Graph's base URL (e.g. `https://graph.microsoft.com/v1.0`) and an app-only token source.
+pub struct GraphSettings {
+    pub base: Url,
+    pub tokens: Arc<TokenSource>,
+    pub max_retries: usize,
+    pub timeout: Duration,
+}
+
+struct MailboxState {
+    permits: Arc<Semaphore>,
+    next_slot: Mutex<Instant>,
+    folders: Mutex<HashMap<String, String>>,
+}
+
+/// The mailboxes of one Microsoft 365 tenant, through Graph.
+pub struct GraphMailboxes {
+    settings: GraphSettings,
+    http: reqwest::Client,
+    mailboxes: Mutex<HashMap<String, Arc<MailboxState>>>,
+}
+
+/// An answer that did not succeed.
+struct Refusal {
+    status: StatusCode,
+    code: String,
+    message: String,
+}
+
+enum CallError {
+    Refused(Refusal),
+    Transport(String),
+}
+
+impl GraphMailboxes {
+    pub fn new(settings: GraphSettings) -> Result<Self, String> {
+        crate::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .build()
+            .map_err(|e| format!("cannot build the HTTPS client: {e}"))?;
+        let mut settings = settings;
+        if !settings.base.path().ends_with('/') {
+            let path = format!("{}/", settings.base.path());
+            settings.base.set_path(&path);
+        }
+        Ok(GraphMailboxes {
+            settings,
+            http,
+            mailboxes: Mutex::new(HashMap::new()),
+        })
+    }
+
+    async fn state(&self, mailbox: &str) -> Arc<MailboxState> {
+        self.mailboxes
+            .lock()
+            .await
+            .entry(mailbox.to_string())
+            .or_insert_with(|| {
+                Arc::new(MailboxState {
+                    permits: Arc::new(Semaphore::new(CONCURRENCY_PER_MAILBOX)),
+                    next_slot: Mutex::new(Instant::now()),
+                    folders: Mutex::new(HashMap::new()),
+                })
+            })
+            .clone()
+    }
+
+    fn url(&self, path: &str) -> Url {
+        self.settings.base.join(path).expect("paths are relative")
+    }
+
+    /// One request to a mailbox, within its concurrency and rate, with retries.
+    async fn call(
+        &self,
+        mailbox: &str,
+        method: Method,
+        url: Url,
+        body: Option<(&'static str, Vec<u8>)>,
+        authorized: bool,
+    ) -> Result<Value, CallError> {
+        let state = self.state(mailbox).await;
+        let mut renewed = false;
+        let mut attempt = 0;
+        loop {
+            let permit = state
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("never closed");
+            {
+                let mut slot = state.next_slot.lock().await;
+                let now = Instant::now();
+                if *slot > now {
+                    tokio::time::sleep(*slot - now).await;
+                }
+                *slot = Instant::now().max(*slot) + SPACING;
+            }
+            let mut request = self.http.request(method.clone(), url.clone());
+            if authorized {
+                let token = self
+                    .settings
+                    .tokens
+                    .token()
+                    .await
+                    .map_err(CallError::Transport)?;
+                request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+            }
+            if let Some((content_type, bytes)) = &body {
+                request = request
+                    .header(CONTENT_TYPE, *content_type)
+                    .body(bytes.clone());
+            }
+            let sent = request.send().await;
+            drop(permit);
+            let (wait, why) = match sent {
+                Err(e) => (None, CallError::Transport(e.to_string())),
+                Ok(response) => {
+                    let status = response.status();
+                    let retry_after = response
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(|s| Duration::from_secs(s.min(120)));
+                    let bytes = response.bytes().await.unwrap_or_default();
+                    if status.is_success() {
+                        return Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null));
+                    }
+                    let error: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                    let refusal = Refusal {
+                        status,
+                        code: error["error"]["code"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                        message: error["error"]["message"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    };
+                    match status.as_u16() {
+                        401 if authorized && !renewed => {
+                            self.settings.tokens.invalidate().await;
+                            renewed = true;
+                            continue;
+                        }
+                        429 | 503 | 500 | 502 | 504 => (retry_after, CallError::Refused(refusal)),
+                        _ => return Err(CallError::Refused(refusal)),
+                    }
+                }
+            };
+            attempt += 1;
+            if attempt > self.settings.max_retries {
+                return Err(why);
+            }
+            let backoff = Duration::from_millis(250 * (1 << attempt.min(6)));
+            metrics::counter!("comms_archiver_retries_total", "kind" => "graph_request")
+                .increment(1);
+            tokio::time::sleep(wait.unwrap_or(backoff)).await;
+        }
+    }
+
+    fn error(&self, mailbox: &str, what: &str, e: CallError) -> MailboxError {
+        match e {
+            CallError::Refused(r)
+                if r.status == StatusCode::NOT_FOUND
+                    && matches!(
+                        r.code.as_str(),
+                        "ErrorInvalidUser" | "MailboxNotEnabledForRESTAPI" | "ResourceNotFound"
+                    ) =>
+            {
+                MailboxError::NoSuchMailbox(mailbox.to_string())
+            }
+            CallError::Refused(r)
+                if r.status == StatusCode::PAYLOAD_TOO_LARGE
+                    || r.code == "ErrorMessageSizeExceeded" =>
+            {
+                MailboxError::Rejected {
+                    mailbox: mailbox.to_string(),
+                    reason: format!("{what}: {} {}", r.code, r.message),
+                }
+            }
+            CallError::Refused(r) => MailboxError::Unavailable(format!(
+                "Graph {what} for {mailbox}: {} {} {}",
+                r.status.as_u16(),
+                r.code,
+                r.message
+            )),
+            CallError::Transport(why) => {
+                MailboxError::Unavailable(format!("Graph {what} for {mailbox}: {why}"))
+            }
+        }
+    }
+
+    /// The id of the connector's folder under the Inbox, created when missing.
+    async fn folder(&self, mailbox: &str, name: &str) -> Result<String, MailboxError> {
+        let state = self.state(mailbox).await;
+        if let Some(id) = state.folders.lock().await.get(name) {
+            return Ok(id.clone());
+        }
+        let user = segment(mailbox);
+        let find = || {
+            let mut url = self.url(&format!("users/{user}/mailFolders/inbox/childFolders"));
+            url.query_pairs_mut().append_pair(
+                "$filter",
+                &format!("displayName eq '{}'", name.replace('\'', "''")),
+            );
+            url
+        };
+        let found = self
+            .call(mailbox, Method::GET, find(), None, true)
+            .await
+            .map_err(|e| self.error(mailbox, "folder lookup", e))?;
+        let id = match found["value"][0]["id"].as_str() {
+            Some(id) => id.to_string(),
+            None => {
+                let body = json!({ "displayName": name, "isHidden": false })
+                    .to_string()
+                    .into_bytes();
+                let url = self.url(&format!("users/{user}/mailFolders/inbox/childFolders"));
+                match self
+                    .call(
+                        mailbox,
+                        Method::POST,
+                        url,
+                        Some(("application/json", body)),
+                        true,
+                    )
+                    .await
+                {
+                    Ok(created) => created["id"].as_str().unwrap_or_default().to_string(),
+                    // Created by someone else meanwhile: look again.
+                    Err(CallError::Refused(r)) if r.code == "ErrorFolderExists" => self
+                        .call(mailbox, Method::GET, find(), None, true)
+                        .await
+                        .map_err(|e| self.error(mailbox, "folder lookup", e))?["value"][0]["id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    Err(e) => return Err(self.error(mailbox, "folder creation", e)),
+                }
+            }
+        };
+        if id.is_empty() {
+            return Err(MailboxError::Unavailable(format!(
+                "Graph gave no id for folder '{name}' of {mailbox}"
+            )));
+        }
+        state
+            .folders
+            .lock()
+            .await
+            .insert(name.to_string(), id.clone());
+        Ok(id)
+    }
+
+    /// Creates the received message from the draft's JSON; returns its id.
+    async fn import(
+        &self,
+        d: &Delivery<'_>,
+        folder: &str,
+        draft: &Value,
+        large: &[mail_parts::Part],
+    ) -> Result<String, MailboxError> {
+        let user = segment(d.mailbox);
+        let headers = mail_parts::header_block(d.message);
+        let time = d.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let mut properties = vec![
+            json!({ "id": "Integer 0x0E07", "value": "1" }),
+            json!({ "id": "SystemTime 0x0E06", "value": time }),
+            json!({ "id": "SystemTime 0x0039", "value": time }),
+            json!({ "id": "String 0x007D", "value": headers }),
+            json!({ "id": ITEM_KEY_PROPERTY, "value": d.key.as_str() }),
+        ];
+        for (tag, name) in [
+            ("String 0x1042", "In-Reply-To"),
+            ("String 0x1039", "References"),
+        ] {
+            if let Some(value) = crate::sources::eml::raw_header(d.message, name) {
+                properties.push(json!({ "id": tag, "value": value }));
+            }
+        }
+        let mut message = serde_json::Map::new();
+        for field in [
+            "subject",
+            "body",
+            "from",
+            "sender",
+            "toRecipients",
+            "ccRecipients",
+            "bccRecipients",
+            "replyTo",
+            "internetMessageId",
+            "importance",
+        ] {
+            if let Some(v) = draft.get(field).filter(|v| !v.is_null()) {
+                message.insert(field.to_string(), v.clone());
+            }
+        }
+        message.insert(
+            "singleValueExtendedProperties".into(),
+            Value::Array(properties),
+        );
+        let url = self.url(&format!(
+            "users/{user}/mailFolders/{}/messages",
+            segment(folder)
+        ));
+        let created = self
+            .call(
+                d.mailbox,
+                Method::POST,
+                url,
+                Some((
+                    "application/json",
+                    Value::Object(message).to_string().into_bytes(),
+                )),
+                true,
+            )
+            .await
+            .map_err(|e| self.error(d.mailbox, "message creation", e))?;
+        let id = created["id"].as_str().unwrap_or_default().to_string();
+        // The attachments; a message that cannot get all of them is removed again.
+        let copied = self.copy_attachments(d.mailbox, draft, &id, large).await;
+        if let Err(e) = copied {
+            let url = self.url(&format!("users/{user}/messages/{}", segment(&id)));
+            let _ = self.call(d.mailbox, Method::DELETE, url, None, true).await;
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    async fn copy_attachments(
+        &self,
+        mailbox: &str,
+        draft: &Value,
+        target: &str,
+        large: &[mail_parts::Part],
+    ) -> Result<(), MailboxError> {
+        let user = segment(mailbox);
+        if draft["hasAttachments"].as_bool().unwrap_or(false) {
+            let url = self.url(&format!(
+                "users/{user}/messages/{}/attachments",
+                segment(draft["id"].as_str().unwrap_or_default())
+            ));
+            let list = self
+                .call(mailbox, Method::GET, url, None, true)
+                .await
+                .map_err(|e| self.error(mailbox, "attachment listing", e))?;
+            for attachment in list["value"].as_array().cloned().unwrap_or_default() {
+                let mut copy = serde_json::Map::new();
+                copy.insert(
+                    "@odata.type".into(),
+                    json!("#microsoft.graph.fileAttachment"),
+                );
+                for field in [
+                    "name",
+                    "contentType",
+                    "contentBytes",
+                    "isInline",
+                    "contentId",
+                ] {
+                    if let Some(v) = attachment.get(field).filter(|v| !v.is_null()) {
+                        copy.insert(field.into(), v.clone());
+                    }
+                }
+                let url = self.url(&format!(
+                    "users/{user}/messages/{}/attachments",
+                    segment(target)
+                ));
+                self.call(
+                    mailbox,
+                    Method::POST,
+                    url,
+                    Some((
+                        "application/json",
+                        Value::Object(copy).to_string().into_bytes(),
+                    )),
+                    true,
+                )
+                .await
+                .map_err(|e| self.error(mailbox, "attachment", e))?;
+            }
+        }
+        for part in large {
+            self.upload(mailbox, target, part).await?;
+        }
+        Ok(())
+    }
+
+    /// An attachment of 3 MB or more, through an upload session in chunks.
+    async fn upload(
+        &self,
+        mailbox: &str,
+        target: &str,
+        part: &mail_parts::Part,
+    ) -> Result<(), MailboxError> {
+        let user = segment(mailbox);
+        let url = self.url(&format!(
+            "users/{user}/messages/{}/attachments/createUploadSession",
+            segment(target)
+        ));
+        let body = json!({ "AttachmentItem": {
+            "attachmentType": "file", "name": part.name, "size": part.data.len(), "contentType": part.content_type,
+        }})
+        .to_string()
+        .into_bytes();
+        let session = self
+            .call(
+                mailbox,
+                Method::POST,
+                url,
+                Some(("application/json", body)),
+                true,
+            )
+            .await
+            .map_err(|e| self.error(mailbox, "upload session", e))?;
+        let upload_url = session["uploadUrl"]
+            .as_str()
+            .and_then(|u| Url::parse(u).ok())
+            .ok_or_else(|| {
+                MailboxError::Unavailable(format!("Graph gave no upload URL for {mailbox}"))
+            })?;
+        let total = part.data.len();
+        let mut start = 0;
+        while start < total {
+            let end = (start + CHUNK).min(total);
+            let state = self.state(mailbox).await;
+            let permit = state
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("never closed");
+            // The upload URL is pre-authenticated: no token goes with it.
+            let sent = self
+                .http
+                .put(upload_url.clone())
+                .header(
+                    "Content-Range",
+                    format!("bytes {start}-{}/{total}", end - 1),
+                )
+                .body(part.data[start..end].to_vec())
+                .send()
+                .await;
+            drop(permit);
+            match sent {
+                Ok(r) if r.status().is_success() => start = end,
+                Ok(r) => {
+                    return Err(MailboxError::Unavailable(format!(
+                        "Graph upload of {} for {mailbox} answered {}",
+                        part.name,
+                        r.status()
+                    )))
+                }
+                Err(e) => {
+                    return Err(MailboxError::Unavailable(format!(
+                        "Graph upload for {mailbox}: {e}"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A path segment, percent-encoded.
+fn segment(raw: &str) -> String {
+    url::form_urlencoded::byte_serialize(raw.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+#[async_trait::async_trait]
+impl Mailbox for GraphMailboxes {
+    async fn contains(&self, d: &Delivery<'_>) -> Result<bool, MailboxError> {
+        let folder = self.folder(d.mailbox, d.folder).await?;
+        let mut url = self.url(&format!(
+            "users/{}/mailFolders/{}/messages",
+            segment(d.mailbox),
+            segment(&folder)
+        ));
+        url.query_pairs_mut()
+            .append_pair(
+                "$filter",
+                &format!(
+                    "singleValueExtendedProperties/Any(ep: ep/id eq '{ITEM_KEY_PROPERTY}' and ep/value eq '{}')",
+                    d.key.as_str()
+                ),
+            )
+            .append_pair("$select", "id")
+            .append_pair("$top", "1");
+        let found = self
+            .call(d.mailbox, Method::GET, url, None, true)
+            .await
+            .map_err(|e| self.error(d.mailbox, "search", e))?;
+        Ok(found["value"].as_array().is_some_and(|v| !v.is_empty()))
+    }
+
+    async fn append(&self, d: &Delivery<'_>) -> Result<(), MailboxError> {
+        let folder = self.folder(d.mailbox, d.folder).await?;
+        // A request carries about 4 MB: large attachments leave the MIME and are uploaded.
+        let (mime, large) = mail_parts::split_large(d.message, INLINE_ATTACHMENT_LIMIT);
+        let body = base64::engine::general_purpose::STANDARD
+            .encode(&mime)
+            .into_bytes();
+        let url = self.url(&format!("users/{}/messages", segment(d.mailbox)));
+        let draft = self
+            .call(
+                d.mailbox,
+                Method::POST,
+                url,
+                Some(("text/plain", body)),
+                true,
+            )
+            .await
+            .map_err(|e| self.error(d.mailbox, "draft from MIME", e))?;
+        let draft_id = draft["id"].as_str().unwrap_or_default().to_string();
+        let imported = self.import(d, &folder, &draft, &large).await;
+        // The draft goes, whatever happened.
+        let url = self.url(&format!(
+            "users/{}/messages/{}",
+            segment(d.mailbox),
+            segment(&draft_id)
+        ));
+        if let Err(e) = self.call(d.mailbox, Method::DELETE, url, None, true).await {
+            let e = self.error(d.mailbox, "draft removal", e);
+            tracing::warn!(mailbox = d.mailbox, error = %e, "a temporary draft could not be removed");
+        }
+        imported.map(|_| ())
+    }
+
+    fn describe(&self) -> String {
+        format!("Microsoft Graph {}", self.settings.base)
+    }
+}
+
+/// Cutting large attachments out of a MIME message, and reading its header block.
+pub mod mail_parts {
+    use mail_parser::{MessageParser, MimeHeaders, PartType};
+
+    /// An attachment taken out of the message.
+    #[derive(Debug, Clone)]
+    pub struct Part {
+        pub name: String,
+        pub content_type: String,
+        pub data: Vec<u8>,
+    }
+
+    /// The header block of a message, unfolded as it stands.
+    pub fn header_block(raw: &[u8]) -> String {
+        let end = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|i| i + 2)
+            .unwrap_or(raw.len());
+        String::from_utf8_lossy(&raw[..end]).into_owned()
+    }
+
+    /// The message without attachments of `limit` bytes or more, and those attachments.
+    pub fn split_large(raw: &[u8], limit: usize) -> (Vec<u8>, Vec<Part>) {
+        let Some(message) = MessageParser::default().parse(raw) else {
+            return (raw.to_vec(), Vec::new());
+        };
+        let mut cut: Vec<(usize, usize)> = Vec::new();
+        let mut large = Vec::new();
+        for index in message.attachments.iter().copied() {
+            let Some(part) = message.parts.get(index as usize) else {
+                continue;
+            };
+            let data = match &part.body {
+                PartType::Binary(b) | PartType::InlineBinary(b) => b.to_vec(),
+                PartType::Text(t) => t.as_bytes().to_vec(),
+                _ => continue,
+            };
+            if data.len() < limit {
+                continue;
+            }
+            let content_type = part
+                .content_type()
+                .map(|c| match c.subtype() {
+                    Some(sub) => format!("{}/{sub}", c.ctype()),
+                    None => c.ctype().to_string(),
+                })
+                .unwrap_or_else(|| "application/octet-stream".into());
+            large.push(Part {
+                name: part.attachment_name().unwrap_or("attachment").to_string(),
+                content_type,
+                data,
+            });
+            // From the boundary line before the part's headers to the end of its body.
+            let start = part.offset_header as usize;
+            let line_start = raw[..start.saturating_sub(2)]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            cut.push((line_start, part.offset_end as usize));
+        }
+        if cut.is_empty() {
+            return (raw.to_vec(), large);
+        }
+        cut.sort();
+        let mut out = Vec::with_capacity(raw.len());
+        let mut at = 0;
+        for (start, end) in cut {
+            out.extend_from_slice(&raw[at..start]);
+            at = end;
+        }
+        out.extend_from_slice(&raw[at..]);
+        (out, large)
+    }
+}

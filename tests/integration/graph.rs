@@ -1,0 +1,303 @@
+//! Importing through Microsoft Graph, against the fake Graph.
+
+use crate::graph_fake::FakeGraph;
+use crate::support::*;
+use chrono::{NaiveDate, TimeZone, Utc};
+use comms_archiver::config::Config;
+use comms_archiver::pipeline::Archiver;
+use comms_archiver::report::StatusLog;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+const MAILBOXES: &[&str] = &[
+    "alice.smith@contoso.com",
+    "bob.jones@contoso.com",
+    "carol.white@contoso.com",
+    "dan.brown@contoso.com",
+    "emma.clark@contoso.com",
+    "priya.patel@contoso.com",
+];
+
+fn day() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 11, 20).unwrap()
+}
+
+/// The demo configuration with every path in `dir` and the mailboxes in the fake Graph.
+fn graph_config(dir: &Path, port: u16) -> Config {
+    std::fs::write(dir.join("graph-secret"), "graph-secret").unwrap();
+    let d = dir.display();
+    let text = std::fs::read_to_string(dir.join("config/demo.toml"))
+        .unwrap()
+        .replace("\"config/", &format!("\"{d}/config/"))
+        .replace("\"fixtures/", &format!("\"{d}/fixtures/"))
+        .replace("\"var/", &format!("\"{d}/var/"))
+        .replace(
+            &format!("[mailbox]\nkind = \"maildir\"\npath = \"{d}/var/mail\""),
+            &format!(
+                "[mailbox]\nkind = \"graph\"\ntenant_id = \"tenant\"\nclient_id = \"app\"\n\
+                 client_secret = {{ file = \"{d}/graph-secret\" }}\n\
+                 graph_url = \"http://127.0.0.1:{port}/v1.0\"\ntoken_url = \"http://127.0.0.1:{port}/token\"\n\
+                 allow_http_loopback = true\n"
+            ),
+        );
+    assert!(text.contains("kind = \"graph\""));
+    Config::from_toml(Path::new("graph.toml"), &text, &[]).unwrap()
+}
+
+async fn run(config: &Config) -> BTreeMap<String, StatusLog> {
+    let archiver = Archiver::from_config(config).unwrap();
+    archiver
+        .run_days(&[day()], None)
+        .await
+        .into_iter()
+        .map(|r| (r.connector, r.log.unwrap()))
+        .collect()
+}
+
+/// Message-ID -> Date (seconds) of every message of the Maildir demo run, and its logs.
+fn maildir_run() -> (BTreeMap<String, i64>, BTreeMap<String, StatusLog>) {
+    let ws = workspace();
+    assert_eq!(
+        cli(
+            ws.path(),
+            &[
+                "once",
+                "--config",
+                "config/demo.toml",
+                "--date",
+                "2026-11-20"
+            ]
+        )
+        .status
+        .code(),
+        Some(0)
+    );
+    let mut dates = BTreeMap::new();
+    let mail = ws.path().join("var/mail");
+    for mailbox in MAILBOXES {
+        for folder in std::fs::read_dir(mail.join(mailbox)).unwrap() {
+            let name = folder.unwrap().file_name().to_string_lossy().into_owned();
+            let Some(folder) = name.strip_prefix(".INBOX.") else {
+                continue;
+            };
+            for path in messages(&mail, mailbox, folder) {
+                let raw = std::fs::read(path).unwrap();
+                let parsed = mail_parser::MessageParser::default().parse(&raw).unwrap();
+                dates.insert(
+                    format!("<{}>", parsed.message_id().unwrap()),
+                    parsed.date().unwrap().to_timestamp(),
+                );
+            }
+        }
+    }
+    let logs = ["merge1", "o2", "sl2", "whatsapp"]
+        .iter()
+        .map(|c| {
+            let path = ws
+                .path()
+                .join(format!("var/stage/reports/{c}/2026-11-20.json"));
+            (
+                c.to_string(),
+                serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap(),
+            )
+        })
+        .collect();
+    (dates, logs)
+}
+
+/// The parts of a status log that must not depend on the mailbox backend.
+fn outcome(log: &StatusLog) -> impl PartialEq + std::fmt::Debug {
+    (
+        log.complete,
+        log.available_from_source,
+        log.available_for_import,
+        log.imported,
+        log.skipped_duplicates,
+        log.failed,
+        log.failures.clone(),
+        log.excluded,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_day_through_graph_is_received_dated_and_filed() {
+    let (dates, maildir_logs) = tokio::task::spawn_blocking(maildir_run).await.unwrap();
+    let ws = workspace();
+    let graph = FakeGraph::new(MAILBOXES);
+    let (port, server) = graph.start().await;
+    // Throttling from the start: 429 and 503 with Retry-After, absorbed without a failure.
+    graph.throttle.store(6, Ordering::SeqCst);
+    let logs = run(&graph_config(ws.path(), port)).await;
+    for (connector, log) in &logs {
+        assert_eq!(
+            outcome(log),
+            outcome(&maildir_logs[connector]),
+            "{connector}: the same status log as through IMAP/Maildir"
+        );
+    }
+    assert!(graph.throttled.load(Ordering::SeqCst) >= 6);
+    assert!(
+        graph.max_in_flight() <= 4,
+        "never more than 4 requests at once per mailbox"
+    );
+
+    let messages = graph.messages();
+    assert_eq!(
+        messages.len(),
+        37,
+        "no draft is left behind, nothing is twice"
+    );
+    for m in &messages {
+        assert!(!m.is_draft, "{}: a draft", m.id);
+        let id = m.json["internetMessageId"].as_str().unwrap();
+        let received =
+            chrono::DateTime::parse_from_rfc3339(m.json["receivedDateTime"].as_str().unwrap())
+                .unwrap();
+        assert_eq!(
+            received.timestamp(),
+            dates[id],
+            "{id}: the original delivery time"
+        );
+        assert!(m
+            .properties
+            .contains_key(comms_archiver::mailbox::graph::ITEM_KEY_PROPERTY));
+    }
+    assert_eq!(
+        graph.folders("alice.smith@contoso.com"),
+        [
+            "CellTrust",
+            "CellTrust SL2",
+            "O2 SMS and Voice Network Archiver",
+            "WhatsApp Archiver"
+        ]
+    );
+    // The call recording came along.
+    let call = messages
+        .iter()
+        .find(|m| m.json["subject"] == "Voice call from Alice Smith to Mr Wong (4m 12s)")
+        .unwrap();
+    assert_eq!(call.attachments.len(), 1);
+    assert_eq!(call.attachments[0].1.len(), 32044);
+
+    // A second run imports nothing.
+    let again = run(&graph_config(ws.path(), port)).await;
+    assert!(again.values().all(|l| l.imported == 0 && l.complete));
+    assert_eq!(graph.messages().len(), 37);
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_attachment_goes_through_an_upload_session() {
+    use comms_archiver::item::{Attachment, Content, Direction, Item, ItemKey, Participant, Role};
+    use comms_archiver::mailbox::{Delivery, GraphMailboxes, Mailbox};
+    let graph = FakeGraph::new(&["alice.smith@contoso.com"]);
+    let (port, server) = graph.start().await;
+    let tokens = comms_archiver::mailbox::token::TokenSource::new(
+        format!("http://127.0.0.1:{port}/token").parse().unwrap(),
+        "app",
+        comms_archiver::config::Secret::from_value("graph-secret"),
+        "https://graph.microsoft.com/.default",
+    )
+    .unwrap();
+    let mailboxes = GraphMailboxes::new(comms_archiver::mailbox::graph::GraphSettings {
+        base: format!("http://127.0.0.1:{port}/v1.0").parse().unwrap(),
+        tokens: Arc::new(tokens),
+        max_retries: 3,
+        timeout: std::time::Duration::from_secs(30),
+    })
+    .unwrap();
+    let video: Vec<u8> = (0..4 * 1024 * 1024).map(|i| (i * 7 % 251) as u8).collect();
+    let item = Item {
+        partner_id: "MMS-BIG".into(),
+        time: Utc.with_ymd_and_hms(2026, 11, 20, 9, 0, 0).unwrap(),
+        direction: Direction::Inbound,
+        conversation: None,
+        participants: vec![
+            Participant {
+                role: Some(Role::From),
+                phone: Some("+447700900555".into()),
+                ..Default::default()
+            },
+            Participant {
+                role: Some(Role::To),
+                email: Some("alice.smith@contoso.com".into()),
+                ..Default::default()
+            },
+        ],
+        content: Content::Mms {
+            text: Some("site visit".into()),
+            media: vec![Attachment {
+                name: "visit.mp4".into(),
+                content_type: "video/mp4".into(),
+                data: video.clone(),
+            }],
+        },
+    };
+    let key = ItemKey::new("o2", "MMS-BIG");
+    let ctx = comms_archiver::render::RenderContext {
+        connector: "o2",
+        partner: "telemessage-o2",
+        invalid_domain: "telemessage.invalid",
+    };
+    let message = comms_archiver::render::render(
+        &item,
+        &key,
+        &ctx,
+        &[None, Some("alice.smith@contoso.com".into())],
+    )
+    .unwrap();
+    assert!(message.len() > 4 * 1024 * 1024, "too large for one request");
+    let delivery = Delivery {
+        mailbox: "alice.smith@contoso.com",
+        folder: "O2 SMS and Voice Network Archiver",
+        key: &key,
+        time: item.time,
+        message: &message,
+    };
+    mailboxes.append(&delivery).await.unwrap();
+    assert!(
+        mailboxes.contains(&delivery).await.unwrap(),
+        "found by its item key"
+    );
+    let stored = graph.messages();
+    assert_eq!(stored.len(), 1, "the draft is gone");
+    assert!(!stored[0].is_draft);
+    assert_eq!(graph.uploads_done.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        stored[0].attachments,
+        vec![("visit.mp4".to_string(), video)]
+    );
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapped_address_without_a_mailbox_is_a_user_mapping_failure() {
+    let ws = workspace();
+    let without_priya: Vec<&str> = MAILBOXES
+        .iter()
+        .copied()
+        .filter(|m| !m.starts_with("priya"))
+        .collect();
+    let graph = FakeGraph::new(&without_priya);
+    let (port, server) = graph.start().await;
+    let logs = run(&graph_config(ws.path(), port)).await;
+    let o2 = &logs["o2"];
+    let priya: Vec<_> = o2
+        .failures
+        .iter()
+        .filter(|f| f.mailbox.as_deref() == Some("priya.patel@contoso.com"))
+        .collect();
+    assert_eq!(priya.len(), 1);
+    assert_eq!(priya[0].reason, comms_archiver::report::Reason::UserMapping);
+    assert_eq!(
+        o2.unmapped_users
+            .iter()
+            .filter(|u| u.as_str() == "priya.patel@contoso.com")
+            .count(),
+        1
+    );
+    assert!(o2.complete, "a missing mailbox is final, not retried");
+    server.abort();
+}

@@ -1,0 +1,421 @@
+//! A fake Microsoft Graph that enforces the documented behaviour the Graph mailbox must live
+//! with: a message created from MIME is a draft (isDraft true); a request carries about
+//! 4 MB; more than 4 concurrent requests to a mailbox get 429 with Retry-After; a duplicate
+//! folder gets ErrorFolderExists; messages are found by the named-property filter; large
+//! attachments come through upload sessions; an unknown mailbox is ErrorInvalidUser.
+
+use base64::Engine;
+use comms_archiver::http_server::{self, Request, Response};
+use mail_parser::{MessageParser, MimeHeaders};
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+const REQUEST_LIMIT: usize = 4 * 1024 * 1024;
+const INLINE_LIMIT: usize = 3 * 1024 * 1024;
+
+/// A message as the fake stores it.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub id: String,
+    pub mailbox: String,
+    pub folder: Option<String>,
+    pub is_draft: bool,
+    pub json: Value,
+    pub properties: HashMap<String, String>,
+    pub attachments: Vec<(String, Vec<u8>)>,
+}
+
+#[derive(Default)]
+struct State {
+    folders: HashMap<String, Vec<(String, String)>>,
+    messages: HashMap<String, Message>,
+    uploads: HashMap<String, (String, String, String, usize, Vec<u8>)>,
+    in_flight: HashMap<String, usize>,
+    max_in_flight: usize,
+    next: usize,
+}
+
+/// The fake and its switches.
+pub struct FakeGraph {
+    state: Mutex<State>,
+    mailboxes: HashSet<String>,
+    port: Mutex<u16>,
+    /// The next N requests answer 429 (odd) or 503 (even) with Retry-After: 1.
+    pub throttle: AtomicUsize,
+    pub throttled: AtomicUsize,
+    pub uploads_done: AtomicUsize,
+    /// Milliseconds each request takes.
+    pub latency_ms: AtomicUsize,
+}
+
+fn error(status: u16, code: &str, message: &str) -> Response {
+    Response::json(
+        status,
+        &json!({"error": {"code": code, "message": message}}),
+    )
+}
+
+fn address(a: &mail_parser::Addr<'_>) -> Value {
+    json!({"emailAddress": {"name": a.name().unwrap_or_default(), "address": a.address().unwrap_or_default()}})
+}
+
+impl FakeGraph {
+    pub fn new(mailboxes: &[&str]) -> Arc<FakeGraph> {
+        Arc::new(FakeGraph {
+            state: Mutex::new(State::default()),
+            mailboxes: mailboxes.iter().map(|m| m.to_string()).collect(),
+            port: Mutex::new(0),
+            throttle: AtomicUsize::new(0),
+            throttled: AtomicUsize::new(0),
+            uploads_done: AtomicUsize::new(0),
+            latency_ms: AtomicUsize::new(0),
+        })
+    }
+
+    /// Serves on a free loopback port; returns it.
+    pub async fn start(self: &Arc<Self>) -> (u16, tokio::task::JoinHandle<()>) {
+        let listener = http_server::bind("127.0.0.1:0".parse().unwrap(), "fake Graph")
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        *self.port.lock().unwrap() = port;
+        let fake = self.clone();
+        let handler = move |request: Request| {
+            let fake = fake.clone();
+            async move { fake.handle(request).await }
+        };
+        (
+            port,
+            tokio::spawn(http_server::serve(listener, Arc::new(handler))),
+        )
+    }
+
+    pub fn messages(&self) -> Vec<Message> {
+        self.state
+            .lock()
+            .unwrap()
+            .messages
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn folders(&self, mailbox: &str) -> Vec<String> {
+        let state = self.state.lock().unwrap();
+        let mut names: Vec<String> = state
+            .folders
+            .get(mailbox)
+            .map(|f| f.iter().map(|(_, n)| n.clone()).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    pub fn max_in_flight(&self) -> usize {
+        self.state.lock().unwrap().max_in_flight
+    }
+
+    async fn handle(&self, request: Request) -> Response {
+        if request.method == "POST" && request.path == "/token" {
+            return Response::json(
+                200,
+                &json!({"access_token": "graph-token", "expires_in": 3599}),
+            );
+        }
+        if let Some(id) = request.path.strip_prefix("/upload/") {
+            return self.upload(id, &request);
+        }
+        if request.header("authorization") != Some("Bearer graph-token") {
+            return error(401, "InvalidAuthenticationToken", "no or bad token");
+        }
+        let segments: Vec<&str> = request.path.trim_matches('/').split('/').collect();
+        let ["v1.0", "users", mailbox, rest @ ..] = segments.as_slice() else {
+            return error(404, "ResourceNotFound", "no such route");
+        };
+        let mailbox = mailbox.to_string();
+        if !self.mailboxes.contains(&mailbox) {
+            return error(404, "ErrorInvalidUser", "The requested user is invalid.");
+        }
+        // Exchange's MailboxConcurrency: 4 requests at once per mailbox.
+        {
+            let mut state = self.state.lock().unwrap();
+            let n = state.in_flight.entry(mailbox.clone()).or_default();
+            if *n >= 4 {
+                self.throttled.fetch_add(1, Ordering::SeqCst);
+                return error(429, "ApplicationThrottled", "MailboxConcurrency")
+                    .with_header("retry-after", "1");
+            }
+            *n += 1;
+            let now = *n;
+            state.max_in_flight = state.max_in_flight.max(now);
+        }
+        let latency = self.latency_ms.load(Ordering::SeqCst);
+        if latency > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(latency as u64)).await;
+        }
+        let response = if self
+            .throttle
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            self.throttled.fetch_add(1, Ordering::SeqCst);
+            let status = if self.throttled.load(Ordering::SeqCst) % 2 == 1 {
+                429
+            } else {
+                503
+            };
+            error(status, "ApplicationThrottled", "slow down").with_header("retry-after", "1")
+        } else {
+            let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+            self.route(&mailbox, &rest, &request)
+        };
+        *self
+            .state
+            .lock()
+            .unwrap()
+            .in_flight
+            .get_mut(&mailbox)
+            .unwrap() -= 1;
+        response
+    }
+
+    fn route(&self, mailbox: &str, rest: &[String], request: &Request) -> Response {
+        let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+        if request.body.len() > REQUEST_LIMIT {
+            return error(
+                413,
+                "RequestBodyTooLarge",
+                "the request is larger than 4 MB",
+            );
+        }
+        let mut state = self.state.lock().unwrap();
+        match (request.method.as_str(), rest.as_slice()) {
+            ("GET", ["mailFolders", "inbox", "childFolders"]) => {
+                let filter = request.query.get("$filter").cloned().unwrap_or_default();
+                let wanted = filter
+                    .strip_prefix("displayName eq '")
+                    .and_then(|f| f.strip_suffix('\''))
+                    .map(|f| f.replace("''", "'"))
+                    .unwrap_or_default();
+                let found: Vec<Value> = state
+                    .folders
+                    .get(mailbox)
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, name)| *name == wanted)
+                    .map(|(id, name)| json!({"id": id, "displayName": name}))
+                    .collect();
+                Response::json(200, &json!({"value": found}))
+            }
+            ("POST", ["mailFolders", "inbox", "childFolders"]) => {
+                let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
+                let name = body["displayName"].as_str().unwrap_or_default().to_string();
+                let folders = state.folders.entry(mailbox.to_string()).or_default();
+                if folders.iter().any(|(_, n)| *n == name) {
+                    return error(
+                        400,
+                        "ErrorFolderExists",
+                        "A folder with the specified name already exists.",
+                    );
+                }
+                let id = format!("folder-{}-{}", folders.len(), mailbox.len());
+                folders.push((id.clone(), name.clone()));
+                Response::json(201, &json!({"id": id, "displayName": name}))
+            }
+            ("POST", ["messages"]) => {
+                let Ok(mime) =
+                    base64::engine::general_purpose::STANDARD.decode(request.body.trim_ascii())
+                else {
+                    return error(
+                        400,
+                        "ErrorMimeContentInvalidBase64String",
+                        "Invalid base64 string for MIME content.",
+                    );
+                };
+                let Some(parsed) = MessageParser::default().parse(&mime) else {
+                    return error(400, "ErrorMimeContentInvalid", "not a message");
+                };
+                state.next += 1;
+                let id = format!("msg-{}", state.next);
+                let list = |a: Option<&mail_parser::Address<'_>>| -> Value {
+                    Value::Array(
+                        a.map(|a| a.iter().map(address).collect())
+                            .unwrap_or_default(),
+                    )
+                };
+                let attachments: Vec<(String, Vec<u8>)> = parsed
+                    .attachments()
+                    .map(|p| {
+                        (
+                            p.attachment_name().unwrap_or("attachment").to_string(),
+                            p.contents().to_vec(),
+                        )
+                    })
+                    .collect();
+                let json = json!({
+                    "id": id, "isDraft": true,
+                    "subject": parsed.subject().unwrap_or_default(),
+                    "body": {"contentType": "text", "content": parsed.body_text(0).unwrap_or_default()},
+                    "from": parsed.from().and_then(|a| a.first()).map(address),
+                    "toRecipients": list(parsed.to()), "ccRecipients": list(parsed.cc()),
+                    "internetMessageId": parsed.message_id().map(|m| format!("<{m}>")),
+                    "hasAttachments": !attachments.is_empty(),
+                });
+                state.messages.insert(
+                    id.clone(),
+                    Message {
+                        id,
+                        mailbox: mailbox.to_string(),
+                        folder: None,
+                        is_draft: true,
+                        json: json.clone(),
+                        properties: HashMap::new(),
+                        attachments,
+                    },
+                );
+                Response::json(201, &json)
+            }
+            ("GET", ["messages", id, "attachments"]) => match state.messages.get(*id) {
+                Some(m) => Response::json(
+                    200,
+                    &json!({"value": m.attachments.iter().map(|(name, data)| json!({
+                    "@odata.type": "#microsoft.graph.fileAttachment", "name": name,
+                    "contentType": "application/octet-stream", "size": data.len(), "isInline": false,
+                    "contentBytes": base64::engine::general_purpose::STANDARD.encode(data),
+                })).collect::<Vec<_>>()}),
+                ),
+                None => error(404, "ErrorItemNotFound", "no such message"),
+            },
+            ("POST", ["mailFolders", folder, "messages"]) => {
+                let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
+                let properties: HashMap<String, String> = body["singleValueExtendedProperties"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| {
+                        (
+                            p["id"].as_str().unwrap_or_default().to_string(),
+                            p["value"].as_str().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect();
+                // PidTagMessageFlags without the unsent bit (0x8) makes a received message.
+                let is_draft = properties
+                    .get("Integer 0x0E07")
+                    .and_then(|f| f.parse::<u32>().ok())
+                    .is_none_or(|f| f & 0x8 != 0);
+                state.next += 1;
+                let id = format!("msg-{}", state.next);
+                let mut json = body.clone();
+                json["id"] = json!(id);
+                json["isDraft"] = json!(is_draft);
+                json["receivedDateTime"] = json!(properties.get("SystemTime 0x0E06"));
+                state.messages.insert(
+                    id.clone(),
+                    Message {
+                        id: id.clone(),
+                        mailbox: mailbox.to_string(),
+                        folder: Some(folder.to_string()),
+                        is_draft,
+                        json: json.clone(),
+                        properties,
+                        attachments: Vec::new(),
+                    },
+                );
+                Response::json(201, &json)
+            }
+            ("POST", ["messages", id, "attachments"]) => {
+                let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
+                let data = base64::engine::general_purpose::STANDARD
+                    .decode(body["contentBytes"].as_str().unwrap_or_default())
+                    .unwrap_or_default();
+                if data.len() >= INLINE_LIMIT {
+                    return error(
+                        413,
+                        "ErrorAttachmentSizeShouldNotBeLessThanMinimumSize",
+                        "use an upload session above 3 MB",
+                    );
+                }
+                match state.messages.get_mut(*id) {
+                    Some(m) => {
+                        m.attachments
+                            .push((body["name"].as_str().unwrap_or_default().to_string(), data));
+                        Response::json(201, &json!({"id": "att"}))
+                    }
+                    None => error(404, "ErrorItemNotFound", "no such message"),
+                }
+            }
+            ("POST", ["messages", id, "attachments", "createUploadSession"]) => {
+                let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
+                let item = &body["AttachmentItem"];
+                state.next += 1;
+                let upload = format!("u{}", state.next);
+                let size = item["size"].as_u64().unwrap_or(0) as usize;
+                state.uploads.insert(
+                    upload.clone(),
+                    (
+                        mailbox.to_string(),
+                        id.to_string(),
+                        item["name"].as_str().unwrap_or_default().to_string(),
+                        size,
+                        Vec::new(),
+                    ),
+                );
+                let port = *self.port.lock().unwrap();
+                Response::json(
+                    201,
+                    &json!({"uploadUrl": format!("http://127.0.0.1:{port}/upload/{upload}")}),
+                )
+            }
+            ("DELETE", ["messages", id]) => match state.messages.remove(*id) {
+                Some(_) => Response::new(204, "application/json", Vec::new()),
+                None => error(404, "ErrorItemNotFound", "no such message"),
+            },
+            ("GET", ["mailFolders", folder, "messages"]) => {
+                let filter = request.query.get("$filter").cloned().unwrap_or_default();
+                let value = filter
+                    .rsplit("ep/value eq '")
+                    .next()
+                    .and_then(|v| v.strip_suffix("')"))
+                    .unwrap_or_default()
+                    .to_string();
+                let found: Vec<Value> = state
+                    .messages
+                    .values()
+                    .filter(|m| m.mailbox == mailbox && m.folder.as_deref() == Some(folder))
+                    .filter(|m| m.properties.values().any(|v| *v == value))
+                    .map(|m| json!({"id": m.id}))
+                    .collect();
+                Response::json(200, &json!({"value": found}))
+            }
+            _ => error(404, "ResourceNotFound", "no such route"),
+        }
+    }
+
+    fn upload(&self, id: &str, request: &Request) -> Response {
+        if request.body.len() > REQUEST_LIMIT {
+            return error(413, "RequestBodyTooLarge", "chunk over 4 MB");
+        }
+        let mut state = self.state.lock().unwrap();
+        let Some((mailbox, message, name, size, data)) = state.uploads.get_mut(id) else {
+            return error(404, "ItemNotFound", "no such upload");
+        };
+        data.extend_from_slice(&request.body);
+        if data.len() < *size {
+            return Response::json(
+                200,
+                &json!({"nextExpectedRanges": [format!("{}-", data.len())]}),
+            );
+        }
+        let (message, name, data) = (message.clone(), name.clone(), std::mem::take(data));
+        let _ = mailbox;
+        state.uploads.remove(id);
+        if let Some(m) = state.messages.get_mut(&message) {
+            m.attachments.push((name, data));
+        }
+        self.uploads_done.fetch_add(1, Ordering::SeqCst);
+        Response::new(201, "application/json", Vec::new())
+    }
+}
