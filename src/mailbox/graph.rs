@@ -195,6 +195,19 @@ impl GraphMailboxes {
         }
     }
 
+    /// POSTs a JSON body.
+    async fn post_json(&self, mailbox: &str, url: Url, body: &Value) -> Result<Value, CallError> {
+        let bytes = body.to_string().into_bytes();
+        self.call(
+            mailbox,
+            Method::POST,
+            url,
+            Some(("application/json", bytes)),
+            true,
+        )
+        .await
+    }
+
     fn error(&self, mailbox: &str, what: &str, e: CallError) -> MailboxError {
         match e {
             CallError::Refused(r)
@@ -249,20 +262,9 @@ impl GraphMailboxes {
         let id = match found["value"][0]["id"].as_str() {
             Some(id) => id.to_string(),
             None => {
-                let body = json!({ "displayName": name, "isHidden": false })
-                    .to_string()
-                    .into_bytes();
+                let body = json!({ "displayName": name, "isHidden": false });
                 let url = self.url(&format!("users/{user}/mailFolders/inbox/childFolders"));
-                match self
-                    .call(
-                        mailbox,
-                        Method::POST,
-                        url,
-                        Some(("application/json", body)),
-                        true,
-                    )
-                    .await
-                {
+                match self.post_json(mailbox, url, &body).await {
                     Ok(created) => created["id"].as_str().unwrap_or_default().to_string(),
                     // Created by someone else meanwhile: look again.
                     Err(CallError::Refused(r)) if r.code == "ErrorFolderExists" => self
@@ -341,16 +343,7 @@ impl GraphMailboxes {
             segment(folder)
         ));
         let created = self
-            .call(
-                d.mailbox,
-                Method::POST,
-                url,
-                Some((
-                    "application/json",
-                    Value::Object(message).to_string().into_bytes(),
-                )),
-                true,
-            )
+            .post_json(d.mailbox, url, &Value::Object(message))
             .await
             .map_err(|e| self.error(d.mailbox, "message creation", e))?;
         let id = created["id"].as_str().unwrap_or_default().to_string();
@@ -402,18 +395,9 @@ impl GraphMailboxes {
                     "users/{user}/messages/{}/attachments",
                     segment(target)
                 ));
-                self.call(
-                    mailbox,
-                    Method::POST,
-                    url,
-                    Some((
-                        "application/json",
-                        Value::Object(copy).to_string().into_bytes(),
-                    )),
-                    true,
-                )
-                .await
-                .map_err(|e| self.error(mailbox, "attachment", e))?;
+                self.post_json(mailbox, url, &Value::Object(copy))
+                    .await
+                    .map_err(|e| self.error(mailbox, "attachment", e))?;
             }
         }
         for part in large {
@@ -436,17 +420,9 @@ impl GraphMailboxes {
         ));
         let body = json!({ "AttachmentItem": {
             "attachmentType": "file", "name": part.name, "size": part.data.len(), "contentType": part.content_type,
-        }})
-        .to_string()
-        .into_bytes();
+        }});
         let session = self
-            .call(
-                mailbox,
-                Method::POST,
-                url,
-                Some(("application/json", body)),
-                true,
-            )
+            .post_json(mailbox, url, &body)
             .await
             .map_err(|e| self.error(mailbox, "upload session", e))?;
         let upload_url = session["uploadUrl"]

@@ -66,6 +66,30 @@ fn imported_events(out: &Output) -> usize {
 
 const COPIES: usize = 16 + 11 + 6 + 4;
 
+/// `check --verify-stage` for the O2 connector's demo day.
+async fn verify(dir: &Path) -> Output {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_comms-archiver"))
+            .args([
+                "check",
+                "--config",
+                "config/azurite.toml",
+                "--verify-stage",
+                "--date",
+                "2026-11-20",
+                "--connector",
+                "o2",
+            ])
+            .current_dir(&dir)
+            .env("COMMS_ARCHIVER_AZURITE_SAS", sas())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_day_lives_in_the_container_and_a_rerun_adds_nothing() {
     let ws = workspace();
@@ -116,26 +140,7 @@ async fn the_demo_day_lives_in_the_container_and_a_rerun_adds_nothing() {
     );
 
     // The staged messages still match the SHA-256 recorded at import.
-    let d = dir.clone();
-    let verify = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_comms-archiver"))
-            .args([
-                "check",
-                "--config",
-                "config/azurite.toml",
-                "--verify-stage",
-                "--date",
-                "2026-11-20",
-                "--connector",
-                "o2",
-            ])
-            .current_dir(&d)
-            .env("COMMS_ARCHIVER_AZURITE_SAS", sas())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let verify = verify(&dir).await;
     let text = String::from_utf8_lossy(&verify.stdout);
     assert_eq!(verify.status.code(), Some(0), "{text}");
     assert!(
@@ -171,26 +176,7 @@ async fn a_tampered_staged_message_is_reported() {
         .put(&victim, b"Subject: altered\r\n\r\nnot the original\r\n")
         .await
         .unwrap();
-    let d = dir.clone();
-    let verify = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_comms-archiver"))
-            .args([
-                "check",
-                "--config",
-                "config/azurite.toml",
-                "--verify-stage",
-                "--date",
-                "2026-11-20",
-                "--connector",
-                "o2",
-            ])
-            .current_dir(&d)
-            .env("COMMS_ARCHIVER_AZURITE_SAS", sas())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let verify = verify(&dir).await;
     let text = String::from_utf8_lossy(&verify.stdout);
     assert_eq!(verify.status.code(), Some(1), "{text}");
     assert!(

@@ -88,21 +88,9 @@ impl Azurite {
 
     /// Stops it with SIGTERM (it saves its data and exits), SIGKILL after 10 s.
     pub fn kill(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if let Some(child) = self.child.take() {
+            crate::support::stop(child);
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 
     pub fn endpoint(&self) -> String {

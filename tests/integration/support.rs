@@ -92,3 +92,19 @@ pub const EXPECTED: &[(&str, usize)] = &[
 pub fn expected() -> Vec<(String, usize)> {
     EXPECTED.iter().map(|(m, n)| (m.to_string(), *n)).collect()
 }
+
+/// Stops a service a test started: SIGTERM (it saves its state and exits), SIGKILL after 10 s.
+pub fn stop(mut child: std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
