@@ -6,6 +6,7 @@ mod cli;
 mod dovecot;
 mod graph;
 mod graph_fake;
+mod hostile;
 mod imap;
 mod partners;
 mod recovery;
