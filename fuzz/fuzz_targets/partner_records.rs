@@ -16,14 +16,30 @@ fn run<F: RecordFormat>(format: &F, bytes: &[u8]) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&pick, bytes)) = data.split_first() else { return };
+    let Some((&pick, bytes)) = data.split_first() else {
+        return;
+    };
     match pick % 3 {
-        0 => run(&O2Format { region: country::Id::GB }, bytes),
-        1 => run(&WhatsAppFormat { region: country::Id::GB }, bytes),
+        0 => run(
+            &O2Format {
+                region: country::Id::GB,
+            },
+            bytes,
+        ),
+        1 => run(
+            &WhatsAppFormat {
+                region: country::Id::GB,
+            },
+            bytes,
+        ),
         _ => run(
             &Sl2Format {
                 region: country::Id::US,
-                scope: Sl2Scope { domain: "contoso".into(), enable_domain: true, units: vec!["Trading".into()] },
+                scope: Sl2Scope {
+                    domain: "contoso".into(),
+                    enable_domain: true,
+                    units: vec!["Trading".into()],
+                },
             },
             bytes,
         ),

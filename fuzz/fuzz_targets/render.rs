@@ -6,14 +6,30 @@ use comms_archiver::render::{render, RenderContext};
 use libfuzzer_sys::fuzz_target;
 
 const OURS: &[&str] = &[
-    "from", "to", "cc", "subject", "date", "message-id", "in-reply-to", "references", "mime-version",
-    "content-type", "content-transfer-encoding", "x-comms-archiver-connector", "x-comms-archiver-partner",
-    "x-comms-archiver-kind", "x-comms-archiver-direction", "x-comms-archiver-item-id",
-    "x-comms-archiver-item-key", "x-comms-archiver-conversation",
+    "from",
+    "to",
+    "cc",
+    "subject",
+    "date",
+    "message-id",
+    "in-reply-to",
+    "references",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "x-comms-archiver-connector",
+    "x-comms-archiver-partner",
+    "x-comms-archiver-kind",
+    "x-comms-archiver-direction",
+    "x-comms-archiver-item-id",
+    "x-comms-archiver-item-key",
+    "x-comms-archiver-conversation",
 ];
 
 fuzz_target!(|data: &[u8]| {
-    let mut parts = data.split(|&b| b == 0xFF).map(|p| String::from_utf8_lossy(p).into_owned());
+    let mut parts = data
+        .split(|&b| b == 0xFF)
+        .map(|p| String::from_utf8_lossy(p).into_owned());
     let mut next = || parts.next().unwrap_or_default();
     let party = |role, name: String, address: String| Participant {
         role: Some(role),
@@ -27,20 +43,41 @@ fuzz_target!(|data: &[u8]| {
         partner_id: next(),
         time: chrono::DateTime::from_timestamp(1_795_000_000, 0).unwrap(),
         direction: Direction::Inbound,
-        conversation: Some(Conversation { id: next(), name: Some(next()) }),
-        participants: vec![party(Role::From, next(), next()), party(Role::To, next(), next())],
+        conversation: Some(Conversation {
+            id: next(),
+            name: Some(next()),
+        }),
+        participants: vec![
+            party(Role::From, next(), next()),
+            party(Role::To, next(), next()),
+        ],
         content: Content::Sms { text: next() },
     };
-    let ctx = RenderContext { connector: "o2", partner: "telemessage-o2", invalid_domain: "telemessage.invalid" };
-    let bytes = render(&item, &ItemKey::new("o2", &item.partner_id), &ctx, &[None, None]).expect("renders");
+    let ctx = RenderContext {
+        connector: "o2",
+        partner: "telemessage-o2",
+        invalid_domain: "telemessage.invalid",
+    };
+    let bytes = render(
+        &item,
+        &ItemKey::new("o2", &item.partner_id),
+        &ctx,
+        &[None, None],
+    )
+    .expect("renders");
     let text = String::from_utf8_lossy(&bytes);
     let head = &text[..text.find("\r\n\r\n").expect("a header block")];
     for line in head.split("\r\n") {
         assert!(!line.contains('\r') && !line.contains('\n'));
         if !line.starts_with([' ', '\t']) {
             let name = line.split(':').next().unwrap().to_ascii_lowercase();
-            assert!(OURS.contains(&name.as_str()), "header {name:?} came from partner data");
+            assert!(
+                OURS.contains(&name.as_str()),
+                "header {name:?} came from partner data"
+            );
         }
     }
-    assert!(mail_parser::MessageParser::default().parse(&bytes).is_some());
+    assert!(mail_parser::MessageParser::default()
+        .parse(&bytes)
+        .is_some());
 });
