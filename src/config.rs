@@ -61,14 +61,22 @@ pub struct ArchiverConfig {
     /// Items whose rendered message is larger are not imported (failed, `size_exceeded`).
     #[serde(default = "default_max_item_bytes")]
     pub max_item_bytes: u64,
+    /// Copies staged and imported at once (each holds one rendered message in memory).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
 }
 
 impl Default for ArchiverConfig {
     fn default() -> Self {
         ArchiverConfig {
             max_item_bytes: default_max_item_bytes(),
+            max_in_flight: default_max_in_flight(),
         }
     }
+}
+
+fn default_max_in_flight() -> usize {
+    crate::pipeline::DEFAULT_MAX_IN_FLIGHT
 }
 
 fn default_max_item_bytes() -> u64 {
@@ -689,6 +697,12 @@ impl Config {
             return Err(err(
                 "schedule.catch_up_days",
                 "must be at least 1 (yesterday)".to_string(),
+            ));
+        }
+        if !(1..=256).contains(&self.archiver.max_in_flight) {
+            return Err(err(
+                "archiver.max_in_flight",
+                "must be 1 to 256".to_string(),
             ));
         }
         if self.archiver.max_item_bytes == 0 {

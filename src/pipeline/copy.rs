@@ -1,0 +1,130 @@
+//! One copy of an item for one mailbox: stage it, import it, record it. Copies share nothing
+//! mutable, so many run at once; what happened goes back to the day as a [`CopyResult`].
+//!
+//! Crash safety: staged (create-only), then imported, then recorded. A crash between import
+//! and record leaves a copy the ledger does not know; the next attempt at the day is
+//! "recovering" and asks the mailbox before importing, so nothing lands twice.
+
+use super::{Archiver, Connector};
+use crate::item::{sha256_hex, ItemKey};
+use crate::ledger::{ImportRecord, Ledger};
+use crate::mailbox::{Delivery, MailboxError};
+use crate::report::Reason;
+use crate::stage::Created;
+use crate::telemetry::Outcome;
+use chrono::{DateTime, NaiveDate, Utc};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// A copy to stage and import.
+pub(super) struct CopyJob {
+    pub item_id: String,
+    pub key: ItemKey,
+    pub time: DateTime<Utc>,
+    pub mailbox: String,
+    /// The archived employee, for failure reports.
+    pub user: String,
+    /// The rendered message, shared by the item's copies.
+    pub message: Arc<[u8]>,
+}
+
+/// What happened to a copy.
+pub(super) struct CopyResult {
+    pub job: CopyJob,
+    pub outcome: Result<Outcome, (Reason, String)>,
+}
+
+/// What every copy of a connector-day shares.
+pub(super) struct CopyContext<'a> {
+    pub archiver: &'a Archiver,
+    pub connector: &'a Connector,
+    pub day: NaiveDate,
+    pub recovering: bool,
+}
+
+/// Stages and imports one copy, unless the ledger (or, when recovering, the mailbox)
+/// already has it.
+pub(super) async fn deliver(ctx: &CopyContext<'_>, job: CopyJob) -> CopyResult {
+    let outcome = attempt(ctx, &job).await;
+    CopyResult { job, outcome }
+}
+
+async fn attempt(ctx: &CopyContext<'_>, job: &CopyJob) -> Result<Outcome, (Reason, String)> {
+    let name = ctx.connector.name.as_str();
+    let (ledger, stage, mailbox) = (
+        &ctx.archiver.ledger,
+        &ctx.archiver.stage,
+        &ctx.archiver.mailbox,
+    );
+    let stage_failure = |e: crate::Error| (Reason::StageError, e.to_string());
+    if ledger
+        .is_imported(name, &job.mailbox, &job.key)
+        .await
+        .map_err(stage_failure)?
+    {
+        return Ok(Outcome::SkippedDuplicate);
+    }
+    let staged = Ledger::staged_key(name, ctx.day, &job.mailbox, &job.key);
+    let rendered: &[u8] = &job.message;
+    let message: Cow<[u8]> = match stage.put_new(&staged, rendered).await {
+        Ok(Created::New) => {
+            metrics::counter!("comms_archiver_bytes_staged_total", "connector" => name.to_string())
+                .increment(rendered.len() as u64);
+            Cow::Borrowed(rendered)
+        }
+        // Staged by an earlier run: the stage is what gets imported.
+        Ok(Created::AlreadyExists) => match stage.get(&staged).await {
+            Ok(Some(bytes)) => Cow::Owned(bytes),
+            Ok(None) => Cow::Borrowed(rendered),
+            Err(e) => return Err(stage_failure(e.into())),
+        },
+        Err(e) => return Err(stage_failure(e.into())),
+    };
+    let delivery = Delivery {
+        mailbox: &job.mailbox,
+        folder: &ctx.connector.folder,
+        key: &job.key,
+        time: job.time,
+        message: &message,
+    };
+    let already_there =
+        ctx.recovering && mailbox.contains(&delivery).await.map_err(mailbox_failure)?;
+    if !already_there {
+        mailbox.append(&delivery).await.map_err(mailbox_failure)?;
+    }
+    let record = ImportRecord {
+        item_id: job.item_id.clone(),
+        item_key: job.key.to_string(),
+        day: ctx.day,
+        mailbox: job.mailbox.clone(),
+        folder: ctx.connector.folder.clone(),
+        staged,
+        sha256: sha256_hex(&message),
+        bytes: message.len() as u64,
+        imported_at: Utc::now(),
+    };
+    ledger.record_import(name, &record).await.map_err(|e| {
+        (
+            Reason::StageError,
+            format!(
+                "imported, but the ledger could not record it ({e}); the next run \
+                 checks the mailbox before importing again"
+            ),
+        )
+    })?;
+    if already_there {
+        return Ok(Outcome::SkippedDuplicate);
+    }
+    metrics::counter!("comms_archiver_bytes_imported_total", "connector" => name.to_string())
+        .increment(message.len() as u64);
+    Ok(Outcome::Imported)
+}
+
+fn mailbox_failure(e: MailboxError) -> (Reason, String) {
+    let reason = match &e {
+        MailboxError::NoSuchMailbox(_) => Reason::UserMapping,
+        MailboxError::Rejected { .. } => Reason::Rejected,
+        MailboxError::Unavailable(_) => Reason::ImportError,
+    };
+    (reason, e.to_string())
+}

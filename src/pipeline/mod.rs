@@ -1,0 +1,349 @@
+//! One connector-day, end to end: pull, map, render, gate on size, stage, import, record.
+//!
+//! Records stream from the source one at a time (read ahead by one); up to `max_in_flight`
+//! copies are staged and imported at once, so memory stays bounded by a few messages however
+//! large the day. [`day`] turns records into copy jobs and copy results into the status log;
+//! [`copy`] stages, imports and records one copy.
+
+mod copy;
+mod day;
+
+use crate::config::{Config, Partner};
+use crate::ledger::Ledger;
+use crate::mailbox::Mailbox;
+use crate::mapping::{Mapper, MappingTable};
+use crate::report::{DayError, StatusLog};
+use crate::sources::{ItemStream, Pulled, Source};
+use crate::stage::Stage;
+use crate::Result;
+use chrono::NaiveDate;
+use copy::CopyContext;
+use day::DayRun;
+use futures::stream::{FuturesUnordered, StreamExt};
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+
+/// Copies in flight at once unless configured (`archiver.max_in_flight`).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
+
+/// A configured connector, ready to run.
+pub struct Connector {
+    pub name: String,
+    pub partner: Partner,
+    pub folder: String,
+    pub source: Box<dyn Source>,
+    pub mapper: Mapper,
+}
+
+/// Everything a run needs: connectors, the stage, the mailboxes and the ledger.
+pub struct Archiver {
+    connectors: Vec<Connector>,
+    stage: Arc<dyn Stage>,
+    mailbox: Arc<dyn Mailbox>,
+    ledger: Ledger,
+    max_item_bytes: u64,
+    /// Copies staged and imported at once.
+    max_in_flight: usize,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Archiver {
+    /// Builds every enabled connector and backend from a validated configuration; mapping
+    /// CSVs are read and checked here.
+    pub fn from_config(config: &Config) -> Result<Archiver> {
+        let region: phonenumber::country::Id = config
+            .mapping
+            .default_region
+            .parse()
+            .expect("validated at load");
+        let mut connectors = Vec::new();
+        for (name, c) in config.enabled_connectors() {
+            let table = match &c.mapping_csv {
+                Some(path) => Some(MappingTable::load(path, region, &config.mapping.domains)?),
+                None => None,
+            };
+            let source = crate::sources::build(config, name, c)?;
+            connectors.push(Connector {
+                name: name.to_string(),
+                partner: c.partner,
+                folder: c.folder().to_string(),
+                source,
+                mapper: Mapper::new(table, c.use_email_property, config.mapping.domains.clone()),
+            });
+        }
+        let mailbox = crate::mailbox::build(config)?;
+        Ok(Archiver::new(
+            connectors,
+            crate::stage::build(config)?,
+            mailbox,
+            config.archiver.max_item_bytes,
+        )
+        .with_max_in_flight(config.archiver.max_in_flight))
+    }
+
+    pub fn new(
+        connectors: Vec<Connector>,
+        stage: Arc<dyn Stage>,
+        mailbox: Arc<dyn Mailbox>,
+        max_item_bytes: u64,
+    ) -> Archiver {
+        // Until `with_shutdown`, nothing ever asks the archiver to stop.
+        let (_never, shutdown) = watch::channel(false);
+        Archiver {
+            connectors,
+            ledger: Ledger::new(stage.clone()),
+            stage,
+            mailbox,
+            max_item_bytes,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            shutdown,
+        }
+    }
+
+    /// The same archiver with up to `n` copies in flight at once.
+    pub fn with_max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// The same archiver, stopping between items once `shutdown` turns true: the day in
+    /// progress is left open and the next run finishes it.
+    pub fn with_shutdown(mut self, shutdown: watch::Receiver<bool>) -> Self {
+        self.shutdown = shutdown;
+        self
+    }
+
+    /// Whether a shutdown was requested.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Makes the stage ready (creates a missing container); errors mean nothing can run.
+    pub async fn prepare(&self) -> Result<()> {
+        Ok(self.stage.prepare().await?)
+    }
+
+    /// The same archiver importing into another mailbox backend.
+    pub fn with_mailbox(mut self, mailbox: Arc<dyn Mailbox>) -> Self {
+        self.mailbox = mailbox;
+        self
+    }
+
+    pub fn connectors(&self) -> &[Connector] {
+        &self.connectors
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Runs the given days for every connector (or the one named), each day to its end.
+    /// A connector-day that fails outright is logged and reported as open; the others go on.
+    pub async fn run_days(&self, days: &[NaiveDate], only: Option<&str>) -> Vec<DayResult> {
+        let mut results = Vec::new();
+        for connector in self
+            .connectors
+            .iter()
+            .filter(|c| only.is_none_or(|o| o == c.name))
+        {
+            for &day in days {
+                if self.is_shutting_down() {
+                    break;
+                }
+                let result = self.run_day(connector, day).await;
+                if let Err(e) = &result {
+                    tracing::error!(connector = %connector.name, day = %day, error = %e,
+                        "the day could not be finished; it stays open for the next run");
+                }
+                results.push(DayResult {
+                    connector: connector.name.clone(),
+                    day,
+                    log: result,
+                });
+            }
+        }
+        results
+    }
+
+    /// Why the day must stop taking records now, if it must: the lease was lost, the stage
+    /// is down, or a shutdown was asked for. Renews the lease when it is due.
+    async fn stop_reason(
+        &self,
+        run: &mut DayRun<'_>,
+        lease: &mut crate::ledger::DayLease,
+        renewed_at: &mut std::time::Instant,
+    ) -> Result<Option<(&'static str, String)>> {
+        if renewed_at.elapsed() >= crate::ledger::LEASE_RENEW_EVERY {
+            *renewed_at = std::time::Instant::now();
+            if !self.ledger.renew(lease).await? {
+                let detail = "another comms-archiver took over this day's lease; the rest of the \
+                              day is left to it";
+                return Ok(Some(("lease_lost", detail.into())));
+            }
+        }
+        if let Some(why) = run.stage_down.take() {
+            let detail = format!("{why}; the rest of the day is left for the next run");
+            return Ok(Some(("stage_unavailable", detail)));
+        }
+        if self.is_shutting_down() {
+            let detail =
+                "shutdown requested before the day was finished; the next run continues it";
+            return Ok(Some(("interrupted", detail.into())));
+        }
+        Ok(None)
+    }
+
+    /// Processes one connector-day and writes its status log. The day is checkpointed only
+    /// when nothing in it is left to retry.
+    pub async fn run_day(&self, connector: &Connector, day: NaiveDate) -> Result<StatusLog> {
+        let started = std::time::Instant::now();
+        let owner = crate::ledger::owner_id();
+        let mut lease = match self
+            .ledger
+            .acquire_day(&connector.name, day, &owner)
+            .await?
+        {
+            Ok(lease) => lease,
+            Err(busy) => {
+                // Another daemon is on it: leave its day, its ledger and its report alone.
+                tracing::warn!(connector = %connector.name, day = %day, %busy, "day skipped");
+                let mut log = StatusLog::new(&connector.name, day);
+                log.errors.push(DayError {
+                    reason: "busy".into(),
+                    detail: busy,
+                });
+                log.finish(false);
+                return Ok(log);
+            }
+        };
+        let result = self
+            .run_leased_day(connector, day, &mut lease, started)
+            .await;
+        // Given up whatever happened, so that the next run need not wait for it to expire.
+        if let Err(e) = self.ledger.release(lease).await {
+            tracing::warn!(connector = %connector.name, day = %day, error = %e,
+                "could not release the day's lease; it expires on its own");
+        }
+        result
+    }
+
+    async fn run_leased_day(
+        &self,
+        connector: &Connector,
+        day: NaiveDate,
+        lease: &mut crate::ledger::DayLease,
+        started: std::time::Instant,
+    ) -> Result<StatusLog> {
+        let mut renewed_at = std::time::Instant::now();
+        let recovering = self.ledger.begin_day(&connector.name, day).await?;
+        tracing::info!(connector = %connector.name, day = %day, recovering,
+            source = %connector.source.describe(), "starting day");
+        let mut run = DayRun::new(self, connector, day);
+        let ctx = CopyContext {
+            archiver: self,
+            connector,
+            day,
+            recovering,
+        };
+        match connector.source.open(day).await {
+            Err(e) => run.day_error(e.reason(), e.to_string()),
+            Ok(stream) => {
+                // The source reads ahead by one record in its own task: a channel receive can
+                // be interrupted safely, a partner stream in the middle of a page cannot.
+                let (records, mut pulled) = mpsc::channel(1);
+                let reader = tokio::spawn(read_source(stream, records));
+                let mut copies = FuturesUnordered::new();
+                let mut taking = true;
+                while taking || !copies.is_empty() {
+                    if taking {
+                        if let Some(why) =
+                            self.stop_reason(&mut run, lease, &mut renewed_at).await?
+                        {
+                            let (reason, detail) = why;
+                            run.day_error(reason, detail);
+                            taking = false;
+                            continue;
+                        }
+                    }
+                    tokio::select! {
+                        Some(result) = copies.next(), if !copies.is_empty() => run.apply(result),
+                        record = pulled.recv(), if taking && copies.len() < self.max_in_flight => match record {
+                            Some(Ok(Some(record))) => {
+                                for job in run.pulled(record) {
+                                    copies.push(copy::deliver(&ctx, job));
+                                }
+                            }
+                            Some(Ok(None)) | None => taking = false,
+                            Some(Err(e)) => {
+                                run.day_error(e.reason(), e.to_string());
+                                taking = false;
+                            }
+                        },
+                    }
+                }
+                reader.abort();
+            }
+        }
+        let mut log = std::mem::replace(&mut run.log, StatusLog::new(&connector.name, day));
+        let complete = log.nothing_to_retry();
+        log.finish(complete);
+        if log.errors.iter().any(|e| e.reason == "lease_lost") {
+            // The day belongs to the new holder now, report included.
+            return Ok(log);
+        }
+        self.ledger.write_report(&log).await?;
+        let name = connector.name.clone();
+        if complete {
+            self.ledger.complete_day(&name, day).await?;
+            if let Some(checkpoint) = self.ledger.checkpoint(&name).await? {
+                let midnight = checkpoint.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+                metrics::gauge!("comms_archiver_last_complete_day_timestamp_seconds", "connector" => name.clone())
+                    .set(midnight.timestamp() as f64);
+            }
+        }
+        let state = if complete { "complete" } else { "open" };
+        metrics::counter!("comms_archiver_days_total", "connector" => name.clone(), "state" => state)
+            .increment(1);
+        metrics::histogram!("comms_archiver_day_duration_seconds", "connector" => name)
+            .record(started.elapsed().as_secs_f64());
+        tracing::info!(
+            connector = %connector.name, day = %day, complete,
+            available_from_source = log.available_from_source,
+            available_for_import = log.available_for_import,
+            imported = log.imported,
+            skipped_duplicates = log.skipped_duplicates,
+            failed = log.failed,
+            "day finished"
+        );
+        Ok(log)
+    }
+}
+
+/// Reads a day's records into a channel until the end, an error, or the day stops listening.
+async fn read_source(
+    mut stream: Box<dyn ItemStream>,
+    records: mpsc::Sender<std::result::Result<Option<Pulled>, crate::sources::SourceError>>,
+) {
+    loop {
+        let record = stream.next().await;
+        let last = !matches!(record, Ok(Some(_)));
+        if records.send(record).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+/// The outcome of one connector-day in a run.
+#[derive(Debug)]
+pub struct DayResult {
+    pub connector: String,
+    pub day: NaiveDate,
+    pub log: Result<StatusLog>,
+}
+
+impl DayResult {
+    /// Whether the day is finished (nothing left for a later run).
+    pub fn is_complete(&self) -> bool {
+        self.log.as_ref().is_ok_and(|l| l.complete)
+    }
+}
