@@ -24,6 +24,29 @@ pub mod headers {
     pub const ITEM_ID: &str = "X-Comms-Archiver-Item-Id";
     pub const ITEM_KEY: &str = "X-Comms-Archiver-Item-Key";
     pub const CONVERSATION: &str = "X-Comms-Archiver-Conversation";
+
+    /// Every header the renderer writes for an item it renders (lowercase); nothing else ever
+    /// starts a line of the header block, whatever the partner data.
+    pub const WRITTEN: &[&str] = &[
+        "from",
+        "to",
+        "cc",
+        "subject",
+        "date",
+        "message-id",
+        "in-reply-to",
+        "references",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+        "x-comms-archiver-connector",
+        "x-comms-archiver-partner",
+        "x-comms-archiver-kind",
+        "x-comms-archiver-direction",
+        "x-comms-archiver-item-id",
+        "x-comms-archiver-item-key",
+        "x-comms-archiver-conversation",
+    ];
 }
 
 /// What the renderer needs to know besides the item.
