@@ -408,7 +408,8 @@ fn rebase_media(record: &mut Value, partner: &str, day: NaiveDate) {
 }
 
 /// `n` records of a day for a partner, deterministic, spread over the day: one employee of
-/// 50 (`user<k>@contoso.com`) and one outside party each.
+/// 50 (`user<k>@contoso.com`, numbers +447700950000 to +447700950049, apart from the numbers
+/// of the demo mapping files) and one outside party each.
 pub fn generate(partner: &str, day: NaiveDate, n: usize) -> Vec<Value> {
     let start = day.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
     (0..n)
@@ -416,7 +417,7 @@ pub fn generate(partner: &str, day: NaiveDate, n: usize) -> Vec<Value> {
             let time = start + Duration::milliseconds((i as i64 * 86_400_000) / n.max(1) as i64);
             let ts = time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             let k = i % 50;
-            let employee = format!("+4477009{:05}", 100 + k);
+            let employee = format!("+4477009{:05}", 50_000 + k);
             let email = format!("user{k}@contoso.com");
             let other = format!("+4477009{:05}", 60_000 + i % 997);
             let id = format!("GEN-{partner}-{day}-{i:06}");

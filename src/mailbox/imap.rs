@@ -4,9 +4,9 @@
 //! Per mailbox, the connector's folder is found or created under INBOX with the server's
 //! hierarchy delimiter, and each message is APPENDed with `\Seen` and INTERNALDATE = the
 //! item's time. A bounded pool of connections serves all mailboxes; a connection that drops is
-//! replaced. When recovering after a crash, `UID SEARCH HEADER Message-ID` runs before an
-//! append, so nothing lands twice (the ledger stays the primary guard: Exchange's header
-//! search is best effort).
+//! replaced. When recovering after a crash, a UID SEARCH for the item key header (or the
+//! Message-ID) runs before an append, so nothing lands twice (the ledger stays the primary
+//! guard: Exchange's header search is best effort).
 
 use super::token::TokenSource;
 use super::{Delivery, Mailbox, MailboxError};
@@ -446,15 +446,22 @@ impl ImapMailboxes {
 impl Mailbox for ImapMailboxes {
     async fn contains(&self, d: &Delivery<'_>) -> Result<bool, MailboxError> {
         let (mailbox, folder) = (d.mailbox.to_string(), d.folder.to_string());
-        let message_id = d.key.message_id();
+        let (message_id, item_key) = (d.key.message_id(), d.key.to_string());
         self.with_session(d.mailbox, move |this, session| {
-            let (mailbox, folder, message_id) =
-                (mailbox.clone(), folder.clone(), message_id.clone());
+            let (mailbox, folder) = (mailbox.clone(), folder.clone());
+            let (message_id, item_key) = (message_id.clone(), item_key.clone());
             Box::pin(async move {
                 let full = this.folder(session, &mailbox, &folder).await?;
                 session.examine(&full).await?;
+                // Every stored message carries the item key in a header of ours; a message the
+                // partner delivered as email keeps its own Message-ID, so ours alone would miss it.
                 let found = session
-                    .uid_search(format!("HEADER Message-ID {}", quoted(&message_id)))
+                    .uid_search(format!(
+                        "OR HEADER {} {} HEADER Message-ID {}",
+                        crate::render::headers::ITEM_KEY,
+                        quoted(&item_key),
+                        quoted(&message_id)
+                    ))
                     .await?;
                 Ok(!found.is_empty())
             })

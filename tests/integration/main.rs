@@ -2,6 +2,7 @@
 
 mod azure;
 mod azurite;
+mod chaos;
 mod cli;
 mod dovecot;
 mod graph;

@@ -1,0 +1,205 @@
+//! Chaos: the daemon killed with SIGKILL at random points of a generated day, again and
+//! again, with the partner simulator over HTTP, the stage in a real Azurite and the mailboxes in
+//! a real Dovecot. At the end every mailbox holds exactly the expected set: nothing lost,
+//! nothing twice, nothing misfiled. The seed is fixed (CHAOS_SEED overrides it) and printed.
+
+use crate::azurite::{sas, Azurite};
+use crate::dovecot::{Dovecot, PASSWORD};
+use crate::support::*;
+use comms_archiver::simulator::{Simulator, SimulatorConfig};
+use serde_json::Value;
+use std::collections::HashSet;
+use std::io::BufRead;
+use std::path::Path;
+
+/// Runs `once` for the generated day; kills it after `kill_after` imports (if it gets there).
+/// Returns whether it finished by itself, and its exit code.
+fn once_until(dir: &Path, kill_after: Option<usize>) -> (bool, Option<i32>) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_comms-archiver"))
+        .args([
+            "--log-format",
+            "json",
+            "once",
+            "--config",
+            "config/chaos.toml",
+            "--date",
+            "2026-11-25",
+        ])
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env("COMMS_ARCHIVER_SIM_SECRET", "simulator")
+        .env("COMMS_ARCHIVER_IMAP_PASSWORD", PASSWORD)
+        .env("COMMS_ARCHIVER_AZURITE_SAS", sas())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut imported = 0;
+    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.contains("\"outcome\":\"imported\"") {
+            imported += 1;
+            if Some(imported) == kill_after {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                return (false, None);
+            }
+        }
+    }
+    (true, child.wait().unwrap().code())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_points_loses_nothing_and_duplicates_nothing() {
+    let seed: u64 = std::env::var("CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20261121);
+    let kills: usize = std::env::var("CHAOS_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let per_partner: usize = std::env::var("CHAOS_ITEMS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
+    eprintln!("chaos: CHAOS_SEED={seed} CHAOS_KILLS={kills} CHAOS_ITEMS={per_partner}");
+
+    let ws = workspace();
+    let dir = ws.path().to_path_buf();
+    let mut config = SimulatorConfig::new(dir.join("fixtures"));
+    config.generate_per_day = per_partner;
+    let sim = Simulator::new(config);
+    let (addr, server) = sim.start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let azurite = Azurite::start(&dir.join("azurite"));
+    let d = dir.clone();
+    let dovecot = tokio::task::spawn_blocking(move || Dovecot::start(&d, None))
+        .await
+        .unwrap();
+
+    // The HTTPS demo, with the stage in Azurite and the mailboxes in Dovecot.
+    let https = std::fs::read_to_string(dir.join("config/demo-https.toml"))
+        .unwrap()
+        .replace("18080", &addr.port().to_string());
+    let stage = std::fs::read_to_string(dir.join("config/demo-azurite.toml")).unwrap();
+    let stage = &stage[stage.find("[stage]").unwrap()..stage.find("[mailbox]").unwrap()];
+    let mailbox = std::fs::read_to_string(dir.join("config/demo-imap.toml")).unwrap();
+    let mailbox =
+        &mailbox[mailbox.find("[mailbox]").unwrap()..mailbox.find("[connectors.o2]").unwrap()];
+    let head = &https[..https.find("[stage]").unwrap()];
+    let connectors = &https[https.find("[connectors.o2]").unwrap()..];
+    let text = format!(
+        "{head}{}{}{connectors}",
+        stage
+            .replace(
+                "http://127.0.0.1:10000/devstoreaccount1",
+                &azurite.endpoint()
+            )
+            .replace(
+                "auth = \"sas\"",
+                "auth = \"sas\"\nmax_retries = 1\ntimeout_secs = 10"
+            ),
+        mailbox.replace("port = 10143", &format!("port = {}", dovecot.port))
+    );
+    std::fs::write(dir.join("config/chaos.toml"), text).unwrap();
+
+    // Kill points, drawn from the seed, at most the size of the day.
+    let mut state = seed | 1;
+    let mut draw = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        1 + (state % n as u64) as usize
+    };
+    let mut finished = false;
+    for round in 0..kills {
+        let kill_after = draw(per_partner * 2);
+        let d = dir.clone();
+        let (done, code) = tokio::task::spawn_blocking(move || once_until(&d, Some(kill_after)))
+            .await
+            .unwrap();
+        eprintln!(
+            "chaos: round {round} kill after {kill_after} imports: finished={done} exit={code:?}"
+        );
+        if done {
+            assert_eq!(code, Some(0));
+            finished = true;
+        }
+    }
+    if !finished {
+        let d = dir.clone();
+        let (done, code) = tokio::task::spawn_blocking(move || once_until(&d, None))
+            .await
+            .unwrap();
+        assert!(
+            done && code == Some(0),
+            "the last run completes the day (exit {code:?})"
+        );
+    }
+
+    // What the final status logs say the day holds, and what Dovecot holds.
+    let stage_client = comms_archiver::stage::AzureStage::new(
+        &azurite.endpoint(),
+        "comms-archiver",
+        comms_archiver::stage::azure::AzureAuth::Sas(comms_archiver::config::Secret::from_value(
+            &sas(),
+        )),
+        1,
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap();
+    let mut expected = 0u64;
+    for connector in ["merge1", "o2", "sl2", "whatsapp"] {
+        use comms_archiver::stage::Stage;
+        let raw = stage_client
+            .get(&format!("reports/{connector}/2026-11-25.json"))
+            .await
+            .unwrap()
+            .unwrap();
+        let log: Value = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(log["complete"], true, "{log}");
+        assert_eq!(log["failed"], 0, "{log}");
+        expected += log["available_for_import"].as_u64().unwrap();
+    }
+    let read = tokio::task::spawn_blocking(move || {
+        let users: Vec<String> = (0..50).map(|k| format!("user{k}@contoso.com")).collect();
+        let names: Vec<&str> = users.iter().map(String::as_str).collect();
+        dovecot.read_back(&names)
+    })
+    .await
+    .unwrap();
+    let mut seen = HashSet::new();
+    for (mailbox, folders) in read.as_object().unwrap() {
+        let k: usize = mailbox
+            .trim_start_matches("user")
+            .split('@')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        for (_folder, messages) in folders.as_object().unwrap() {
+            for m in messages.as_array().unwrap() {
+                let item = m["item_id"].as_str().unwrap_or_default().to_string();
+                assert!(
+                    seen.insert((mailbox.clone(), item.clone())),
+                    "{item} twice in {mailbox}"
+                );
+                // Generated item n belongs to employee n % 50: anything else is misfiled.
+                let n: usize = item
+                    .trim_end_matches("@merge1.example")
+                    .rsplit('-')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert_eq!(n % 50, k, "{item} misfiled in {mailbox}");
+            }
+        }
+    }
+    assert_eq!(
+        seen.len() as u64,
+        expected,
+        "nothing lost: every copy of the day is in its mailbox"
+    );
+    server.abort();
+}
