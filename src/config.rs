@@ -856,6 +856,15 @@ impl Config {
         }
     }
 
+    /// Reads the secret a key references; a missing reference or an unreadable secret is an
+    /// error naming the key (never the value).
+    pub fn secret(&self, key: &str, reference: Option<&SecretRef>) -> Result<Secret, ConfigError> {
+        reference
+            .ok_or_else(|| self.error(key, "is required".into()))?
+            .resolve()
+            .map_err(|why| self.error(key, why))
+    }
+
     /// The enabled connectors, by name.
     pub fn enabled_connectors(&self) -> impl Iterator<Item = (&str, &ConnectorConfig)> {
         self.connectors

@@ -318,22 +318,22 @@ impl GraphMailboxes {
             }
         }
         let mut message = serde_json::Map::new();
-        for field in [
-            "subject",
-            "body",
-            "from",
-            "sender",
-            "toRecipients",
-            "ccRecipients",
-            "bccRecipients",
-            "replyTo",
-            "internetMessageId",
-            "importance",
-        ] {
-            if let Some(v) = draft.get(field).filter(|v| !v.is_null()) {
-                message.insert(field.to_string(), v.clone());
-            }
-        }
+        copy_fields(
+            draft,
+            &mut message,
+            &[
+                "subject",
+                "body",
+                "from",
+                "sender",
+                "toRecipients",
+                "ccRecipients",
+                "bccRecipients",
+                "replyTo",
+                "internetMessageId",
+                "importance",
+            ],
+        );
         message.insert(
             "singleValueExtendedProperties".into(),
             Value::Array(properties),
@@ -380,17 +380,17 @@ impl GraphMailboxes {
                     "@odata.type".into(),
                     json!("#microsoft.graph.fileAttachment"),
                 );
-                for field in [
-                    "name",
-                    "contentType",
-                    "contentBytes",
-                    "isInline",
-                    "contentId",
-                ] {
-                    if let Some(v) = attachment.get(field).filter(|v| !v.is_null()) {
-                        copy.insert(field.into(), v.clone());
-                    }
-                }
+                copy_fields(
+                    &attachment,
+                    &mut copy,
+                    &[
+                        "name",
+                        "contentType",
+                        "contentBytes",
+                        "isInline",
+                        "contentId",
+                    ],
+                );
                 let url = self.url(&format!(
                     "users/{user}/messages/{}/attachments",
                     segment(target)
@@ -471,6 +471,15 @@ impl GraphMailboxes {
             }
         }
         Ok(())
+    }
+}
+
+/// Copies the fields of `from` that are present and not null.
+fn copy_fields(from: &Value, to: &mut serde_json::Map<String, Value>, fields: &[&str]) {
+    for field in fields {
+        if let Some(v) = from.get(*field).filter(|v| !v.is_null()) {
+            to.insert(field.to_string(), v.clone());
+        }
     }
 }
 

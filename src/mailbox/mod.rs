@@ -62,12 +62,7 @@ pub fn build(config: &crate::config::Config) -> crate::Result<std::sync::Arc<dyn
         MailboxConfig::Imap(imap) => imap,
     };
     let secret = |key: &str, reference: &Option<crate::config::SecretRef>| {
-        let key = format!("mailbox.{key}");
-        reference
-            .as_ref()
-            .ok_or_else(|| config.error(&key, "is required".into()))?
-            .resolve()
-            .map_err(|why| config.error(&key, why))
+        config.secret(&format!("mailbox.{key}"), reference.as_ref())
     };
     let auth = match imap.auth {
         ImapAuthKind::Login => imap::ImapAuth::Login {
@@ -124,10 +119,7 @@ fn build_graph(
     config: &crate::config::Config,
     graph: &crate::config::GraphConfig,
 ) -> crate::Result<std::sync::Arc<dyn Mailbox>> {
-    let secret = graph
-        .client_secret
-        .resolve()
-        .map_err(|why| config.error("mailbox.client_secret", why))?;
+    let secret = config.secret("mailbox.client_secret", Some(&graph.client_secret))?;
     let token_url = graph.token_url.clone().unwrap_or_else(|| {
         format!(
             "{}/{}/oauth2/v2.0/token",

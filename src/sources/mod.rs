@@ -17,7 +17,7 @@ mod zip_drop;
 pub use drop_dir::DropSource;
 pub use zip_drop::ZipDropSource;
 
-use crate::config::{Config, ConnectorConfig, HttpsConfig, Partner, SecretRef, SourceConfig};
+use crate::config::{Config, ConnectorConfig, HttpsConfig, Partner, SourceConfig};
 use crate::item::{Attachment, Item};
 use async_trait::async_trait;
 use chrono::NaiveDate;
@@ -271,13 +271,11 @@ fn partner_client(
     partner: Partner,
     https: &HttpsConfig,
 ) -> crate::Result<https::PartnerClient> {
-    let secret = |key: &str, reference: &Option<SecretRef>| {
-        let key = format!("connectors.{name}.source.{key}");
-        reference
-            .as_ref()
-            .ok_or_else(|| config.error(&key, "is required".into()))?
-            .resolve()
-            .map_err(|why| config.error(&key, why))
+    let secret = |key: &str, reference: &Option<crate::config::SecretRef>| {
+        config.secret(
+            &format!("connectors.{name}.source.{key}"),
+            reference.as_ref(),
+        )
     };
     let auth = match partner {
         Partner::TelemessageO2 | Partner::TelemessageWhatsapp => https::Auth::Session {

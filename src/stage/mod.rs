@@ -79,12 +79,7 @@ pub fn build(config: &crate::config::Config) -> crate::Result<std::sync::Arc<dyn
     // The identity credentials build HTTPS clients of their own.
     crate::install_crypto_provider();
     let secret = |key: &str, reference: &Option<crate::config::SecretRef>| {
-        let key = format!("stage.{key}");
-        reference
-            .as_ref()
-            .ok_or_else(|| config.error(&key, "is required".into()))?
-            .resolve()
-            .map_err(|why| config.error(&key, why))
+        config.secret(&format!("stage.{key}"), reference.as_ref())
     };
     let cloud = match azure.cloud {
         AzureCloud::AzureGlobal => azure_core::cloud::CloudConfiguration::AzurePublic,

@@ -22,7 +22,8 @@ fn configure(dir: &Path, azurite: &Azurite) {
     std::fs::write(dir.join("config/azurite.toml"), text).unwrap();
 }
 
-fn once(dir: &Path, extra_env: &[(&str, &str)]) -> Output {
+/// `once` for the demo day on the Azurite configuration, with JSON logs.
+fn once_command(dir: &Path) -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_comms-archiver"));
     command
         .args([
@@ -37,6 +38,11 @@ fn once(dir: &Path, extra_env: &[(&str, &str)]) -> Output {
         .current_dir(dir)
         .env_remove("RUST_LOG")
         .env("COMMS_ARCHIVER_AZURITE_SAS", sas());
+    command
+}
+
+fn once(dir: &Path, extra_env: &[(&str, &str)]) -> Output {
+    let mut command = once_command(dir);
     for (k, v) in extra_env {
         command.env(k, v);
     }
@@ -54,14 +60,6 @@ fn stage(azurite: &Azurite) -> comms_archiver::stage::AzureStage {
         std::time::Duration::from_secs(5),
     )
     .unwrap()
-}
-
-fn imported_events(out: &Output) -> usize {
-    String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["target"] == "comms_archiver::item" && e["outcome"] == "imported")
-        .count()
 }
 
 const COPIES: usize = 16 + 11 + 6 + 4;
@@ -106,7 +104,7 @@ async fn the_demo_day_lives_in_the_container_and_a_rerun_adds_nothing() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(imported_events(&out), COPIES);
+    assert_eq!(imported_events(&out.stderr), COPIES);
     assert!(!dir.join("var/stage").exists(), "nothing is staged locally");
 
     let stage = stage(&azurite);
@@ -132,7 +130,7 @@ async fn the_demo_day_lives_in_the_container_and_a_rerun_adds_nothing() {
         .await
         .unwrap();
     assert_eq!(again.status.code(), Some(0));
-    assert_eq!(imported_events(&again), 0);
+    assert_eq!(imported_events(&again.stderr), 0);
     assert_eq!(
         stage.list("staged/").await.unwrap().len(),
         COPIES,
@@ -188,19 +186,7 @@ async fn a_tampered_staged_message_is_reported() {
 /// Runs `once` while watching its log: `on_import(n)` is called after the n-th import.
 fn once_watched(dir: &Path, mut on_import: impl FnMut(usize)) -> (Option<i32>, usize, String) {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_comms-archiver"))
-        .args([
-            "--log-format",
-            "json",
-            "once",
-            "--config",
-            "config/azurite.toml",
-            "--date",
-            "2026-11-20",
-        ])
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .env("COMMS_ARCHIVER_AZURITE_SAS", sas())
+    let mut child = once_command(dir)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -296,7 +282,7 @@ async fn two_daemons_on_one_container_import_every_item_once() {
     let first = tokio::task::spawn_blocking(move || once(&a, &[]));
     let second = tokio::task::spawn_blocking(move || once(&b, &[]));
     let (first, second) = (first.await.unwrap(), second.await.unwrap());
-    let mut imported = imported_events(&first) + imported_events(&second);
+    let mut imported = imported_events(&first.stderr) + imported_events(&second.stderr);
     // A daemon that found a day busy left it open; a last run finishes whatever is left.
     if first.status.code() != Some(0) || second.status.code() != Some(0) {
         let d = dir.clone();
@@ -309,7 +295,7 @@ async fn two_daemons_on_one_container_import_every_item_once() {
             "{}",
             String::from_utf8_lossy(&last.stderr)
         );
-        imported += imported_events(&last);
+        imported += imported_events(&last.stderr);
     }
     assert_eq!(imported, COPIES, "each copy imported by exactly one daemon");
     assert_eq!(counts(&dir.join("var/mail"), FOLDER), expected());

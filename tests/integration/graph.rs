@@ -92,18 +92,7 @@ fn maildir_run() -> (BTreeMap<String, i64>, BTreeMap<String, StatusLog>) {
             }
         }
     }
-    let logs = ["merge1", "o2", "sl2", "whatsapp"]
-        .iter()
-        .map(|c| {
-            let path = ws
-                .path()
-                .join(format!("var/stage/reports/{c}/2026-11-20.json"));
-            (
-                c.to_string(),
-                serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap(),
-            )
-        })
-        .collect();
+    let logs = demo_logs(ws.path());
     (dates, logs)
 }
 

@@ -105,14 +105,6 @@ fn imap_day(read: &Value) -> BTreeMap<(String, String), Vec<String>> {
     day
 }
 
-fn imported(out: &Output) -> usize {
-    String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["target"] == "comms_archiver::item" && e["outcome"] == "imported")
-        .count()
-}
-
 #[test]
 fn the_demo_day_over_imap_is_the_demo_day_in_the_maildir() {
     let ws = workspace();
@@ -126,7 +118,7 @@ fn the_demo_day_over_imap_is_the_demo_day_in_the_maildir() {
         String::from_utf8_lossy(&out.stderr),
         dovecot.log()
     );
-    assert_eq!(imported(&out), 37);
+    assert_eq!(imported_events(&out.stderr), 37);
     let expected = maildir_day();
     assert_eq!(imap_day(&dovecot.read_back(MAILBOXES)), expected);
     // Exact folder names under the Inbox.
@@ -144,7 +136,11 @@ fn the_demo_day_over_imap_is_the_demo_day_in_the_maildir() {
 
     let again = once(ws.path());
     assert_eq!(again.status.code(), Some(0));
-    assert_eq!(imported(&again), 0, "a second run adds nothing");
+    assert_eq!(
+        imported_events(&again.stderr),
+        0,
+        "a second run adds nothing"
+    );
     assert_eq!(imap_day(&dovecot.read_back(MAILBOXES)), expected);
 }
 

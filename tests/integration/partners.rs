@@ -241,18 +241,7 @@ fn drop_run() -> (tempfile::TempDir, BTreeMap<String, StatusLog>) {
         ],
     );
     assert_eq!(out.status.code(), Some(0));
-    let logs = ["merge1", "o2", "sl2", "whatsapp"]
-        .iter()
-        .map(|c| {
-            let path = ws
-                .path()
-                .join(format!("var/stage/reports/{c}/2026-11-20.json"));
-            (
-                c.to_string(),
-                serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap(),
-            )
-        })
-        .collect();
+    let logs = demo_logs(ws.path());
     (ws, logs)
 }
 

@@ -108,3 +108,28 @@ pub fn stop(mut child: std::process::Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The four connectors' status logs of the demo day, from a workspace's local stage.
+pub fn demo_logs(
+    dir: &Path,
+) -> std::collections::BTreeMap<String, comms_archiver::report::StatusLog> {
+    ["merge1", "o2", "sl2", "whatsapp"]
+        .iter()
+        .map(|c| {
+            let path = dir.join(format!("var/stage/reports/{c}/2026-11-20.json"));
+            (
+                c.to_string(),
+                serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// How many copies a JSON log (`--log-format json`) reports imported.
+pub fn imported_events(log: &[u8]) -> usize {
+    String::from_utf8_lossy(log)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["target"] == "comms_archiver::item" && e["outcome"] == "imported")
+        .count()
+}
