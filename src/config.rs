@@ -61,22 +61,39 @@ pub struct ArchiverConfig {
     /// Items whose rendered message is larger are not imported (failed, `size_exceeded`).
     #[serde(default = "default_max_item_bytes")]
     pub max_item_bytes: u64,
-    /// Copies staged and imported at once (each holds one rendered message in memory).
-    #[serde(default = "default_max_in_flight")]
-    pub max_in_flight: usize,
+    /// Copies staged and imported at once. Unset: 8 for a Maildir, 16 over IMAP, 64 through
+    /// Graph (each Graph request waits on the network; four per mailbox may run at once).
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
+    /// Bytes of rendered messages in flight at once, whatever their number: the bound on the
+    /// memory a day takes. A single larger message still goes, alone.
+    #[serde(default = "default_max_in_flight_bytes")]
+    pub max_in_flight_bytes: u64,
 }
 
 impl Default for ArchiverConfig {
     fn default() -> Self {
         ArchiverConfig {
             max_item_bytes: default_max_item_bytes(),
-            max_in_flight: default_max_in_flight(),
+            max_in_flight: None,
+            max_in_flight_bytes: default_max_in_flight_bytes(),
         }
     }
 }
 
-fn default_max_in_flight() -> usize {
-    crate::pipeline::DEFAULT_MAX_IN_FLIGHT
+fn default_max_in_flight_bytes() -> u64 {
+    48 * 1024 * 1024
+}
+
+impl Config {
+    /// Copies in flight at once: as configured, or what suits the mailbox backend.
+    pub fn max_in_flight(&self) -> usize {
+        self.archiver.max_in_flight.unwrap_or(match self.mailbox {
+            MailboxConfig::Maildir { .. } => 8,
+            MailboxConfig::Imap(_) => 16,
+            MailboxConfig::Graph(_) => 64,
+        })
+    }
 }
 
 fn default_max_item_bytes() -> u64 {
@@ -699,10 +716,16 @@ impl Config {
                 "must be at least 1 (yesterday)".to_string(),
             ));
         }
-        if !(1..=256).contains(&self.archiver.max_in_flight) {
+        if !(1..=256).contains(&self.max_in_flight()) {
             return Err(err(
                 "archiver.max_in_flight",
                 "must be 1 to 256".to_string(),
+            ));
+        }
+        if self.archiver.max_in_flight_bytes < 1024 * 1024 {
+            return Err(err(
+                "archiver.max_in_flight_bytes",
+                "must be at least 1048576 (1 MiB)".to_string(),
             ));
         }
         if self.archiver.max_item_bytes == 0 {

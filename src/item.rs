@@ -137,6 +137,21 @@ impl fmt::Display for Kind {
 }
 
 impl Content {
+    /// Bytes of the files and raw message the item carries: the rendered message is at least
+    /// this large (files are base64-encoded, 4/3 of their size).
+    pub fn payload_bytes(&self) -> u64 {
+        let files = |media: &[Attachment]| media.iter().map(|a| a.data.len() as u64).sum::<u64>();
+        let recording = |call: &Call| call.recording.as_ref().map_or(0, |r| r.data.len() as u64);
+        match self {
+            Content::Sms { text } => text.len() as u64,
+            Content::Mms { media, .. } => files(media),
+            Content::Call(call) | Content::WhatsAppCall(call) => recording(call),
+            Content::WhatsApp(m) => files(&m.media),
+            Content::CellTrust(c) => files(&c.media) + c.call.as_ref().map_or(0, recording),
+            Content::Email { raw } => raw.len() as u64,
+        }
+    }
+
     pub fn kind(&self) -> Kind {
         match self {
             Content::Sms { .. } => Kind::Sms,

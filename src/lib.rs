@@ -21,6 +21,7 @@
 //! - [`telemetry`]: logging, metrics, and the health and metrics endpoint.
 //! - [`simulator`]: a partner simulator serving every partner contract on loopback.
 //! - [`http_server`]: the small HTTP/1.1 server behind the endpoint and the simulator.
+//! - [`workload`]: a realistic generated business day for benchmarks and chaos runs.
 //! - [`cli`]: the command line.
 
 pub mod cli;
@@ -38,6 +39,7 @@ pub mod simulator;
 pub mod sources;
 pub mod stage;
 pub mod telemetry;
+pub mod workload;
 
 /// Installs the process's TLS crypto provider (ring) once; every HTTPS client needs it
 /// before it is built. Safe to call any number of times.

@@ -66,6 +66,8 @@ pub struct SimulatorConfig {
     pub sl2_environment: String,
     /// Items generated per partner for a day with no fixture (0: such a day is empty).
     pub generate_per_day: usize,
+    /// A realistic generated day for days with no fixture, instead of `generate_per_day`.
+    pub workload: Option<crate::workload::Workload>,
 }
 
 impl SimulatorConfig {
@@ -79,6 +81,7 @@ impl SimulatorConfig {
             sl2_domain: "contoso".into(),
             sl2_environment: "azure-global".into(),
             generate_per_day: 0,
+            workload: None,
         }
     }
 }
@@ -92,6 +95,9 @@ pub struct Simulator {
     issued: AtomicU64,
     /// Data requests answered, by any outcome.
     pub requests: AtomicU64,
+    /// Generated records of recent windows, so that paging through a large day does not
+    /// generate it again for every page.
+    generated: Mutex<HashMap<String, Arc<Vec<Value>>>>,
 }
 
 const PARTNERS: [&str; 4] = [
@@ -109,6 +115,7 @@ impl Simulator {
             tokens: Mutex::new(HashMap::new()),
             issued: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            generated: Mutex::new(HashMap::new()),
         })
     }
 
@@ -256,6 +263,12 @@ impl Simulator {
         if !safe {
             return Response::text(404, "no such file\n");
         }
+        if let ["gen", name] = rest {
+            return match crate::workload::media_bytes(name) {
+                Some(bytes) => Response::new(200, "application/octet-stream", bytes),
+                None => Response::text(404, "no such file\n"),
+            };
+        }
         match std::fs::read(self.config.fixtures.join(partner).join(day).join(relative)) {
             Ok(bytes) => Response::new(200, "application/octet-stream", bytes),
             Err(_) => Response::text(404, "no such file\n"),
@@ -289,8 +302,8 @@ impl Simulator {
             Ok(records) => records,
             Err(e) => return Response::text(500, format!("{e}\n")),
         };
-        let records: Vec<Value> = records
-            .into_iter()
+        let records: Vec<&Value> = records
+            .iter()
             .filter(|r| match unit {
                 None => true,
                 Some(unit) => {
@@ -304,7 +317,7 @@ impl Simulator {
             })
             .collect();
         let end = (offset + limit).min(records.len());
-        let items = records.get(offset..end).unwrap_or_default().to_vec();
+        let items: Vec<&Value> = records.get(offset..end).unwrap_or_default().to_vec();
         let next = if end < records.len() {
             let repeat = self.faults.duplicate_across_pages.load(Ordering::SeqCst) && limit > 1;
             Some((if repeat { end - 1 } else { end }).to_string())
@@ -321,19 +334,28 @@ impl Simulator {
     }
 
     /// Every record of a partner timed in `from`..`to`: fixtures first, then generated days.
+    /// Windows made only of generated days are kept for the pages that follow.
     fn records(
         &self,
         partner: &str,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> std::io::Result<Vec<Value>> {
+    ) -> std::io::Result<Arc<Vec<Value>>> {
         let root = self.config.fixtures.join(partner);
+        let cache_key = format!("{partner} {from} {to}");
+        if let Some(hit) = self.generated.lock().expect("not poisoned").get(&cache_key) {
+            return Ok(hit.clone());
+        }
         let mut out = Vec::new();
+        let mut from_fixtures = false;
         let mut day = from.date_naive();
         while day.and_hms_opt(0, 0, 0).expect("midnight").and_utc() < to {
             let dir = root.join(day.to_string());
             let mut records = if dir.is_dir() {
+                from_fixtures = true;
                 fixture_records(partner, &dir, day)?
+            } else if let Some(workload) = &self.config.workload {
+                workload.records(partner, day)
             } else {
                 generate(partner, day, self.config.generate_per_day)
             };
@@ -350,6 +372,14 @@ impl Simulator {
             }
             out.extend(records);
             day = day.succ_opt().expect("not the end of time");
+        }
+        let out = Arc::new(out);
+        if !from_fixtures {
+            let mut cache = self.generated.lock().expect("not poisoned");
+            if cache.len() >= 16 {
+                cache.clear();
+            }
+            cache.insert(cache_key, out.clone());
         }
         Ok(out)
     }

@@ -3,6 +3,7 @@
 
 use clap::Parser;
 use comms_archiver::simulator::{Simulator, SimulatorConfig};
+use comms_archiver::workload::Workload;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -28,6 +29,16 @@ struct Args {
     /// Items generated per partner for days with no fixture.
     #[arg(long, default_value_t = 0)]
     generate: usize,
+    /// Instead of --generate: this many items per day for days with no fixture, in the mix
+    /// of `comms_archiver::workload` (SMS, WhatsApp with media, voice, CellTrust).
+    #[arg(long, conflicts_with = "generate")]
+    items: Option<usize>,
+    /// Employees (mailboxes) of the generated mix, 1 to 10000.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..=10000))]
+    mailboxes: u16,
+    /// Seed of the generated mix.
+    #[arg(long, default_value_t = 20261121)]
+    seed: u64,
     /// CellTrust SL2 role of the account: domain_admin or ou_admin.
     #[arg(long, default_value = "domain_admin")]
     sl2_role: String,
@@ -69,6 +80,11 @@ async fn main() -> std::process::ExitCode {
     let mut config = SimulatorConfig::new(&args.fixtures);
     config.secret = args.secret;
     config.generate_per_day = args.generate;
+    config.workload = args.items.map(|items| Workload {
+        items,
+        mailboxes: args.mailboxes.into(),
+        seed: args.seed,
+    });
     config.sl2_role = args.sl2_role;
     config.sl2_unit = args.sl2_unit;
     let sim = Simulator::new(config);

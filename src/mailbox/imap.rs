@@ -403,20 +403,25 @@ impl ImapMailboxes {
         }
     }
 
-    /// Runs `op` on a leased session; a broken connection is replaced and `op` tried once more.
+    /// Runs `op` on a leased session; a broken connection is replaced and `op` tried once more,
+    /// told by its last argument that it is the second try.
     async fn with_session<T, F>(&self, mailbox: &str, op: F) -> Result<T, MailboxError>
     where
         F: for<'s> Fn(
             &'s Self,
             &'s mut ImapSession,
+            bool,
         ) -> Pin<
             Box<dyn std::future::Future<Output = Result<T, async_imap::error::Error>> + Send + 's>,
         >,
     {
         for attempt in 0..2 {
             let mut lease = self.lease(mailbox).await?;
-            let outcome =
-                tokio::time::timeout(self.settings.timeout, op(self, &mut lease.session)).await;
+            let outcome = tokio::time::timeout(
+                self.settings.timeout,
+                op(self, &mut lease.session, attempt > 0),
+            )
+            .await;
             match outcome {
                 Ok(Ok(value)) => {
                     self.give_back(mailbox, lease).await;
@@ -442,28 +447,37 @@ impl ImapMailboxes {
     }
 }
 
+/// Whether the selected folder holds the message: every stored message carries the item key in
+/// a header of ours; a message the partner delivered as email keeps its own Message-ID, so ours
+/// alone would miss it.
+async fn holds(
+    session: &mut ImapSession,
+    item_key: &str,
+    message_id: &str,
+) -> Result<bool, async_imap::error::Error> {
+    let found = session
+        .uid_search(format!(
+            "OR HEADER {} {} HEADER Message-ID {}",
+            crate::render::headers::ITEM_KEY,
+            quoted(item_key),
+            quoted(message_id)
+        ))
+        .await?;
+    Ok(!found.is_empty())
+}
+
 #[async_trait::async_trait]
 impl Mailbox for ImapMailboxes {
     async fn contains(&self, d: &Delivery<'_>) -> Result<bool, MailboxError> {
         let (mailbox, folder) = (d.mailbox.to_string(), d.folder.to_string());
         let (message_id, item_key) = (d.key.message_id(), d.key.to_string());
-        self.with_session(d.mailbox, move |this, session| {
+        self.with_session(d.mailbox, move |this, session, _| {
             let (mailbox, folder) = (mailbox.clone(), folder.clone());
             let (message_id, item_key) = (message_id.clone(), item_key.clone());
             Box::pin(async move {
                 let full = this.folder(session, &mailbox, &folder).await?;
                 session.examine(&full).await?;
-                // Every stored message carries the item key in a header of ours; a message the
-                // partner delivered as email keeps its own Message-ID, so ours alone would miss it.
-                let found = session
-                    .uid_search(format!(
-                        "OR HEADER {} {} HEADER Message-ID {}",
-                        crate::render::headers::ITEM_KEY,
-                        quoted(&item_key),
-                        quoted(&message_id)
-                    ))
-                    .await?;
-                Ok(!found.is_empty())
+                holds(session, &item_key, &message_id).await
             })
         })
         .await
@@ -471,17 +485,32 @@ impl Mailbox for ImapMailboxes {
 
     async fn append(&self, d: &Delivery<'_>) -> Result<(), MailboxError> {
         let (mailbox, folder) = (d.mailbox.to_string(), d.folder.to_string());
+        let (message_id, item_key) = (d.key.message_id(), d.key.to_string());
         let date = internal_date(d.time);
         let message: Arc<[u8]> = Arc::from(d.message);
-        self.with_session(d.mailbox, move |this, session| {
+        self.with_session(d.mailbox, move |this, session, retry| {
             let (mailbox, folder, date, message) = (
                 mailbox.clone(),
                 folder.clone(),
                 date.clone(),
                 message.clone(),
             );
+            let (message_id, item_key) = (message_id.clone(), item_key.clone());
             Box::pin(async move {
                 let full = this.folder(session, &mailbox, &folder).await?;
+                // The connection broke during the first APPEND: the server may have stored the
+                // message before the answer was lost, so look before appending it again.
+                if retry {
+                    session.examine(&full).await?;
+                    if holds(session, &item_key, &message_id).await? {
+                        tracing::info!(
+                            mailbox,
+                            item_key,
+                            "the message arrived before the connection broke; not appending it again"
+                        );
+                        return Ok(());
+                    }
+                }
                 session
                     .append(&full, Some("(\\Seen)"), Some(&date), &*message)
                     .await

@@ -196,6 +196,25 @@ impl<'a> DayRun<'a> {
             return Vec::new();
         }
 
+        // The files alone make some items too large: say so without rendering them, which
+        // would hold the item a few more times over in memory.
+        let payload = item.content.payload_bytes();
+        if payload > self.archiver.max_item_bytes {
+            let detail = format!(
+                "its files alone are {payload} bytes, so the message exceeds the limit of {} \
+                 bytes",
+                self.archiver.max_item_bytes
+            );
+            self.fail_copies(
+                &item,
+                &key,
+                &targets,
+                &archived_user,
+                Reason::SizeExceeded,
+                &detail,
+            );
+            return Vec::new();
+        }
         let ctx = RenderContext {
             connector: name,
             partner: self.connector.partner.as_str(),

@@ -25,6 +25,8 @@ use tokio::sync::{mpsc, watch};
 
 /// Copies in flight at once unless configured (`archiver.max_in_flight`).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
+/// Bytes of rendered messages in flight unless configured (`archiver.max_in_flight_bytes`).
+pub const DEFAULT_MAX_IN_FLIGHT_BYTES: u64 = 48 * 1024 * 1024;
 
 /// A configured connector, ready to run.
 pub struct Connector {
@@ -44,6 +46,8 @@ pub struct Archiver {
     max_item_bytes: u64,
     /// Copies staged and imported at once.
     max_in_flight: usize,
+    /// Bytes of rendered messages in flight at once (a larger single message goes alone).
+    max_in_flight_bytes: u64,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -78,7 +82,8 @@ impl Archiver {
             mailbox,
             config.archiver.max_item_bytes,
         )
-        .with_max_in_flight(config.archiver.max_in_flight))
+        .with_max_in_flight(config.max_in_flight())
+        .with_max_in_flight_bytes(config.archiver.max_in_flight_bytes))
     }
 
     pub fn new(
@@ -96,6 +101,7 @@ impl Archiver {
             mailbox,
             max_item_bytes,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_in_flight_bytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
             shutdown,
         }
     }
@@ -103,6 +109,12 @@ impl Archiver {
     /// The same archiver with up to `n` copies in flight at once.
     pub fn with_max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// The same archiver with at most `bytes` of rendered messages in flight at once.
+    pub fn with_max_in_flight_bytes(mut self, bytes: u64) -> Self {
+        self.max_in_flight_bytes = bytes.max(1);
         self
     }
 
@@ -253,6 +265,7 @@ impl Archiver {
                 let (records, mut pulled) = mpsc::channel(1);
                 let reader = tokio::spawn(read_source(stream, records));
                 let mut copies = FuturesUnordered::new();
+                let mut bytes_in_flight = 0u64;
                 let mut taking = true;
                 while taking || !copies.is_empty() {
                     if taking {
@@ -266,11 +279,19 @@ impl Archiver {
                         }
                     }
                     tokio::select! {
-                        Some(result) = copies.next(), if !copies.is_empty() => run.apply(result),
-                        record = pulled.recv(), if taking && copies.len() < self.max_in_flight => match record {
+                        Some((bytes, result)) = copies.next(), if !copies.is_empty() => {
+                            bytes_in_flight -= bytes;
+                            run.apply(result);
+                        }
+                        record = pulled.recv(), if taking
+                            && copies.len() < self.max_in_flight
+                            && bytes_in_flight < self.max_in_flight_bytes => match record {
                             Some(Ok(Some(record))) => {
                                 for job in run.pulled(record) {
-                                    copies.push(copy::deliver(&ctx, job));
+                                    let bytes = job.message.len() as u64;
+                                    bytes_in_flight += bytes;
+                                    let ctx = &ctx;
+                                    copies.push(async move { (bytes, copy::deliver(ctx, job).await) });
                                 }
                             }
                             Some(Ok(None)) | None => taking = false,

@@ -220,7 +220,7 @@ impl PartnerClient {
                     let status = response.status();
                     match verdict(status, response.headers()) {
                         Verdict::Done => match response.bytes().await {
-                            Ok(bytes) => return Ok(bytes.to_vec()),
+                            Ok(bytes) => return Ok(bytes.into()),
                             Err(e) => (format!("the answer broke off: {e}"), None),
                         },
                         Verdict::Reauthenticate
