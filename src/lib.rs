@@ -27,6 +27,7 @@
 pub mod cli;
 pub mod config;
 pub mod http_server;
+pub mod incidents;
 pub mod item;
 pub mod ledger;
 pub mod mailbox;

@@ -93,6 +93,17 @@ pub struct StatusLog {
     pub unmapped_users: Vec<String>,
     /// Problems that kept the whole day open (partner not ready, manifest mismatch, ...).
     pub errors: Vec<DayError>,
+    /// Faults recovered from during this run (partner errors retried, mailbox connections
+    /// replaced, throttling waited out), by side and kind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incidents: Vec<crate::incidents::Incident>,
+    /// An earlier run started this day and did not finish it; this run checked the mailbox
+    /// before importing anything that run might have imported.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resumed: bool,
+    /// What stopped the earlier runs of this day, as their status logs said.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_errors: Vec<DayError>,
     /// "No items ingested on YYYY-MM-DD" for an empty day.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub summary: Option<String>,
@@ -131,6 +142,9 @@ impl StatusLog {
             exclusions: Vec::new(),
             unmapped_users: Vec::new(),
             errors: Vec::new(),
+            incidents: Vec::new(),
+            resumed: false,
+            earlier_errors: Vec::new(),
             summary: None,
         }
     }

@@ -218,6 +218,14 @@ impl GraphMailboxes {
             let backoff = Duration::from_millis(250 * (1 << attempt.min(6)));
             metrics::counter!("comms_archiver_retries_total", "kind" => "graph_request")
                 .increment(1);
+            let kind = match &why {
+                CallError::Refused(r) => format!("Graph answered {}; retried", r.status),
+                CallError::Transport(_) => "Graph could not be reached; retried".to_string(),
+            };
+            crate::incidents::note("mailbox", &kind, || match &why {
+                CallError::Refused(r) => format!("{mailbox}: {} {}", r.code, r.message),
+                CallError::Transport(e) => format!("{mailbox}: {e}"),
+            });
             tokio::time::sleep(wait.unwrap_or(backoff)).await;
         }
     }

@@ -134,7 +134,9 @@ pub struct ImapMailboxes {
     settings: ImapSettings,
     tls: tokio_rustls::TlsConnector,
     permits: Arc<Semaphore>,
-    idle: Mutex<HashMap<String, Vec<ImapSession>>>,
+    /// Logged-in connections not in use, oldest first, with their mailbox; together with
+    /// those in use never more than `max_connections`, however many mailboxes a day touches.
+    idle: Mutex<std::collections::VecDeque<(String, ImapSession)>>,
     delimiters: Mutex<HashMap<String, String>>,
     folders: Mutex<HashSet<(String, String)>>,
 }
@@ -202,7 +204,7 @@ impl ImapMailboxes {
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
             permits: Arc::new(Semaphore::new(settings.max_connections.max(1))),
             settings,
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(std::collections::VecDeque::new()),
             delimiters: Mutex::new(HashMap::new()),
             folders: Mutex::new(HashSet::new()),
         })
@@ -313,7 +315,20 @@ impl ImapMailboxes {
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        let idle = self.idle.lock().await.get_mut(mailbox).and_then(Vec::pop);
+        let idle = {
+            let mut idle = self.idle.lock().await;
+            let mine = idle.iter().rposition(|(m, _)| m == mailbox);
+            let session = mine.and_then(|i| idle.remove(i)).map(|(_, s)| s);
+            if session.is_none() {
+                // A new connection must fit: close the longest idle ones of other mailboxes.
+                while idle.len() > self.permits.available_permits() {
+                    if let Some((_, old)) = idle.pop_front() {
+                        tokio::spawn(log_out(old, self.settings.timeout));
+                    }
+                }
+            }
+            session
+        };
         let session = match idle {
             Some(session) => session,
             None => tokio::time::timeout(self.settings.timeout, self.connect(mailbox))
@@ -330,9 +345,7 @@ impl ImapMailboxes {
         self.idle
             .lock()
             .await
-            .entry(mailbox.to_string())
-            .or_default()
-            .push(lease.session);
+            .push_back((mailbox.to_string(), lease.session));
     }
 
     /// The full name of the connector's folder, created and subscribed when missing.
@@ -429,6 +442,11 @@ impl ImapMailboxes {
                 }
                 Ok(Err(e)) if broken(&e) && attempt == 0 => {
                     tracing::warn!(mailbox, error = %e, "IMAP connection lost; reconnecting");
+                    crate::incidents::note(
+                        "mailbox",
+                        "IMAP connection lost; reconnected and tried again",
+                        || format!("{mailbox}: {e}"),
+                    );
                 }
                 Ok(Err(e)) => {
                     // A NO keeps the connection usable; anything else retires it.
@@ -438,13 +456,23 @@ impl ImapMailboxes {
                     return Err(self.failure(mailbox, e));
                 }
                 Err(_) if attempt == 0 => {
-                    tracing::warn!(mailbox, "IMAP server too slow; reconnecting")
+                    tracing::warn!(mailbox, "IMAP server too slow; reconnecting");
+                    crate::incidents::note(
+                        "mailbox",
+                        "IMAP server did not answer in time; reconnected and tried again",
+                        || mailbox.to_string(),
+                    );
                 }
                 Err(_) => return Err(self.unavailable(mailbox, "no answer in time")),
             }
         }
         Err(self.unavailable(mailbox, "the connection dropped twice"))
     }
+}
+
+/// Closes an idle connection politely; a server that does not answer is simply left.
+async fn log_out(mut session: ImapSession, timeout: Duration) {
+    let _ = tokio::time::timeout(timeout, session.logout()).await;
 }
 
 /// Whether the selected folder holds the message: every stored message carries the item key in
@@ -507,6 +535,11 @@ impl Mailbox for ImapMailboxes {
                             mailbox,
                             item_key,
                             "the message arrived before the connection broke; not appending it again"
+                        );
+                        crate::incidents::note(
+                            "mailbox",
+                            "message stored before the connection broke; not appended again",
+                            || format!("{mailbox}: {item_key}"),
                         );
                         return Ok(());
                     }

@@ -228,9 +228,12 @@ impl Archiver {
                 return Ok(log);
             }
         };
-        let result = self
-            .run_leased_day(connector, day, &mut lease, started)
-            .await;
+        let incidents = crate::incidents::Recorder::default();
+        let result = crate::incidents::within(
+            Some(incidents.clone()),
+            self.run_leased_day(connector, day, &mut lease, started, &incidents),
+        )
+        .await;
         // Given up whatever happened, so that the next run need not wait for it to expire.
         if let Err(e) = self.ledger.release(lease).await {
             tracing::warn!(connector = %connector.name, day = %day, error = %e,
@@ -245,9 +248,19 @@ impl Archiver {
         day: NaiveDate,
         lease: &mut crate::ledger::DayLease,
         started: std::time::Instant,
+        incidents: &crate::incidents::Recorder,
     ) -> Result<StatusLog> {
         let mut renewed_at = std::time::Instant::now();
         let recovering = self.ledger.begin_day(&connector.name, day).await?;
+        // What stopped the earlier runs of this day, kept in this run's log.
+        let earlier_errors = match self.ledger.read_report(&connector.name, day).await {
+            Ok(Some(earlier)) if !earlier.complete => {
+                let mut errors = earlier.earlier_errors;
+                errors.extend(earlier.errors.into_iter().filter(|e| e.reason != "busy"));
+                errors
+            }
+            _ => Vec::new(),
+        };
         tracing::info!(connector = %connector.name, day = %day, recovering,
             source = %connector.source.describe(), "starting day");
         let mut run = DayRun::new(self, connector, day);
@@ -263,7 +276,10 @@ impl Archiver {
                 // The source reads ahead by one record in its own task: a channel receive can
                 // be interrupted safely, a partner stream in the middle of a page cannot.
                 let (records, mut pulled) = mpsc::channel(1);
-                let reader = tokio::spawn(read_source(stream, records));
+                let reader = tokio::spawn(crate::incidents::within(
+                    crate::incidents::current(),
+                    read_source(stream, records),
+                ));
                 let mut copies = FuturesUnordered::new();
                 let mut bytes_in_flight = 0u64;
                 let mut taking = true;
@@ -306,6 +322,9 @@ impl Archiver {
             }
         }
         let mut log = std::mem::replace(&mut run.log, StatusLog::new(&connector.name, day));
+        log.incidents = incidents.list();
+        log.resumed = recovering;
+        log.earlier_errors = earlier_errors;
         let complete = log.nothing_to_retry();
         log.finish(complete);
         if log.errors.iter().any(|e| e.reason == "lease_lost") {

@@ -269,8 +269,19 @@ impl PartnerClient {
             metrics::counter!("comms_archiver_retries_total", "kind" => "partner_request")
                 .increment(1);
             tracing::warn!(connector = %self.connector, url = %shown, %why, wait_ms = wait.as_millis() as u64, "retrying");
+            crate::incidents::note("partner", &format!("{}; retried", retry_kind(&why)), || {
+                format!("{shown} {why}")
+            });
             tokio::time::sleep(wait).await;
         }
+    }
+}
+
+/// The kind of a retried failure, without the parts that differ each time.
+fn retry_kind(why: &str) -> &str {
+    match why.find(':') {
+        Some(i) => &why[..i],
+        None => why,
     }
 }
 
@@ -483,6 +494,9 @@ impl<F: RecordFormat> HttpsStream<F> {
                     attempts += 1;
                     tracing::warn!(connector = %self.client.connector, feed, page = self.page_no,
                         error = %e, "unreadable page; asking again");
+                    crate::incidents::note("partner", "unreadable page; asked again", || {
+                        format!("{feed} page {}: {e}", self.page_no)
+                    });
                     tokio::time::sleep(self.client.settings.retry_initial * attempts as u32).await;
                 }
                 Err(e) => {

@@ -290,3 +290,114 @@ async fn a_mapped_address_without_a_mailbox_is_a_user_mapping_failure() {
     assert!(o2.complete, "a missing mailbox is final, not retried");
     server.abort();
 }
+
+/// Benchmark, not a check (run by `bench/run.sh`; figures in docs/performance.md): a generated
+/// day from the partner simulator over HTTP into the fake Graph answering every request after
+/// `GRAPH_BENCH_LATENCY_MS` (50). With four requests at once per mailbox, the day cannot end
+/// sooner than its busiest mailbox's requests × latency / 4; the figure is how close it comes.
+/// Prints one JSON line starting `graph-bench`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run by bench/run.sh"]
+async fn bench_graph_throughput() {
+    use comms_archiver::simulator::{Simulator, SimulatorConfig};
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (items, mailboxes) = (
+        env("GRAPH_BENCH_ITEMS", 2000),
+        env("GRAPH_BENCH_MAILBOXES", 8),
+    );
+    let latency_ms = env("GRAPH_BENCH_LATENCY_MS", 50);
+    let bench_day = NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
+
+    let ws = workspace();
+    let mut sim_config = SimulatorConfig::new(ws.path().join("fixtures"));
+    sim_config.workload = Some(comms_archiver::workload::Workload {
+        items,
+        mailboxes,
+        seed: 20261121,
+    });
+    let sim = Simulator::new(sim_config);
+    let (sim_addr, sim_task) = sim.start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let names: Vec<String> = (0..mailboxes)
+        .map(|k| format!("user{k}@contoso.com"))
+        .collect();
+    let graph = FakeGraph::new(&names.iter().map(String::as_str).collect::<Vec<_>>());
+    graph.latency_ms.store(latency_ms, Ordering::SeqCst);
+    let (port, server) = graph.start().await;
+
+    let d = ws.path().display().to_string();
+    std::fs::write(ws.path().join("sim-secret"), "simulator").unwrap();
+    std::fs::write(ws.path().join("graph-secret"), "graph-secret").unwrap();
+    let text = std::fs::read_to_string(ws.path().join("config/demo-https.toml"))
+        .unwrap()
+        .replace("127.0.0.1:18080", &sim_addr.to_string())
+        .replace("allow_http_loopback = true", "allow_http_loopback = true\noverlap_hours = 0")
+        .replace(
+            "{ env = \"COMMS_ARCHIVER_SIM_SECRET\" }",
+            &format!("{{ file = \"{d}/sim-secret\" }}"),
+        )
+        .replace("\"config/", &format!("\"{d}/config/"))
+        .replace("\"var/stage\"", &format!("\"{d}/var/stage\""))
+        .replace(
+            "[mailbox]\nkind = \"maildir\"\npath = \"var/mail\"",
+            &format!(
+                "[mailbox]\nkind = \"graph\"\ntenant_id = \"tenant\"\nclient_id = \"app\"\n\
+                 client_secret = {{ file = \"{d}/graph-secret\" }}\n\
+                 graph_url = \"http://127.0.0.1:{port}/v1.0\"\ntoken_url = \"http://127.0.0.1:{port}/token\"\n\
+                 allow_http_loopback = true\n"
+            ),
+        );
+    assert!(text.contains("kind = \"graph\"") && text.contains("overlap_hours = 0"));
+    let text = match std::env::var("GRAPH_BENCH_IN_FLIGHT") {
+        Ok(n) => text.replace(
+            "[archiver]\n",
+            &format!("[archiver]\nmax_in_flight = {n}\n"),
+        ),
+        Err(_) => text,
+    };
+    let config = Config::from_toml(Path::new("graph-bench.toml"), &text, &[]).unwrap();
+    let archiver = Archiver::from_config(&config).unwrap();
+
+    // Connectors run side by side, as under `run`.
+    let started = std::time::Instant::now();
+    let runs = archiver
+        .connectors()
+        .iter()
+        .map(|c| archiver.run_day(c, bench_day));
+    let logs: Vec<StatusLog> = futures::future::join_all(runs)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let wall = started.elapsed().as_secs_f64();
+
+    let imported: u64 = logs.iter().map(|l| l.imported).sum();
+    assert!(logs.iter().all(|l| l.complete));
+    assert_eq!(
+        graph.messages().len() as u64,
+        imported,
+        "no draft left, nothing twice"
+    );
+    let served = graph.served();
+    let requests: usize = served.values().sum();
+    let busiest = served.values().copied().max().unwrap_or(0);
+    let floor = busiest as f64 * latency_ms as f64 / 1000.0 / 4.0;
+    println!(
+        "graph-bench {}",
+        serde_json::json!({
+            "items": items, "mailboxes": mailboxes, "latency_ms": latency_ms,
+            "max_in_flight": config.max_in_flight(), "imported": imported,
+            "requests": requests, "requests_per_message": requests as f64 / imported as f64,
+            "busiest_mailbox_requests": busiest, "wall_s": wall,
+            "messages_per_s": imported as f64 / wall,
+            "floor_s": floor, "of_allowed": floor / wall,
+            "most_at_once": graph.max_in_flight(), "throttled": graph.throttled.load(Ordering::SeqCst),
+        })
+    );
+    server.abort();
+    sim_task.abort();
+}

@@ -34,6 +34,8 @@ struct State {
     uploads: HashMap<String, (String, String, String, usize, Vec<u8>)>,
     in_flight: HashMap<String, usize>,
     max_in_flight: usize,
+    /// Requests served (not refused for concurrency), by mailbox.
+    served: HashMap<String, usize>,
     next: usize,
 }
 
@@ -113,6 +115,11 @@ impl FakeGraph {
         names
     }
 
+    /// Requests served, by mailbox.
+    pub fn served(&self) -> HashMap<String, usize> {
+        self.state.lock().unwrap().served.clone()
+    }
+
     pub fn max_in_flight(&self) -> usize {
         self.state.lock().unwrap().max_in_flight
     }
@@ -150,6 +157,7 @@ impl FakeGraph {
             *n += 1;
             let now = *n;
             state.max_in_flight = state.max_in_flight.max(now);
+            *state.served.entry(mailbox.clone()).or_default() += 1;
         }
         let latency = self.latency_ms.load(Ordering::SeqCst);
         if latency > 0 {

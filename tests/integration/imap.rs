@@ -274,3 +274,146 @@ async fn xoauth2_with_one_app_token_for_every_mailbox() {
     assert_eq!(imap_day(&read), expected);
     server.abort();
 }
+
+/// A TCP proxy in front of Dovecot that breaks chosen APPENDs, counted over all connections:
+/// those in `mid_message` lose the connection halfway through the message (the server never
+/// gets it whole); those in `after_stored` lose it after the server stored the message, before
+/// its OK reaches the client.
+async fn breaking_proxy(
+    upstream: u16,
+    mid_message: &'static [usize],
+    after_stored: &'static [usize],
+) -> (u16, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let appends = Arc::new(AtomicUsize::new(0));
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let appends = appends.clone();
+            tokio::spawn(async move {
+                let server = tokio::net::TcpStream::connect(("127.0.0.1", upstream))
+                    .await
+                    .unwrap();
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                // The APPEND whose answer must not arrive, if any, on this connection.
+                let (cut_tx, mut cut_rx) = tokio::sync::watch::channel(false);
+                let upward = async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut cut_mid = false;
+                    loop {
+                        let n = match cr.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let chunk = &buf[..n];
+                        if cut_mid {
+                            let _ = sw.write_all(&chunk[..n / 2]).await;
+                            return; // drops both halves of this side: the connection breaks
+                        }
+                        if let Some(at) = find(chunk, b" APPEND ") {
+                            let number = appends.fetch_add(1, Ordering::SeqCst) + 1;
+                            if mid_message.contains(&number) {
+                                let line_end = find(&chunk[at..], b"\r\n").map(|e| at + e + 2);
+                                match line_end {
+                                    Some(end) if end < n => {
+                                        let _ = sw.write_all(&chunk[..end + (n - end) / 2]).await;
+                                        return;
+                                    }
+                                    _ => cut_mid = true,
+                                }
+                            } else if after_stored.contains(&number) {
+                                let _ = cut_tx.send(true);
+                            }
+                        }
+                        if sw.write_all(chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                };
+                let downward = async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match sr.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if *cut_rx.borrow_and_update() && find(&buf[..n], b"APPENDUID").is_some() {
+                            return; // stored, but the client never hears of it
+                        }
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                };
+                // Either direction ending ends the connection.
+                tokio::select! {
+                    _ = upward => {}
+                    _ = downward => {}
+                }
+            });
+        }
+    });
+    (port, task)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dovecot_dropping_the_connection_mid_append_loses_and_duplicates_nothing() {
+    let ws = workspace();
+    let dir = ws.path().to_path_buf();
+    let dovecot = tokio::task::spawn_blocking(move || Dovecot::start(&dir, None))
+        .await
+        .unwrap();
+    // APPENDs 3 and 20 break mid-message; 9 and 27 after Dovecot stored the message.
+    let (port, proxy) = breaking_proxy(dovecot.port, &[3, 20], &[9, 27]).await;
+    configure(ws.path(), port, |t| t);
+    let dir = ws.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || once(&dir))
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(imported_events(&out.stderr), 37);
+    let expected = tokio::task::spawn_blocking(maildir_day).await.unwrap();
+    let read = tokio::task::spawn_blocking(move || {
+        let read = dovecot.read_back(MAILBOXES);
+        drop(dovecot);
+        read
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        imap_day(&read),
+        expected,
+        "every message once, in its folder"
+    );
+
+    // The status logs say what happened.
+    let logs = demo_logs(ws.path());
+    let incidents: Vec<_> = logs.values().flat_map(|l| l.incidents.clone()).collect();
+    let count = |kind: &str| -> u64 {
+        incidents
+            .iter()
+            .filter(|i| i.side == "mailbox" && i.kind.starts_with(kind))
+            .map(|i| i.count)
+            .sum()
+    };
+    assert_eq!(count("IMAP connection lost"), 4, "{incidents:?}");
+    assert_eq!(
+        count("message stored before the connection broke"),
+        2,
+        "the two stored messages were found, not appended again: {incidents:?}"
+    );
+    assert!(logs
+        .values()
+        .all(|l| l.complete && l.failed == logs[&l.connector].failed));
+    proxy.abort();
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The benchmark harness: one command measures comms-archiver and writes docs/performance.md.
+#
+#   bash bench/run.sh              # render bench, Graph at 50 ms, sizes S and L (about 1 hour)
+#   BENCH_SIZES=S bash bench/run.sh
+#
+# Installs what it needs where missing (Debian: dovecot-imapd, isync for mbsync, rclone, time;
+# npm: Azurite 3.35.0 into .ci/node), builds the release binaries, then runs the criterion
+# render bench (bench/benches/render.rs), the Graph benchmark against the fake Graph
+# (tests/integration/graph.rs, bench_graph_throughput) and bench/harness.py. Scratch data goes
+# to $BENCH_SCRATCH (default /var/tmp/comms-archiver-bench; L needs about 15 GB) and is removed
+# unless BENCH_KEEP=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sizes="${BENCH_SIZES:-S L}"
+scratch="${BENCH_SCRATCH:-/var/tmp/comms-archiver-bench}"
+
+missing=()
+command -v dovecot >/dev/null 2>&1 || missing+=(dovecot-imapd)
+command -v mbsync >/dev/null 2>&1 || missing+=(isync)
+command -v rclone >/dev/null 2>&1 || missing+=(rclone)
+[ -x /usr/bin/time ] || missing+=(time)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+if command -v systemctl >/dev/null 2>&1; then systemctl stop dovecot 2>/dev/null || true; fi
+if [ ! -x .ci/node/node_modules/.bin/azurite-blob ]; then
+  npm install --no-audit --no-fund --prefix .ci/node "azurite@3.35.0"
+fi
+export AZURITE_BLOB="$PWD/.ci/node/node_modules/.bin/azurite-blob"
+
+cargo build --release --locked --bins
+mkdir -p "$scratch"
+echo "render bench (criterion)"
+cargo bench --manifest-path bench/Cargo.toml --bench render -- --noplot >"$scratch/criterion.txt"
+echo "Graph at 50 ms per request"
+GRAPH_BENCH_LATENCY_MS=50 cargo test --release --locked --test integration bench_graph_throughput \
+  -- --ignored --nocapture >"$scratch/graph.txt" 2>&1 || { cat "$scratch/graph.txt"; exit 1; }
+grep '^graph-bench ' "$scratch/graph.txt"
+python3 bench/harness.py --sizes "$sizes" --scratch "$scratch" \
+  --criterion bench/target/criterion --graph "$scratch/graph.txt" \
+  --command "${BENCH_SIZES:+BENCH_SIZES=\"$sizes\" }bash bench/run.sh"
