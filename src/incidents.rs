@@ -29,7 +29,10 @@ pub struct Incident {
 
 /// A day's incidents so far.
 #[derive(Debug, Clone, Default)]
-pub struct Recorder(Arc<Mutex<BTreeMap<(String, String), (u64, String)>>>);
+pub struct Recorder(Arc<Mutex<Seen>>);
+
+/// (side, kind) -> (count, first example).
+type Seen = BTreeMap<(String, String), (u64, String)>;
 
 impl Recorder {
     pub fn add(&self, side: &str, kind: &str, example: impl FnOnce() -> String) {
