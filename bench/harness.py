@@ -33,12 +33,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RELEASE = ROOT / "target" / "release"
 DAY = "2026-11-25"
-SIZES = {"S": (10_000, 1_000), "L": (100_000, 10_000)}
+# XS is a quick smoke run of the harness itself.
+SIZES = {"XS": (500, 50), "S": (10_000, 1_000), "L": (100_000, 10_000)}
 IMAP_PASSWORD = "bench-imap-password"
 SIM_SECRET = "simulator"
-# Azurite's well-known development account (documented by Microsoft; not a secret).
+# Azurite's well-known development account.
 DEV_ACCOUNT = "devstoreaccount1"
-DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
 def free_port():
@@ -254,8 +254,8 @@ def mbsync(work, mail_root, port):
                 f"IMAPAccount a{n}", "Host 127.0.0.1", f"Port {port}", f"User {mailbox}",
                 f"Pass {IMAP_PASSWORD}", "SSLType None", "AuthMechs LOGIN", "",
                 f"IMAPStore far{n}", f"Account a{n}", "",
-                f"MaildirStore near{n}", f"Path {mail_root / mailbox}/",
-                f"Inbox {mail_root / mailbox / folder}", "",
+                f"MaildirStore near{n}", f'Path "{mail_root / mailbox}/"',
+                f'Inbox "{mail_root / mailbox / folder}"', "",
                 f"Channel c{n}", f"Far :far{n}:\"INBOX/{name}\"", f"Near :near{n}:",
                 "Create Far", "Sync Push New", "Expunge None", "SyncState *", "",
             ]
@@ -269,8 +269,8 @@ def mbsync(work, mail_root, port):
 def rclone(work, stage_root, port):
     """Copies the files run a) staged into a fresh Azurite container with rclone's defaults."""
     rc = work / "rclone.conf"
-    rc.write_text(f"[azurite]\ntype = azureblob\naccount = {DEV_ACCOUNT}\nkey = {DEV_KEY}\n"
-                  f"endpoint = http://127.0.0.1:{port}/{DEV_ACCOUNT}\n")
+    rc.write_text(f"[azurite]\ntype = azureblob\n"
+                  f"sas_url = http://127.0.0.1:{port}/{DEV_ACCOUNT}?{sas().lstrip('?')}\n")
     code, wall, rss = timed(["rclone", "--config", str(rc), "copy", str(stage_root / "staged"),
                              "azurite:rclone-peer/staged"], work / "rclone.log")
     if code != 0:
