@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The benchmark harness: one command measures comms-archiver and writes docs/performance.md.
 #
-#   bash bench/run.sh              # render bench, Graph at 50 ms, sizes S and L (about 1 hour)
-#   BENCH_SIZES=S bash bench/run.sh
+#   bash bench/run.sh                    # render bench, Graph at 50 ms, sizes S and L (hours:
+#                                        # the Azurite runs are bound by the emulator)
+#   BENCH_SIZES="S L:a" bash bench/run.sh  # S in full, L only on the embedded default
+#   BENCH_SIZES=XS bash bench/run.sh       # a smoke run of the harness
 #
 # Installs what it needs where missing (Debian: dovecot-imapd, isync for mbsync, rclone, time;
 # npm: Azurite 3.35.0 into .ci/node), builds the release binaries, then runs the criterion
