@@ -416,7 +416,7 @@ def write(path, command, results, render, graph):
         w("|---|---|---|---|---|---|")
         for name, r in render.items():
             w(f"| {name.removeprefix('render-')} | {r['items']:,} | {r['items_per_s']:,.0f} | "
-              f"{r['render_ms']:.1f} ms | {r['floor_ms']:.1f} ms | {r['ratio']:.2f}x |")
+              f"{r['render_ms']:.1f} ms | {r['floor_ms']:.3f} ms | {r['ratio']:,.1f}x |")
         w("")
         w("The floor base64-encodes the same files and copies the same text, nothing else; `mix` is the "
           "first 2,000 items of the day (items over 10 MiB left out, as the pipeline never renders "
