@@ -14,7 +14,7 @@ use comms_archiver::simulator::{Simulator, SimulatorConfig};
 use comms_archiver::workload::Workload;
 use serde_json::Value;
 use std::collections::HashSet;
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 use std::path::Path;
 
 /// Runs `once` for the generated day; kills it after `kill_after` imports (if it gets there).
@@ -62,7 +62,10 @@ async fn sigkill_at_random_points_loses_nothing_and_duplicates_nothing() {
     let kills = var("CHAOS_KILLS").unwrap_or(20) as usize;
     let items = var("CHAOS_ITEMS").unwrap_or(if s_size { 10_000 } else { 400 }) as usize;
     let mailboxes = var("CHAOS_MAILBOXES").unwrap_or(if s_size { 1_000 } else { 50 }) as usize;
-    eprintln!(
+    // Straight to stderr, past the test harness's capture: CI's log shows the seed even when
+    // the test passes.
+    let _ = writeln!(
+        std::io::stderr(),
         "chaos: CHAOS_SEED={seed} CHAOS_KILLS={kills} CHAOS_ITEMS={items} CHAOS_MAILBOXES={mailboxes}"
     );
     let workload = Workload {
