@@ -196,61 +196,13 @@ impl<'a> DayRun<'a> {
             return Vec::new();
         }
 
-        // The files alone make some items too large: say so without rendering them, which
-        // would hold the item a few more times over in memory.
-        let payload = item.content.payload_bytes();
-        if payload > self.archiver.max_item_bytes {
-            let detail = format!(
-                "its files alone are {payload} bytes, so the message exceeds the limit of {} \
-                 bytes",
-                self.archiver.max_item_bytes
-            );
-            self.fail_copies(
-                &item,
-                &key,
-                &targets,
-                &archived_user,
-                Reason::SizeExceeded,
-                &detail,
-            );
-            return Vec::new();
-        }
-        let ctx = RenderContext {
-            connector: name,
-            partner: self.connector.partner.as_str(),
-            invalid_domain: self.connector.partner.invalid_domain(),
-        };
-        let rendered = match render(&item, &key, &ctx, &per_participant) {
+        let rendered = match self.render_within_limit(&item, &key, &per_participant) {
             Ok(bytes) => bytes,
-            Err(e) => {
-                let detail = e.to_string();
-                self.fail_copies(
-                    &item,
-                    &key,
-                    &targets,
-                    &archived_user,
-                    Reason::RenderError,
-                    &detail,
-                );
+            Err((reason, detail)) => {
+                self.fail_copies(&item, &key, &targets, &archived_user, reason, &detail);
                 return Vec::new();
             }
         };
-        let size = rendered.len() as u64;
-        if size > self.archiver.max_item_bytes {
-            let detail = format!(
-                "rendered size {size} bytes exceeds the limit of {} bytes",
-                self.archiver.max_item_bytes
-            );
-            self.fail_copies(
-                &item,
-                &key,
-                &targets,
-                &archived_user,
-                Reason::SizeExceeded,
-                &detail,
-            );
-            return Vec::new();
-        }
         let message: Arc<[u8]> = Arc::from(rendered);
         targets
             .into_iter()
@@ -263,6 +215,39 @@ impl<'a> DayRun<'a> {
                 message: message.clone(),
             })
             .collect()
+    }
+
+    /// The item's message, or why it cannot be imported: too large (the files alone already
+    /// too large are refused without rendering them, which would hold the item a few more
+    /// times over in memory) or not renderable.
+    fn render_within_limit(
+        &self,
+        item: &Item,
+        key: &ItemKey,
+        per_participant: &[Option<String>],
+    ) -> Result<Vec<u8>, (Reason, String)> {
+        let limit = self.archiver.max_item_bytes;
+        let payload = item.content.payload_bytes();
+        if payload > limit {
+            let detail = format!(
+                "its files alone are {payload} bytes, so the message exceeds the limit of {limit} \
+                 bytes"
+            );
+            return Err((Reason::SizeExceeded, detail));
+        }
+        let ctx = RenderContext {
+            connector: self.connector.name.as_str(),
+            partner: self.connector.partner.as_str(),
+            invalid_domain: self.connector.partner.invalid_domain(),
+        };
+        let rendered = render(item, key, &ctx, per_participant)
+            .map_err(|e| (Reason::RenderError, e.to_string()))?;
+        let size = rendered.len() as u64;
+        if size > limit {
+            let detail = format!("rendered size {size} bytes exceeds the limit of {limit} bytes");
+            return Err((Reason::SizeExceeded, detail));
+        }
+        Ok(rendered)
     }
 
     /// Fails the copy of every target mailbox for the same reason.
