@@ -37,6 +37,10 @@ DAY = "2026-11-25"
 SIZES = {"XS": (500, 50), "S": (10_000, 1_000), "L": (100_000, 10_000)}
 IMAP_PASSWORD = "bench-imap-password"
 MBSYNC_BATCH = int(os.environ.get("BENCH_MBSYNC_BATCH", "100"))
+# Logged-in IMAP connections comms-archiver keeps between copies: one per mailbox of S, so a
+# mailbox logs in once per run as mbsync's channels do (Dovecot's process limit is raised to
+# match). L's 10,000 mailboxes share them.
+IMAP_IDLE = int(os.environ.get("BENCH_IMAP_IDLE", "1000"))
 SIM_SECRET = "simulator"
 # Azurite's well-known development account.
 DEV_ACCOUNT = "devstoreaccount1"
@@ -115,7 +119,7 @@ mail_location = maildir:{d}/mail/%u
 mail_uid = dovecot
 mail_gid = dovecot
 first_valid_uid = 1
-default_process_limit = 200
+default_process_limit = {IMAP_IDLE + 200}
 default_client_limit = 2000
 service imap-login {{
   inet_listener imap {{
@@ -175,7 +179,8 @@ def maildir(path):
 def imap(port):
     return (f'[mailbox]\nkind = "imap"\nhost = "127.0.0.1"\nport = {port}\nsecurity = "plain"\n'
             f'allow_plaintext_loopback = true\nauth = "login"\nusername = "{{mailbox}}"\n'
-            f'password = {{ env = "COMMS_ARCHIVER_IMAP_PASSWORD" }}\n')
+            f'password = {{ env = "COMMS_ARCHIVER_IMAP_PASSWORD" }}\n'
+            f'idle_connections = {IMAP_IDLE}\n')
 
 
 def timed(args, log, env=None, cwd=None):

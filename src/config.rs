@@ -354,9 +354,14 @@ pub struct ImapConfig {
     /// xoauth2: overrides of the token URL and scope (tests).
     pub token_url: Option<String>,
     pub scope: Option<String>,
-    /// Connections open at once, over all mailboxes. Default 8.
+    /// Connections at work at once, over all mailboxes. Default 8.
     #[serde(default = "default_imap_connections")]
     pub max_connections: usize,
+    /// Logged-in connections kept open between copies, over all mailboxes, so that a
+    /// mailbox's next copy needs no new login. Default 32; with `max_connections` within the
+    /// server's limit (Dovecot: the imap service's process_limit).
+    #[serde(default = "default_imap_idle_connections")]
+    pub idle_connections: usize,
     /// Seconds one IMAP operation may take. Default 60.
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
@@ -368,6 +373,10 @@ fn default_imap_username() -> String {
 
 fn default_imap_connections() -> usize {
     8
+}
+
+fn default_imap_idle_connections() -> usize {
+    32
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -982,6 +991,25 @@ impl fmt::Debug for Secret {
 }
 
 fn validate_imap(imap: &ImapConfig) -> Result<(), (&'static str, String)> {
+    if !(1..=1000).contains(&imap.max_connections) {
+        return Err((
+            "max_connections",
+            format!(
+                "{} connections at work at once is out of range; give 1 to 1000 (default 8)",
+                imap.max_connections
+            ),
+        ));
+    }
+    if imap.idle_connections > 100_000 {
+        return Err((
+            "idle_connections",
+            format!(
+                "{} idle connections is out of range; give 0 to 100000 (default 32), within the \
+                 server's connection limit",
+                imap.idle_connections
+            ),
+        ));
+    }
     if imap.security == ImapSecurity::Plain {
         let loopback = imap.host == "localhost"
             || imap
@@ -1285,6 +1313,27 @@ path = "fixtures/telemessage-o2"
         let e = parse(&text).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("connectors.o2.folder"));
         assert_eq!(e.line, Some(16));
+    }
+
+    #[test]
+    fn imap_connection_bounds_are_checked() {
+        let imap = "[mailbox]\nkind = \"imap\"\nhost = \"imap.contoso.com\"\nauth = \"login\"\n\
+                    password = { env = \"IMAP_PASSWORD\" }\n";
+        let text = GOOD.replace("[mailbox]\nkind = \"maildir\"\npath = \"var/mail\"\n", imap);
+        let c = parse(&text).unwrap();
+        let MailboxConfig::Imap(settings) = &c.mailbox else {
+            panic!("an IMAP mailbox")
+        };
+        assert_eq!(
+            (settings.max_connections, settings.idle_connections),
+            (8, 32)
+        );
+
+        let e = parse(&text.replace("auth =", "max_connections = 0\nauth =")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("mailbox.max_connections"), "{e}");
+        assert!(e.message.contains("give 1 to 1000"), "{e}");
+        let e = parse(&text.replace("auth =", "idle_connections = 200000\nauth =")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("mailbox.idle_connections"), "{e}");
     }
 
     #[test]

@@ -52,9 +52,18 @@ pub struct ImapSettings {
     pub port: u16,
     pub security: Security,
     pub auth: ImapAuth,
+    /// Connections working at once, over all mailboxes.
     pub max_connections: usize,
+    /// Logged-in connections kept between copies, over all mailboxes, so that a mailbox's next
+    /// copy needs no new login.
+    pub idle_connections: usize,
     pub timeout: Duration,
 }
+
+/// How long a connection may wait idle before it is logged out rather than used: servers end
+/// idle sessions after about 30 minutes (RFC 3501's autologout), and one the server ended
+/// would only fail and be replaced.
+const IDLE_FOR_AT_MOST: Duration = Duration::from_secs(10 * 60);
 
 /// A TCP connection, with or without TLS.
 #[derive(Debug)]
@@ -123,6 +132,13 @@ impl async_imap::Authenticator for &mut XOAuth2 {
     }
 }
 
+/// A logged-in connection waiting for its mailbox's next copy.
+struct Idle {
+    mailbox: String,
+    since: std::time::Instant,
+    session: ImapSession,
+}
+
 /// A connection in use, with its place in the pool.
 struct Lease {
     session: ImapSession,
@@ -133,10 +149,11 @@ struct Lease {
 pub struct ImapMailboxes {
     settings: ImapSettings,
     tls: tokio_rustls::TlsConnector,
+    /// One per connection at work: never more than `max_connections` at once.
     permits: Arc<Semaphore>,
-    /// Logged-in connections not in use, oldest first, with their mailbox; together with
-    /// those in use never more than `max_connections`, however many mailboxes a day touches.
-    idle: Mutex<std::collections::VecDeque<(String, ImapSession)>>,
+    /// Logged-in connections not in use, longest idle first, with their mailbox and since when
+    /// they wait; never more than `idle_connections`, however many mailboxes a day touches.
+    idle: Mutex<std::collections::VecDeque<Idle>>,
     delimiters: Mutex<HashMap<String, String>>,
     folders: Mutex<HashSet<(String, String)>>,
 }
@@ -307,7 +324,8 @@ impl ImapMailboxes {
         }
     }
 
-    /// A session for the mailbox: an idle one, or a new one within the pool's bound.
+    /// A session for the mailbox: its idle one, or a new one once fewer than `max_connections`
+    /// are at work.
     async fn lease(&self, mailbox: &str) -> Result<Lease, MailboxError> {
         let permit = self
             .permits
@@ -317,17 +335,16 @@ impl ImapMailboxes {
             .expect("the semaphore is never closed");
         let idle = {
             let mut idle = self.idle.lock().await;
-            let mine = idle.iter().rposition(|(m, _)| m == mailbox);
-            let session = mine.and_then(|i| idle.remove(i)).map(|(_, s)| s);
-            if session.is_none() {
-                // A new connection must fit: close the longest idle ones of other mailboxes.
-                while idle.len() > self.permits.available_permits() {
-                    if let Some((_, old)) = idle.pop_front() {
-                        tokio::spawn(log_out(old, self.settings.timeout));
-                    }
-                }
+            // Too long idle: the server may have ended them already.
+            while idle
+                .front()
+                .is_some_and(|i| i.since.elapsed() > IDLE_FOR_AT_MOST)
+            {
+                let stale = idle.pop_front().expect("checked");
+                tokio::spawn(log_out(stale.session, self.settings.timeout));
             }
-            session
+            let mine = idle.iter().rposition(|i| i.mailbox == mailbox);
+            mine.and_then(|i| idle.remove(i)).map(|i| i.session)
         };
         let session = match idle {
             Some(session) => session,
@@ -341,11 +358,26 @@ impl ImapMailboxes {
         })
     }
 
+    /// Keeps a connection for the mailbox's next copy; the longest idle one is logged out when
+    /// more than `idle_connections` would wait.
     async fn give_back(&self, mailbox: &str, lease: Lease) {
-        self.idle
-            .lock()
-            .await
-            .push_back((mailbox.to_string(), lease.session));
+        let mut idle = self.idle.lock().await;
+        idle.push_back(Idle {
+            mailbox: mailbox.to_string(),
+            since: std::time::Instant::now(),
+            session: lease.session,
+        });
+        while idle.len() > self.settings.idle_connections {
+            let oldest = idle.pop_front().expect("longer than the bound");
+            tokio::spawn(log_out(oldest.session, self.settings.timeout));
+        }
+    }
+
+    /// Logs out every idle connection (at the end of a run: the next one is a day away).
+    async fn log_out_idle(&self) {
+        let idle: Vec<Idle> = self.idle.lock().await.drain(..).collect();
+        let timeout = self.settings.timeout;
+        futures::future::join_all(idle.into_iter().map(|i| log_out(i.session, timeout))).await;
     }
 
     /// The full name of the connector's folder, created and subscribed when missing.
@@ -550,6 +582,10 @@ impl Mailbox for ImapMailboxes {
             })
         })
         .await
+    }
+
+    async fn close_idle(&self) {
+        self.log_out_idle().await;
     }
 
     fn describe(&self) -> String {

@@ -51,6 +51,8 @@ pub trait Mailbox: Send + Sync {
     async fn append(&self, delivery: &Delivery<'_>) -> Result<(), MailboxError>;
     /// Where the mailboxes are, for logs (never with credentials).
     fn describe(&self) -> String;
+    /// Lets go of connections kept open between imports (at the end of a run).
+    async fn close_idle(&self) {}
 }
 
 /// Builds the mailbox backend a configuration names. Secrets are read here.
@@ -109,6 +111,7 @@ pub fn build(config: &crate::config::Config) -> crate::Result<std::sync::Arc<dyn
         security,
         auth,
         max_connections: imap.max_connections,
+        idle_connections: imap.idle_connections,
         timeout: std::time::Duration::from_secs(imap.timeout_secs),
     };
     let mailboxes = ImapMailboxes::new(settings).map_err(|why| config.error("mailbox", why))?;

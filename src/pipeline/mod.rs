@@ -174,6 +174,7 @@ impl Archiver {
                 });
             }
         }
+        self.mailbox.close_idle().await;
         results
     }
 

@@ -417,3 +417,53 @@ async fn dovecot_dropping_the_connection_mid_append_loses_and_duplicates_nothing
         .all(|l| l.complete && l.failed == logs[&l.connector].failed));
     proxy.abort();
 }
+
+/// Runs the demo day over IMAP with one connection at work and `idle` kept between copies;
+/// returns Dovecot's count of logins and of logouts once the run is over.
+async fn demo_day_logins(idle: usize) -> (usize, usize) {
+    let ws = workspace();
+    let dir = ws.path().to_path_buf();
+    let dovecot = tokio::task::spawn_blocking(move || Dovecot::start(&dir, None))
+        .await
+        .unwrap();
+    configure(ws.path(), dovecot.port, |t| {
+        t.replace(
+            "password = { env = \"COMMS_ARCHIVER_IMAP_PASSWORD\" }",
+            &format!(
+                "password = {{ env = \"COMMS_ARCHIVER_IMAP_PASSWORD\" }}\nmax_connections = 1\n\
+                 idle_connections = {idle}"
+            ),
+        )
+    });
+    let dir = ws.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || once(&dir))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(imported_events(&out.stderr), 37);
+    // Dovecot logs a logout when its imap process has finished with it.
+    let count = |log: &str, what: &str| log.lines().filter(|l| l.contains(what)).count();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let log = dovecot.log();
+        let (logins, logouts) = (count(&log, "Login: user=<"), count(&log, "Logged out"));
+        if logins == logouts || std::time::Instant::now() > deadline {
+            return (logins, logouts);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_mailbox_logs_in_once_while_its_connection_is_kept() {
+    // Six mailboxes receive the day's 37 copies: kept connections serve every copy after a
+    // mailbox's first, and are logged out when the run ends.
+    assert_eq!(demo_day_logins(32).await, (6, 6));
+    // Kept for none, every copy logs in anew.
+    assert_eq!(demo_day_logins(0).await, (37, 37));
+}
