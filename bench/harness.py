@@ -119,7 +119,7 @@ mail_location = maildir:{d}/mail/%u
 mail_uid = dovecot
 mail_gid = dovecot
 first_valid_uid = 1
-default_process_limit = {IMAP_IDLE + 200}
+default_process_limit = 200
 default_client_limit = 2000
 service imap-login {{
   inet_listener imap {{
@@ -129,6 +129,9 @@ service imap-login {{
   inet_listener imaps {{
     port = 0
   }}
+}}
+service imap {{
+  process_limit = {IMAP_IDLE + 200}
 }}
 service pop3-login {{
   inet_listener pop3 {{
