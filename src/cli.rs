@@ -58,7 +58,8 @@ pub enum Command {
         connector: Option<String>,
     },
     /// Validate the configuration and the mapping files, then exit; with --verify-stage,
-    /// also re-read the day's staged messages and compare them with the ledger's SHA-256.
+    /// also re-read the staged messages of items of that date and compare them with the
+    /// ledger's SHA-256.
     Check {
         #[arg(long, requires = "date")]
         verify_stage: bool,

@@ -3,9 +3,13 @@
 //! moves with the stage and not with the host.
 //!
 //! Keys in the stage:
-//! - `staged/<connector>/<day>/<mailbox>/<item-key>.eml`: rendered messages (create-only)
-//! - `ledger/<connector>/imported/<mailbox>/<item-key>.json`: one per imported copy
-//!   (create-only), written after the mailbox accepted the message
+//! - `staged/<connector>/<date>/<mailbox>/<item-key>.eml`: rendered messages (create-only),
+//!   under the item's own date (UTC). Every import is preceded by this write, so the first run
+//!   of any day to stage a copy knows that nothing imported it before: repeats across days
+//!   (overlap windows, late deliveries) meet the same key.
+//! - `ledger/<connector>/journal/<date>/<writer>-<n>.jsonl`: import records, one JSON line per
+//!   imported copy, in batches (create-only) written after the mailbox accepted the messages,
+//!   under the items' date ([`Journal`])
 //! - `ledger/<connector>/days/<day>.json`: the day's state (open or complete, attempts)
 //! - `ledger/<connector>/leases/<day>.json`: who is processing the day, until when; taken
 //!   and renewed with ETag conditions, so two daemons never work on one day at once
@@ -18,7 +22,9 @@ use crate::stage::{Stage, Version};
 use crate::{Error, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// One imported copy, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,10 +158,6 @@ impl Ledger {
         format!("staged/{connector}/{day}/{mailbox}/{key}.eml")
     }
 
-    fn import_key(connector: &str, mailbox: &str, key: &ItemKey) -> String {
-        format!("ledger/{connector}/imported/{mailbox}/{key}.json")
-    }
-
     fn day_key(connector: &str, day: NaiveDate) -> String {
         format!("ledger/{connector}/days/{day}.json")
     }
@@ -258,32 +260,20 @@ impl Ledger {
         Ok(())
     }
 
-    /// Whether this copy of the item was imported into this mailbox by any earlier run.
-    pub async fn is_imported(&self, connector: &str, mailbox: &str, key: &ItemKey) -> Result<bool> {
-        Ok(self
-            .stage
-            .exists(&Self::import_key(connector, mailbox, key))
-            .await?)
-    }
-
-    /// Records an imported copy. Recording it twice is harmless.
-    pub async fn record_import(&self, connector: &str, record: &ImportRecord) -> Result<()> {
-        let key = ItemKey::from_hex(&record.item_key);
-        let bytes = serde_json::to_vec(record).expect("a record always serializes");
-        self.stage
-            .put_new(&Self::import_key(connector, &record.mailbox, &key), &bytes)
-            .await?;
-        Ok(())
-    }
-
-    /// The imported-copy record, if any.
-    pub async fn import_record(
+    /// The import record a ledger written before the journal kept for the copy, if any.
+    async fn legacy_record(
         &self,
         connector: &str,
         mailbox: &str,
         key: &ItemKey,
     ) -> Result<Option<ImportRecord>> {
-        self.read(&Self::import_key(connector, mailbox, key)).await
+        self.read(&format!("ledger/{connector}/imported/{mailbox}/{key}.json"))
+            .await
+    }
+
+    /// A journal of the copies a run imports for the connector.
+    pub fn journal(&self, connector: &str) -> Journal {
+        Journal::new(self.clone(), connector)
     }
 
     /// Marks the start of an attempt at a day. Returns true when an earlier attempt exists,
@@ -386,12 +376,18 @@ impl Ledger {
             .map(|c| c.last_complete_day))
     }
 
-    /// Re-reads every message staged for a connector-day and compares it with the SHA-256
-    /// recorded when it was imported.
+    /// Re-reads every message staged under a date and compares it with the SHA-256 recorded
+    /// when it was imported.
     pub async fn verify_day(&self, connector: &str, day: NaiveDate) -> Result<Verification> {
         let prefix = format!("staged/{connector}/{day}/");
         let mut keys = self.stage.list(&prefix).await?;
         keys.sort();
+        let mut records: HashMap<(String, String), ImportRecord> = HashMap::new();
+        for batch in self.stage.list(&Journal::prefix(connector, day)).await? {
+            for record in self.read_batch(&batch).await? {
+                records.insert((record.mailbox.clone(), record.item_key.clone()), record);
+            }
+        }
         let mut report = Verification::default();
         for staged in keys {
             let Some((mailbox, file)) = staged[prefix.len()..].split_once('/') else {
@@ -400,10 +396,18 @@ impl Ledger {
             let Some(item_key) = file.strip_suffix(".eml") else {
                 continue;
             };
-            let key = ItemKey::from_hex(item_key);
-            let Some(record) = self.import_record(connector, mailbox, &key).await? else {
-                report.not_imported.push(staged);
-                continue;
+            let record = match records.remove(&(mailbox.to_string(), item_key.to_string())) {
+                Some(record) => record,
+                None => match self
+                    .legacy_record(connector, mailbox, &ItemKey::from_hex(item_key))
+                    .await?
+                {
+                    Some(record) => record,
+                    None => {
+                        report.not_imported.push(staged);
+                        continue;
+                    }
+                },
             };
             match self.stage.get(&staged).await? {
                 Some(bytes) if crate::item::sha256_hex(&bytes) == record.sha256 => {
@@ -421,6 +425,28 @@ impl Ledger {
             }
         }
         Ok(report)
+    }
+
+    /// The records of one journal batch.
+    async fn read_batch(&self, key: &str) -> Result<Vec<ImportRecord>> {
+        let Some(bytes) = self.stage.get(key).await? else {
+            return Ok(Vec::new());
+        };
+        let unreadable = |line: usize, why: String| {
+            Error::State(format!(
+                "{} holds an unreadable '{key}' (line {line}: {why}); restore it from backup, \
+                 or remove it and the copies it recorded are checked in their mailboxes",
+                self.stage.describe()
+            ))
+        };
+        let text = std::str::from_utf8(&bytes).map_err(|e| unreadable(1, e.to_string()))?;
+        text.lines()
+            .enumerate()
+            .filter(|(_, line)| !line.is_empty())
+            .map(|(i, line)| {
+                serde_json::from_str(line).map_err(|e| unreadable(i + 1, e.to_string()))
+            })
+            .collect()
     }
 
     /// Stores a status log as JSON and CSV.
@@ -464,6 +490,195 @@ impl Ledger {
     }
 }
 
+/// Records a journal batch holds at most.
+const JOURNAL_BATCH: usize = 256;
+/// How long an import record may wait for its batch.
+const JOURNAL_WAIT: Duration = Duration::from_secs(5);
+/// How often a date's batches are listed again when a copy is not found in them.
+const JOURNAL_RELIST: Duration = Duration::from_secs(2);
+
+/// The import records of one run of a connector, written in batches: one stage write per
+/// [`JOURNAL_BATCH`] copies (or [`JOURNAL_WAIT`]) instead of one per copy. A copy imported but
+/// not yet written down when the run dies is found by the next run the way any unrecorded
+/// copy is: its staged message exists, so the mailbox is asked before it is imported again.
+///
+/// The journal also answers whether an earlier run imported a copy, from the batches of the
+/// copy's date (read once, listed again at most every [`JOURNAL_RELIST`] while copies are not
+/// found) and from the records of ledgers written before the journal.
+pub struct Journal {
+    ledger: Ledger,
+    connector: String,
+    /// This writer, unique among every run that ever writes the ledger.
+    writer: String,
+    state: tokio::sync::Mutex<JournalState>,
+}
+
+#[derive(Default)]
+struct JournalState {
+    /// Records not written yet, with the date of their item.
+    pending: Vec<(NaiveDate, ImportRecord)>,
+    since: Option<Instant>,
+    batches_written: u64,
+    dates: HashMap<NaiveDate, DateIndex>,
+}
+
+/// What the journal batches of one date hold.
+#[derive(Default)]
+struct DateIndex {
+    read: HashSet<String>,
+    copies: HashSet<(String, String)>,
+    listed_at: Option<Instant>,
+}
+
+impl Journal {
+    fn new(ledger: Ledger, connector: &str) -> Journal {
+        let started = Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+        Journal {
+            ledger,
+            connector: connector.to_string(),
+            writer: format!("{started}-{}", std::process::id()),
+            state: Default::default(),
+        }
+    }
+
+    fn prefix(connector: &str, date: NaiveDate) -> String {
+        format!("ledger/{connector}/journal/{date}/")
+    }
+
+    /// Adds the record of an imported copy of an item of `date`; writes the pending batch
+    /// when it is full or has waited long enough.
+    pub async fn record(&self, date: NaiveDate, record: ImportRecord) -> Result<()> {
+        let due = {
+            let mut state = self.state.lock().await;
+            state.pending.push((date, record));
+            let since = *state.since.get_or_insert_with(Instant::now);
+            state.pending.len() >= JOURNAL_BATCH || since.elapsed() >= JOURNAL_WAIT
+        };
+        match due {
+            true => self.flush().await,
+            false => Ok(()),
+        }
+    }
+
+    /// Writes every pending record (one batch per date of the items). On failure the records
+    /// stay pending for the next try.
+    pub async fn flush(&self) -> Result<()> {
+        let (pending, first) = {
+            let mut state = self.state.lock().await;
+            state.since = None;
+            let first = state.batches_written;
+            let pending = std::mem::take(&mut state.pending);
+            let dates: HashSet<NaiveDate> = pending.iter().map(|(d, _)| *d).collect();
+            state.batches_written += dates.len() as u64;
+            (pending, first)
+        };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut by_date: std::collections::BTreeMap<NaiveDate, Vec<&ImportRecord>> =
+            Default::default();
+        for (date, record) in &pending {
+            by_date.entry(*date).or_default().push(record);
+        }
+        let mut written = Vec::new();
+        let mut failure = None;
+        for (n, (date, records)) in by_date.iter().enumerate() {
+            let mut lines = Vec::with_capacity(records.len() * 400);
+            for record in records {
+                serde_json::to_writer(&mut lines, record).expect("a record always serializes");
+                lines.push(b'\n');
+            }
+            let key = format!(
+                "{}{}-{:06}.jsonl",
+                Self::prefix(&self.connector, *date),
+                self.writer,
+                first + n as u64
+            );
+            match self.ledger.stage.put_new(&key, &lines).await {
+                // A batch already there under this writer's own name is this batch.
+                Ok(_) => written.push(*date),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let mut state = self.state.lock().await;
+        for (date, record) in &pending {
+            if written.contains(date) {
+                let index = state.dates.entry(*date).or_default();
+                index
+                    .copies
+                    .insert((record.mailbox.clone(), record.item_key.clone()));
+            }
+        }
+        match failure {
+            None => Ok(()),
+            Some(e) => {
+                let unwritten = pending
+                    .into_iter()
+                    .filter(|(date, _)| !written.contains(date));
+                state.pending.extend(unwritten);
+                state.since.get_or_insert_with(Instant::now);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Whether any run recorded the copy as imported: pending here, in a journal batch of
+    /// its date, or in a ledger written before the journal.
+    pub async fn knows(&self, date: NaiveDate, mailbox: &str, key: &ItemKey) -> Result<bool> {
+        let copy = (mailbox.to_string(), key.to_string());
+        {
+            let mut state = self.state.lock().await;
+            if state
+                .pending
+                .iter()
+                .any(|(_, r)| r.mailbox == copy.0 && r.item_key == copy.1)
+            {
+                return Ok(true);
+            }
+            let index = state.dates.entry(date).or_default();
+            if index.copies.contains(&copy) {
+                return Ok(true);
+            }
+            if index
+                .listed_at
+                .is_none_or(|t| t.elapsed() >= JOURNAL_RELIST)
+            {
+                // Other runs may have written batches since: read the new ones.
+                let batches = self
+                    .ledger
+                    .stage
+                    .list(&Self::prefix(&self.connector, date))
+                    .await?;
+                for batch in batches {
+                    let index = state.dates.entry(date).or_default();
+                    if index.read.contains(&batch) {
+                        continue;
+                    }
+                    let records = self.ledger.read_batch(&batch).await?;
+                    let index = state.dates.entry(date).or_default();
+                    index
+                        .copies
+                        .extend(records.into_iter().map(|r| (r.mailbox, r.item_key)));
+                    index.read.insert(batch);
+                }
+                let index = state.dates.entry(date).or_default();
+                index.listed_at = Some(Instant::now());
+                if index.copies.contains(&copy) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(self
+            .ledger
+            .legacy_record(&self.connector, mailbox, key)
+            .await?
+            .is_some())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -501,5 +716,106 @@ mod tests {
                 .attempts,
             2
         );
+    }
+
+    fn record(n: u32, date: NaiveDate) -> ImportRecord {
+        let key = ItemKey::new("o2", &format!("O2-{n}"));
+        ImportRecord {
+            item_id: format!("O2-{n}"),
+            item_key: key.to_string(),
+            day: d(20),
+            mailbox: format!("user{}@contoso.com", n % 7),
+            folder: "O2".into(),
+            staged: Ledger::staged_key("o2", date, &format!("user{}@contoso.com", n % 7), &key),
+            sha256: "00".into(),
+            bytes: 1,
+            imported_at: Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_journal_writes_batches_and_another_run_reads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let stage: Arc<dyn Stage> = Arc::new(LocalStage::new(dir.path()));
+        let ledger = Ledger::new(stage.clone());
+        let journal = ledger.journal("o2");
+        // 300 copies of the 20th and 10 late ones of the 19th.
+        for n in 0..310 {
+            let date = if n < 300 { d(20) } else { d(19) };
+            journal.record(date, record(n, date)).await.unwrap();
+        }
+        assert_eq!(
+            stage
+                .list("ledger/o2/journal/2026-11-20/")
+                .await
+                .unwrap()
+                .len(),
+            1,
+            "a full batch is written at once"
+        );
+        journal.flush().await.unwrap();
+        let mut twentieth = stage.list("ledger/o2/journal/2026-11-20/").await.unwrap();
+        twentieth.sort();
+        assert_eq!(twentieth.len(), 2);
+        assert_eq!(
+            stage
+                .list("ledger/o2/journal/2026-11-19/")
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        let lines = |key: String| {
+            let stage = stage.clone();
+            async move { ledger_lines(&stage.get(&key).await.unwrap().unwrap()) }
+        };
+        assert_eq!(lines(twentieth[0].clone()).await, 256);
+        assert_eq!(lines(twentieth[1].clone()).await, 44);
+
+        // A later run knows every recorded copy, under its own date only.
+        let later = ledger.journal("o2");
+        for n in [0, 255, 299] {
+            let r = record(n, d(20));
+            let key = ItemKey::from_hex(&r.item_key);
+            assert!(later.knows(d(20), &r.mailbox, &key).await.unwrap(), "{n}");
+            assert!(!later.knows(d(21), &r.mailbox, &key).await.unwrap(), "{n}");
+        }
+        let late = record(305, d(19));
+        let key = ItemKey::from_hex(&late.item_key);
+        assert!(later.knows(d(19), &late.mailbox, &key).await.unwrap());
+        assert!(!later
+            .knows(d(20), "someone@contoso.com", &key)
+            .await
+            .unwrap());
+
+        // Records of a ledger written before the journal are still known.
+        let old = record(400, d(20));
+        let key = ItemKey::from_hex(&old.item_key);
+        assert!(!later.knows(d(20), &old.mailbox, &key).await.unwrap());
+        stage
+            .put(
+                &format!("ledger/o2/imported/{}/{key}.json", old.mailbox),
+                &serde_json::to_vec(&old).unwrap(),
+            )
+            .await
+            .unwrap();
+        assert!(later.knows(d(20), &old.mailbox, &key).await.unwrap());
+
+        // A damaged batch is an error that names it.
+        stage.put(&twentieth[1], b"{not json\n").await.unwrap();
+        let fresh = ledger.journal("o2");
+        let e = fresh
+            .knows(d(20), &old.mailbox, &ItemKey::new("o2", "O2-999"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&twentieth[1]) && e.contains("line 1"), "{e}");
+    }
+
+    fn ledger_lines(bytes: &[u8]) -> usize {
+        bytes
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count()
     }
 }

@@ -1,13 +1,15 @@
 //! One copy of an item for one mailbox: stage it, import it, record it. Copies share nothing
 //! mutable, so many run at once; what happened goes back to the day as a [`CopyResult`].
 //!
-//! Crash safety: staged (create-only), then imported, then recorded. A crash between import
-//! and record leaves a copy the ledger does not know; the next attempt at the day is
-//! "recovering" and asks the mailbox before importing, so nothing lands twice.
+//! Crash safety: staged (create-only, under the item's date), then imported, then recorded in
+//! the run's journal. A copy whose staged message did not exist before was never imported by
+//! any run, so it is imported at once: one stage write per copy. Any other copy (staged by an
+//! earlier run, or met again in a day being retried) is imported only if the journal does not
+//! know it and the mailbox does not hold it, so nothing lands twice.
 
 use super::{Archiver, Connector};
 use crate::item::{sha256_hex, ItemKey};
-use crate::ledger::{ImportRecord, Ledger};
+use crate::ledger::{ImportRecord, Journal, Ledger};
 use crate::mailbox::{Delivery, MailboxError};
 use crate::report::Reason;
 use crate::stage::Created;
@@ -39,7 +41,9 @@ pub(super) struct CopyContext<'a> {
     pub archiver: &'a Archiver,
     pub connector: &'a Connector,
     pub day: NaiveDate,
+    /// Whether an earlier attempt at the day exists.
     pub recovering: bool,
+    pub journal: &'a Journal,
 }
 
 /// Stages and imports one copy, unless the ledger (or, when recovering, the mailbox)
@@ -51,35 +55,43 @@ pub(super) async fn deliver(ctx: &CopyContext<'_>, job: CopyJob) -> CopyResult {
 
 async fn attempt(ctx: &CopyContext<'_>, job: &CopyJob) -> Result<Outcome, (Reason, String)> {
     let name = ctx.connector.name.as_str();
-    let (ledger, stage, mailbox) = (
-        &ctx.archiver.ledger,
-        &ctx.archiver.stage,
-        &ctx.archiver.mailbox,
-    );
+    let (stage, mailbox) = (&ctx.archiver.stage, &ctx.archiver.mailbox);
     let stage_failure = |e: crate::Error| (Reason::StageError, e.to_string());
-    if ledger
-        .is_imported(name, &job.mailbox, &job.key)
-        .await
-        .map_err(stage_failure)?
-    {
-        return Ok(Outcome::SkippedDuplicate);
-    }
-    let staged = Ledger::staged_key(name, ctx.day, &job.mailbox, &job.key);
+    let date = job.time.date_naive();
+    let staged = Ledger::staged_key(name, date, &job.mailbox, &job.key);
     let rendered: &[u8] = &job.message;
-    let message: Cow<[u8]> = match stage.put_new(&staged, rendered).await {
-        Ok(Created::New) => {
-            metrics::counter!("comms_archiver_bytes_staged_total", "connector" => name.to_string())
-                .increment(rendered.len() as u64);
-            Cow::Borrowed(rendered)
+    let created = stage
+        .put_new(&staged, rendered)
+        .await
+        .map_err(|e| stage_failure(e.into()))?;
+    // A day being retried may hold copies of a ledger written before the journal, staged
+    // under the day rather than the item's date: those are checked like any other.
+    let first_attempt = created == Created::New && !ctx.recovering;
+    let mut message: Cow<[u8]> = Cow::Borrowed(rendered);
+    if created == Created::New {
+        metrics::counter!("comms_archiver_bytes_staged_total", "connector" => name.to_string())
+            .increment(rendered.len() as u64);
+    }
+    if !first_attempt {
+        if ctx
+            .journal
+            .knows(date, &job.mailbox, &job.key)
+            .await
+            .map_err(stage_failure)?
+        {
+            return Ok(Outcome::SkippedDuplicate);
         }
         // Staged by an earlier run: the stage is what gets imported.
-        Ok(Created::AlreadyExists) => match stage.get(&staged).await {
-            Ok(Some(bytes)) => Cow::Owned(bytes),
-            Ok(None) => Cow::Borrowed(rendered),
-            Err(e) => return Err(stage_failure(e.into())),
-        },
-        Err(e) => return Err(stage_failure(e.into())),
-    };
+        if created == Created::AlreadyExists {
+            if let Some(bytes) = stage
+                .get(&staged)
+                .await
+                .map_err(|e| stage_failure(e.into()))?
+            {
+                message = Cow::Owned(bytes);
+            }
+        }
+    }
     let delivery = Delivery {
         mailbox: &job.mailbox,
         folder: &ctx.connector.folder,
@@ -88,7 +100,7 @@ async fn attempt(ctx: &CopyContext<'_>, job: &CopyJob) -> Result<Outcome, (Reaso
         message: &message,
     };
     let already_there =
-        ctx.recovering && mailbox.contains(&delivery).await.map_err(mailbox_failure)?;
+        !first_attempt && mailbox.contains(&delivery).await.map_err(mailbox_failure)?;
     if !already_there {
         mailbox.append(&delivery).await.map_err(mailbox_failure)?;
     }
@@ -103,7 +115,7 @@ async fn attempt(ctx: &CopyContext<'_>, job: &CopyJob) -> Result<Outcome, (Reaso
         bytes: message.len() as u64,
         imported_at: Utc::now(),
     };
-    ledger.record_import(name, &record).await.map_err(|e| {
+    ctx.journal.record(date, record).await.map_err(|e| {
         (
             Reason::StageError,
             format!(

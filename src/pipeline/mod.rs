@@ -265,11 +265,13 @@ impl Archiver {
         tracing::info!(connector = %connector.name, day = %day, recovering,
             source = %connector.source.describe(), "starting day");
         let mut run = DayRun::new(self, connector, day);
+        let journal = self.ledger.journal(&connector.name);
         let ctx = CopyContext {
             archiver: self,
             connector,
             day,
             recovering,
+            journal: &journal,
         };
         match connector.source.open(day).await {
             Err(e) => run.day_error(e.reason(), e.to_string()),
@@ -321,6 +323,14 @@ impl Archiver {
                 }
                 reader.abort();
             }
+        }
+        // Whatever stopped the day, the copies imported so far are written down.
+        if let Err(e) = journal.flush().await {
+            let detail = format!(
+                "the ledger could not record imported copies ({e}); the next run checks the \
+                 mailbox before importing them again"
+            );
+            run.day_error("stage_unavailable", detail);
         }
         let mut log = std::mem::replace(&mut run.log, StatusLog::new(&connector.name, day));
         log.incidents = incidents.list();
