@@ -461,7 +461,11 @@ def write(path, command, results, render, graph):
           "rendered day) into a fresh Dovecot, one channel per mailbox folder (`Sync Push New`, "
           "`Create Far`); rclone copies the files run a) staged into a fresh Azurite container with its "
           "defaults. comms-archiver's runs do more than the peer: they also pull the day from the "
-          "partner over HTTP, render it and keep the ledger.\n")
+          "partner over HTTP, render it and keep the ledger. mbsync runs "
+          f"{MBSYNC_BATCH} channels per process. comms-archiver keeps up to {IMAP_IDLE:,} IMAP "
+          f"connections logged in between copies (`idle_connections = {IMAP_IDLE}`, Dovecot's imap "
+          "process limit raised to match; the default is 32), so each of S's mailboxes logs in once, "
+          "as each mbsync channel does.\n")
         w("| size | work | comms-archiver | peer | peer time / comms-archiver time |")
         w("|---|---|---|---|---|")
         for size, r in results.items():
