@@ -18,7 +18,7 @@
 
 use crate::item::ItemKey;
 use crate::report::StatusLog;
-use crate::stage::{Stage, Version};
+use crate::stage::{Created, Stage, Version};
 use crate::{Error, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -69,6 +69,22 @@ pub struct DayState {
     pub first_attempt_at: DateTime<Utc>,
     pub last_attempt_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// Whether every attempt at the day recorded its imports in the journal and staged under
+    /// the items' dates (false for days begun by a version before the journal).
+    #[serde(default)]
+    pub journaled: bool,
+}
+
+/// What the earlier attempts at a day leave to the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Earlier {
+    /// None: this is the first attempt.
+    None,
+    /// Earlier attempts kept the journal: a copy staged for the first time now was never
+    /// imported.
+    Journaled,
+    /// An earlier attempt predates the journal: every copy is checked before it is imported.
+    BeforeJournal,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -276,12 +292,16 @@ impl Ledger {
         Journal::new(self.clone(), connector)
     }
 
-    /// Marks the start of an attempt at a day. Returns true when an earlier attempt exists,
-    /// which may have imported messages without recording them (the run is then recovering).
-    pub async fn begin_day(&self, connector: &str, day: NaiveDate) -> Result<bool> {
+    /// Marks the start of an attempt at a day and says what earlier attempts left: they may
+    /// have imported messages without recording them (the run is then recovering).
+    pub async fn begin_day(&self, connector: &str, day: NaiveDate) -> Result<Earlier> {
         let now = Utc::now();
         let previous = self.day_state(connector, day).await?;
-        let recovering = previous.is_some();
+        let earlier = match &previous {
+            None => Earlier::None,
+            Some(s) if s.journaled => Earlier::Journaled,
+            Some(_) => Earlier::BeforeJournal,
+        };
         let state = match previous {
             Some(mut s) => {
                 s.attempts += 1;
@@ -294,10 +314,11 @@ impl Ledger {
                 first_attempt_at: now,
                 last_attempt_at: now,
                 completed_at: None,
+                journaled: true,
             },
         };
         self.write(&Self::day_key(connector, day), &state).await?;
-        Ok(recovering)
+        Ok(earlier)
     }
 
     pub async fn day_state(&self, connector: &str, day: NaiveDate) -> Result<Option<DayState>> {
@@ -322,6 +343,7 @@ impl Ledger {
             first_attempt_at: now,
             last_attempt_at: now,
             completed_at: None,
+            journaled: true,
         });
         state.status = DayStatus::Complete;
         state.completed_at = Some(now);
@@ -532,11 +554,15 @@ struct DateIndex {
 
 impl Journal {
     fn new(ledger: Ledger, connector: &str) -> Journal {
+        // Start time, process and a count of this process's journals: no two writers share
+        // a name, so no batch is ever refused for existing already.
+        static JOURNALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = JOURNALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let started = Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
         Journal {
             ledger,
             connector: connector.to_string(),
-            writer: format!("{started}-{}", std::process::id()),
+            writer: format!("{started}-{}-{n}", std::process::id()),
             state: Default::default(),
         }
     }
@@ -595,10 +621,16 @@ impl Journal {
                 first + n as u64
             );
             match self.ledger.stage.put_new(&key, &lines).await {
-                // A batch already there under this writer's own name is this batch.
-                Ok(_) => written.push(*date),
+                Ok(Created::New) => written.push(*date),
+                Ok(Created::AlreadyExists) => {
+                    failure = Some(Error::State(format!(
+                        "journal batch '{key}' exists already; its records are written again \
+                         under the next name"
+                    )));
+                    break;
+                }
                 Err(e) => {
-                    failure = Some(e);
+                    failure = Some(e.into());
                     break;
                 }
             }
@@ -620,7 +652,7 @@ impl Journal {
                     .filter(|(date, _)| !written.contains(date));
                 state.pending.extend(unwritten);
                 state.since.get_or_insert_with(Instant::now);
-                Err(e.into())
+                Err(e)
             }
         }
     }
@@ -693,16 +725,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ledger = Ledger::new(Arc::new(LocalStage::new(dir.path())));
         assert_eq!(ledger.checkpoint("o2").await.unwrap(), None);
-        assert!(!ledger.begin_day("o2", d(17)).await.unwrap());
+        assert_eq!(ledger.begin_day("o2", d(17)).await.unwrap(), Earlier::None);
         ledger.complete_day("o2", d(17)).await.unwrap();
         assert_eq!(ledger.checkpoint("o2").await.unwrap(), Some(d(17)));
 
         // 19 completes before 18: the checkpoint waits for 18, then jumps over both.
         ledger.complete_day("o2", d(19)).await.unwrap();
         assert_eq!(ledger.checkpoint("o2").await.unwrap(), Some(d(17)));
-        assert!(!ledger.begin_day("o2", d(18)).await.unwrap());
-        assert!(
+        assert_eq!(ledger.begin_day("o2", d(18)).await.unwrap(), Earlier::None);
+        assert_eq!(
             ledger.begin_day("o2", d(18)).await.unwrap(),
+            Earlier::Journaled,
             "second attempt recovers"
         );
         ledger.complete_day("o2", d(18)).await.unwrap();
@@ -817,5 +850,35 @@ mod tests {
             .split(|&b| b == b'\n')
             .filter(|l| !l.is_empty())
             .count()
+    }
+
+    #[tokio::test]
+    async fn a_day_begun_before_the_journal_is_checked_copy_by_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let stage: Arc<dyn Stage> = Arc::new(LocalStage::new(dir.path()));
+        let ledger = Ledger::new(stage.clone());
+        let old = br#"{"status":"open","attempts":1,"first_attempt_at":"2026-11-21T04:00:00Z","last_attempt_at":"2026-11-21T04:00:00Z","completed_at":null}"#;
+        stage
+            .put("ledger/o2/days/2026-11-20.json", old)
+            .await
+            .unwrap();
+        assert_eq!(
+            ledger.begin_day("o2", d(20)).await.unwrap(),
+            Earlier::BeforeJournal
+        );
+        assert_eq!(
+            ledger.begin_day("o2", d(20)).await.unwrap(),
+            Earlier::BeforeJournal,
+            "until the day is complete"
+        );
+        assert_eq!(
+            ledger
+                .day_state("o2", d(20))
+                .await
+                .unwrap()
+                .unwrap()
+                .attempts,
+            3
+        );
     }
 }

@@ -41,13 +41,15 @@ pub(super) struct CopyContext<'a> {
     pub archiver: &'a Archiver,
     pub connector: &'a Connector,
     pub day: NaiveDate,
-    /// Whether an earlier attempt at the day exists.
-    pub recovering: bool,
+    /// Whether an earlier attempt at the day predates the journal: it staged copies under the
+    /// day rather than their item's date, so a copy staged for the first time now may have
+    /// been imported then.
+    pub check_every_copy: bool,
     pub journal: &'a Journal,
 }
 
-/// Stages and imports one copy, unless the ledger (or, when recovering, the mailbox)
-/// already has it.
+/// Stages and imports one copy, unless the journal records it or the mailbox holds it
+/// already.
 pub(super) async fn deliver(ctx: &CopyContext<'_>, job: CopyJob) -> CopyResult {
     let outcome = attempt(ctx, &job).await;
     CopyResult { job, outcome }
@@ -64,9 +66,7 @@ async fn attempt(ctx: &CopyContext<'_>, job: &CopyJob) -> Result<Outcome, (Reaso
         .put_new(&staged, rendered)
         .await
         .map_err(|e| stage_failure(e.into()))?;
-    // A day being retried may hold copies of a ledger written before the journal, staged
-    // under the day rather than the item's date: those are checked like any other.
-    let first_attempt = created == Created::New && !ctx.recovering;
+    let first_attempt = created == Created::New && !ctx.check_every_copy;
     let mut message: Cow<[u8]> = Cow::Borrowed(rendered);
     if created == Created::New {
         metrics::counter!("comms_archiver_bytes_staged_total", "connector" => name.to_string())

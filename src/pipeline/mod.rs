@@ -252,7 +252,8 @@ impl Archiver {
         incidents: &crate::incidents::Recorder,
     ) -> Result<StatusLog> {
         let mut renewed_at = std::time::Instant::now();
-        let recovering = self.ledger.begin_day(&connector.name, day).await?;
+        let earlier = self.ledger.begin_day(&connector.name, day).await?;
+        let recovering = earlier != crate::ledger::Earlier::None;
         // What stopped the earlier runs of this day, kept in this run's log.
         let earlier_errors = match self.ledger.read_report(&connector.name, day).await {
             Ok(Some(earlier)) if !earlier.complete => {
@@ -270,7 +271,7 @@ impl Archiver {
             archiver: self,
             connector,
             day,
-            recovering,
+            check_every_copy: earlier == crate::ledger::Earlier::BeforeJournal,
             journal: &journal,
         };
         match connector.source.open(day).await {
