@@ -660,54 +660,55 @@ impl Journal {
     /// Whether any run recorded the copy as imported: pending here, in a journal batch of
     /// its date, or in a ledger written before the journal.
     pub async fn knows(&self, date: NaiveDate, mailbox: &str, key: &ItemKey) -> Result<bool> {
+        Ok(self.recorded(date, mailbox, key).await?
+            || self
+                .ledger
+                .legacy_record(&self.connector, mailbox, key)
+                .await?
+                .is_some())
+    }
+
+    /// Whether the journal records the copy: pending here or in a batch of its date.
+    pub async fn recorded(&self, date: NaiveDate, mailbox: &str, key: &ItemKey) -> Result<bool> {
         let copy = (mailbox.to_string(), key.to_string());
+        let mut state = self.state.lock().await;
+        if state
+            .pending
+            .iter()
+            .any(|(_, r)| r.mailbox == copy.0 && r.item_key == copy.1)
         {
-            let mut state = self.state.lock().await;
-            if state
-                .pending
-                .iter()
-                .any(|(_, r)| r.mailbox == copy.0 && r.item_key == copy.1)
-            {
-                return Ok(true);
-            }
-            let index = state.dates.entry(date).or_default();
-            if index.copies.contains(&copy) {
-                return Ok(true);
-            }
-            if index
-                .listed_at
-                .is_none_or(|t| t.elapsed() >= JOURNAL_RELIST)
-            {
-                // Other runs may have written batches since: read the new ones.
-                let batches = self
-                    .ledger
-                    .stage
-                    .list(&Self::prefix(&self.connector, date))
-                    .await?;
-                for batch in batches {
-                    let index = state.dates.entry(date).or_default();
-                    if index.read.contains(&batch) {
-                        continue;
-                    }
-                    let records = self.ledger.read_batch(&batch).await?;
-                    let index = state.dates.entry(date).or_default();
-                    index
-                        .copies
-                        .extend(records.into_iter().map(|r| (r.mailbox, r.item_key)));
-                    index.read.insert(batch);
-                }
-                let index = state.dates.entry(date).or_default();
-                index.listed_at = Some(Instant::now());
-                if index.copies.contains(&copy) {
-                    return Ok(true);
-                }
-            }
+            return Ok(true);
         }
-        Ok(self
+        let index = state.dates.entry(date).or_default();
+        if index.copies.contains(&copy) {
+            return Ok(true);
+        }
+        if index
+            .listed_at
+            .is_some_and(|t| t.elapsed() < JOURNAL_RELIST)
+        {
+            return Ok(false);
+        }
+        // Other runs may have written batches since: read the new ones.
+        let batches = self
             .ledger
-            .legacy_record(&self.connector, mailbox, key)
-            .await?
-            .is_some())
+            .stage
+            .list(&Self::prefix(&self.connector, date))
+            .await?;
+        for batch in batches {
+            if state.dates.entry(date).or_default().read.contains(&batch) {
+                continue;
+            }
+            let records = self.ledger.read_batch(&batch).await?;
+            let index = state.dates.entry(date).or_default();
+            index
+                .copies
+                .extend(records.into_iter().map(|r| (r.mailbox, r.item_key)));
+            index.read.insert(batch);
+        }
+        let index = state.dates.entry(date).or_default();
+        index.listed_at = Some(Instant::now());
+        Ok(index.copies.contains(&copy))
     }
 }
 

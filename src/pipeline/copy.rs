@@ -41,6 +41,8 @@ pub(super) struct CopyContext<'a> {
     pub archiver: &'a Archiver,
     pub connector: &'a Connector,
     pub day: NaiveDate,
+    /// Whether an earlier attempt at the day exists.
+    pub recovering: bool,
     /// Whether an earlier attempt at the day predates the journal: it staged copies under the
     /// day rather than their item's date, so a copy staged for the first time now may have
     /// been imported then.
@@ -60,6 +62,16 @@ async fn attempt(ctx: &CopyContext<'_>, job: &CopyJob) -> Result<Outcome, (Reaso
     let (stage, mailbox) = (&ctx.archiver.stage, &ctx.archiver.mailbox);
     let stage_failure = |e: crate::Error| (Reason::StageError, e.to_string());
     let date = job.time.date_naive();
+    // A retried day skips what its earlier attempts recorded without touching the stage.
+    if ctx.recovering
+        && ctx
+            .journal
+            .recorded(date, &job.mailbox, &job.key)
+            .await
+            .map_err(stage_failure)?
+    {
+        return Ok(Outcome::SkippedDuplicate);
+    }
     let staged = Ledger::staged_key(name, date, &job.mailbox, &job.key);
     let rendered: &[u8] = &job.message;
     let created = stage

@@ -271,6 +271,7 @@ impl Archiver {
             archiver: self,
             connector,
             day,
+            recovering,
             check_every_copy: earlier == crate::ledger::Earlier::BeforeJournal,
             journal: &journal,
         };
