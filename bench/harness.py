@@ -489,7 +489,7 @@ def write(path, command, results, render, graph):
         w("| imported | requests per message | wall | messages per second | floor | share of allowed | most at once per mailbox | 429s |")
         w("|---|---|---|---|---|---|---|---|")
         w(f"| {graph['imported']:,} | {graph['requests_per_message']:.2f} | {graph['wall_s']:.1f} s | "
-          f"{graph['messages_per_s']:.0f} | {graph['floor_s']:.1f} s | {graph['of_allowed'] * 100:.0f}% | "
+          f"{graph['messages_per_s']:.0f} | {graph['floor_s']:.1f} s | {graph['of_allowed'] * 100:.1f}% | "
           f"{graph['most_at_once']} | {graph['throttled']} |")
         w("")
     Path(path).write_text("\n".join(L))
