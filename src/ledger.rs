@@ -589,72 +589,56 @@ impl Journal {
     /// Writes every pending record (one batch per date of the items). On failure the records
     /// stay pending for the next try.
     pub async fn flush(&self) -> Result<()> {
-        let (pending, first) = {
+        // Grouped by date, each group with the batch number it is written under.
+        let (batches, first) = {
             let mut state = self.state.lock().await;
             state.since = None;
+            let mut batches: std::collections::BTreeMap<NaiveDate, Vec<ImportRecord>> =
+                Default::default();
+            for (date, record) in std::mem::take(&mut state.pending) {
+                batches.entry(date).or_default().push(record);
+            }
             let first = state.batches_written;
-            let pending = std::mem::take(&mut state.pending);
-            let dates: HashSet<NaiveDate> = pending.iter().map(|(d, _)| *d).collect();
-            state.batches_written += dates.len() as u64;
-            (pending, first)
+            state.batches_written += batches.len() as u64;
+            (batches, first)
         };
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let mut by_date: std::collections::BTreeMap<NaiveDate, Vec<&ImportRecord>> =
-            Default::default();
-        for (date, record) in &pending {
-            by_date.entry(*date).or_default().push(record);
-        }
-        let mut written = Vec::new();
-        let mut failure = None;
-        for (n, (date, records)) in by_date.iter().enumerate() {
+        let mut batches = batches.into_iter().enumerate();
+        for (n, (date, records)) in batches.by_ref() {
             let mut lines = Vec::with_capacity(records.len() * 400);
-            for record in records {
+            for record in &records {
                 serde_json::to_writer(&mut lines, record).expect("a record always serializes");
                 lines.push(b'\n');
             }
             let key = format!(
                 "{}{}-{:06}.jsonl",
-                Self::prefix(&self.connector, *date),
+                Self::prefix(&self.connector, date),
                 self.writer,
                 first + n as u64
             );
-            match self.ledger.stage.put_new(&key, &lines).await {
-                Ok(Created::New) => written.push(*date),
-                Ok(Created::AlreadyExists) => {
-                    failure = Some(Error::State(format!(
-                        "journal batch '{key}' exists already; its records are written again \
-                         under the next name"
-                    )));
-                    break;
+            let failure = match self.ledger.stage.put_new(&key, &lines).await {
+                Ok(Created::New) => None,
+                Ok(Created::AlreadyExists) => Some(Error::State(format!(
+                    "journal batch '{key}' exists already; its records are written again \
+                     under the next name"
+                ))),
+                Err(e) => Some(e.into()),
+            };
+            let mut state = self.state.lock().await;
+            if let Some(e) = failure {
+                // This batch and those after it wait for the next try.
+                let unwritten = std::iter::once((date, records)).chain(batches.map(|(_, b)| b));
+                for (date, records) in unwritten {
+                    state.pending.extend(records.into_iter().map(|r| (date, r)));
                 }
-                Err(e) => {
-                    failure = Some(e.into());
-                    break;
-                }
-            }
-        }
-        let mut state = self.state.lock().await;
-        for (date, record) in &pending {
-            if written.contains(date) {
-                let index = state.dates.entry(*date).or_default();
-                index
-                    .copies
-                    .insert((record.mailbox.clone(), record.item_key.clone()));
-            }
-        }
-        match failure {
-            None => Ok(()),
-            Some(e) => {
-                let unwritten = pending
-                    .into_iter()
-                    .filter(|(date, _)| !written.contains(date));
-                state.pending.extend(unwritten);
                 state.since.get_or_insert_with(Instant::now);
-                Err(e)
+                return Err(e);
             }
+            let index = state.dates.entry(date).or_default();
+            index
+                .copies
+                .extend(records.into_iter().map(|r| (r.mailbox, r.item_key)));
         }
+        Ok(())
     }
 
     /// Whether any run recorded the copy as imported: pending here, in a journal batch of

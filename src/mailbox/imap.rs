@@ -373,13 +373,6 @@ impl ImapMailboxes {
         }
     }
 
-    /// Logs out every idle connection (at the end of a run: the next one is a day away).
-    async fn log_out_idle(&self) {
-        let idle: Vec<Idle> = self.idle.lock().await.drain(..).collect();
-        let timeout = self.settings.timeout;
-        futures::future::join_all(idle.into_iter().map(|i| log_out(i.session, timeout))).await;
-    }
-
     /// The full name of the connector's folder, created and subscribed when missing.
     async fn folder(
         &self,
@@ -584,8 +577,11 @@ impl Mailbox for ImapMailboxes {
         .await
     }
 
+    /// Logs out every idle connection (the next run is a day away).
     async fn close_idle(&self) {
-        self.log_out_idle().await;
+        let idle: Vec<Idle> = self.idle.lock().await.drain(..).collect();
+        let timeout = self.settings.timeout;
+        futures::future::join_all(idle.into_iter().map(|i| log_out(i.session, timeout))).await;
     }
 
     fn describe(&self) -> String {

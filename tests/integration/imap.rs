@@ -44,6 +44,21 @@ fn once(dir: &Path) -> Output {
         .unwrap()
 }
 
+/// Runs `once` from an async test (off the runtime's threads) and expects it to succeed.
+async fn once_succeeds(dir: &Path) -> Output {
+    let dir = dir.to_path_buf();
+    let out = tokio::task::spawn_blocking(move || once(&dir))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// (mailbox, folder) -> sorted item ids, from the Maildir demo run.
 fn maildir_day() -> BTreeMap<(String, String), Vec<String>> {
     let ws = workspace();
@@ -252,16 +267,7 @@ async fn xoauth2_with_one_app_token_for_every_mailbox() {
             ),
         )
     });
-    let run_dir = dir.clone();
-    let out = tokio::task::spawn_blocking(move || once(&run_dir))
-        .await
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    once_succeeds(&dir).await;
     assert_eq!(
         issued.load(Ordering::SeqCst),
         1,
@@ -375,12 +381,7 @@ async fn dovecot_dropping_the_connection_mid_append_loses_and_duplicates_nothing
     // APPENDs 3 and 20 break mid-message; 9 and 27 after Dovecot stored the message.
     let (port, proxy) = breaking_proxy(dovecot.port, &[3, 20], &[9, 27]).await;
     configure(ws.path(), port, |t| t);
-    let dir = ws.path().to_path_buf();
-    let out = tokio::task::spawn_blocking(move || once(&dir))
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let out = once_succeeds(ws.path()).await;
     assert_eq!(imported_events(&out.stderr), 37);
     let expected = tokio::task::spawn_blocking(maildir_day).await.unwrap();
     let read = tokio::task::spawn_blocking(move || {
@@ -435,16 +436,7 @@ async fn demo_day_logins(idle: usize) -> (usize, usize) {
             ),
         )
     });
-    let dir = ws.path().to_path_buf();
-    let out = tokio::task::spawn_blocking(move || once(&dir))
-        .await
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = once_succeeds(ws.path()).await;
     assert_eq!(imported_events(&out.stderr), 37);
     // Dovecot logs a logout when its imap process has finished with it.
     let count = |log: &str, what: &str| log.lines().filter(|l| l.contains(what)).count();
