@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # The benchmark harness: one command measures comms-archiver and writes docs/performance.md.
 #
-#   bash bench/run.sh                    # render bench, Graph at 50 ms, sizes S and L (hours:
-#                                        # the Azurite runs are bound by the emulator)
+#   bash bench/run.sh                    # render bench, Graph at 50 ms, sizes S and L
 #   BENCH_SIZES="S L:a" bash bench/run.sh  # S in full, L only on the embedded default
 #   BENCH_SIZES=XS bash bench/run.sh       # a smoke run of the harness
 #
-# Installs what it needs where missing (Debian: dovecot-imapd, isync for mbsync, rclone, time;
-# npm: Azurite 3.35.0 into .ci/node), builds the release binaries, then runs the criterion
-# render bench (bench/benches/render.rs), the Graph benchmark against the fake Graph
-# (tests/integration/graph.rs, bench_graph_throughput) and bench/harness.py. Scratch data goes
+# Installs what it needs where missing (Debian: dovecot-imapd, isync for mbsync, rclone, time,
+# mariadb-server for Azurite's metadata; npm: Azurite 3.35.0 into .ci/node), builds the
+# release binaries, then runs the criterion render bench (bench/benches/render.rs), the Graph
+# benchmark against the fake Graph (tests/integration/graph.rs, bench_graph_throughput) and
+# bench/harness.py. Scratch data goes
 # to $BENCH_SCRATCH (default /var/tmp/comms-archiver-bench; L needs about 15 GB) and is removed
 # unless BENCH_KEEP=1.
 set -euo pipefail
@@ -23,11 +23,13 @@ command -v mbsync >/dev/null 2>&1 || missing+=(isync)
 command -v rclone >/dev/null 2>&1 || missing+=(rclone)
 [ -x /usr/bin/time ] || missing+=(time)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v mariadbd >/dev/null 2>&1 || missing+=(mariadb-server)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi
-if command -v systemctl >/dev/null 2>&1; then systemctl stop dovecot 2>/dev/null || true; fi
+# The packages' own services would share the machine with the measured ones.
+if command -v systemctl >/dev/null 2>&1; then systemctl stop dovecot mariadb 2>/dev/null || true; fi
 if [ ! -x .ci/node/node_modules/.bin/azurite-blob ]; then
   npm install --no-audit --no-fund --prefix .ci/node "azurite@3.35.0"
 fi
