@@ -313,7 +313,8 @@ def mbsync(work, mail_root, port):
     # mbsync keeps every account's connection open until it exits, so one process for
     # thousands of accounts exhausts the server's connections: 100 channels per process, each
     # process with a configuration of its own channels only (mbsync reads its whole
-    # configuration, and a file of 20,000 channels costs it seconds of CPU per process).
+    # configuration, in a time that grows faster than the file: 0.05 s for 2,000 channels, 2.8 s
+    # for 21,000, measured here).
     wall, rss = 0.0, 0.0
     for first in range(0, len(channels), MBSYNC_BATCH):
         lines = []
