@@ -36,6 +36,8 @@ struct State {
     max_in_flight: usize,
     /// Requests served (not refused for concurrency), by mailbox.
     served: HashMap<String, usize>,
+    /// Time those requests spent counted against the mailbox's four, by mailbox.
+    busy: HashMap<String, std::time::Duration>,
     next: usize,
 }
 
@@ -120,6 +122,12 @@ impl FakeGraph {
         self.state.lock().unwrap().served.clone()
     }
 
+    /// Time the served requests were counted against each mailbox's four (from the request
+    /// read to the response made, latency included).
+    pub fn busy(&self) -> HashMap<String, std::time::Duration> {
+        self.state.lock().unwrap().busy.clone()
+    }
+
     pub fn max_in_flight(&self) -> usize {
         self.state.lock().unwrap().max_in_flight
     }
@@ -146,6 +154,7 @@ impl FakeGraph {
             return error(404, "ErrorInvalidUser", "The requested user is invalid.");
         }
         // Exchange's MailboxConcurrency: 4 requests at once per mailbox.
+        let since = std::time::Instant::now();
         {
             let mut state = self.state.lock().unwrap();
             let n = state.in_flight.entry(mailbox.clone()).or_default();
@@ -179,13 +188,9 @@ impl FakeGraph {
             let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
             self.route(&mailbox, &rest, &request)
         };
-        *self
-            .state
-            .lock()
-            .unwrap()
-            .in_flight
-            .get_mut(&mailbox)
-            .unwrap() -= 1;
+        let mut state = self.state.lock().unwrap();
+        *state.in_flight.get_mut(&mailbox).unwrap() -= 1;
+        *state.busy.entry(mailbox).or_default() += since.elapsed();
         response
     }
 
