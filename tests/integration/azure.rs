@@ -95,15 +95,7 @@ async fn the_demo_day_lives_in_the_container_and_a_rerun_adds_nothing() {
     let azurite = Azurite::start(&dir.join("azurite"));
     configure(&dir, &azurite);
     let d = dir.clone();
-    let out = tokio::task::spawn_blocking(move || once(&d, &[]))
-        .await
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeeds(move || once(&d, &[])).await;
     assert_eq!(imported_events(&out.stderr), COPIES);
     assert!(!dir.join("var/stage").exists(), "nothing is staged locally");
 
@@ -300,15 +292,7 @@ async fn two_daemons_on_one_container_import_every_item_once() {
     // A daemon that found a day busy left it open; a last run finishes whatever is left.
     if first.status.code() != Some(0) || second.status.code() != Some(0) {
         let d = dir.clone();
-        let last = tokio::task::spawn_blocking(move || once(&d, &[]))
-            .await
-            .unwrap();
-        assert_eq!(
-            last.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&last.stderr)
-        );
+        let last = succeeds(move || once(&d, &[])).await;
         imported += imported_events(&last.stderr);
     }
     assert_eq!(imported, COPIES, "each copy imported by exactly one daemon");

@@ -47,16 +47,7 @@ fn once(dir: &Path) -> Output {
 /// Runs `once` from an async test (off the runtime's threads) and expects it to succeed.
 async fn once_succeeds(dir: &Path) -> Output {
     let dir = dir.to_path_buf();
-    let out = tokio::task::spawn_blocking(move || once(&dir))
-        .await
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    succeeds(move || once(&dir)).await
 }
 
 /// (mailbox, folder) -> sorted item ids, from the Maildir demo run.

@@ -133,3 +133,16 @@ pub fn imported_events(log: &[u8]) -> usize {
         .filter(|e| e["target"] == "comms_archiver::item" && e["outcome"] == "imported")
         .count()
 }
+
+/// Runs a blocking command (a `once`) off the async runtime's threads and expects exit 0,
+/// with its stderr in the failure message.
+pub async fn succeeds(run: impl FnOnce() -> Output + Send + 'static) -> Output {
+    let out = tokio::task::spawn_blocking(run).await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
