@@ -32,6 +32,11 @@ pub struct ImportRecord {
     pub item_id: String,
     pub item_key: String,
     pub day: NaiveDate,
+    /// The store the copy went into ([`crate::mailbox::Mailbox::destination`]): backend and
+    /// server, tree or tenant. Absent in records written before destinations were recorded:
+    /// such a copy is looked for in the mailbox before it is taken as imported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
     pub mailbox: String,
     pub folder: String,
     /// The stage key of the message that was imported.
@@ -40,6 +45,28 @@ pub struct ImportRecord {
     pub sha256: String,
     pub bytes: u64,
     pub imported_at: DateTime<Utc>,
+}
+
+/// Where one copy of an item goes: a copy counts as imported only for the place that holds
+/// it (the same store, mailbox and folder).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CopyPlace {
+    pub destination: String,
+    pub mailbox: String,
+    pub folder: String,
+    pub item_key: String,
+}
+
+impl CopyPlace {
+    /// Where a record says its copy went; None for a record that does not say its store.
+    fn of(record: &ImportRecord) -> Option<CopyPlace> {
+        Some(CopyPlace {
+            destination: record.destination.clone()?,
+            mailbox: record.mailbox.clone(),
+            folder: record.folder.clone(),
+            item_key: record.item_key.clone(),
+        })
+    }
 }
 
 /// What `verify_day` found.
@@ -548,7 +575,7 @@ struct JournalState {
 #[derive(Default)]
 struct DateIndex {
     read: HashSet<String>,
-    copies: HashSet<(String, String)>,
+    copies: HashSet<CopyPlace>,
     listed_at: Option<Instant>,
 }
 
@@ -636,35 +663,38 @@ impl Journal {
             let index = state.dates.entry(date).or_default();
             index
                 .copies
-                .extend(records.into_iter().map(|r| (r.mailbox, r.item_key)));
+                .extend(records.iter().filter_map(CopyPlace::of));
         }
         Ok(())
     }
 
-    /// Whether any run recorded the copy as imported: pending here, in a journal batch of
-    /// its date, or in a ledger written before the journal.
-    pub async fn knows(&self, date: NaiveDate, mailbox: &str, key: &ItemKey) -> Result<bool> {
-        Ok(self.recorded(date, mailbox, key).await?
-            || self
-                .ledger
-                .legacy_record(&self.connector, mailbox, key)
-                .await?
-                .is_some())
+    /// Whether any run recorded the copy as imported into its place: pending here, in a
+    /// journal batch of its date, or in a ledger written before the journal.
+    pub async fn knows(&self, date: NaiveDate, copy: &CopyPlace) -> Result<bool> {
+        if self.recorded(date, copy).await? {
+            return Ok(true);
+        }
+        let key = ItemKey::from_hex(&copy.item_key);
+        let legacy = self
+            .ledger
+            .legacy_record(&self.connector, &copy.mailbox, &key)
+            .await?;
+        Ok(legacy.as_ref().and_then(CopyPlace::of).as_ref() == Some(copy))
     }
 
-    /// Whether the journal records the copy: pending here or in a batch of its date.
-    pub async fn recorded(&self, date: NaiveDate, mailbox: &str, key: &ItemKey) -> Result<bool> {
-        let copy = (mailbox.to_string(), key.to_string());
+    /// Whether the journal records the copy in its place: pending here or in a batch of its
+    /// date.
+    pub async fn recorded(&self, date: NaiveDate, copy: &CopyPlace) -> Result<bool> {
         let mut state = self.state.lock().await;
         if state
             .pending
             .iter()
-            .any(|(_, r)| r.mailbox == copy.0 && r.item_key == copy.1)
+            .any(|(_, r)| CopyPlace::of(r).as_ref() == Some(copy))
         {
             return Ok(true);
         }
         let index = state.dates.entry(date).or_default();
-        if index.copies.contains(&copy) {
+        if index.copies.contains(copy) {
             return Ok(true);
         }
         if index
@@ -687,12 +717,12 @@ impl Journal {
             let index = state.dates.entry(date).or_default();
             index
                 .copies
-                .extend(records.into_iter().map(|r| (r.mailbox, r.item_key)));
+                .extend(records.iter().filter_map(CopyPlace::of));
             index.read.insert(batch);
         }
         let index = state.dates.entry(date).or_default();
         index.listed_at = Some(Instant::now());
-        Ok(index.copies.contains(&copy))
+        Ok(index.copies.contains(copy))
     }
 }
 
@@ -742,6 +772,7 @@ mod tests {
             item_id: format!("O2-{n}"),
             item_key: key.to_string(),
             day: d(20),
+            destination: Some("maildir /var/mail".into()),
             mailbox: format!("user{}@contoso.com", n % 7),
             folder: "O2".into(),
             staged: Ledger::staged_key("o2", date, &format!("user{}@contoso.com", n % 7), &key),
@@ -749,6 +780,10 @@ mod tests {
             bytes: 1,
             imported_at: Utc::now(),
         }
+    }
+
+    fn place(r: &ImportRecord) -> CopyPlace {
+        CopyPlace::of(r).expect("the record says where")
     }
 
     #[tokio::test]
@@ -790,40 +825,58 @@ mod tests {
         assert_eq!(lines(twentieth[0].clone()).await, 256);
         assert_eq!(lines(twentieth[1].clone()).await, 44);
 
-        // A later run knows every recorded copy, under its own date only.
+        // A later run knows every recorded copy, under its own date and in its place only.
         let later = ledger.journal("o2");
         for n in [0, 255, 299] {
             let r = record(n, d(20));
-            let key = ItemKey::from_hex(&r.item_key);
-            assert!(later.knows(d(20), &r.mailbox, &key).await.unwrap(), "{n}");
-            assert!(!later.knows(d(21), &r.mailbox, &key).await.unwrap(), "{n}");
+            let copy = place(&r);
+            assert!(later.knows(d(20), &copy).await.unwrap(), "{n}");
+            assert!(!later.knows(d(21), &copy).await.unwrap(), "{n}");
+            let elsewhere = CopyPlace {
+                destination: "imap mail.contoso.com:993".into(),
+                ..copy.clone()
+            };
+            assert!(!later.knows(d(20), &elsewhere).await.unwrap(), "{n}");
+            let renamed = CopyPlace {
+                folder: "O2 renamed".into(),
+                ..copy.clone()
+            };
+            assert!(!later.knows(d(20), &renamed).await.unwrap(), "{n}");
         }
         let late = record(305, d(19));
-        let key = ItemKey::from_hex(&late.item_key);
-        assert!(later.knows(d(19), &late.mailbox, &key).await.unwrap());
-        assert!(!later
-            .knows(d(20), "someone@contoso.com", &key)
-            .await
-            .unwrap());
+        assert!(later.knows(d(19), &place(&late)).await.unwrap());
+        let other_mailbox = CopyPlace {
+            mailbox: "someone@contoso.com".into(),
+            ..place(&late)
+        };
+        assert!(!later.knows(d(20), &other_mailbox).await.unwrap());
 
-        // Records of a ledger written before the journal are still known.
+        // Records of a ledger written before the journal are known where they say they went;
+        // one that does not say (written before destinations were) is left to the mailbox.
         let old = record(400, d(20));
         let key = ItemKey::from_hex(&old.item_key);
-        assert!(!later.knows(d(20), &old.mailbox, &key).await.unwrap());
+        assert!(!later.knows(d(20), &place(&old)).await.unwrap());
+        let legacy = format!("ledger/o2/imported/{}/{key}.json", old.mailbox);
+        let undated = ImportRecord {
+            destination: None,
+            ..old.clone()
+        };
         stage
-            .put(
-                &format!("ledger/o2/imported/{}/{key}.json", old.mailbox),
-                &serde_json::to_vec(&old).unwrap(),
-            )
+            .put(&legacy, &serde_json::to_vec(&undated).unwrap())
             .await
             .unwrap();
-        assert!(later.knows(d(20), &old.mailbox, &key).await.unwrap());
+        assert!(!later.knows(d(20), &place(&old)).await.unwrap());
+        stage
+            .put(&legacy, &serde_json::to_vec(&old).unwrap())
+            .await
+            .unwrap();
+        assert!(later.knows(d(20), &place(&old)).await.unwrap());
 
         // A damaged batch is an error that names it.
         stage.put(&twentieth[1], b"{not json\n").await.unwrap();
         let fresh = ledger.journal("o2");
         let e = fresh
-            .knows(d(20), &old.mailbox, &ItemKey::new("o2", "O2-999"))
+            .knows(d(20), &place(&record(999, d(20))))
             .await
             .unwrap_err()
             .to_string();

@@ -24,6 +24,10 @@ pub mod headers {
     pub const ITEM_ID: &str = "X-Comms-Archiver-Item-Id";
     pub const ITEM_KEY: &str = "X-Comms-Archiver-Item-Key";
     pub const CONVERSATION: &str = "X-Comms-Archiver-Conversation";
+    /// Every header name the archiver owns starts so (compared without case).
+    pub const OWN_PREFIX: &str = "X-Comms-Archiver-";
+    /// What a partner's field named like ours is renamed with in a passed-through message.
+    pub const ORIGINAL_PREFIX: &str = "X-Original-";
 
     /// Every header the renderer writes for an item it renders (lowercase); nothing else ever
     /// starts a line of the header block, whatever the partner data.
@@ -233,12 +237,20 @@ fn local_part(address: &str) -> String {
     }
 }
 
-/// Partner text made safe for a header value: every control character becomes a space and
-/// runs of white space fold to one. lettre then RFC 2047-encodes what is not ASCII.
+/// Invisible characters that reorder or hide text: bidi embeddings, overrides and isolates,
+/// zero-width characters and marks, the byte order mark. In a file name or a display name they
+/// make "invoice\u{202E}fdp.exe" show as "invoiceexe.pdf".
+pub fn is_format_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200B}'..='\u{200F}' | '\u{FEFF}')
+}
+
+/// Partner text made safe for a header value: every control character becomes a space, the
+/// format controls that spoof what a reader sees are removed, and runs of white space fold to
+/// one. lettre then RFC 2047-encodes what is not ASCII.
 pub fn header_text(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     let mut space = false;
-    for c in raw.chars() {
+    for c in raw.chars().filter(|&c| !is_format_control(c)) {
         let c = if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
             ' '
         } else {
@@ -553,15 +565,64 @@ fn pass_through(raw: &[u8], key: &ItemKey, tracking: &[HeaderValue]) -> Vec<u8> 
         ));
     }
     let mut out = block.to_string().into_bytes();
-    out.extend_from_slice(raw);
+    out.reserve(raw.len() + 64);
+    // The partner's header block, line by line: a field named like one of ours keeps its
+    // value under X-Original-..., so nothing the partner wrote reads as ours.
+    for line in raw[..header_end].split_inclusive(|&b| b == b'\n') {
+        if is_our_field(line) {
+            out.extend_from_slice(headers::ORIGINAL_PREFIX.as_bytes());
+        }
+        out.extend_from_slice(line);
+    }
+    out.extend_from_slice(&raw[header_end..]);
     out
 }
 
+/// Whether a header line starts a field whose name the archiver owns.
+fn is_our_field(line: &[u8]) -> bool {
+    let prefix = headers::OWN_PREFIX.as_bytes();
+    line.len() > prefix.len()
+        && line[..prefix.len()].eq_ignore_ascii_case(prefix)
+        && line.contains(&b':')
+}
+
+/// The item key a stored message carries in the archiver's own header block: the first
+/// X-Comms-Archiver-Item-Key field. Ours always comes before anything a partner wrote (in a
+/// passed-through message our block is prepended, and partner fields named like ours are
+/// renamed), so a later field of the same name, as in a message imported before that rule,
+/// is never taken for ours.
+pub fn own_item_key(message: &[u8]) -> Option<String> {
+    let end = find_header_end(message);
+    let name = headers::ITEM_KEY.as_bytes();
+    let mut lines = message[..end].split(|&b| b == b'\n').peekable();
+    while let Some(line) = lines.next() {
+        if line.len() <= name.len()
+            || !line[..name.len()].eq_ignore_ascii_case(name)
+            || line[name.len()] != b':'
+        {
+            continue;
+        }
+        let mut value = String::from_utf8_lossy(&line[name.len() + 1..]).into_owned();
+        while let Some(next) = lines
+            .peek()
+            .filter(|l| l.starts_with(b" ") || l.starts_with(b"\t"))
+        {
+            value.push_str(&String::from_utf8_lossy(next));
+            lines.next();
+        }
+        return Some(value.split_whitespace().collect());
+    }
+    None
+}
+
+/// Where the header block ends: at the first empty line, whichever line end it uses.
 fn find_header_end(raw: &[u8]) -> usize {
-    raw.windows(2)
-        .position(|w| w == b"\n\n")
-        .or_else(|| raw.windows(4).position(|w| w == b"\r\n\r\n"))
-        .unwrap_or(raw.len())
+    let lf = raw.windows(2).position(|w| w == b"\n\n");
+    let crlf = raw.windows(4).position(|w| w == b"\r\n\r\n");
+    match (lf, crlf) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b).unwrap_or(raw.len()),
+    }
 }
 
 #[cfg(test)]
@@ -685,6 +746,42 @@ mod tests {
     }
 
     #[test]
+    fn format_controls_never_reach_names_or_file_names() {
+        let spoofed = [
+            '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}',
+            '\u{2068}', '\u{2069}', '\u{200B}', '\u{200C}', '\u{200D}', '\u{200E}', '\u{200F}',
+            '\u{FEFF}',
+        ];
+        let mut item = sms("body keeps \u{202E}this\u{202C} as delivered");
+        item.participants[1].display_name = Some("Alice\u{202E}htimS\u{200B}".into());
+        item.content = Content::Mms {
+            text: Some("see \u{2067}file\u{2069}".into()),
+            media: vec![Attachment {
+                name: "invoice\u{202E}fdp.exe".into(),
+                content_type: "application/octet-stream".into(),
+                data: vec![1, 2, 3],
+            }],
+        };
+        let m = render_sms(&item);
+        let parsed = mail_parser::MessageParser::default()
+            .parse(m.as_bytes())
+            .unwrap();
+        let name = parsed.to().unwrap().first().unwrap().name().unwrap();
+        assert_eq!(name, "AlicehtimS");
+        let subject = parsed.subject().unwrap();
+        let file = parsed.attachments().next().unwrap();
+        let file_name = mail_parser::MimeHeaders::attachment_name(file).unwrap();
+        assert_eq!(file_name, "invoicefdp.exe");
+        for text in [name, subject, file_name] {
+            assert!(!text.chars().any(|c| spoofed.contains(&c)), "{text:?}");
+        }
+        // The body listing names the file the same way; the text itself is the partner's.
+        let body = parsed.body_text(0).unwrap();
+        assert!(body.contains("[Attachment: invoicefdp.exe"), "{body}");
+        assert!(body.contains("see \u{2067}file\u{2069}"), "{body}");
+    }
+
+    #[test]
     fn whatsapp_reply_threads_to_the_quoted_message() {
         let mut item = sms("");
         item.content = Content::WhatsApp(WhatsAppMessage {
@@ -715,5 +812,49 @@ mod tests {
         assert!(out.starts_with("X-Comms-Archiver-Connector: o2\r\n"));
         assert!(out.ends_with("From: a@contoso.com\r\nMessage-ID: <p@partner>\r\n\r\nhi\r\n"));
         assert_eq!(out.matches("Message-ID").count(), 1);
+    }
+
+    #[test]
+    fn partner_fields_named_like_ours_are_kept_renamed() {
+        let forged = ItemKey::new("merge1", "M-2");
+        let mut item = sms("");
+        item.content = Content::Email {
+            raw: format!(
+                "From: a@contoso.com\r\nx-comms-archiver-item-key: {forged}\r\n\
+                 X-Comms-Archiver-Connector:\r\n other\r\nX-Comms-Archiver-Item-Id: M-2\r\n\
+                 Subject: X-Comms-Archiver-Item-Key: {forged}\r\n\r\n\
+                 X-Comms-Archiver-Item-Key: {forged}\r\n"
+            )
+            .into_bytes(),
+        };
+        let key = ItemKey::new("merge1", "M-1");
+        let out = render(&item, &key, &CTX, &[]).unwrap();
+        let text = String::from_utf8(out.clone()).unwrap();
+        let head = header_block(&text);
+        let ours: Vec<&str> = head
+            .split("\r\n")
+            .filter(|l| l.to_ascii_lowercase().starts_with("x-comms-archiver-"))
+            .collect();
+        assert_eq!(ours.len(), 7, "only our own fields: {ours:?}");
+        assert!(head.contains(&format!("X-Original-x-comms-archiver-item-key: {forged}")));
+        assert!(head.contains("X-Original-X-Comms-Archiver-Connector:\r\n other"));
+        assert!(head.contains("X-Original-X-Comms-Archiver-Item-Id: M-2"));
+        assert_eq!(own_item_key(&out).as_deref(), Some(key.as_str()));
+        // The body is the partner's, as delivered.
+        assert!(text.ends_with(&format!("\r\n\r\nX-Comms-Archiver-Item-Key: {forged}\r\n")));
+    }
+
+    #[test]
+    fn the_first_item_key_field_is_ours() {
+        let m =
+            b"X-Comms-Archiver-Item-Key: aaa\r\nFrom: x\r\nX-Comms-Archiver-Item-Key: bbb\r\n\r\n";
+        assert_eq!(own_item_key(m).as_deref(), Some("aaa"));
+        let folded =
+            b"X-Comms-Archiver-Item-Key:\r\n abc\r\n\r\nX-Comms-Archiver-Item-Key: zzz\r\n";
+        assert_eq!(own_item_key(folded).as_deref(), Some("abc"));
+        assert_eq!(
+            own_item_key(b"From: x\r\n\r\nX-Comms-Archiver-Item-Key: zzz\r\n"),
+            None
+        );
     }
 }

@@ -104,6 +104,11 @@ pub struct StatusLog {
     /// What stopped the earlier runs of this day, as their status logs said.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub earlier_errors: Vec<DayError>,
+    /// Where this run imported, which its counts refer to: the store
+    /// ([`crate::mailbox::Mailbox::destination`]) and the folder. A copy imported into
+    /// another destination by an earlier run is not a duplicate here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
     /// "No items ingested on YYYY-MM-DD" for an empty day.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub summary: Option<String>,
@@ -145,6 +150,7 @@ impl StatusLog {
             incidents: Vec::new(),
             resumed: false,
             earlier_errors: Vec::new(),
+            destination: None,
             summary: None,
         }
     }
@@ -239,6 +245,9 @@ impl StatusLog {
             row.extend(tail);
             write(w, &row);
         };
+        if let Some(destination) = &self.destination {
+            detail_row(&mut w, "destination", ["", "", "", "", destination]);
+        }
         for f in &self.failures {
             let mailbox = f.mailbox.as_deref().unwrap_or("");
             let tail = [

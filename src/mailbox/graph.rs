@@ -67,6 +67,8 @@ impl Bucket {
 
 /// Graph's base URL (e.g. `https://graph.microsoft.com/v1.0`) and an app-only token source.
 pub struct GraphSettings {
+    /// The Microsoft 365 tenant the mailboxes belong to.
+    pub tenant: String,
     pub base: Url,
     pub tokens: Arc<TokenSource>,
     pub max_retries: usize,
@@ -588,6 +590,13 @@ impl Mailbox for GraphMailboxes {
 
     fn describe(&self) -> String {
         format!("Microsoft Graph {}", self.settings.base)
+    }
+
+    fn destination(&self) -> String {
+        format!(
+            "graph {} tenant {}",
+            self.settings.base, self.settings.tenant
+        )
     }
 }
 

@@ -4,9 +4,10 @@
 //! Per mailbox, the connector's folder is found or created under INBOX with the server's
 //! hierarchy delimiter, and each message is APPENDed with `\Seen` and INTERNALDATE = the
 //! item's time. A bounded pool of connections serves all mailboxes; a connection that drops is
-//! replaced. When recovering after a crash, a UID SEARCH for the item key header (or the
-//! Message-ID) runs before an append, so nothing lands twice (the ledger stays the primary
-//! guard: Exchange's header search is best effort).
+//! replaced. When recovering after a crash, a UID SEARCH for the item key header runs before
+//! an append, confirmed against the archiver's own header block of each hit, so nothing lands
+//! twice and nothing a partner wrote passes for an import (the ledger stays the primary guard:
+//! Exchange's header search is best effort).
 
 use super::token::TokenSource;
 use super::{Delivery, Mailbox, MailboxError};
@@ -500,37 +501,50 @@ async fn log_out(mut session: ImapSession, timeout: Duration) {
     let _ = tokio::time::timeout(timeout, session.logout()).await;
 }
 
-/// Whether the selected folder holds the message: every stored message carries the item key in
-/// a header of ours; a message the partner delivered as email keeps its own Message-ID, so ours
-/// alone would miss it.
+/// Whether the selected folder holds the message. Every message the archiver stores carries
+/// the item key in its own header block; the search finds candidates, and a candidate counts
+/// only when its first item key field, the one the archiver wrote, is this item's (a partner's
+/// message that once carried a field named like ours, or a Message-ID like ours, is no hit).
 async fn holds(
     session: &mut ImapSession,
     item_key: &str,
-    message_id: &str,
 ) -> Result<bool, async_imap::error::Error> {
     let found = session
         .uid_search(format!(
-            "OR HEADER {} {} HEADER Message-ID {}",
+            "HEADER {} {}",
             crate::render::headers::ITEM_KEY,
-            quoted(item_key),
-            quoted(message_id)
+            quoted(item_key)
         ))
         .await?;
-    Ok(!found.is_empty())
+    if found.is_empty() {
+        return Ok(false);
+    }
+    let uids: Vec<String> = found.iter().map(u32::to_string).collect();
+    let mut fetched = session
+        .uid_fetch(uids.join(","), "BODY.PEEK[HEADER]")
+        .await?;
+    let mut confirmed = false;
+    while let Some(fetch) = fetched.next().await {
+        let fetch = fetch?;
+        confirmed |= fetch
+            .header()
+            .and_then(crate::render::own_item_key)
+            .is_some_and(|key| key == item_key);
+    }
+    Ok(confirmed)
 }
 
 #[async_trait::async_trait]
 impl Mailbox for ImapMailboxes {
     async fn contains(&self, d: &Delivery<'_>) -> Result<bool, MailboxError> {
         let (mailbox, folder) = (d.mailbox.to_string(), d.folder.to_string());
-        let (message_id, item_key) = (d.key.message_id(), d.key.to_string());
+        let item_key = d.key.to_string();
         self.with_session(d.mailbox, move |this, session, _| {
-            let (mailbox, folder) = (mailbox.clone(), folder.clone());
-            let (message_id, item_key) = (message_id.clone(), item_key.clone());
+            let (mailbox, folder, item_key) = (mailbox.clone(), folder.clone(), item_key.clone());
             Box::pin(async move {
                 let full = this.folder(session, &mailbox, &folder).await?;
                 session.examine(&full).await?;
-                holds(session, &item_key, &message_id).await
+                holds(session, &item_key).await
             })
         })
         .await
@@ -538,7 +552,7 @@ impl Mailbox for ImapMailboxes {
 
     async fn append(&self, d: &Delivery<'_>) -> Result<(), MailboxError> {
         let (mailbox, folder) = (d.mailbox.to_string(), d.folder.to_string());
-        let (message_id, item_key) = (d.key.message_id(), d.key.to_string());
+        let item_key = d.key.to_string();
         let date = internal_date(d.time);
         let message: Arc<[u8]> = Arc::from(d.message);
         self.with_session(d.mailbox, move |this, session, retry| {
@@ -548,14 +562,14 @@ impl Mailbox for ImapMailboxes {
                 date.clone(),
                 message.clone(),
             );
-            let (message_id, item_key) = (message_id.clone(), item_key.clone());
+            let item_key = item_key.clone();
             Box::pin(async move {
                 let full = this.folder(session, &mailbox, &folder).await?;
                 // The connection broke during the first APPEND: the server may have stored the
                 // message before the answer was lost, so look before appending it again.
                 if retry {
                     session.examine(&full).await?;
-                    if holds(session, &item_key, &message_id).await? {
+                    if holds(session, &item_key).await? {
                         tracing::info!(
                             mailbox,
                             item_key,
@@ -586,6 +600,14 @@ impl Mailbox for ImapMailboxes {
 
     fn describe(&self) -> String {
         format!("IMAP {}:{}", self.settings.host, self.settings.port)
+    }
+
+    fn destination(&self) -> String {
+        format!(
+            "imap {}:{}",
+            self.settings.host.to_ascii_lowercase(),
+            self.settings.port
+        )
     }
 }
 

@@ -150,6 +150,13 @@ impl Mailbox for MaildirTree {
     fn describe(&self) -> String {
         format!("maildir {}", self.root.display())
     }
+
+    /// The tree's absolute path: the same tree reached from another working directory is the
+    /// same destination.
+    fn destination(&self) -> String {
+        let root = std::path::absolute(&self.root).unwrap_or_else(|_| self.root.clone());
+        format!("maildir {}", root.display())
+    }
 }
 
 #[cfg(test)]

@@ -51,6 +51,10 @@ pub trait Mailbox: Send + Sync {
     async fn append(&self, delivery: &Delivery<'_>) -> Result<(), MailboxError>;
     /// Where the mailboxes are, for logs (never with credentials).
     fn describe(&self) -> String;
+    /// Which store copies land in: backend and server, tree or tenant (never credentials).
+    /// Import records carry it, so a copy counts as imported only where it was imported; a
+    /// stage kept while `[mailbox]` points elsewhere imports into the new destination.
+    fn destination(&self) -> String;
     /// Lets go of connections kept open between imports (at the end of a run).
     async fn close_idle(&self) {}
 }
@@ -142,6 +146,7 @@ fn build_graph(
     let tokens = token::TokenSource::new(token_url, &graph.client_id, secret, &scope)
         .map_err(|why| config.error("mailbox", why))?;
     let mailboxes = GraphMailboxes::new(graph::GraphSettings {
+        tenant: graph.tenant_id.clone(),
         base,
         tokens: std::sync::Arc::new(tokens),
         max_retries: graph.max_retries,

@@ -9,7 +9,7 @@
 
 use super::{Archiver, Connector};
 use crate::item::{sha256_hex, ItemKey};
-use crate::ledger::{ImportRecord, Journal, Ledger};
+use crate::ledger::{CopyPlace, ImportRecord, Journal, Ledger};
 use crate::mailbox::{Delivery, MailboxError};
 use crate::report::Reason;
 use crate::stage::Created;
@@ -48,6 +48,8 @@ pub(super) struct CopyContext<'a> {
     /// been imported then.
     pub check_every_copy: bool,
     pub journal: &'a Journal,
+    /// The store copies go into ([`crate::mailbox::Mailbox::destination`]).
+    pub destination: String,
 }
 
 /// Stages and imports one copy, unless the journal records it or the mailbox holds it
@@ -62,11 +64,17 @@ async fn attempt(ctx: &CopyContext<'_>, job: &CopyJob) -> Result<Outcome, (Reaso
     let (stage, mailbox) = (&ctx.archiver.stage, &ctx.archiver.mailbox);
     let stage_failure = |e: crate::Error| (Reason::StageError, e.to_string());
     let date = job.time.date_naive();
+    let place = CopyPlace {
+        destination: ctx.destination.clone(),
+        mailbox: job.mailbox.clone(),
+        folder: ctx.connector.folder.clone(),
+        item_key: job.key.to_string(),
+    };
     // A retried day skips what its earlier attempts recorded without touching the stage.
     if ctx.recovering
         && ctx
             .journal
-            .recorded(date, &job.mailbox, &job.key)
+            .recorded(date, &place)
             .await
             .map_err(stage_failure)?
     {
@@ -87,7 +95,7 @@ async fn attempt(ctx: &CopyContext<'_>, job: &CopyJob) -> Result<Outcome, (Reaso
     if !first_attempt {
         if ctx
             .journal
-            .knows(date, &job.mailbox, &job.key)
+            .knows(date, &place)
             .await
             .map_err(stage_failure)?
         {
@@ -120,8 +128,9 @@ async fn attempt(ctx: &CopyContext<'_>, job: &CopyJob) -> Result<Outcome, (Reaso
         item_id: job.item_id.clone(),
         item_key: job.key.to_string(),
         day: ctx.day,
-        mailbox: job.mailbox.clone(),
-        folder: ctx.connector.folder.clone(),
+        destination: Some(place.destination),
+        mailbox: place.mailbox,
+        folder: place.folder,
         staged,
         sha256: sha256_hex(&message),
         bytes: message.len() as u64,

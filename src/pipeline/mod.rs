@@ -274,6 +274,7 @@ impl Archiver {
             recovering,
             check_every_copy: earlier == crate::ledger::Earlier::BeforeJournal,
             journal: &journal,
+            destination: self.mailbox.destination(),
         };
         match connector.source.open(day).await {
             Err(e) => run.day_error(e.reason(), e.to_string()),
@@ -281,7 +282,7 @@ impl Archiver {
                 // The source reads ahead by one record in its own task: a channel receive can
                 // be interrupted safely, a partner stream in the middle of a page cannot.
                 let (records, mut pulled) = mpsc::channel(1);
-                let reader = tokio::spawn(crate::incidents::within(
+                let mut reader = tokio::spawn(crate::incidents::within(
                     crate::incidents::current(),
                     read_source(stream, records),
                 ));
@@ -315,7 +316,16 @@ impl Archiver {
                                     copies.push(async move { (bytes, copy::deliver(ctx, job).await) });
                                 }
                             }
-                            Some(Ok(None)) | None => taking = false,
+                            Some(Ok(None)) => taking = false,
+                            // The reader is gone without saying the day ended: whatever it
+                            // had not read yet is still at the partner, so the day stays open.
+                            None => {
+                                let detail = reader_died(&mut reader).await;
+                                tracing::error!(connector = %connector.name, day = %day,
+                                    error = %detail, "the partner records stopped before their end");
+                                run.day_error("source_reader_died", detail);
+                                taking = false;
+                            }
                             Some(Err(e)) => {
                                 run.day_error(e.reason(), e.to_string());
                                 taking = false;
@@ -338,6 +348,11 @@ impl Archiver {
         log.incidents = incidents.list();
         log.resumed = recovering;
         log.earlier_errors = earlier_errors;
+        log.destination = Some(format!(
+            "{}, folder '{}'",
+            self.mailbox.destination(),
+            connector.folder
+        ));
         let complete = log.nothing_to_retry();
         log.finish(complete);
         if log.errors.iter().any(|e| e.reason == "lease_lost") {
@@ -384,6 +399,28 @@ async fn read_source(
             return;
         }
     }
+}
+
+/// Why the task reading the partner's records ended without its last message: its panic's
+/// message, or that it was stopped.
+async fn reader_died(reader: &mut tokio::task::JoinHandle<()>) -> String {
+    let why = match reader.await {
+        Ok(()) => "it ended without reporting the end of the records".to_string(),
+        Err(e) if e.is_panic() => {
+            let payload = e.into_panic();
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_string());
+            format!("it panicked: {message}")
+        }
+        Err(e) => format!("it was stopped: {e}"),
+    };
+    format!(
+        "reading the partner's records failed ({why}); the records after that point were not \
+         read, and the next run reads the day again"
+    )
 }
 
 /// The outcome of one connector-day in a run.

@@ -191,6 +191,7 @@ async fn a_large_attachment_goes_through_an_upload_session() {
     )
     .unwrap();
     let mailboxes = GraphMailboxes::new(comms_archiver::mailbox::graph::GraphSettings {
+        tenant: "contoso".into(),
         base: format!("http://127.0.0.1:{port}/v1.0").parse().unwrap(),
         tokens: Arc::new(tokens),
         max_retries: 3,

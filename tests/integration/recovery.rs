@@ -96,6 +96,10 @@ impl Mailbox for Flaky {
     fn describe(&self) -> String {
         "flaky maildir".into()
     }
+
+    fn destination(&self) -> String {
+        self.inner.destination()
+    }
 }
 
 async fn run_with(
@@ -330,6 +334,10 @@ impl Mailbox for Counting {
     fn describe(&self) -> String {
         "counting".into()
     }
+
+    fn destination(&self) -> String {
+        self.inner.destination()
+    }
 }
 
 #[tokio::test]
@@ -516,5 +524,83 @@ async fn an_item_delivered_on_two_days_is_imported_once() {
         (staged("2026-11-19"), staged("2026-11-20")),
         (2, 1),
         "the late item is staged once, under its own date"
+    );
+}
+
+/// A partner stream whose parser panics on its third record.
+struct Panicking;
+
+struct PanickingStream(usize);
+
+#[async_trait]
+impl Source for Panicking {
+    async fn open(&self, _day: NaiveDate) -> Result<Box<dyn ItemStream>, SourceError> {
+        Ok(Box::new(PanickingStream(0)))
+    }
+
+    fn describe(&self) -> String {
+        "panicking".into()
+    }
+}
+
+#[async_trait]
+impl ItemStream for PanickingStream {
+    async fn next(&mut self) -> Result<Option<Pulled>, SourceError> {
+        self.0 += 1;
+        if self.0 == 3 {
+            panic!("parser bug at record 3");
+        }
+        let time = Utc
+            .with_ymd_and_hms(2026, 11, 20, 9, 0, self.0 as u32)
+            .unwrap();
+        Ok(Some(Pulled::Item(Box::new(sms(
+            &format!("P-{}", self.0),
+            time,
+        )))))
+    }
+}
+
+#[tokio::test]
+async fn a_reader_that_panics_leaves_the_day_open_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let connector = Connector {
+        name: "o2".into(),
+        partner: Partner::TelemessageO2,
+        folder: FOLDER.into(),
+        source: Box::new(Panicking),
+        mapper: Mapper::new(None, true, vec!["contoso.com".into()]),
+    };
+    let archiver = Archiver::new(
+        vec![connector],
+        Arc::new(LocalStage::new(dir.path().join("stage"))),
+        Arc::new(MaildirTree::new(dir.path().join("mail"))),
+        10 * 1024 * 1024,
+    );
+    let log = archiver
+        .run_day(&archiver.connectors()[0], day())
+        .await
+        .unwrap();
+    assert!(
+        !log.complete,
+        "a day whose reader died is not complete: {log:?}"
+    );
+    assert_eq!(
+        log.imported, 2,
+        "what was read before the panic is imported"
+    );
+    let error = log
+        .errors
+        .iter()
+        .find(|e| e.reason == "source_reader_died")
+        .unwrap_or_else(|| panic!("no reader error in {:?}", log.errors));
+    assert!(
+        error.detail.contains("parser bug at record 3"),
+        "{}",
+        error.detail
+    );
+    assert_eq!(
+        archiver.ledger().checkpoint("o2").await.unwrap(),
+        None,
+        "the day is not checkpointed"
     );
 }
