@@ -10,7 +10,7 @@ use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-const MAILBOXES: &[&str] = &[
+pub(crate) const MAILBOXES: &[&str] = &[
     "alice.smith@contoso.com",
     "bob.jones@contoso.com",
     "carol.white@contoso.com",
@@ -19,14 +19,14 @@ const MAILBOXES: &[&str] = &[
     "priya.patel@contoso.com",
 ];
 
-fn configure(dir: &Path, port: u16, edit: impl Fn(String) -> String) {
+pub(crate) fn configure(dir: &Path, port: u16, edit: impl Fn(String) -> String) {
     let text = std::fs::read_to_string(dir.join("config/demo-imap.toml"))
         .unwrap()
         .replace("port = 10143", &format!("port = {port}"));
     std::fs::write(dir.join("config/imap.toml"), edit(text)).unwrap();
 }
 
-fn once(dir: &Path) -> Output {
+pub(crate) fn once(dir: &Path) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_comms-archiver"))
         .args([
             "--log-format",
@@ -45,13 +45,13 @@ fn once(dir: &Path) -> Output {
 }
 
 /// Runs `once` from an async test (off the runtime's threads) and expects it to succeed.
-async fn once_succeeds(dir: &Path) -> Output {
+pub(crate) async fn once_succeeds(dir: &Path) -> Output {
     let dir = dir.to_path_buf();
     succeeds(move || once(&dir)).await
 }
 
 /// (mailbox, folder) -> sorted item ids, from the Maildir demo run.
-fn maildir_day() -> BTreeMap<(String, String), Vec<String>> {
+pub(crate) fn maildir_day() -> BTreeMap<(String, String), Vec<String>> {
     let ws = workspace();
     let out = cli(
         ws.path(),
@@ -85,7 +85,7 @@ fn maildir_day() -> BTreeMap<(String, String), Vec<String>> {
 
 /// The same view of what Dovecot holds, checking every message is read, dated with its
 /// item's time, and present once.
-fn imap_day(read: &Value) -> BTreeMap<(String, String), Vec<String>> {
+pub(crate) fn imap_day(read: &Value) -> BTreeMap<(String, String), Vec<String>> {
     let mut day = BTreeMap::new();
     for (mailbox, folders) in read.as_object().unwrap() {
         for (folder, list) in folders.as_object().unwrap() {

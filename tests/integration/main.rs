@@ -4,6 +4,7 @@ mod azure;
 mod azurite;
 mod chaos;
 mod cli;
+mod destinations;
 mod disk_full;
 mod dovecot;
 mod graph;

@@ -1,0 +1,165 @@
+//! Where a copy counts as imported: only in the destination that holds it, and never on the
+//! word of a partner's bytes.
+
+use crate::dovecot::Dovecot;
+use crate::imap::{configure, imap_day, maildir_day, once_succeeds, MAILBOXES};
+use crate::support::*;
+use comms_archiver::item::ItemKey;
+use std::path::{Path, PathBuf};
+
+/// Every file under `dir`.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn status_log(ws: &Path, connector: &str) -> serde_json::Value {
+    let path = ws.join(format!("var/stage/reports/{connector}/2026-11-20.json"));
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// A Merge1 message carrying the archiver's own headers with another item's key: after a
+/// crash that left that other item staged but not imported, the retried day must import it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_message_that_forges_our_headers_never_hides_another_item() {
+    let ws = workspace();
+    let drop = ws.path().join("fixtures/merge1-celltrust/2026-11-20");
+    let victim = "M1-20261120-0002@merge1.example";
+    let forged = ItemKey::new("merge1", victim);
+    let planted = std::fs::read_to_string(drop.join("merge1-0001.eml")).unwrap();
+    let planted = format!(
+        "X-Comms-Archiver-Connector: merge1\r\nX-Comms-Archiver-Item-Id: {victim}\r\n\
+         X-Comms-Archiver-Item-Key: {forged}\r\n{planted}"
+    );
+    std::fs::write(drop.join("merge1-0001.eml"), planted).unwrap();
+    let dovecot = Dovecot::start(ws.path(), None);
+    configure(ws.path(), dovecot.port, |t| t);
+    once_succeeds(ws.path()).await;
+    let whole = imap_day(&dovecot.read_back(MAILBOXES));
+
+    // The crash: the victim's copy for Alice was staged and never imported, and the journal
+    // that would have said so is gone.
+    let alice = ws.path().join("dovecot/mail/alice.smith@contoso.com");
+    let copies: Vec<PathBuf> = files(&alice)
+        .into_iter()
+        .filter(|p| {
+            p.parent()
+                .is_some_and(|d| d.ends_with("cur") || d.ends_with("new"))
+        })
+        .filter(|p| {
+            std::fs::read(p).is_ok_and(|b| {
+                String::from_utf8_lossy(&b).contains(&format!("Message-ID: <{victim}>"))
+            })
+        })
+        .collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    std::fs::remove_file(&copies[0]).unwrap();
+    std::fs::remove_dir_all(ws.path().join("var/stage/ledger/merge1/journal")).unwrap();
+    assert_ne!(imap_day(&dovecot.read_back(MAILBOXES)), whole);
+
+    once_succeeds(ws.path()).await;
+    assert_eq!(
+        imap_day(&dovecot.read_back(MAILBOXES)),
+        whole,
+        "the retried day imports the item the planted message claimed to be"
+    );
+    let log = status_log(ws.path(), "merge1");
+    assert_eq!(log["complete"], true, "{log}");
+    assert_eq!(log["imported"], 1, "{log}");
+}
+
+/// A pilot on the Maildir, then `[mailbox]` pointed at IMAP with the same stage: every copy
+/// is imported into the new destination, none is taken for a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_destination_imports_everything_the_old_one_holds() {
+    let ws = workspace();
+    let args = [
+        "once",
+        "--config",
+        "config/demo.toml",
+        "--date",
+        "2026-11-20",
+    ];
+    let out = cli(ws.path(), &args);
+    assert_eq!(out.status.code(), Some(0));
+    let piloted = status_log(ws.path(), "o2");
+    assert!(piloted["imported"].as_u64().unwrap() > 0);
+    assert!(piloted["destination"]
+        .as_str()
+        .unwrap()
+        .starts_with("maildir "));
+
+    let dovecot = Dovecot::start(ws.path(), None);
+    configure(ws.path(), dovecot.port, |t| t);
+    once_succeeds(ws.path()).await;
+    assert_eq!(imap_day(&dovecot.read_back(MAILBOXES)), maildir_day());
+    let moved = status_log(ws.path(), "o2");
+    assert_eq!(moved["imported"], piloted["imported"], "{moved}");
+    assert_eq!(
+        moved["skipped_duplicates"], piloted["skipped_duplicates"],
+        "only the day's own repeat: {moved}"
+    );
+    let destination = moved["destination"].as_str().unwrap();
+    assert!(
+        destination.starts_with(&format!("imap 127.0.0.1:{}", dovecot.port))
+            && destination.contains("O2 SMS and Voice Network Archiver"),
+        "{destination}"
+    );
+
+    // Run again on IMAP: now everything is a duplicate there.
+    once_succeeds(ws.path()).await;
+    let again = status_log(ws.path(), "o2");
+    assert_eq!(again["imported"], 0, "{again}");
+    assert_eq!(
+        again["skipped_duplicates"].as_u64(),
+        Some(
+            piloted["imported"].as_u64().unwrap() + piloted["skipped_duplicates"].as_u64().unwrap()
+        ),
+        "{again}"
+    );
+}
+
+/// A connector's folder renamed in the configuration: the day run again files every copy in
+/// the new folder.
+#[test]
+fn a_renamed_folder_gets_every_copy() {
+    let ws = workspace();
+    let args = [
+        "once",
+        "--config",
+        "config/demo.toml",
+        "--date",
+        "2026-11-20",
+    ];
+    assert_eq!(cli(ws.path(), &args).status.code(), Some(0));
+    let piloted = status_log(ws.path(), "o2");
+    let mail = ws.path().join("var/mail");
+    let before = counts(&mail, FOLDER);
+    let config = ws.path().join("config/demo.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[connectors.o2]\n",
+        "[connectors.o2]\nfolder = \"O2 Archive\"\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    assert_eq!(cli(ws.path(), &args).status.code(), Some(0));
+    assert_eq!(counts(&mail, "O2 Archive"), before);
+    let log = status_log(ws.path(), "o2");
+    assert_eq!(log["imported"], piloted["imported"], "{log}");
+    // The day repeats one item itself; nothing else is a duplicate in the new folder.
+    assert_eq!(
+        log["skipped_duplicates"], piloted["skipped_duplicates"],
+        "{log}"
+    );
+    assert!(log["destination"]
+        .as_str()
+        .unwrap()
+        .ends_with("folder 'O2 Archive'"));
+}
