@@ -638,6 +638,17 @@ impl Config {
             let message = e.message().trim().to_string();
             let mut line = e.span().map(|s| line_at(text, s.start));
             let mut key = e.span().and_then(|s| key_on_line(text, s.start));
+            // A secret written as a value, in a tagged table (reported at the table): the
+            // first secret key of that table written as a plain value.
+            if message.contains(INLINE_SECRET) {
+                if let Some((found, dotted)) = e
+                    .span()
+                    .and_then(|span| inline_secret_in_table(text, span.start))
+                {
+                    line = Some(found);
+                    key = Some(dotted);
+                }
+            }
             // Tagged tables report unknown keys at the table: find the key inside it.
             if let (None, Some(span), Some(field)) = (&key, e.span(), unknown_field(&message)) {
                 if let Some(table) = table_at(text, span.start) {
@@ -940,11 +951,75 @@ fn with_env_overrides(
 /// Where a secret comes from: `{ env = "VAR" }` or `{ file = "/run/secrets/name" }`.
 /// Secrets are never written in the configuration itself, so the file can be shared and
 /// reviewed; the value is read when the component that needs it is built.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretRef {
     pub env: Option<String>,
     pub file: Option<PathBuf>,
+}
+
+/// What a secret written as a value instead of a reference is told; the value is never
+/// repeated, in this or any other error.
+const INLINE_SECRET: &str = "a secret is never written in the configuration: reference it as \
+     { env = \"VARIABLE\" } (an environment variable holding it) or \
+     { file = \"/run/secrets/name\" } (a file holding it)";
+
+/// The keys that hold secret references, wherever they appear.
+const SECRET_KEYS: &[&str] = &[
+    "password",
+    "client_secret",
+    "client_certificate",
+    "sas",
+    "api_key",
+];
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Reference {
+            env: Option<String>,
+            file: Option<PathBuf>,
+        }
+
+        /// Takes a table; anything else is refused without a word of what it was.
+        struct Visitor;
+
+        macro_rules! refuse {
+            ($($name:ident: $ty:ty),*) => {$(
+                fn $name<E: serde::de::Error>(self, _: $ty) -> Result<SecretRef, E> {
+                    Err(E::custom(INLINE_SECRET))
+                }
+            )*};
+        }
+
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = SecretRef;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a secret reference, { env = \"VAR\" } or { file = \"PATH\" }")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<SecretRef, A::Error> {
+                let r = Reference::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(SecretRef {
+                    env: r.env,
+                    file: r.file,
+                })
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<SecretRef, A::Error> {
+                Err(serde::de::Error::custom(INLINE_SECRET))
+            }
+
+            refuse!(visit_str: &str, visit_bytes: &[u8], visit_bool: bool, visit_i64: i64,
+                visit_u64: u64, visit_f64: f64, visit_char: char);
+        }
+
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 impl SecretRef {
@@ -1177,6 +1252,49 @@ fn unknown_field(message: &str) -> Option<&str> {
     message.strip_prefix("unknown field `")?.split('`').next()
 }
 
+/// The line and dotted key of a secret key written with a plain value (not a `{ ... }`
+/// reference) in the table around `offset`, or on the line of `offset` itself.
+fn inline_secret_in_table(text: &str, offset: usize) -> Option<(usize, String)> {
+    let at = line_at(text, offset);
+    let mut table: Vec<String> = Vec::new();
+    let mut table_start = 0;
+    let mut candidates = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if let Some(header) = table_header(line) {
+            table = header;
+            table_start = i + 1;
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let k = unquote(k.trim());
+        if SECRET_KEYS.contains(&k.as_str()) && !v.trim_start().starts_with('{') {
+            let mut dotted = table.clone();
+            dotted.push(k);
+            candidates.push((table_start, i + 1, dotted.join(".")));
+        }
+    }
+    // The key on the reported line, else the first in the table holding it.
+    candidates
+        .iter()
+        .find(|(_, line, _)| *line == at)
+        .or_else(|| {
+            let table_of = |line: usize| {
+                text.lines()
+                    .take(line)
+                    .enumerate()
+                    .filter(|(_, l)| table_header(l).is_some())
+                    .map(|(i, _)| i + 1)
+                    .last()
+                    .unwrap_or(0)
+            };
+            let wanted = table_of(at);
+            candidates.iter().find(|(start, _, _)| *start == wanted)
+        })
+        .map(|(_, line, key)| (*line, key.clone()))
+}
+
 /// The table (header path) in force at a byte offset.
 fn table_at(text: &str, offset: usize) -> Option<Vec<String>> {
     let line_no = line_at(text, offset);
@@ -1250,6 +1368,114 @@ fn unquote(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    /// Every secret key, written as a plain value: the error names the file, the line and
+    /// the key, says how to reference a secret, and never holds the value.
+    #[test]
+    fn a_secret_written_inline_is_refused_without_repeating_it() {
+        const VALUE: &str = "Hunter2-not-for-logs";
+        let demo = include_str!("../config/demo.toml");
+        let stage = "[stage]\nkind = \"local\"\npath = \"var/stage\"\n";
+        let mailbox = "[mailbox]\nkind = \"maildir\"\npath = \"var/mail\"\n";
+        let azure = |line: &str| {
+            format!(
+                "[stage]\nkind = \"azure\"\naccount = \"a\"\ncontainer = \"c\"\n\
+                 auth = \"client-secret\"\nclient_id = \"i\"\ntenant_id = \"t\"\n{line}\n"
+            )
+        };
+        let imap = |line: &str| {
+            format!(
+                "[mailbox]\nkind = \"imap\"\nhost = \"127.0.0.1\"\nsecurity = \"plain\"\n\
+                 allow_plaintext_loopback = true\nauth = \"login\"\nusername = \"{{mailbox}}\"\n{line}\n"
+            )
+        };
+        let graph = format!(
+            "[mailbox]\nkind = \"graph\"\ntenant_id = \"t\"\nclient_id = \"i\"\nclient_secret = \"{VALUE}\"\n"
+        );
+        let https = |line: &str| {
+            format!(
+                "[connectors.o2.source]\ntransport = \"https\"\nurl = \"https://partner.example/api\"\n\
+                 username = \"u\"\n{line}\n"
+            )
+        };
+        let cases: Vec<(String, &str)> = vec![
+            (
+                azure(&format!("client_secret = \"{VALUE}\"")),
+                "stage.client_secret",
+            ),
+            (
+                azure(&format!("client_certificate = \"{VALUE}\"")),
+                "stage.client_certificate",
+            ),
+            (azure(&format!("sas = \"{VALUE}\"")), "stage.sas"),
+            (imap(&format!("password = \"{VALUE}\"")), "mailbox.password"),
+            (
+                imap(&format!("client_secret = \"{VALUE}\"")),
+                "mailbox.client_secret",
+            ),
+            (imap("password = 12345678"), "mailbox.password"),
+            (graph.clone(), "mailbox.client_secret"),
+            (
+                https(&format!("password = \"{VALUE}\"")),
+                "connectors.o2.source.password",
+            ),
+            (
+                https(&format!("client_secret = \"{VALUE}\"")),
+                "connectors.o2.source.client_secret",
+            ),
+            (
+                https(&format!("api_key = [\"{VALUE}\"]")),
+                "connectors.o2.source.api_key",
+            ),
+        ];
+        for (section, key) in cases {
+            let mut text = demo.replace(stage, "").replace(mailbox, "");
+            let https_source = "[connectors.o2.source]\ntransport = \"drop\"\npath = \"fixtures/telemessage-o2\"\n";
+            if section.starts_with("[connectors.o2.source]") {
+                text = text.replace(https_source, "");
+                text.push_str(stage);
+                text.push_str(mailbox);
+            } else if section.starts_with("[stage]") {
+                text.push_str(mailbox);
+            } else {
+                text.push_str(stage);
+            }
+            text.push('\n');
+            text.push_str(&section);
+            let e = Config::from_toml(Path::new("site.toml"), &text, &[])
+                .expect_err(key)
+                .to_string();
+            let want_line = text
+                .lines()
+                .position(|l| l.contains(VALUE) || l == "password = 12345678")
+                .unwrap()
+                + 1;
+            assert!(
+                e.starts_with(&format!("site.toml line {want_line}, key `{key}`")),
+                "{key}: {e}"
+            );
+            assert!(
+                e.contains("{ env = \"VARIABLE\" }") && e.contains("{ file = "),
+                "{e}"
+            );
+            assert!(!e.contains(VALUE) && !e.contains("12345678"), "{key}: {e}");
+        }
+        // Set from the environment: the variable is named, the value is not repeated.
+        let text = demo.replace(mailbox, &imap("password = { env = \"P\" }"));
+        let env = [(
+            "COMMS_ARCHIVER__MAILBOX__PASSWORD".to_string(),
+            VALUE.to_string(),
+        )];
+        let e = Config::from_toml(Path::new("site.toml"), &text, &env)
+            .expect_err("a plain value from the environment")
+            .to_string();
+        assert!(
+            e.contains("COMMS_ARCHIVER__MAILBOX__PASSWORD") && e.contains("{ env = "),
+            "{e}"
+        );
+        assert!(!e.contains(VALUE), "{e}");
+    }
+
     use super::*;
 
     const GOOD: &str = r#"
