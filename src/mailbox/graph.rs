@@ -3,16 +3,18 @@
 //! A message created from MIME is always a draft, and a draft can never become a received
 //! message. So each import: creates the draft from the MIME, re-creates it as JSON in the
 //! connector's folder with PidTagMessageFlags (read, not unsent), the delivery and submit
-//! times, the threading properties and the transport headers set, copies the attachments
-//! (inline under 3 MB, through an upload session above), and deletes the draft, also when a
-//! step failed. A named extended property holds the item key, so an item already imported is
+//! times, the threading properties and the transport headers set, copies the attachments,
+//! and deletes the draft, also when a step failed. Every request is sized as it is sent: the
+//! MIME (base64 of a message whose files are base64 already) leaves out attachments until it
+//! fits one request, and those are added one by one, posted whole under 2 MiB and through an
+//! upload session from 2 MiB, whose chunks are paced and retried like any other request. A named extended property holds the item key, so an item already imported is
 //! found again. At most 4 requests run at once per mailbox, paced under 10,000 per 10 minutes;
 //! 429 and 503 wait for Retry-After.
 
 use super::token::TokenSource;
 use super::{Delivery, Mailbox, MailboxError};
 use base64::Engine;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_RANGE, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -25,8 +27,15 @@ pub const ITEM_KEY_PROPERTY: &str =
     "String {6f0d7b52-3c8a-4c1e-9a53-0c1f2d7e4b91} Name CommsArchiverItemKey";
 /// Requests to one mailbox at once (Exchange's MailboxConcurrency limit).
 pub const CONCURRENCY_PER_MAILBOX: usize = 4;
-/// Attachments at least this large go through an upload session.
-pub const INLINE_ATTACHMENT_LIMIT: usize = 3 * 1024 * 1024;
+/// What one request may carry, with room to spare under Graph's limit of about 4 MB (a
+/// request over it is refused with 413). A message's MIME is base64 inside the request, and
+/// its attachments are base64 inside the MIME: a 2.5 MB photo alone makes a 4.4 MB request.
+pub const REQUEST_BUDGET: usize = 3584 * 1024;
+/// Attachments at least this large go through an upload session; smaller ones are posted
+/// whole (an upload session refuses a file under 2 MiB with
+/// ErrorAttachmentSizeShouldNotBeLessThanMinimumSize, and a posted one of 2 MiB is a
+/// request of 2.7 MiB).
+pub const UPLOAD_SESSION_MIN: usize = 2 * 1024 * 1024;
 /// Upload session chunks: a multiple of 320 KiB, under 4 MiB.
 const CHUNK: usize = 10 * 320 * 1024;
 /// Exchange allows an app 10,000 requests to a mailbox in any 10 minutes. A token bucket of
@@ -147,6 +156,20 @@ impl GraphMailboxes {
         body: Option<(&'static str, Vec<u8>)>,
         authorized: bool,
     ) -> Result<Value, CallError> {
+        self.send(mailbox, method, url, body, authorized, None)
+            .await
+    }
+
+    /// [`Self::call`] with a Content-Range (an upload session's chunk).
+    async fn send(
+        &self,
+        mailbox: &str,
+        method: Method,
+        url: Url,
+        body: Option<(&'static str, Vec<u8>)>,
+        authorized: bool,
+        range: Option<&str>,
+    ) -> Result<Value, CallError> {
         let state = self.state(mailbox).await;
         let mut renewed = false;
         let mut attempt = 0;
@@ -175,6 +198,9 @@ impl GraphMailboxes {
                 request = request
                     .header(CONTENT_TYPE, *content_type)
                     .body(bytes.clone());
+            }
+            if let Some(range) = range {
+                request = request.header(CONTENT_RANGE, range);
             }
             let sent = request.send().await;
             drop(permit);
@@ -440,7 +466,32 @@ impl GraphMailboxes {
             }
         }
         for part in large {
-            self.upload(mailbox, target, part).await?;
+            if part.data.len() >= UPLOAD_SESSION_MIN {
+                self.upload(mailbox, target, part).await?;
+                continue;
+            }
+            let mut copy = serde_json::Map::new();
+            copy.insert(
+                "@odata.type".into(),
+                json!("#microsoft.graph.fileAttachment"),
+            );
+            copy.insert("name".into(), json!(part.name));
+            copy.insert("contentType".into(), json!(part.content_type));
+            copy.insert(
+                "contentBytes".into(),
+                json!(base64::engine::general_purpose::STANDARD.encode(&part.data)),
+            );
+            copy.insert("isInline".into(), json!(part.inline));
+            if let Some(id) = &part.content_id {
+                copy.insert("contentId".into(), json!(id));
+            }
+            let url = self.url(&format!(
+                "users/{user}/messages/{}/attachments",
+                segment(target)
+            ));
+            self.post_json(mailbox, url, &Value::Object(copy))
+                .await
+                .map_err(|e| self.error(mailbox, "attachment", e))?;
         }
         Ok(())
     }
@@ -474,40 +525,21 @@ impl GraphMailboxes {
         let mut start = 0;
         while start < total {
             let end = (start + CHUNK).min(total);
-            let state = self.state(mailbox).await;
-            let permit = state
-                .permits
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("never closed");
-            // The upload URL is pre-authenticated: no token goes with it.
-            let sent = self
-                .http
-                .put(upload_url.clone())
-                .header(
-                    "Content-Range",
-                    format!("bytes {start}-{}/{total}", end - 1),
-                )
-                .body(part.data[start..end].to_vec())
-                .send()
-                .await;
-            drop(permit);
-            match sent {
-                Ok(r) if r.status().is_success() => start = end,
-                Ok(r) => {
-                    return Err(MailboxError::Unavailable(format!(
-                        "Graph upload of {} for {mailbox} answered {}",
-                        part.name,
-                        r.status()
-                    )))
-                }
-                Err(e) => {
-                    return Err(MailboxError::Unavailable(format!(
-                        "Graph upload for {mailbox}: {e}"
-                    )))
-                }
-            }
+            // The upload URL is pre-authenticated: no token goes with it. A chunk is paced,
+            // retried and throttled like every other request to the mailbox.
+            let range = format!("bytes {start}-{}/{total}", end - 1);
+            let chunk = part.data[start..end].to_vec();
+            self.send(
+                mailbox,
+                Method::PUT,
+                upload_url.clone(),
+                Some(("application/octet-stream", chunk)),
+                false,
+                Some(&range),
+            )
+            .await
+            .map_err(|e| self.error(mailbox, &format!("upload of {}", part.name), e))?;
+            start = end;
         }
         Ok(())
     }
@@ -557,8 +589,10 @@ impl Mailbox for GraphMailboxes {
 
     async fn append(&self, d: &Delivery<'_>) -> Result<(), MailboxError> {
         let folder = self.folder(d.mailbox, d.folder).await?;
-        // A request carries about 4 MB: large attachments leave the MIME and are uploaded.
-        let (mime, large) = mail_parts::split_large(d.message, INLINE_ATTACHMENT_LIMIT);
+        // A request carries about 4 MB: attachments leave the MIME until it fits one, and are
+        // added one by one (the largest through upload sessions).
+        let (mime, large) =
+            mail_parts::split_for_requests(d.message, REQUEST_BUDGET, UPLOAD_SESSION_MIN);
         let body = base64::engine::general_purpose::STANDARD
             .encode(&mime)
             .into_bytes();
@@ -610,6 +644,9 @@ pub mod mail_parts {
         pub name: String,
         pub content_type: String,
         pub data: Vec<u8>,
+        /// Shown in the body (Content-Disposition inline), referred to by its Content-ID.
+        pub inline: bool,
+        pub content_id: Option<String>,
     }
 
     /// The header block of a message, unfolded as it stands.
@@ -622,25 +659,34 @@ pub mod mail_parts {
         String::from_utf8_lossy(&raw[..end]).into_owned()
     }
 
-    /// The message without attachments of `limit` bytes or more, and those attachments.
-    pub fn split_large(raw: &[u8], limit: usize) -> (Vec<u8>, Vec<Part>) {
+    /// How large a request carrying `bytes` as base64 is.
+    pub fn base64_len(bytes: usize) -> usize {
+        bytes.div_ceil(3) * 4
+    }
+
+    /// The message made to fit one request as base64 (at most `budget` bytes), and the
+    /// attachments taken out for it: every one of `upload_min` bytes or more, then the
+    /// largest of the others until the rest fits.
+    pub fn split_for_requests(
+        raw: &[u8],
+        budget: usize,
+        upload_min: usize,
+    ) -> (Vec<u8>, Vec<Part>) {
         let Some(message) = MessageParser::default().parse(raw) else {
             return (raw.to_vec(), Vec::new());
         };
-        let mut cut: Vec<(usize, usize)> = Vec::new();
-        let mut large = Vec::new();
+        // Each attachment with the span it takes in the MIME, from the boundary line before
+        // its headers to the end of its body.
+        let mut candidates: Vec<(Part, (usize, usize))> = Vec::new();
         for index in message.attachments.iter().copied() {
             let Some(part) = message.parts.get(index as usize) else {
                 continue;
             };
             let data = match &part.body {
                 PartType::Binary(b) | PartType::InlineBinary(b) => b.to_vec(),
-                PartType::Text(t) => t.as_bytes().to_vec(),
+                PartType::Text(t) | PartType::Html(t) => t.as_bytes().to_vec(),
                 _ => continue,
             };
-            if data.len() < limit {
-                continue;
-            }
             let content_type = part
                 .content_type()
                 .map(|c| match c.subtype() {
@@ -648,31 +694,50 @@ pub mod mail_parts {
                     None => c.ctype().to_string(),
                 })
                 .unwrap_or_else(|| "application/octet-stream".into());
-            large.push(Part {
-                name: part.attachment_name().unwrap_or("attachment").to_string(),
-                content_type,
-                data,
-            });
-            // From the boundary line before the part's headers to the end of its body.
             let start = part.offset_header as usize;
             let line_start = raw[..start.saturating_sub(2)]
                 .iter()
                 .rposition(|&b| b == b'\n')
                 .map_or(0, |i| i + 1);
-            cut.push((line_start, part.offset_end as usize));
+            let inline = part
+                .content_disposition()
+                .is_some_and(|d| d.ctype().eq_ignore_ascii_case("inline"));
+            candidates.push((
+                Part {
+                    name: part.attachment_name().unwrap_or("attachment").to_string(),
+                    content_type,
+                    data,
+                    inline,
+                    content_id: part.content_id().map(str::to_string),
+                },
+                (line_start, part.offset_end as usize),
+            ));
+        }
+        // Largest first: the fewest parts leave the MIME.
+        candidates.sort_by_key(|(_, (start, end))| std::cmp::Reverse(end - start));
+        let mut remaining = raw.len();
+        let mut cut: Vec<(usize, usize)> = Vec::new();
+        let mut taken = Vec::new();
+        for (part, span) in candidates {
+            if part.data.len() < upload_min && base64_len(remaining) <= budget {
+                continue;
+            }
+            remaining -= span.1 - span.0;
+            cut.push(span);
+            taken.push(part);
         }
         if cut.is_empty() {
-            return (raw.to_vec(), large);
+            return (raw.to_vec(), taken);
         }
         cut.sort();
-        let mut out = Vec::with_capacity(raw.len());
+        let mut out = Vec::with_capacity(remaining);
         let mut at = 0;
         for (start, end) in cut {
             out.extend_from_slice(&raw[at..start]);
             at = end;
         }
         out.extend_from_slice(&raw[at..]);
-        (out, large)
+        (out, taken)
     }
 }
 

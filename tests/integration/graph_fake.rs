@@ -14,6 +14,9 @@ use std::sync::{Arc, Mutex};
 
 const REQUEST_LIMIT: usize = 4 * 1024 * 1024;
 const INLINE_LIMIT: usize = 3 * 1024 * 1024;
+/// An upload session refuses a file smaller than this
+/// (ErrorAttachmentSizeShouldNotBeLessThanMinimumSize).
+const UPLOAD_MIN: usize = 2 * 1024 * 1024;
 
 /// A message as the fake stores it.
 #[derive(Debug, Clone)]
@@ -50,6 +53,8 @@ pub struct FakeGraph {
     pub throttle: AtomicUsize,
     pub throttled: AtomicUsize,
     pub uploads_done: AtomicUsize,
+    /// The next N upload chunks answer 503 (odd) or 429 (even) with Retry-After: 1.
+    pub throttle_uploads: AtomicUsize,
     /// Milliseconds each request takes.
     pub latency_ms: AtomicUsize,
 }
@@ -74,6 +79,7 @@ impl FakeGraph {
             throttle: AtomicUsize::new(0),
             throttled: AtomicUsize::new(0),
             uploads_done: AtomicUsize::new(0),
+            throttle_uploads: AtomicUsize::new(0),
             latency_ms: AtomicUsize::new(0),
         })
     }
@@ -366,6 +372,13 @@ impl FakeGraph {
                 state.next += 1;
                 let upload = format!("u{}", state.next);
                 let size = item["size"].as_u64().unwrap_or(0) as usize;
+                if size < UPLOAD_MIN {
+                    return error(
+                        400,
+                        "ErrorAttachmentSizeShouldNotBeLessThanMinimumSize",
+                        "The attachment size is smaller than the minimum size for an upload session.",
+                    );
+                }
                 state.uploads.insert(
                     upload.clone(),
                     (
@@ -411,10 +424,36 @@ impl FakeGraph {
         if request.body.len() > REQUEST_LIMIT {
             return error(413, "RequestBodyTooLarge", "chunk over 4 MB");
         }
+        if let Ok(left) =
+            self.throttle_uploads
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        {
+            let status = if left % 2 == 1 { 503 } else { 429 };
+            return error(status, "ServiceUnavailable", "try the chunk again")
+                .with_header("retry-after", "1");
+        }
         let mut state = self.state.lock().unwrap();
         let Some((mailbox, message, name, size, data)) = state.uploads.get_mut(id) else {
             return error(404, "ItemNotFound", "no such upload");
         };
+        // Content-Range: bytes START-END/TOTAL; a chunk sent again lands where it belongs.
+        let range = request.header("content-range").unwrap_or_default();
+        let Some((start, end)) = range
+            .strip_prefix("bytes ")
+            .and_then(|r| r.split('/').next())
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)))
+        else {
+            return error(400, "InvalidRange", "no Content-Range");
+        };
+        if start > data.len() || end + 1 - start != request.body.len() || end >= *size {
+            return error(
+                416,
+                "InvalidRange",
+                "the range does not follow what was received",
+            );
+        }
+        data.truncate(start);
         data.extend_from_slice(&request.body);
         if data.len() < *size {
             return Response::json(
