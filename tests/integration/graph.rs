@@ -201,7 +201,7 @@ async fn graph_on(graph: &Arc<FakeGraph>) -> (GraphMailboxes, tokio::task::JoinH
 
 /// Imports an MMS with these files through Graph and checks the received message holds
 /// every one of them, byte for byte; returns how many went through upload sessions.
-async fn import_mms(graph: &Arc<FakeGraph>, files: Vec<(String, Vec<u8>)>) -> usize {
+async fn import_mms(graph: &Arc<FakeGraph>, files: Vec<File>) -> usize {
     use comms_archiver::item::{Attachment, Content, Direction, Item, ItemKey, Participant, Role};
     use comms_archiver::mailbox::{Delivery, Mailbox};
     let (mailboxes, server) = graph_on(graph).await;
@@ -280,7 +280,10 @@ async fn import_mms(graph: &Arc<FakeGraph>, files: Vec<(String, Vec<u8>)>) -> us
     graph.uploads_done.load(Ordering::SeqCst) - uploads
 }
 
-fn file(name: &str, bytes: usize, seed: usize) -> (String, Vec<u8>) {
+/// A file's name and bytes.
+type File = (String, Vec<u8>);
+
+fn file(name: &str, bytes: usize, seed: usize) -> File {
     let data = (0..bytes)
         .map(|i| ((i * 7 + seed * 13) % 251) as u8)
         .collect();
@@ -300,7 +303,7 @@ async fn a_large_attachment_goes_through_an_upload_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_mix_of_attachments_under_the_limit_imports() {
     let mib = 1024 * 1024;
-    let mixes: Vec<(&str, Vec<(String, Vec<u8>)>)> = vec![
+    let mixes: Vec<(&str, Vec<File>)> = vec![
         ("one 2.0 MB photo", vec![file("a.jpg", 2_000_000, 1)]),
         ("one 2.5 MB photo", vec![file("a.jpg", 2_500_000, 2)]),
         (
