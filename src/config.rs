@@ -649,6 +649,13 @@ impl Config {
                     key = Some(dotted);
                 }
             }
+            // Tagged tables report a wrong value at the table: find the key holding it.
+            if let (None, Some(span), Some(value)) = (&key, e.span(), offending_value(&message)) {
+                if let Some((found, dotted)) = key_with_value(text, span.start, &value) {
+                    line = Some(found);
+                    key = Some(dotted);
+                }
+            }
             // Tagged tables report unknown keys at the table: find the key inside it.
             if let (None, Some(span), Some(field)) = (&key, e.span(), unknown_field(&message)) {
                 if let Some(table) = table_at(text, span.start) {
@@ -1293,6 +1300,46 @@ fn inline_secret_in_table(text: &str, offset: usize) -> Option<(usize, String)> 
             candidates.iter().find(|(start, _, _)| *start == wanted)
         })
         .map(|(_, line, key)| (*line, key.clone()))
+}
+
+/// The value a serde type or value error quotes: "invalid value: integer `-3`, ..." or
+/// "invalid type: string \"ten\", ...", as it would be written in TOML.
+fn offending_value(message: &str) -> Option<String> {
+    let rest = message
+        .strip_prefix("invalid value: ")
+        .or_else(|| message.strip_prefix("invalid type: "))?;
+    if let Some(quoted) = rest.strip_prefix("string \"") {
+        let end = quoted.find("\", expected")?;
+        return Some(format!("\"{}\"", &quoted[..end]));
+    }
+    let (_, value) = rest.split_once('`')?;
+    Some(value.split('`').next()?.to_string())
+}
+
+/// The line and dotted key of the first key in the table around `offset` whose value is
+/// written as `value`.
+fn key_with_value(text: &str, offset: usize, value: &str) -> Option<(usize, String)> {
+    let table = table_at(text, offset)?;
+    let mut current: Vec<String> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if let Some(header) = table_header(line) {
+            current = header;
+            continue;
+        }
+        if current != table {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let v = v.split(" #").next().unwrap_or(v).trim();
+        if v == value {
+            let mut dotted = table.clone();
+            dotted.push(unquote(k.trim()));
+            return Some((i + 1, dotted.join(".")));
+        }
+    }
+    None
 }
 
 /// The table (header path) in force at a byte offset.
