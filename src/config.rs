@@ -590,6 +590,9 @@ pub struct HttpsConfig {
     /// First retry delay in milliseconds; it doubles, with jitter, up to 60 s. Default 1000.
     #[serde(default = "default_retry_initial_ms")]
     pub retry_initial_ms: u64,
+    /// The largest answer a page may be; a longer one is an error of the day, never read on.
+    #[serde(default = "default_max_page_bytes")]
+    pub max_page_bytes: u64,
 }
 
 fn default_page_size() -> u32 {
@@ -606,6 +609,10 @@ fn default_timeout_secs() -> u64 {
 
 fn default_max_retries() -> u32 {
     5
+}
+
+fn default_max_page_bytes() -> u64 {
+    64 * 1024 * 1024
 }
 
 fn default_retry_initial_ms() -> u64 {

@@ -93,7 +93,12 @@ impl<'a> DayRun<'a> {
     pub fn pulled(&mut self, pulled: Pulled) -> Vec<CopyJob> {
         self.log.available_from_source += 1;
         match pulled {
-            Pulled::Item(item) => self.item(*item),
+            Pulled::Item(item) => self.item(*item, None),
+            Pulled::TooLarge { item, detail } => {
+                tracing::warn!(connector = %self.connector.name, day = %self.day,
+                    item_id = %item.partner_id, %detail, "item over the size limit");
+                self.item(*item, Some(detail))
+            }
             Pulled::Excluded {
                 partner_id,
                 reason,
@@ -128,8 +133,9 @@ impl<'a> DayRun<'a> {
         }
     }
 
-    /// Maps, renders and gates one item; returns a copy job per mapped mailbox.
-    fn item(&mut self, item: Item) -> Vec<CopyJob> {
+    /// Maps, renders and gates one item; returns a copy job per mapped mailbox. An item the
+    /// source found `too_large` (its files or message not read) fails every copy with that.
+    fn item(&mut self, item: Item, too_large: Option<String>) -> Vec<CopyJob> {
         let name = self.connector.name.as_str();
         let key = ItemKey::new(name, &item.partner_id);
         let archived_user = item
@@ -196,7 +202,10 @@ impl<'a> DayRun<'a> {
             return Vec::new();
         }
 
-        let rendered = match self.render_within_limit(&item, &key, &per_participant) {
+        let rendered = match too_large
+            .map(|detail| Err((Reason::SizeExceeded, detail)))
+            .unwrap_or_else(|| self.render_within_limit(&item, &key, &per_participant))
+        {
             Ok(bytes) => bytes,
             Err((reason, detail)) => {
                 self.fail_copies(&item, &key, &targets, &archived_user, reason, &detail);

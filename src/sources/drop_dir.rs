@@ -38,6 +38,7 @@ struct ManifestFile {
 pub struct DropSource<F: RecordFormat> {
     root: PathBuf,
     format: Arc<F>,
+    max_item_bytes: u64,
 }
 
 impl<F: RecordFormat> DropSource<F> {
@@ -45,8 +46,45 @@ impl<F: RecordFormat> DropSource<F> {
         DropSource {
             root: root.into(),
             format: Arc::new(format),
+            max_item_bytes: super::DEFAULT_MAX_ITEM_BYTES,
         }
     }
+
+    /// The same source, never reading more of an item than `bytes`: a file that would take
+    /// it over is failed `size_exceeded` by its size on disk, unread.
+    pub fn with_max_item_bytes(mut self, bytes: u64) -> Self {
+        self.max_item_bytes = bytes;
+        self
+    }
+}
+
+/// A file read whole when it is at most `cap` bytes; otherwise its size (on disk, or as far
+/// as it was read when it grew meanwhile), nothing more read than `cap + 1` bytes.
+async fn read_capped(path: &Path, cap: u64) -> std::io::Result<Result<Vec<u8>, u64>> {
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::open(path).await?;
+    let size = file.metadata().await?.len();
+    if size > cap {
+        return Ok(Err(size));
+    }
+    let mut data = Vec::with_capacity(size as usize);
+    file.take(cap + 1).read_to_end(&mut data).await?;
+    match data.len() as u64 > cap {
+        true => Ok(Err(data.len() as u64)),
+        false => Ok(Ok(data)),
+    }
+}
+
+/// The first `bytes` of a file.
+async fn read_head(path: &Path, bytes: usize) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::with_capacity(bytes);
+    tokio::fs::File::open(path)
+        .await?
+        .take(bytes as u64)
+        .read_to_end(&mut head)
+        .await?;
+    Ok(head)
 }
 
 #[async_trait]
@@ -89,6 +127,7 @@ impl<F: RecordFormat> Source for DropSource<F> {
             files: manifest.files.into_iter().map(|f| f.name).collect(),
             current: None,
             format: self.format.clone(),
+            max_item_bytes: self.max_item_bytes,
         }))
     }
 
@@ -180,19 +219,48 @@ struct DropStream<F: RecordFormat> {
     files: VecDeque<String>,
     current: Option<(String, u64, Lines<BufReader<tokio::fs::File>>)>,
     format: Arc<F>,
+    max_item_bytes: u64,
+}
+
+/// One record as read from the drop.
+struct Record {
+    file: String,
+    /// 0 for a whole-file record.
+    line: u64,
+    bytes: Vec<u8>,
+    /// A message file over the limit: its size; `bytes` is then only its head.
+    too_large: Option<u64>,
 }
 
 impl<F: RecordFormat> DropStream<F> {
-    /// The next record's file, line number (0 for a whole-file record) and bytes.
-    async fn next_record(&mut self) -> Result<Option<(String, u64, Vec<u8>)>, SourceError> {
+    /// The next record.
+    async fn next_record(&mut self) -> Result<Option<Record>, SourceError> {
         if F::WIRE == Wire::Mime {
             let Some(name) = self.files.pop_front() else {
                 return Ok(None);
             };
-            let bytes = tokio::fs::read(self.dir.join(&name)).await.map_err(|e| {
+            let path = self.dir.join(&name);
+            let unreadable = |e: std::io::Error| {
                 SourceError::Unavailable(format!("{}/{name}: {e}", self.dir.display()))
-            })?;
-            return Ok(Some((name, 0, bytes)));
+            };
+            let (bytes, too_large) = match read_capped(&path, self.max_item_bytes)
+                .await
+                .map_err(unreadable)?
+            {
+                Ok(bytes) => (bytes, None),
+                Err(size) => (
+                    read_head(&path, super::HEAD_BYTES)
+                        .await
+                        .map_err(unreadable)?,
+                    Some(size),
+                ),
+            };
+            return Ok(Some(Record {
+                file: name,
+                line: 0,
+                bytes,
+                too_large,
+            }));
         }
         loop {
             if let Some((name, line_no, lines)) = &mut self.current {
@@ -205,7 +273,12 @@ impl<F: RecordFormat> DropStream<F> {
                         if line.trim().is_empty() {
                             continue;
                         }
-                        return Ok(Some((name.clone(), *line_no, line.into_bytes())));
+                        return Ok(Some(Record {
+                            file: name.clone(),
+                            line: *line_no,
+                            bytes: line.into_bytes(),
+                            too_large: None,
+                        }));
                     }
                     None => self.current = None,
                 }
@@ -222,11 +295,25 @@ impl<F: RecordFormat> DropStream<F> {
         }
     }
 
-    async fn fetch(&self, media: &MediaRef) -> Result<Attachment, String> {
-        check_relative(&media.location)?;
-        let data = tokio::fs::read(self.dir.join(&media.location))
-            .await
-            .map_err(|e| format!("the file cannot be read: {e}"))?;
+    /// A file of the delivery, read only when it fits in the `left` bytes the item may still
+    /// take.
+    async fn fetch(&self, media: &MediaRef, left: u64) -> Result<Attachment, SourceError> {
+        check_relative(&media.location).map_err(SourceError::Unavailable)?;
+        let data = match read_capped(&self.dir.join(&media.location), left).await {
+            Ok(Ok(data)) => data,
+            Ok(Err(size)) => {
+                return Err(SourceError::TooLarge(format!(
+                    "the file is {size} bytes, more than the {left} bytes left to the item under \
+                     the limit of {} bytes; it was not read",
+                    self.max_item_bytes
+                )))
+            }
+            Err(e) => {
+                return Err(SourceError::Unavailable(format!(
+                    "the file cannot be read: {e}"
+                )))
+            }
+        };
         Ok(Attachment {
             name: media.name.clone(),
             content_type: media.content_type.clone(),
@@ -238,19 +325,37 @@ impl<F: RecordFormat> DropStream<F> {
 #[async_trait]
 impl<F: RecordFormat> ItemStream for DropStream<F> {
     async fn next(&mut self) -> Result<Option<Pulled>, SourceError> {
-        let Some((file, line_no, bytes)) = self.next_record().await? else {
+        let Some(record) = self.next_record().await? else {
             return Ok(None);
         };
-        let location = match line_no {
-            0 => file,
-            n => format!("{file} line {n}"),
+        let location = match record.line {
+            0 => record.file,
+            n => format!("{} line {n}", record.file),
         };
+        if let Some(size) = record.too_large {
+            let detail = format!(
+                "the message is {size} bytes, over the limit of {} bytes; it was not read past \
+                 its header block",
+                self.max_item_bytes
+            );
+            return Ok(Some(super::pull_too_large(
+                self.format.as_ref(),
+                &record.bytes,
+                location,
+                detail,
+            )));
+        }
         let this = &*self;
-        let fetch = |media: MediaRef| async move {
-            this.fetch(&media).await.map_err(SourceError::Unavailable)
-        };
+        let fetch = |media: MediaRef, left: u64| async move { this.fetch(&media, left).await };
         Ok(Some(
-            super::pull(self.format.as_ref(), &bytes, location, fetch).await?,
+            super::pull(
+                self.format.as_ref(),
+                &record.bytes,
+                location,
+                self.max_item_bytes,
+                fetch,
+            )
+            .await?,
         ))
     }
 }

@@ -43,6 +43,30 @@ pub struct HttpsSettings {
     pub timeout: std::time::Duration,
     pub max_retries: usize,
     pub retry_initial: std::time::Duration,
+    /// The largest page answer read; a longer one is an error of the day.
+    pub max_page_bytes: u64,
+    /// What one item may weigh: a media download stops past what is left of it.
+    pub max_item_bytes: u64,
+}
+
+/// An answer's body, read only while it stays within `cap` bytes, whatever Content-Length
+/// says or does not say; Err holds how much was seen (at least `cap + 1`, or the length
+/// declared).
+async fn read_capped(
+    mut response: reqwest::Response,
+    cap: u64,
+) -> Result<Result<Vec<u8>, u64>, reqwest::Error> {
+    if let Some(declared) = response.content_length().filter(|&n| n > cap) {
+        return Ok(Err(declared));
+    }
+    let mut body = Vec::with_capacity(response.content_length().unwrap_or(0) as usize);
+    while let Some(chunk) = response.chunk().await? {
+        if (body.len() + chunk.len()) as u64 > cap {
+            return Ok(Err((body.len() + chunk.len()) as u64));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Ok(body))
 }
 
 /// An authenticated client for one connector's partner API.
@@ -150,6 +174,7 @@ impl PartnerClient {
                 },
                 &url,
                 false,
+                self.settings.max_page_bytes,
             )
             .await?;
         #[derive(Deserialize)]
@@ -190,7 +215,34 @@ impl PartnerClient {
             url.query_pairs_mut()
                 .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
         }
-        self.send(|| self.http.get(url.clone()), &url, true).await
+        let cap = self.settings.max_page_bytes;
+        match self
+            .send(|| self.http.get(url.clone()), &url, true, cap)
+            .await
+        {
+            Err(SourceError::TooLarge(why)) => Err(SourceError::Unavailable(format!(
+                "connector {}: {why}, more than the bound of {cap} bytes for one answer \
+                 (source.max_page_bytes); it was not read on, and the day stays open",
+                self.connector
+            ))),
+            other => other,
+        }
+    }
+
+    /// GETs a file of an item, reading at most `left` bytes of it: a longer one is
+    /// `SourceError::TooLarge`, stopped as soon as it passes the bound.
+    pub async fn get_media(&self, path: &str, left: u64) -> Result<Vec<u8>, SourceError> {
+        let url = self.url(path)?;
+        self.send(|| self.http.get(url.clone()), &url, true, left)
+            .await
+            .map_err(|e| match e {
+                SourceError::TooLarge(why) => SourceError::TooLarge(format!(
+                    "{why}, more than the {left} bytes left to the item under the limit of {} \
+                     bytes; the download was stopped",
+                    self.settings.max_item_bytes
+                )),
+                other => other,
+            })
     }
 
     /// Sends with the retry policy. `authorized` requests carry the token or key and renew
@@ -200,6 +252,7 @@ impl PartnerClient {
         build: impl Fn() -> reqwest::RequestBuilder,
         url: &Url,
         authorized: bool,
+        cap: u64,
     ) -> Result<Vec<u8>, SourceError> {
         let mut delays = backon::ExponentialBuilder::default()
             .with_min_delay(self.settings.retry_initial)
@@ -219,8 +272,13 @@ impl PartnerClient {
                 Ok(response) => {
                     let status = response.status();
                     match verdict(status, response.headers()) {
-                        Verdict::Done => match response.bytes().await {
-                            Ok(bytes) => return Ok(bytes.into()),
+                        Verdict::Done => match read_capped(response, cap).await {
+                            Ok(Ok(bytes)) => return Ok(bytes),
+                            Ok(Err(seen)) => {
+                                return Err(SourceError::TooLarge(format!(
+                                    "{shown} answered with {seen} bytes or more"
+                                )))
+                            }
                             Err(e) => (format!("the answer broke off: {e}"), None),
                         },
                         Verdict::Reauthenticate
@@ -546,8 +604,8 @@ impl<F: RecordFormat> ItemStream for HttpsStream<F> {
             }
         };
         let client = &self.client;
-        let fetch = |media: MediaRef| async move {
-            let data = client.get(&media.location, &[]).await?;
+        let fetch = |media: MediaRef, left: u64| async move {
+            let data = client.get_media(&media.location, left).await?;
             Ok(Attachment {
                 name: media.name,
                 content_type: media.content_type,
@@ -555,7 +613,14 @@ impl<F: RecordFormat> ItemStream for HttpsStream<F> {
             })
         };
         Ok(Some(
-            super::pull(self.format.as_ref(), &bytes, location, fetch).await?,
+            super::pull(
+                self.format.as_ref(),
+                &bytes,
+                location,
+                self.client.settings.max_item_bytes,
+                fetch,
+            )
+            .await?,
         ))
     }
 }

@@ -34,6 +34,13 @@ pub enum Pulled {
         reason: String,
         detail: String,
     },
+    /// An item heavier than `max_item_bytes` before it is even rendered (a file, or the
+    /// message a partner rendered): what makes it so heavy was not read, and its copies are
+    /// failed `size_exceeded` with `detail`, which says what and how large.
+    TooLarge {
+        item: Box<Item>,
+        detail: String,
+    },
     /// A record that could not be turned into an item: reported, and the day stays open.
     Invalid {
         /// Where it came from, e.g. `o2-0001.jsonl line 7`.
@@ -59,6 +66,10 @@ pub enum SourceError {
     /// until an admin changes the configuration or the partner account.
     #[error("{0}")]
     Denied(String),
+    /// A file of one item is larger than the item may weigh; it was not read past that.
+    /// Never ends a day: the item is failed `size_exceeded`.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl SourceError {
@@ -69,6 +80,7 @@ impl SourceError {
             SourceError::Reconciliation(_) => "reconciliation",
             SourceError::Unavailable(_) => "source_unavailable",
             SourceError::Denied(_) => "access_denied",
+            SourceError::TooLarge(_) => "size_exceeded",
         }
     }
 }
@@ -134,20 +146,92 @@ pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     serde_json::from_slice(bytes).map_err(|e| format!("not a valid record: {e}"))
 }
 
+/// Items up to this many bytes unless a transport is told otherwise
+/// (`archiver.max_item_bytes`).
+pub const DEFAULT_MAX_ITEM_BYTES: u64 = 10 * 1024 * 1024;
+
+/// How much of a message is read when the whole is too large to read: enough for any honest
+/// header block, from which the item is known and reported.
+pub const HEAD_BYTES: usize = 256 * 1024;
+
+/// The header block of a message, from a prefix of it (all of `head` when it has no end).
+pub fn header_prefix(head: &[u8]) -> &[u8] {
+    let end = head
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+        .or_else(|| head.windows(2).position(|w| w == b"\n\n").map(|i| i + 2))
+        .unwrap_or(head.len());
+    &head[..end]
+}
+
+/// A message record too large to read whole: the item is made from its header block and
+/// failed `size_exceeded` with `detail`.
+pub fn pull_too_large<F: RecordFormat>(
+    format: &F,
+    head: &[u8],
+    location: String,
+    detail: String,
+) -> Pulled {
+    let head = header_prefix(head);
+    match format.decode(head) {
+        Ok(record) => {
+            let partner_id = F::partner_id(&record);
+            let media = F::media(&record).into_iter().map(empty_file).collect();
+            too_large(format.to_item(record, media), location, partner_id, detail)
+        }
+        Err(reason) => Pulled::Invalid {
+            location,
+            partner_id: None,
+            reason: format!("{detail}; its header block cannot be read either: {reason}"),
+        },
+    }
+}
+
+fn empty_file(m: MediaRef) -> Attachment {
+    Attachment {
+        name: m.name,
+        content_type: m.content_type,
+        data: Vec::new(),
+    }
+}
+
+fn too_large(
+    decoded: Result<Decoded, String>,
+    location: String,
+    partner_id: String,
+    detail: String,
+) -> Pulled {
+    match pulled(decoded, location, partner_id) {
+        Pulled::Item(item) => Pulled::TooLarge { item, detail },
+        other => other,
+    }
+}
+
 /// Decodes one record, fetches its media with `fetch` and makes the item: what every
-/// transport does with a record once it has its bytes. A record that cannot be decoded, or
-/// whose media the partner cannot serve (`SourceError::Unavailable`), is reported invalid;
-/// any other fetch error ends the stream.
+/// transport does with a record once it has its bytes. `fetch` is told how many bytes the
+/// item may still take; a file over that (`SourceError::TooLarge`) is not read, and neither
+/// are the files after it: the item is failed `size_exceeded`. A record that cannot be
+/// decoded, or whose media the partner cannot serve (`SourceError::Unavailable`), is
+/// reported invalid; any other fetch error ends the stream.
 pub async fn pull<F, Fut>(
     format: &F,
     bytes: &[u8],
     location: String,
-    fetch: impl Fn(MediaRef) -> Fut,
+    limit: u64,
+    fetch: impl Fn(MediaRef, u64) -> Fut,
 ) -> Result<Pulled, SourceError>
 where
     F: RecordFormat,
     Fut: std::future::Future<Output = Result<Attachment, SourceError>>,
 {
+    if bytes.len() as u64 > limit && F::WIRE == Wire::Mime {
+        let detail = format!(
+            "the message is {} bytes, over the limit of {limit} bytes",
+            bytes.len()
+        );
+        return Ok(pull_too_large(format, bytes, location, detail));
+    }
     let record = match format.decode(bytes) {
         Ok(record) => record,
         Err(reason) => {
@@ -160,10 +244,27 @@ where
     };
     let partner_id = F::partner_id(&record);
     let mut media = Vec::new();
-    for reference in F::media(&record) {
+    let mut left = limit;
+    let mut references = F::media(&record).into_iter();
+    while let Some(reference) = references.next() {
         let shown = reference.location.clone();
-        match fetch(reference).await {
-            Ok(file) => media.push(file),
+        let fallback = reference.clone();
+        match fetch(reference, left).await {
+            Ok(file) => {
+                left = left.saturating_sub(file.data.len() as u64);
+                media.push(file);
+            }
+            Err(SourceError::TooLarge(why)) => {
+                media.push(empty_file(fallback));
+                media.extend(references.map(empty_file));
+                let detail = format!("media {shown}: {why}");
+                return Ok(too_large(
+                    format.to_item(record, media),
+                    location,
+                    partner_id,
+                    detail,
+                ));
+            }
             Err(SourceError::Unavailable(why)) => {
                 return Ok(Pulled::Invalid {
                     location,
@@ -225,15 +326,26 @@ pub fn build(
         region,
     };
     Ok(match &connector.source {
-        SourceConfig::Drop { path } => match connector.partner {
-            Partner::TelemessageO2 => Box::new(DropSource::new(path, O2Format { region })),
-            Partner::TelemessageWhatsapp => {
-                Box::new(DropSource::new(path, WhatsAppFormat { region }))
+        SourceConfig::Drop { path } => {
+            let limit = config.archiver.max_item_bytes;
+            match connector.partner {
+                Partner::TelemessageO2 => {
+                    Box::new(DropSource::new(path, O2Format { region }).with_max_item_bytes(limit))
+                }
+                Partner::TelemessageWhatsapp => Box::new(
+                    DropSource::new(path, WhatsAppFormat { region }).with_max_item_bytes(limit),
+                ),
+                Partner::CelltrustSl2 => {
+                    Box::new(DropSource::new(path, sl2()).with_max_item_bytes(limit))
+                }
+                Partner::Merge1Celltrust => {
+                    Box::new(DropSource::new(path, merge1).with_max_item_bytes(limit))
+                }
             }
-            Partner::CelltrustSl2 => Box::new(DropSource::new(path, sl2())),
-            Partner::Merge1Celltrust => Box::new(DropSource::new(path, merge1)),
-        },
-        SourceConfig::ZipDrop { path } => Box::new(ZipDropSource::new(path, region)),
+        }
+        SourceConfig::ZipDrop { path } => Box::new(
+            ZipDropSource::new(path, region).with_max_item_bytes(config.archiver.max_item_bytes),
+        ),
         SourceConfig::Https(https) => {
             let client = partner_client(config, name, connector.partner, https)?;
             match connector.partner {
@@ -297,6 +409,8 @@ fn partner_client(
         timeout: std::time::Duration::from_secs(https.timeout_secs),
         max_retries: https.max_retries as usize,
         retry_initial: std::time::Duration::from_millis(https.retry_initial_ms),
+        max_page_bytes: https.max_page_bytes,
+        max_item_bytes: config.archiver.max_item_bytes,
     };
     https::PartnerClient::new(name, base, auth, settings).map_err(|why| {
         config

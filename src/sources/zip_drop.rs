@@ -16,7 +16,11 @@ use std::path::{Path, PathBuf};
 pub struct ZipDropSource {
     root: PathBuf,
     format: EmlFormat,
+    max_item_bytes: u64,
 }
+
+/// The most a manifest may inflate to; a longer one is a reconciliation error.
+const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
 
 impl ZipDropSource {
     pub fn new(root: impl Into<PathBuf>, region: phonenumber::country::Id) -> Self {
@@ -26,7 +30,15 @@ impl ZipDropSource {
                 flavor: EmlFlavor::TeleMessage,
                 region,
             },
+            max_item_bytes: super::DEFAULT_MAX_ITEM_BYTES,
         }
+    }
+
+    /// The same source, inflating no message past `bytes`: a longer one is failed
+    /// `size_exceeded` from its header block, the rest never inflated.
+    pub fn with_max_item_bytes(mut self, bytes: u64) -> Self {
+        self.max_item_bytes = bytes;
+        self
     }
 }
 
@@ -81,12 +93,20 @@ fn reconcile(path: &Path) -> Result<Vec<String>, String> {
             manifests.len()
         ));
     };
-    let mut text = String::new();
+    // Inflated with a cap: the size its header declares is never trusted.
+    let mut raw = Vec::new();
     archive
         .by_name(manifest)
         .map_err(|e| format!("{manifest}: {e}"))?
-        .read_to_string(&mut text)
+        .take(MAX_MANIFEST_BYTES + 1)
+        .read_to_end(&mut raw)
         .map_err(|e| format!("{manifest}: {e}"))?;
+    if raw.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(format!(
+            "{manifest} inflates to more than {MAX_MANIFEST_BYTES} bytes; it is no manifest"
+        ));
+    }
+    let text = String::from_utf8(raw).map_err(|e| format!("{manifest}: {e}"))?;
     let mut count = None;
     let mut listed = Vec::new();
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
@@ -120,13 +140,20 @@ fn reconcile(path: &Path) -> Result<Vec<String>, String> {
     Ok(listed)
 }
 
-fn read_entry(path: &Path, name: &str) -> std::io::Result<Vec<u8>> {
+/// An entry inflated up to `cap` bytes; Err holds its first [`super::HEAD_BYTES`] when it
+/// inflates past that (the size its header declares is never trusted, for allocation or
+/// anything else).
+fn read_entry(path: &Path, name: &str, cap: u64) -> std::io::Result<Result<Vec<u8>, Vec<u8>>> {
     let mut archive =
         zip::ZipArchive::new(std::fs::File::open(path)?).map_err(std::io::Error::other)?;
-    let mut entry = archive.by_name(name).map_err(std::io::Error::other)?;
-    let mut bytes = Vec::with_capacity(entry.size() as usize);
-    entry.read_to_end(&mut bytes)?;
-    Ok(bytes)
+    let entry = archive.by_name(name).map_err(std::io::Error::other)?;
+    let mut bytes = Vec::new();
+    entry.take(cap + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > cap {
+        bytes.truncate(super::HEAD_BYTES);
+        return Ok(Err(bytes));
+    }
+    Ok(Ok(bytes))
 }
 
 #[async_trait]
@@ -160,6 +187,7 @@ impl Source for ZipDropSource {
         Ok(Box::new(ZipStream {
             records: checked.into(),
             format: self.format,
+            max_item_bytes: self.max_item_bytes,
         }))
     }
 
@@ -171,6 +199,7 @@ impl Source for ZipDropSource {
 struct ZipStream {
     records: VecDeque<(PathBuf, String)>,
     format: EmlFormat,
+    max_item_bytes: u64,
 }
 
 #[async_trait]
@@ -179,8 +208,8 @@ impl ItemStream for ZipStream {
         let Some((zip, name)) = self.records.pop_front() else {
             return Ok(None);
         };
-        let (path, entry) = (zip.clone(), name.clone());
-        let bytes = tokio::task::spawn_blocking(move || read_entry(&path, &entry))
+        let (path, entry, cap) = (zip.clone(), name.clone(), self.max_item_bytes);
+        let read = tokio::task::spawn_blocking(move || read_entry(&path, &entry, cap))
             .await
             .map_err(|e| SourceError::Unavailable(e.to_string()))?
             .map_err(|e| SourceError::Unavailable(format!("{}: {name}: {e}", zip.display())))?;
@@ -190,15 +219,38 @@ impl ItemStream for ZipStream {
                 .map(|f| f.to_string_lossy())
                 .unwrap_or_default()
         );
+        let bytes = match read {
+            Ok(bytes) => bytes,
+            Err(head) => {
+                let detail = format!(
+                    "the message inflates to more than the limit of {} bytes; it was not \
+                     inflated past that",
+                    self.max_item_bytes
+                );
+                return Ok(Some(super::pull_too_large(
+                    &self.format,
+                    &head,
+                    location,
+                    detail,
+                )));
+            }
+        };
         // EML records carry no separate media.
-        let no_media = |m: super::MediaRef| async move {
+        let no_media = |m: super::MediaRef, _left: u64| async move {
             Err(SourceError::Unavailable(format!(
                 "unexpected media {}",
                 m.location
             )))
         };
         Ok(Some(
-            super::pull(&self.format, &bytes, location, no_media).await?,
+            super::pull(
+                &self.format,
+                &bytes,
+                location,
+                self.max_item_bytes,
+                no_media,
+            )
+            .await?,
         ))
     }
 }

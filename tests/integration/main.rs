@@ -14,4 +14,5 @@ mod imap;
 mod partners;
 mod recovery;
 mod scheduler;
+mod sizes;
 mod support;
