@@ -152,3 +152,112 @@ fn a_zip_entry_inflating_to_2_gib_is_failed_uninflated() {
     only_that_item_failed(dir, "o2", "TM-20261120-0002", "inflates to more than");
     assert!(rss < RSS_BOUND_KB, "peak RSS {rss} KiB");
 }
+
+/// A partner answering every request with a body that never ends (after `head`), counting
+/// what it sent; the client must hang up soon after its bound.
+fn endless_partner(head: &'static str) -> (u16, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sent = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                if stream.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                let block = vec![b'7'; 1 << 20];
+                // At most 8 GiB, so that a client that never stops cannot keep this running.
+                for _ in 0..8192 {
+                    if stream.write_all(&block).is_err() {
+                        return;
+                    }
+                    counter.fetch_add(block.len() as u64, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (port, sent)
+}
+
+fn client(port: u16) -> comms_archiver::sources::https::PartnerClient {
+    use comms_archiver::sources::https::{Auth, HttpsSettings, PartnerClient};
+    PartnerClient::new(
+        "o2",
+        format!("http://127.0.0.1:{port}/api/").parse().unwrap(),
+        Auth::ApiKey {
+            key: comms_archiver::config::Secret::from_value("key"),
+        },
+        HttpsSettings {
+            page_size: 200,
+            overlap: chrono::Duration::hours(6),
+            timeout: std::time::Duration::from_secs(60),
+            max_retries: 0,
+            retry_initial: std::time::Duration::from_millis(10),
+            max_page_bytes: 64 * 1024 * 1024,
+            max_item_bytes: 10 * 1024 * 1024,
+        },
+    )
+    .unwrap()
+}
+
+const MIB: u64 = 1024 * 1024;
+
+#[tokio::test]
+async fn an_endless_media_download_stops_past_what_the_item_may_weigh() {
+    use comms_archiver::sources::SourceError;
+    use std::sync::atomic::Ordering;
+    // No Content-Length, the connection never closes from the partner's side.
+    let (port, sent) = endless_partner("HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\n\r\n");
+    let e = client(port)
+        .get_media("media/v.mp4", 10 * MIB)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SourceError::TooLarge(_)), "{e}");
+    assert!(e.to_string().contains("10485760 bytes"), "{e}");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let sent = sent.load(Ordering::SeqCst);
+    assert!(sent < 10 * MIB + 64 * MIB, "the partner sent {sent} bytes");
+}
+
+#[tokio::test]
+async fn a_false_content_length_is_no_licence_to_read_on() {
+    use comms_archiver::sources::SourceError;
+    use std::sync::atomic::Ordering;
+    // Chunked, with a Content-Length that claims little: the body is read as it comes.
+    let (port, sent) = endless_partner(
+        "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 100000000000\r\n\r\n",
+    );
+    let e = client(port)
+        .get_media("media/p.png", 10 * MIB)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SourceError::TooLarge(_)), "{e}");
+    assert!(e.to_string().contains("100000000000 bytes"), "{e}");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(sent.load(Ordering::SeqCst) < 64 * MIB);
+}
+
+#[tokio::test]
+async fn a_page_of_a_gigabyte_is_an_error_of_the_day_read_no_further() {
+    use comms_archiver::sources::SourceError;
+    use std::sync::atomic::Ordering;
+    let (port, sent) =
+        endless_partner("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"items\": [\"");
+    let e = client(port).get("o2/items", &[]).await.unwrap_err();
+    assert!(matches!(e, SourceError::Unavailable(_)), "{e}");
+    let shown = e.to_string();
+    assert!(
+        shown.contains("max_page_bytes") && shown.contains("the day stays open"),
+        "{shown}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let sent = sent.load(Ordering::SeqCst);
+    assert!(sent < 64 * MIB + 64 * MIB, "the partner sent {sent} bytes");
+}
