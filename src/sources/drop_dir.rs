@@ -15,7 +15,7 @@ use serde::Deserialize;
 use std::collections::VecDeque;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Name of the manifest in each day's delivery.
 pub const MANIFEST: &str = "MANIFEST.json";
@@ -73,6 +73,60 @@ async fn read_capped(path: &Path, cap: u64) -> std::io::Result<Result<Vec<u8>, u
         true => Ok(Err(data.len() as u64)),
         false => Ok(Ok(data)),
     }
+}
+
+/// One line of a JSON Lines file, its end of line removed.
+struct Line {
+    /// The line, or nothing when it is longer than the cap.
+    bytes: Vec<u8>,
+    /// Its length in bytes.
+    length: u64,
+}
+
+impl Line {
+    fn is_blank(&self) -> bool {
+        self.bytes.iter().all(u8::is_ascii_whitespace)
+    }
+}
+
+/// The next line, held only while it is at most `cap` bytes; a longer one is skipped to its
+/// end, counted but not kept.
+async fn read_line_capped(
+    reader: &mut BufReader<tokio::fs::File>,
+    cap: u64,
+) -> std::io::Result<Option<Line>> {
+    let mut line = Line {
+        bytes: Vec::new(),
+        length: 0,
+    };
+    let mut any = false;
+    loop {
+        let buffer = reader.fill_buf().await?;
+        if buffer.is_empty() {
+            break;
+        }
+        any = true;
+        let (part, done) = match buffer.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buffer[..i], Some(i + 1)),
+            None => (buffer, None),
+        };
+        line.length += part.len() as u64;
+        if line.length <= cap {
+            line.bytes.extend_from_slice(part);
+        } else {
+            line.bytes = Vec::new();
+        }
+        let used = done.unwrap_or(part.len());
+        reader.consume(used);
+        if done.is_some() {
+            break;
+        }
+    }
+    if line.bytes.last() == Some(&b'\r') {
+        line.bytes.pop();
+        line.length -= 1;
+    }
+    Ok(any.then_some(line))
 }
 
 /// The first `bytes` of a file.
@@ -158,14 +212,14 @@ async fn reconcile(dir: &Path, manifest: &Manifest, wire: Wire) -> Result<(), So
         })?;
         let count = match wire {
             Wire::Json => {
-                let mut lines = BufReader::new(handle).lines();
+                let mut lines = BufReader::new(handle);
                 let mut count = 0u64;
-                while let Some(line) = lines
-                    .next_line()
+                // Counted without holding a line longer than any record may be.
+                while let Some(line) = read_line_capped(&mut lines, super::RECONCILE_LINE_CAP)
                     .await
                     .map_err(|e| mismatch(format!("{}: {e}", file.name)))?
                 {
-                    if !line.trim().is_empty() {
+                    if line.length > line.bytes.len() as u64 || !line.is_blank() {
                         count += 1;
                     }
                 }
@@ -217,7 +271,7 @@ fn check_relative(name: &str) -> Result<(), String> {
 struct DropStream<F: RecordFormat> {
     dir: PathBuf,
     files: VecDeque<String>,
-    current: Option<(String, u64, Lines<BufReader<tokio::fs::File>>)>,
+    current: Option<(String, u64, BufReader<tokio::fs::File>)>,
     format: Arc<F>,
     max_item_bytes: u64,
 }
@@ -264,20 +318,23 @@ impl<F: RecordFormat> DropStream<F> {
         }
         loop {
             if let Some((name, line_no, lines)) = &mut self.current {
-                let line = lines.next_line().await.map_err(|e| {
-                    SourceError::Unavailable(format!("{}/{name}: {e}", self.dir.display()))
-                })?;
+                let line = read_line_capped(lines, self.max_item_bytes)
+                    .await
+                    .map_err(|e| {
+                        SourceError::Unavailable(format!("{}/{name}: {e}", self.dir.display()))
+                    })?;
                 match line {
                     Some(line) => {
                         *line_no += 1;
-                        if line.trim().is_empty() {
+                        let whole = line.length == line.bytes.len() as u64;
+                        if whole && line.is_blank() {
                             continue;
                         }
                         return Ok(Some(Record {
                             file: name.clone(),
                             line: *line_no,
-                            bytes: line.into_bytes(),
-                            too_large: None,
+                            too_large: (!whole).then_some(line.length),
+                            bytes: line.bytes,
                         }));
                     }
                     None => self.current = None,
@@ -291,7 +348,7 @@ impl<F: RecordFormat> DropStream<F> {
                 .map_err(|e| {
                     SourceError::Unavailable(format!("{}/{name}: {e}", self.dir.display()))
                 })?;
-            self.current = Some((name, 0, BufReader::new(file).lines()));
+            self.current = Some((name, 0, BufReader::new(file)));
         }
     }
 
@@ -303,8 +360,8 @@ impl<F: RecordFormat> DropStream<F> {
             Ok(Ok(data)) => data,
             Ok(Err(size)) => {
                 return Err(SourceError::TooLarge(format!(
-                    "the file is {size} bytes, more than the {left} bytes left to the item under \
-                     the limit of {} bytes; it was not read",
+                    "the file is {size} bytes, so the item exceeds the limit of {} bytes; it was \
+                     not read",
                     self.max_item_bytes
                 )))
             }
@@ -332,10 +389,22 @@ impl<F: RecordFormat> ItemStream for DropStream<F> {
             0 => record.file,
             n => format!("{} line {n}", record.file),
         };
+        if let (Some(size), Wire::Json) = (record.too_large, F::WIRE) {
+            // A record line longer than a whole item may be is no record that can be read.
+            return Ok(Some(Pulled::Invalid {
+                location,
+                partner_id: None,
+                reason: format!(
+                    "the record is a line of {size} bytes, more than the limit of {} bytes for \
+                     a whole item; it was not read",
+                    self.max_item_bytes
+                ),
+            }));
+        }
         if let Some(size) = record.too_large {
             let detail = format!(
-                "the message is {size} bytes, over the limit of {} bytes; it was not read past \
-                 its header block",
+                "the message is {size} bytes, so it exceeds the limit of {} bytes; it was not \
+                 read past its header block",
                 self.max_item_bytes
             );
             return Ok(Some(super::pull_too_large(

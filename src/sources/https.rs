@@ -50,19 +50,19 @@ pub struct HttpsSettings {
 }
 
 /// An answer's body, read only while it stays within `cap` bytes, whatever Content-Length
-/// says or does not say; Err holds how much was seen (at least `cap + 1`, or the length
-/// declared).
+/// says or does not say; Err holds how much was seen (at least `cap + 1`) and whether that is
+/// the length declared.
 async fn read_capped(
     mut response: reqwest::Response,
     cap: u64,
-) -> Result<Result<Vec<u8>, u64>, reqwest::Error> {
+) -> Result<Result<Vec<u8>, (u64, bool)>, reqwest::Error> {
     if let Some(declared) = response.content_length().filter(|&n| n > cap) {
-        return Ok(Err(declared));
+        return Ok(Err((declared, true)));
     }
     let mut body = Vec::with_capacity(response.content_length().unwrap_or(0) as usize);
     while let Some(chunk) = response.chunk().await? {
         if (body.len() + chunk.len()) as u64 > cap {
-            return Ok(Err((body.len() + chunk.len()) as u64));
+            return Ok(Err(((body.len() + chunk.len()) as u64, false)));
         }
         body.extend_from_slice(&chunk);
     }
@@ -220,10 +220,13 @@ impl PartnerClient {
             .send(|| self.http.get(url.clone()), &url, true, cap)
             .await
         {
-            Err(SourceError::TooLarge(why)) => Err(SourceError::Unavailable(format!(
-                "connector {}: {why}, more than the bound of {cap} bytes for one answer \
-                 (source.max_page_bytes); it was not read on, and the day stays open",
-                self.connector
+            Err(SourceError::TooLarge(seen)) => Err(SourceError::Unavailable(format!(
+                "connector {}: {}{} answered with {seen}, more than the bound of {cap} bytes \
+                 for one answer (source.max_page_bytes); it was not read on, and the day stays \
+                 open",
+                self.connector,
+                url.origin().ascii_serialization(),
+                url.path()
             ))),
             other => other,
         }
@@ -236,9 +239,9 @@ impl PartnerClient {
         self.send(|| self.http.get(url.clone()), &url, true, left)
             .await
             .map_err(|e| match e {
-                SourceError::TooLarge(why) => SourceError::TooLarge(format!(
-                    "{why}, more than the {left} bytes left to the item under the limit of {} \
-                     bytes; the download was stopped",
+                SourceError::TooLarge(seen) => SourceError::TooLarge(format!(
+                    "the file is {seen}, so the item exceeds the limit of {} bytes; it was not \
+                     read",
                     self.settings.max_item_bytes
                 )),
                 other => other,
@@ -274,10 +277,9 @@ impl PartnerClient {
                     match verdict(status, response.headers()) {
                         Verdict::Done => match read_capped(response, cap).await {
                             Ok(Ok(bytes)) => return Ok(bytes),
-                            Ok(Err(seen)) => {
-                                return Err(SourceError::TooLarge(format!(
-                                    "{shown} answered with {seen} bytes or more"
-                                )))
+                            Ok(Err((seen, declared))) => {
+                                let more = if declared { "" } else { " or more" };
+                                return Err(SourceError::TooLarge(format!("{seen} bytes{more}")));
                             }
                             Err(e) => (format!("the answer broke off: {e}"), None),
                         },

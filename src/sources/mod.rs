@@ -150,6 +150,10 @@ pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
 /// (`archiver.max_item_bytes`).
 pub const DEFAULT_MAX_ITEM_BYTES: u64 = 10 * 1024 * 1024;
 
+/// The longest record line counted when a drop is reconciled against its manifest (lines
+/// longer still are counted, not held).
+pub const RECONCILE_LINE_CAP: u64 = 64 * 1024 * 1024;
+
 /// How much of a message is read when the whole is too large to read: enough for any honest
 /// header block, from which the item is known and reported.
 pub const HEAD_BYTES: usize = 256 * 1024;
@@ -248,6 +252,7 @@ where
     let mut references = F::media(&record).into_iter();
     while let Some(reference) = references.next() {
         let shown = reference.location.clone();
+        let name = reference.name.clone();
         let fallback = reference.clone();
         match fetch(reference, left).await {
             Ok(file) => {
@@ -257,7 +262,7 @@ where
             Err(SourceError::TooLarge(why)) => {
                 media.push(empty_file(fallback));
                 media.extend(references.map(empty_file));
-                let detail = format!("media {shown}: {why}");
+                let detail = format!("media {name}: {why}");
                 return Ok(too_large(
                     format.to_item(record, media),
                     location,

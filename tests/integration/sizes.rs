@@ -261,3 +261,41 @@ async fn a_page_of_a_gigabyte_is_an_error_of_the_day_read_no_further() {
     let sent = sent.load(Ordering::SeqCst);
     assert!(sent < 64 * MIB + 64 * MIB, "the partner sent {sent} bytes");
 }
+
+/// A JSON Lines record of a gigabyte: counted against the manifest without being held, then
+/// reported as a record that cannot be read (the day stays open), the rest imported.
+#[test]
+fn a_gigabyte_record_line_is_reported_unread() {
+    let ws = workspace();
+    let delivery = ws.path().join("fixtures/telemessage-o2/2026-11-20");
+    let file = delivery.join("o2-messages-0001.jsonl");
+    let size = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(size + GIB)
+        .unwrap();
+    let manifest = delivery.join("MANIFEST.json");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    for f in m["files"].as_array_mut().unwrap() {
+        if f["name"] == "o2-messages-0001.jsonl" {
+            f["records"] = (f["records"].as_u64().unwrap() + 1).into();
+        }
+    }
+    std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+    let (_, rss) = once_measured(ws.path(), "config/demo.toml", "o2");
+    let log = status_log(ws.path(), "o2");
+    assert_eq!(log["complete"], false, "{log}");
+    let failure = log["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["reason"] == "invalid_payload")
+        .unwrap_or_else(|| panic!("{log}"));
+    let detail = failure["detail"].as_str().unwrap();
+    assert!(detail.contains("1073741824 bytes"), "{detail}");
+    assert!(log["imported"].as_u64().unwrap() > 0, "{log}");
+    assert!(rss < RSS_BOUND_KB, "peak RSS {rss} KiB");
+}
