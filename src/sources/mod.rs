@@ -150,9 +150,9 @@ pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
 /// (`archiver.max_item_bytes`).
 pub const DEFAULT_MAX_ITEM_BYTES: u64 = 10 * 1024 * 1024;
 
-/// The longest record line counted when a drop is reconciled against its manifest (lines
-/// longer still are counted, not held).
-pub const RECONCILE_LINE_CAP: u64 = 64 * 1024 * 1024;
+/// How much of a record line is held while a drop is reconciled against its manifest: only
+/// whether a line is blank matters there, and a longer line is counted as a record unheld.
+pub const RECONCILE_LINE_CAP: u64 = 64 * 1024;
 
 /// How much of a message is read when the whole is too large to read: enough for any honest
 /// header block, from which the item is known and reported.
