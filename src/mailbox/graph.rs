@@ -456,13 +456,7 @@ impl GraphMailboxes {
                         "contentId",
                     ],
                 );
-                let url = self.url(&format!(
-                    "users/{user}/messages/{}/attachments",
-                    segment(target)
-                ));
-                self.post_json(mailbox, url, &Value::Object(copy))
-                    .await
-                    .map_err(|e| self.error(mailbox, "attachment", e))?;
+                self.attach(mailbox, target, copy).await?;
             }
         }
         for part in large {
@@ -485,18 +479,30 @@ impl GraphMailboxes {
             if let Some(id) = &part.content_id {
                 copy.insert("contentId".into(), json!(id));
             }
-            let url = self.url(&format!(
-                "users/{user}/messages/{}/attachments",
-                segment(target)
-            ));
-            self.post_json(mailbox, url, &Value::Object(copy))
-                .await
-                .map_err(|e| self.error(mailbox, "attachment", e))?;
+            self.attach(mailbox, target, copy).await?;
         }
         Ok(())
     }
 
-    /// An attachment of 3 MB or more, through an upload session in chunks.
+    /// Posts one file attachment, whole, to the message `target`.
+    async fn attach(
+        &self,
+        mailbox: &str,
+        target: &str,
+        attachment: serde_json::Map<String, Value>,
+    ) -> Result<(), MailboxError> {
+        let url = self.url(&format!(
+            "users/{}/messages/{}/attachments",
+            segment(mailbox),
+            segment(target)
+        ));
+        self.post_json(mailbox, url, &Value::Object(attachment))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error(mailbox, "attachment", e))
+    }
+
+    /// An attachment of 2 MiB or more, through an upload session in chunks.
     async fn upload(
         &self,
         mailbox: &str,

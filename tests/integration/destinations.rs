@@ -21,6 +21,15 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The embedded default's day, on the Maildir.
+const DEMO_DAY: [&str; 5] = [
+    "once",
+    "--config",
+    "config/demo.toml",
+    "--date",
+    "2026-11-20",
+];
+
 fn status_log(ws: &Path, connector: &str) -> serde_json::Value {
     let path = ws.join(format!("var/stage/reports/{connector}/2026-11-20.json"));
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
@@ -81,14 +90,7 @@ async fn a_partner_message_that_forges_our_headers_never_hides_another_item() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_destination_imports_everything_the_old_one_holds() {
     let ws = workspace();
-    let args = [
-        "once",
-        "--config",
-        "config/demo.toml",
-        "--date",
-        "2026-11-20",
-    ];
-    let out = cli(ws.path(), &args);
+    let out = cli(ws.path(), &DEMO_DAY);
     assert_eq!(out.status.code(), Some(0));
     let piloted = status_log(ws.path(), "o2");
     assert!(piloted["imported"].as_u64().unwrap() > 0);
@@ -132,14 +134,7 @@ async fn a_new_destination_imports_everything_the_old_one_holds() {
 #[test]
 fn a_renamed_folder_gets_every_copy() {
     let ws = workspace();
-    let args = [
-        "once",
-        "--config",
-        "config/demo.toml",
-        "--date",
-        "2026-11-20",
-    ];
-    assert_eq!(cli(ws.path(), &args).status.code(), Some(0));
+    assert_eq!(cli(ws.path(), &DEMO_DAY).status.code(), Some(0));
     let piloted = status_log(ws.path(), "o2");
     let mail = ws.path().join("var/mail");
     let before = counts(&mail, FOLDER);
@@ -149,7 +144,7 @@ fn a_renamed_folder_gets_every_copy() {
         "[connectors.o2]\nfolder = \"O2 Archive\"\n",
     );
     std::fs::write(&config, text).unwrap();
-    assert_eq!(cli(ws.path(), &args).status.code(), Some(0));
+    assert_eq!(cli(ws.path(), &DEMO_DAY).status.code(), Some(0));
     assert_eq!(counts(&mail, "O2 Archive"), before);
     let log = status_log(ws.path(), "o2");
     assert_eq!(log["imported"], piloted["imported"], "{log}");
