@@ -17,10 +17,14 @@ pub struct ZipDropSource {
     root: PathBuf,
     format: EmlFormat,
     max_item_bytes: u64,
+    max_delivery_inflated: u64,
 }
 
 /// The most a manifest may inflate to; a longer one is a reconciliation error.
 const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
+/// The most a day's ZIPs may inflate to together; more is a reconciliation error of the day,
+/// refused whole rather than half imported.
+pub const MAX_DELIVERY_INFLATED: u64 = 8 * 1024 * 1024 * 1024;
 
 impl ZipDropSource {
     pub fn new(root: impl Into<PathBuf>, region: phonenumber::country::Id) -> Self {
@@ -31,7 +35,14 @@ impl ZipDropSource {
                 region,
             },
             max_item_bytes: super::DEFAULT_MAX_ITEM_BYTES,
+            max_delivery_inflated: MAX_DELIVERY_INFLATED,
         }
+    }
+
+    /// The same source, refusing a day whose ZIPs inflate past `bytes` together.
+    pub fn with_max_delivery_inflated(mut self, bytes: u64) -> Self {
+        self.max_delivery_inflated = bytes;
+        self
     }
 
     /// The same source, inflating no message past `bytes`: a longer one is failed
@@ -67,18 +78,32 @@ fn day_zips(root: &Path, day: NaiveDate) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Checks one ZIP against its manifest; returns the EML names in manifest order.
-fn reconcile(path: &Path) -> Result<Vec<String>, String> {
+/// What one ZIP holds once checked: its EML names in manifest order, and the bytes its
+/// entries inflate to (each counted up to one byte past the item limit).
+struct Checked {
+    names: Vec<String>,
+    inflated: u64,
+}
+
+/// Checks one ZIP against its manifest, inflating every entry once (into nothing, each at
+/// most `cap + 1` bytes): a corrupt entry refuses the whole delivery before anything of it
+/// is imported, and no size an entry's header declares is trusted.
+fn reconcile(path: &Path, cap: u64) -> Result<Checked, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
     let mut archive = zip::ZipArchive::new(file).map_err(|e| format!("not a readable ZIP: {e}"))?;
     let mut emls = BTreeSet::new();
     let mut manifests = Vec::new();
+    let mut inflated = 0u64;
     for i in 0..archive.len() {
         let entry = archive.by_index(i).map_err(|e| format!("entry {i}: {e}"))?;
         let name = entry.name().to_string();
         if entry.is_dir() {
             continue;
         }
-        if entry.size() == 0 {
+        let size = std::io::copy(&mut entry.take(cap + 1), &mut std::io::sink())
+            .map_err(|e| format!("{name} cannot be inflated: {e}"))?;
+        inflated += size;
+        if size == 0 {
             return Err(format!("{name} is empty"));
         }
         if name.to_ascii_lowercase().ends_with(".eml") {
@@ -137,7 +162,10 @@ fn reconcile(path: &Path) -> Result<Vec<String>, String> {
             "{manifest} does not match the ZIP: listed but missing {missing:?}, present but unlisted {unlisted:?}"
         ));
     }
-    Ok(listed)
+    Ok(Checked {
+        names: listed,
+        inflated,
+    })
 }
 
 /// An entry inflated up to `cap` bytes; Err holds its first [`super::HEAD_BYTES`] when it
@@ -160,6 +188,7 @@ fn read_entry(path: &Path, name: &str, cap: u64) -> std::io::Result<Result<Vec<u
 impl Source for ZipDropSource {
     async fn open(&self, day: NaiveDate) -> Result<Box<dyn ItemStream>, SourceError> {
         let root = self.root.clone();
+        let (cap, bound) = (self.max_item_bytes, self.max_delivery_inflated);
         let checked =
             tokio::task::spawn_blocking(move || -> Result<Vec<(PathBuf, String)>, SourceError> {
                 let zips = day_zips(&root, day).map_err(|e| {
@@ -174,11 +203,21 @@ impl Source for ZipDropSource {
                 )));
                 }
                 let mut records = Vec::new();
+                let mut inflated = 0u64;
                 for zip in zips {
-                    let names = reconcile(&zip).map_err(|why| {
+                    let checked = reconcile(&zip, cap).map_err(|why| {
                         SourceError::Reconciliation(format!("{}: {why}", zip.display()))
                     })?;
-                    records.extend(names.into_iter().map(|n| (zip.clone(), n)));
+                    inflated += checked.inflated;
+                    if inflated > bound {
+                        return Err(SourceError::Reconciliation(format!(
+                            "the ZIPs of {day} in {} inflate to more than {bound} bytes, the \
+                             bound for one day's delivery; nothing of it is imported and the day \
+                             stays open until the partner delivers it again",
+                            root.display()
+                        )));
+                    }
+                    records.extend(checked.names.into_iter().map(|n| (zip.clone(), n)));
                 }
                 Ok(records)
             })

@@ -299,3 +299,26 @@ fn a_gigabyte_record_line_is_reported_unread() {
     assert!(log["imported"].as_u64().unwrap() > 0, "{log}");
     assert!(rss < RSS_BOUND_KB, "peak RSS {rss} KiB");
 }
+
+/// A day whose ZIPs inflate past the bound for one delivery is refused whole, before any of
+/// it is imported: every entry is inflated once while reconciling, into nothing.
+#[tokio::test]
+async fn a_delivery_inflating_past_its_bound_is_refused_whole() {
+    use comms_archiver::sources::{Source, SourceError, ZipDropSource};
+    let ws = workspace();
+    let zips = ws.path().join("fixtures/telemessage-zip");
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+    // The shipped ZIP inflates to 1,574 bytes.
+    let within =
+        ZipDropSource::new(&zips, phonenumber::country::Id::GB).with_max_delivery_inflated(1_574);
+    assert!(within.open(day).await.is_ok());
+    let past =
+        ZipDropSource::new(&zips, phonenumber::country::Id::GB).with_max_delivery_inflated(1_573);
+    match past.open(day).await {
+        Err(SourceError::Reconciliation(why)) => {
+            assert!(why.contains("inflate to more than 1573 bytes"), "{why}")
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a delivery over its bound was opened"),
+    }
+}
