@@ -100,17 +100,69 @@ fn a_2_gib_message_in_an_eml_drop_is_failed_from_its_header_block() {
     assert!(rss < RSS_BOUND_KB, "peak RSS {rss} KiB");
 }
 
+/// config/zip.toml: the demo with the O2 connector on the TeleMessage ZIP drop.
+fn zip_config(dir: &Path) {
+    let demo = std::fs::read_to_string(dir.join("config/demo.toml")).unwrap();
+    let zipped = demo.replace(
+        "transport = \"drop\"\npath = \"fixtures/telemessage-o2\"",
+        "transport = \"zip-drop\"\npath = \"fixtures/telemessage-zip\"",
+    );
+    std::fs::write(dir.join("config/zip.toml"), &zipped).unwrap();
+}
+
+/// The shipped TeleMessage ZIP.
+fn shipped_zip(dir: &Path) -> std::path::PathBuf {
+    std::fs::read_dir(dir.join("fixtures/telemessage-zip"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "zip"))
+        .unwrap()
+}
+
+/// A ZIP whose central directory declares one EML of 100 GB (it holds 502 bytes): the
+/// declared size is never trusted, so nothing is allocated by it and the message imports.
+#[test]
+fn a_zip_entry_declaring_100_gb_allocates_nothing_by_it() {
+    let ws = workspace();
+    let dir = ws.path();
+    let zip = shipped_zip(dir);
+    let script = "import sys, zipfile\n\
+        src, dst = sys.argv[1], sys.argv[2]\n\
+        with zipfile.ZipFile(src) as a, zipfile.ZipFile(dst, 'w', zipfile.ZIP_DEFLATED) as b:\n\
+        \x20   for info in a.infolist():\n\
+        \x20       b.writestr(info, a.read(info))\n\
+        \x20   for info in b.filelist:\n\
+        \x20       if info.filename == 'TM-20261120-0002.eml':\n\
+        \x20           info.file_size = 100 * 10**9\n";
+    let lying = dir.join("fixtures/telemessage-zip/lying.zip");
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(&zip)
+        .arg(&lying)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::rename(&lying, &zip).unwrap();
+    zip_config(dir);
+    let (code, rss) = once_measured(dir, "config/zip.toml", "o2");
+    assert_eq!(code, Some(0), "the run did not end normally");
+    let log = status_log(dir, "o2");
+    assert_eq!(log["complete"], true, "{log}");
+    assert_eq!(log["imported"], 3, "{log}");
+    assert!(rss < RSS_BOUND_KB, "peak RSS {rss} KiB");
+}
+
 /// A TeleMessage ZIP of a few MB whose one EML inflates to 2 GiB.
 #[test]
 fn a_zip_entry_inflating_to_2_gib_is_failed_uninflated() {
     let ws = workspace();
     let dir = ws.path();
     let zips = dir.join("fixtures/telemessage-zip");
-    let zip = std::fs::read_dir(&zips)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "zip"))
-        .unwrap();
+    let zip = shipped_zip(dir);
     // The same ZIP with TM-20261120-0002.eml grown by 2 GiB of blank body lines, deflated.
     let script = "import sys, zipfile, shutil\n\
         src, dst = sys.argv[1], sys.argv[2]\n\
@@ -141,12 +193,7 @@ fn a_zip_entry_inflating_to_2_gib_is_failed_uninflated() {
     );
     std::fs::rename(&grown, &zip).unwrap();
     assert!(std::fs::metadata(&zip).unwrap().len() < 16 * 1024 * 1024);
-    let demo = std::fs::read_to_string(dir.join("config/demo.toml")).unwrap();
-    let zipped = demo.replace(
-        "transport = \"drop\"\npath = \"fixtures/telemessage-o2\"",
-        "transport = \"zip-drop\"\npath = \"fixtures/telemessage-zip\"",
-    );
-    std::fs::write(dir.join("config/zip.toml"), &zipped).unwrap();
+    zip_config(dir);
     let (code, rss) = once_measured(dir, "config/zip.toml", "o2");
     assert_eq!(code, Some(0));
     only_that_item_failed(dir, "o2", "TM-20261120-0002", "inflates to more than");
