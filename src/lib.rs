@@ -12,6 +12,7 @@
 //! - [`sources`]: the [`sources::Source`] trait, transports, and one module per partner.
 //! - [`mapping`]: participants to mailboxes (custom CSV first, then the email property), E.164.
 //! - [`render`]: an item to RFC 5322 bytes, deterministic and injection-proof.
+//! - [`message_bytes`]: where a raw message's header block ends and what its fields hold.
 //! - [`stage`]: the [`stage::Stage`] trait (create-only object store) and its backends.
 //! - [`mailbox`]: the [`mailbox::Mailbox`] trait (folder per connector under the Inbox) and backends.
 //! - [`ledger`]: what was imported where, day states and checkpoints, kept through the stage.
@@ -32,6 +33,7 @@ pub mod item;
 pub mod ledger;
 pub mod mailbox;
 pub mod mapping;
+pub mod message_bytes;
 pub mod pipeline;
 pub mod render;
 pub mod report;

@@ -554,7 +554,7 @@ fn pass_through(raw: &[u8], key: &ItemKey, tracking: &[HeaderValue]) -> Vec<u8> 
     for value in tracking {
         block.insert_raw(value.clone());
     }
-    let header_end = find_header_end(raw);
+    let header_end = crate::message_bytes::header_fields(raw).len();
     let has_message_id = raw[..header_end]
         .split(|&b| b == b'\n')
         .any(|line| line.len() >= 11 && line[..11].eq_ignore_ascii_case(b"message-id:"));
@@ -592,9 +592,10 @@ fn is_our_field(line: &[u8]) -> bool {
 /// renamed), so a later field of the same name, as in a message imported before that rule,
 /// is never taken for ours.
 pub fn own_item_key(message: &[u8]) -> Option<String> {
-    let end = find_header_end(message);
     let name = headers::ITEM_KEY.as_bytes();
-    let mut lines = message[..end].split(|&b| b == b'\n').peekable();
+    let mut lines = crate::message_bytes::header_fields(message)
+        .split(|&b| b == b'\n')
+        .peekable();
     while let Some(line) = lines.next() {
         if line.len() <= name.len()
             || !line[..name.len()].eq_ignore_ascii_case(name)
@@ -613,16 +614,6 @@ pub fn own_item_key(message: &[u8]) -> Option<String> {
         return Some(value.split_whitespace().collect());
     }
     None
-}
-
-/// Where the header block ends: at the first empty line, whichever line end it uses.
-fn find_header_end(raw: &[u8]) -> usize {
-    let lf = raw.windows(2).position(|w| w == b"\n\n");
-    let crlf = raw.windows(4).position(|w| w == b"\r\n\r\n");
-    match (lf, crlf) {
-        (Some(a), Some(b)) => a.min(b),
-        (a, b) => a.or(b).unwrap_or(raw.len()),
-    }
 }
 
 #[cfg(test)]

@@ -365,7 +365,8 @@ impl GraphMailboxes {
         large: &[mail_parts::Part],
     ) -> Result<String, MailboxError> {
         let user = segment(d.mailbox);
-        let headers = mail_parts::header_block(d.message);
+        let headers =
+            String::from_utf8_lossy(crate::message_bytes::header_fields(d.message)).into_owned();
         let time = d.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let mut properties = vec![
             json!({ "id": "Integer 0x0E07", "value": "1" }),
@@ -378,7 +379,7 @@ impl GraphMailboxes {
             ("String 0x1042", "In-Reply-To"),
             ("String 0x1039", "References"),
         ] {
-            if let Some(value) = crate::sources::eml::raw_header(d.message, name) {
+            if let Some(value) = crate::message_bytes::field(d.message, name) {
                 properties.push(json!({ "id": tag, "value": value }));
             }
         }
@@ -640,7 +641,7 @@ impl Mailbox for GraphMailboxes {
     }
 }
 
-/// Cutting large attachments out of a MIME message, and reading its header block.
+/// Taking attachments out of a MIME message so that it fits one request.
 pub mod mail_parts {
     use mail_parser::{MessageParser, MimeHeaders, PartType};
 
@@ -653,16 +654,6 @@ pub mod mail_parts {
         /// Shown in the body (Content-Disposition inline), referred to by its Content-ID.
         pub inline: bool,
         pub content_id: Option<String>,
-    }
-
-    /// The header block of a message, unfolded as it stands.
-    pub fn header_block(raw: &[u8]) -> String {
-        let end = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map(|i| i + 2)
-            .unwrap_or(raw.len());
-        String::from_utf8_lossy(&raw[..end]).into_owned()
     }
 
     /// How large a request carrying `bytes` as base64 is.

@@ -6,6 +6,7 @@
 use super::{Decoded, MediaRef, RecordFormat, Wire};
 use crate::item::{Attachment, Content, Direction, Item, Participant, Role};
 use crate::mapping::{normalize_address, normalize_phone};
+use crate::message_bytes::field;
 use chrono::{DateTime, Utc};
 use mail_parser::{Address, MessageParser};
 use phonenumber::country;
@@ -46,7 +47,7 @@ impl RecordFormat for EmlFormat {
             .ok_or("not an RFC 5322 message")?;
         let id = match self.flavor {
             EmlFlavor::Merge1 => message.message_id().map(str::to_string),
-            EmlFlavor::TeleMessage => raw_header(bytes, "X-TELEMESSAGE-ArchiveMessageID")
+            EmlFlavor::TeleMessage => field(bytes, "X-TELEMESSAGE-ArchiveMessageID")
                 .or_else(|| message.message_id().map(str::to_string)),
         }
         .filter(|id| !id.trim().is_empty())
@@ -67,7 +68,7 @@ impl RecordFormat for EmlFormat {
             return Err("the message names no participant in From, To or Cc".into());
         }
         if self.flavor == EmlFlavor::TeleMessage {
-            let initiator = raw_header(bytes, "X-TELEMESSAGE-ArchiveInitiator")
+            let initiator = field(bytes, "X-TELEMESSAGE-ArchiveInitiator")
                 .ok_or("the message has no X-TELEMESSAGE-ArchiveInitiator")?;
             let phone = normalize_phone(&initiator, self.region);
             let email = normalize_address(&initiator);
@@ -146,34 +147,6 @@ fn parties(address: Option<&Address<'_>>, role: Role, region: country::Id) -> Ve
         .collect()
 }
 
-/// The unfolded value of a header of the header block, matched case-insensitively.
-pub fn raw_header(raw: &[u8], name: &str) -> Option<String> {
-    let text = String::from_utf8_lossy(raw);
-    let mut value: Option<String> = None;
-    for line in text.split('\n') {
-        let line = line.trim_end_matches('\r');
-        if line.is_empty() {
-            break;
-        }
-        if line.starts_with([' ', '\t']) {
-            if let Some(v) = value.as_mut() {
-                v.push(' ');
-                v.push_str(line.trim());
-            }
-            continue;
-        }
-        if value.is_some() {
-            break;
-        }
-        if let Some((key, rest)) = line.split_once(':') {
-            if key.trim().eq_ignore_ascii_case(name) {
-                value = Some(rest.trim().to_string());
-            }
-        }
-    }
-    value
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,9 +186,5 @@ Subject: SMS\r\n\r\nhello\r\n";
         let undated =
             String::from_utf8_lossy(TM).replace("Date: Fri, 20 Nov 2026 08:02:11 +0000\r\n", "");
         assert!(f.decode(undated.as_bytes()).unwrap_err().contains("Date"));
-        assert_eq!(
-            raw_header(b"A: 1\r\n b\r\nC: 2\r\n\r\n", "a").as_deref(),
-            Some("1 b")
-        );
     }
 }

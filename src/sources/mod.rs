@@ -158,17 +158,6 @@ pub const RECONCILE_LINE_CAP: u64 = 64 * 1024;
 /// header block, from which the item is known and reported.
 pub const HEAD_BYTES: usize = 256 * 1024;
 
-/// The header block of a message, from a prefix of it (all of `head` when it has no end).
-pub fn header_prefix(head: &[u8]) -> &[u8] {
-    let end = head
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4)
-        .or_else(|| head.windows(2).position(|w| w == b"\n\n").map(|i| i + 2))
-        .unwrap_or(head.len());
-    &head[..end]
-}
-
 /// A message record too large to read whole: the item is made from its header block and
 /// failed `size_exceeded` with `detail`.
 pub fn pull_too_large<F: RecordFormat>(
@@ -177,7 +166,7 @@ pub fn pull_too_large<F: RecordFormat>(
     location: String,
     detail: String,
 ) -> Pulled {
-    let head = header_prefix(head);
+    let head = crate::message_bytes::header_block(head);
     match format.decode(head) {
         Ok(record) => {
             let partner_id = F::partner_id(&record);
