@@ -111,7 +111,7 @@ fn check_connector(config: &Config, name: Option<&str>) -> Result<()> {
     match name {
         Some(n) if !config.enabled_connectors().any(|(c, _)| c == n) => Err(Error::Usage(format!(
             "no enabled connector named '{n}' in {}; configured: {}",
-            "the configuration",
+            config.file.display(),
             config
                 .enabled_connectors()
                 .map(|(c, _)| c)

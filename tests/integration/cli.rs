@@ -312,8 +312,31 @@ fn check_names_file_line_and_key() {
     assert_eq!(once(dir, "2026-11-20"), Some(2));
     assert!(!dir.join("var/mail").exists());
 
-    // Usage errors also exit 2.
+    // Usage errors also exit 2, and a connector that is not there is named with the file.
     assert_eq!(once(dir, "20/11/2026"), Some(2));
+    std::fs::write(
+        dir.join("config/mapping-o2.csv"),
+        "identifier,mailbox,valid_from,valid_to\n",
+    )
+    .unwrap();
+    let out = cli(
+        dir,
+        &[
+            "once",
+            "--config",
+            "config/demo.toml",
+            "--date",
+            "2026-11-20",
+            "--connector",
+            "nope",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no enabled connector named 'nope' in config/demo.toml; configured: "),
+        "{stderr}"
+    );
 }
 
 #[test]
