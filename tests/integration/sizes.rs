@@ -110,6 +110,24 @@ fn zip_config(dir: &Path) {
     std::fs::write(dir.join("config/zip.toml"), &zipped).unwrap();
 }
 
+/// Rewrites `zip` in place with a Python script reading `sys.argv[1]` and writing
+/// `sys.argv[2]`.
+fn rewrite(zip: &Path, script: &str) {
+    let rewritten = zip.with_extension("rewritten");
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(zip)
+        .arg(&rewritten)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::rename(&rewritten, zip).unwrap();
+}
+
 /// The shipped TeleMessage ZIP.
 fn shipped_zip(dir: &Path) -> std::path::PathBuf {
     std::fs::read_dir(dir.join("fixtures/telemessage-zip"))
@@ -134,19 +152,7 @@ fn a_zip_entry_declaring_100_gb_allocates_nothing_by_it() {
         \x20   for info in b.filelist:\n\
         \x20       if info.filename == 'TM-20261120-0002.eml':\n\
         \x20           info.file_size = 100 * 10**9\n";
-    let lying = dir.join("fixtures/telemessage-zip/lying.zip");
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .arg(&zip)
-        .arg(&lying)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::rename(&lying, &zip).unwrap();
+    rewrite(&zip, script);
     zip_config(dir);
     let (code, rss) = once_measured(dir, "config/zip.toml", "o2");
     assert_eq!(code, Some(0), "the run did not end normally");
@@ -161,7 +167,6 @@ fn a_zip_entry_declaring_100_gb_allocates_nothing_by_it() {
 fn a_zip_entry_inflating_to_2_gib_is_failed_uninflated() {
     let ws = workspace();
     let dir = ws.path();
-    let zips = dir.join("fixtures/telemessage-zip");
     let zip = shipped_zip(dir);
     // The same ZIP with TM-20261120-0002.eml grown by 2 GiB of blank body lines, deflated.
     let script = "import sys, zipfile, shutil\n\
@@ -179,19 +184,7 @@ fn a_zip_entry_inflating_to_2_gib_is_failed_uninflated() {
         \x20           block = b'\\r\\n' * (1 << 20)\n\
         \x20           for _ in range(1024):\n\
         \x20               w.write(block)\n";
-    let grown = zips.join("grown.zip");
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .arg(&zip)
-        .arg(&grown)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::rename(&grown, &zip).unwrap();
+    rewrite(&zip, script);
     assert!(std::fs::metadata(&zip).unwrap().len() < 16 * 1024 * 1024);
     zip_config(dir);
     let (code, rss) = once_measured(dir, "config/zip.toml", "o2");

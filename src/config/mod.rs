@@ -3,6 +3,14 @@
 //!
 //! Every error names the file, the line and the key, so an admin can fix it without guessing.
 
+mod locate;
+mod secret;
+
+pub use locate::line_of_key;
+use locate::*;
+use secret::INLINE_SECRET;
+pub use secret::{Secret, SecretRef};
+
 use chrono::NaiveTime;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -962,123 +970,6 @@ fn with_env_overrides(
         })
 }
 
-/// Where a secret comes from: `{ env = "VAR" }` or `{ file = "/run/secrets/name" }`.
-/// Secrets are never written in the configuration itself, so the file can be shared and
-/// reviewed; the value is read when the component that needs it is built.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretRef {
-    pub env: Option<String>,
-    pub file: Option<PathBuf>,
-}
-
-/// What a secret written as a value instead of a reference is told; the value is never
-/// repeated, in this or any other error.
-const INLINE_SECRET: &str = "a secret is never written in the configuration: reference it as \
-     { env = \"VARIABLE\" } (an environment variable holding it) or \
-     { file = \"/run/secrets/name\" } (a file holding it)";
-
-/// The keys that hold secret references, wherever they appear.
-const SECRET_KEYS: &[&str] = &[
-    "password",
-    "client_secret",
-    "client_certificate",
-    "sas",
-    "api_key",
-];
-
-impl<'de> Deserialize<'de> for SecretRef {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Reference {
-            env: Option<String>,
-            file: Option<PathBuf>,
-        }
-
-        /// Takes a table; anything else is refused without a word of what it was.
-        struct Visitor;
-
-        macro_rules! refuse {
-            ($($name:ident: $ty:ty),*) => {$(
-                fn $name<E: serde::de::Error>(self, _: $ty) -> Result<SecretRef, E> {
-                    Err(E::custom(INLINE_SECRET))
-                }
-            )*};
-        }
-
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = SecretRef;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a secret reference, { env = \"VAR\" } or { file = \"PATH\" }")
-            }
-
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> Result<SecretRef, A::Error> {
-                let r = Reference::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-                Ok(SecretRef {
-                    env: r.env,
-                    file: r.file,
-                })
-            }
-
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<SecretRef, A::Error> {
-                Err(serde::de::Error::custom(INLINE_SECRET))
-            }
-
-            refuse!(visit_str: &str, visit_bytes: &[u8], visit_bool: bool, visit_i64: i64,
-                visit_u64: u64, visit_f64: f64, visit_char: char);
-        }
-
-        deserializer.deserialize_any(Visitor)
-    }
-}
-
-impl SecretRef {
-    /// Reads the secret. Errors name the variable or file, never the value.
-    pub fn resolve(&self) -> Result<Secret, String> {
-        let value = match (&self.env, &self.file) {
-            (Some(var), None) => std::env::var(var)
-                .map_err(|_| format!("environment variable {var} is not set (or not UTF-8)"))?,
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?
-                .trim_end_matches(['\r', '\n'])
-                .to_string(),
-            _ => {
-                return Err("a secret takes exactly one of env = \"VAR\" or file = \"PATH\"".into())
-            }
-        };
-        if value.is_empty() {
-            return Err("the secret is empty".into());
-        }
-        Ok(Secret(value))
-    }
-}
-
-/// A secret value: its Debug never shows it, and it has no Display.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// A secret made in code (generated development credentials, tests).
-    pub fn from_value(value: &str) -> Secret {
-        Secret(value.to_string())
-    }
-
-    /// The value, for the one place that must send it (an authentication request).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
 fn validate_imap(imap: &ImapConfig) -> Result<(), (&'static str, String)> {
     if !(1..=1000).contains(&imap.max_connections) {
         return Err((
@@ -1261,165 +1152,6 @@ fn is_domain(domain: &str) -> bool {
         })
 }
 
-/// The field named by serde's "unknown field `x`" message.
-fn unknown_field(message: &str) -> Option<&str> {
-    message.strip_prefix("unknown field `")?.split('`').next()
-}
-
-/// The line and dotted key of a secret key written with a plain value (not a `{ ... }`
-/// reference) in the table around `offset`, or on the line of `offset` itself.
-fn inline_secret_in_table(text: &str, offset: usize) -> Option<(usize, String)> {
-    let at = line_at(text, offset);
-    let mut table: Vec<String> = Vec::new();
-    let mut table_start = 0;
-    let mut candidates = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if let Some(header) = table_header(line) {
-            table = header;
-            table_start = i + 1;
-            continue;
-        }
-        let Some((k, v)) = line.split_once('=') else {
-            continue;
-        };
-        let k = unquote(k.trim());
-        if SECRET_KEYS.contains(&k.as_str()) && !v.trim_start().starts_with('{') {
-            let mut dotted = table.clone();
-            dotted.push(k);
-            candidates.push((table_start, i + 1, dotted.join(".")));
-        }
-    }
-    // The key on the reported line, else the first in the table holding it.
-    candidates
-        .iter()
-        .find(|(_, line, _)| *line == at)
-        .or_else(|| {
-            let table_of = |line: usize| {
-                text.lines()
-                    .take(line)
-                    .enumerate()
-                    .filter(|(_, l)| table_header(l).is_some())
-                    .map(|(i, _)| i + 1)
-                    .last()
-                    .unwrap_or(0)
-            };
-            let wanted = table_of(at);
-            candidates.iter().find(|(start, _, _)| *start == wanted)
-        })
-        .map(|(_, line, key)| (*line, key.clone()))
-}
-
-/// The value a serde type or value error quotes: "invalid value: integer `-3`, ..." or
-/// "invalid type: string \"ten\", ...", as it would be written in TOML.
-fn offending_value(message: &str) -> Option<String> {
-    let rest = message
-        .strip_prefix("invalid value: ")
-        .or_else(|| message.strip_prefix("invalid type: "))?;
-    if let Some(quoted) = rest.strip_prefix("string \"") {
-        let end = quoted.find("\", expected")?;
-        return Some(format!("\"{}\"", &quoted[..end]));
-    }
-    let (_, value) = rest.split_once('`')?;
-    Some(value.split('`').next()?.to_string())
-}
-
-/// The line and dotted key of the first key in the table around `offset` whose value is
-/// written as `value`.
-fn key_with_value(text: &str, offset: usize, value: &str) -> Option<(usize, String)> {
-    let table = table_at(text, offset)?;
-    let mut current: Vec<String> = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if let Some(header) = table_header(line) {
-            current = header;
-            continue;
-        }
-        if current != table {
-            continue;
-        }
-        let Some((k, v)) = line.split_once('=') else {
-            continue;
-        };
-        let v = v.split(" #").next().unwrap_or(v).trim();
-        if v == value {
-            let mut dotted = table.clone();
-            dotted.push(unquote(k.trim()));
-            return Some((i + 1, dotted.join(".")));
-        }
-    }
-    None
-}
-
-/// The table (header path) in force at a byte offset.
-fn table_at(text: &str, offset: usize) -> Option<Vec<String>> {
-    let line_no = line_at(text, offset);
-    text.lines().take(line_no).filter_map(table_header).last()
-}
-
-/// 1-based line of a byte offset.
-fn line_at(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())]
-        .bytes()
-        .filter(|&b| b == b'\n')
-        .count()
-        + 1
-}
-
-/// The dotted key defined on the line holding `offset`, if that line is `key = value`.
-fn key_on_line(text: &str, offset: usize) -> Option<String> {
-    let line_no = line_at(text, offset);
-    let mut table = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if let Some(header) = table_header(line) {
-            table = header;
-        }
-        if i + 1 == line_no {
-            let (key, _) = line.split_once('=')?;
-            let mut path = table.clone();
-            path.push(unquote(key.trim()));
-            return Some(path.join("."));
-        }
-    }
-    None
-}
-
-/// The 1-based line defining a dotted key, or the header of its table.
-pub fn line_of_key(text: &str, key: &str) -> Option<usize> {
-    let mut table: Vec<String> = Vec::new();
-    let mut header_line = None;
-    for (i, line) in text.lines().enumerate() {
-        if let Some(header) = table_header(line) {
-            table = header;
-            if table.join(".") == key {
-                header_line = Some(i + 1);
-            }
-            continue;
-        }
-        if let Some((k, _)) = line.split_once('=') {
-            let k = k.trim();
-            if k.is_empty() || k.starts_with('#') {
-                continue;
-            }
-            let mut path = table.clone();
-            path.extend(k.split('.').map(|p| unquote(p.trim())));
-            if path.join(".") == key {
-                return Some(i + 1);
-            }
-        }
-    }
-    header_line
-}
-
-fn table_header(line: &str) -> Option<Vec<String>> {
-    let line = line.trim();
-    let inner = line.strip_prefix('[')?.split(']').next()?;
-    let inner = inner.trim_start_matches('[');
-    Some(inner.split('.').map(|p| unquote(p.trim())).collect())
-}
-
-fn unquote(s: &str) -> String {
-    s.trim_matches('"').trim_matches('\'').to_string()
-}
-
 #[cfg(test)]
 mod tests {
 
@@ -1428,7 +1160,7 @@ mod tests {
     #[test]
     fn a_secret_written_inline_is_refused_without_repeating_it() {
         const VALUE: &str = "Hunter2-not-for-logs";
-        let demo = include_str!("../config/demo.toml");
+        let demo = include_str!("../../config/demo.toml");
         let stage = "[stage]\nkind = \"local\"\npath = \"var/stage\"\n";
         let mailbox = "[mailbox]\nkind = \"maildir\"\npath = \"var/mail\"\n";
         let azure = |line: &str| {

@@ -1,0 +1,231 @@
+//! The renderer's promises: the expected headers, determinism, and no partner byte in the
+//! header block.
+
+use super::*;
+use crate::item::{Conversation, Direction, Quote, WhatsAppMessage};
+use chrono::TimeZone;
+
+const CTX: RenderContext<'static> = RenderContext {
+    connector: "o2",
+    partner: "telemessage-o2",
+    invalid_domain: "telemessage.invalid",
+};
+
+fn person(role: Role, phone: &str, name: Option<&str>) -> Participant {
+    Participant {
+        role: Some(role),
+        phone: Some(phone.to_string()),
+        display_name: name.map(str::to_string),
+        ..Default::default()
+    }
+}
+
+fn sms(text: &str) -> Item {
+    Item {
+        partner_id: "O2-1".into(),
+        time: Utc.with_ymd_and_hms(2026, 11, 20, 8, 15, 2).unwrap(),
+        direction: Direction::Inbound,
+        conversation: Some(Conversation {
+            id: "T-1".into(),
+            name: None,
+        }),
+        participants: vec![
+            person(Role::From, "+447700900555", None),
+            person(Role::To, "+447700900101", Some("Alice Smith")),
+        ],
+        content: Content::Sms { text: text.into() },
+    }
+}
+
+fn render_sms(item: &Item) -> String {
+    let key = ItemKey::new("o2", &item.partner_id);
+    let bytes = render(
+        item,
+        &key,
+        &CTX,
+        &[None, Some("alice.smith@contoso.com".into())],
+    )
+    .unwrap();
+    String::from_utf8(bytes).unwrap()
+}
+
+fn header_block(message: &str) -> &str {
+    &message[..message.find("\r\n\r\n").unwrap()]
+}
+
+#[test]
+fn sms_has_the_expected_headers() {
+    let m = render_sms(&sms("Running 10 min late"));
+    let head = header_block(&m);
+    // lettre encodes a display name that starts with '+' (RFC 2047); the address is plain.
+    assert!(
+        head.contains(" <+447700900555@telemessage.invalid>\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("To: \"Alice Smith\" <alice.smith@contoso.com>"),
+        "{head}"
+    );
+    assert!(head.contains("Subject: SMS from +44 7700 900555 to Alice Smith"));
+    assert!(
+        head.contains("Date: Fri, 20 Nov 2026 08:15:02 +0000"),
+        "{head}"
+    );
+    let key = ItemKey::new("o2", "O2-1");
+    assert!(head.contains(&format!("Message-ID: {}", key.message_id())));
+    assert!(head.contains("X-Comms-Archiver-Kind: sms"));
+    assert!(head.contains("In-Reply-To: <conv-"));
+    assert!(m.contains("Running 10 min late"));
+}
+
+#[test]
+fn rendering_is_deterministic() {
+    let mut item = sms("hello");
+    item.content = Content::Mms {
+        text: Some("photo".into()),
+        media: vec![Attachment {
+            name: "a.png".into(),
+            content_type: "image/png".into(),
+            data: vec![1, 2, 3],
+        }],
+    };
+    assert_eq!(render_sms(&item), render_sms(&item));
+}
+
+#[test]
+fn control_characters_never_start_a_header() {
+    let mut item = sms("body\r\nBcc: body@evil.example");
+    item.participants[0].display_name =
+        Some("Mr Wong\r\nBcc: attacker@evil.example\nX-Injected: 1".into());
+    item.partner_id = "ID\r\nX-Forged: yes".into();
+    item.conversation = Some(Conversation {
+        id: "T\n\rReply-To: x@evil.example".into(),
+        name: None,
+    });
+    let m = render_sms(&item);
+    let head = header_block(&m);
+    for line in head.split("\r\n") {
+        let lower = line.to_ascii_lowercase();
+        assert!(
+            !lower.starts_with("bcc:")
+                && !lower.starts_with("x-injected:")
+                && !lower.starts_with("x-forged:")
+                && !lower.starts_with("reply-to:"),
+            "forged header line {line:?} in\n{head}"
+        );
+        // Folded continuation lines start with white space; no bare CR or LF inside.
+        assert!(!line.contains('\r') && !line.contains('\n'));
+    }
+    assert!(head.contains("Mr Wong Bcc: attacker@evil.example X-Injected: 1"));
+}
+
+#[test]
+fn format_controls_never_reach_names_or_file_names() {
+    let spoofed = [
+        '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}',
+        '\u{2068}', '\u{2069}', '\u{200B}', '\u{200C}', '\u{200D}', '\u{200E}', '\u{200F}',
+        '\u{FEFF}',
+    ];
+    let mut item = sms("body keeps \u{202E}this\u{202C} as delivered");
+    item.participants[1].display_name = Some("Alice\u{202E}htimS\u{200B}".into());
+    item.content = Content::Mms {
+        text: Some("see \u{2067}file\u{2069}".into()),
+        media: vec![Attachment {
+            name: "invoice\u{202E}fdp.exe".into(),
+            content_type: "application/octet-stream".into(),
+            data: vec![1, 2, 3],
+        }],
+    };
+    let m = render_sms(&item);
+    let parsed = mail_parser::MessageParser::default()
+        .parse(m.as_bytes())
+        .unwrap();
+    let name = parsed.to().unwrap().first().unwrap().name().unwrap();
+    assert_eq!(name, "AlicehtimS");
+    let subject = parsed.subject().unwrap();
+    let file = parsed.attachments().next().unwrap();
+    let file_name = mail_parser::MimeHeaders::attachment_name(file).unwrap();
+    assert_eq!(file_name, "invoicefdp.exe");
+    for text in [name, subject, file_name] {
+        assert!(!text.chars().any(|c| spoofed.contains(&c)), "{text:?}");
+    }
+    // The body listing names the file the same way; the text itself is the partner's.
+    let body = parsed.body_text(0).unwrap();
+    assert!(body.contains("[Attachment: invoicefdp.exe"), "{body}");
+    assert!(body.contains("see \u{2067}file\u{2069}"), "{body}");
+}
+
+#[test]
+fn whatsapp_reply_threads_to_the_quoted_message() {
+    let mut item = sms("");
+    item.content = Content::WhatsApp(WhatsAppMessage {
+        text: Some("Agreed".into()),
+        quote: Some(Quote {
+            partner_id: "WA-0".into(),
+            author: Some("Alice".into()),
+            text: Some("Shall we?".into()),
+        }),
+        deleted_at: Some(Utc.with_ymd_and_hms(2026, 11, 20, 9, 0, 0).unwrap()),
+        ..Default::default()
+    });
+    let m = render_sms(&item);
+    let quoted = ItemKey::new("o2", "WA-0").message_id();
+    assert!(header_block(&m).contains(&format!("In-Reply-To: {quoted}")));
+    assert!(header_block(&m).contains("Subject: [Deleted by sender] WhatsApp message"));
+    assert!(m.contains("deleted by the sender at 2026-11-20 09:00:00 UTC"));
+}
+
+#[test]
+fn pass_through_keeps_the_partner_message() {
+    let mut item = sms("");
+    item.content = Content::Email {
+        raw: b"From: a@contoso.com\r\nMessage-ID: <p@partner>\r\n\r\nhi\r\n".to_vec(),
+    };
+    let key = ItemKey::new("merge1", "M-1");
+    let out = String::from_utf8(render(&item, &key, &CTX, &[]).unwrap()).unwrap();
+    assert!(out.starts_with("X-Comms-Archiver-Connector: o2\r\n"));
+    assert!(out.ends_with("From: a@contoso.com\r\nMessage-ID: <p@partner>\r\n\r\nhi\r\n"));
+    assert_eq!(out.matches("Message-ID").count(), 1);
+}
+
+#[test]
+fn partner_fields_named_like_ours_are_kept_renamed() {
+    let forged = ItemKey::new("merge1", "M-2");
+    let mut item = sms("");
+    item.content = Content::Email {
+        raw: format!(
+            "From: a@contoso.com\r\nx-comms-archiver-item-key: {forged}\r\n\
+             X-Comms-Archiver-Connector:\r\n other\r\nX-Comms-Archiver-Item-Id: M-2\r\n\
+             Subject: X-Comms-Archiver-Item-Key: {forged}\r\n\r\n\
+             X-Comms-Archiver-Item-Key: {forged}\r\n"
+        )
+        .into_bytes(),
+    };
+    let key = ItemKey::new("merge1", "M-1");
+    let out = render(&item, &key, &CTX, &[]).unwrap();
+    let text = String::from_utf8(out.clone()).unwrap();
+    let head = header_block(&text);
+    let ours: Vec<&str> = head
+        .split("\r\n")
+        .filter(|l| l.to_ascii_lowercase().starts_with("x-comms-archiver-"))
+        .collect();
+    assert_eq!(ours.len(), 7, "only our own fields: {ours:?}");
+    assert!(head.contains(&format!("X-Original-x-comms-archiver-item-key: {forged}")));
+    assert!(head.contains("X-Original-X-Comms-Archiver-Connector:\r\n other"));
+    assert!(head.contains("X-Original-X-Comms-Archiver-Item-Id: M-2"));
+    assert_eq!(own_item_key(&out).as_deref(), Some(key.as_str()));
+    // The body is the partner's, as delivered.
+    assert!(text.ends_with(&format!("\r\n\r\nX-Comms-Archiver-Item-Key: {forged}\r\n")));
+}
+
+#[test]
+fn the_first_item_key_field_is_ours() {
+    let m = b"X-Comms-Archiver-Item-Key: aaa\r\nFrom: x\r\nX-Comms-Archiver-Item-Key: bbb\r\n\r\n";
+    assert_eq!(own_item_key(m).as_deref(), Some("aaa"));
+    let folded = b"X-Comms-Archiver-Item-Key:\r\n abc\r\n\r\nX-Comms-Archiver-Item-Key: zzz\r\n";
+    assert_eq!(own_item_key(folded).as_deref(), Some("abc"));
+    assert_eq!(
+        own_item_key(b"From: x\r\n\r\nX-Comms-Archiver-Item-Key: zzz\r\n"),
+        None
+    );
+}
