@@ -104,8 +104,11 @@ impl Config {
     }
 }
 
+/// `archiver.max_item_bytes` unless configured: Microsoft's connectors' 10 MB rule.
+pub const DEFAULT_MAX_ITEM_BYTES: u64 = 10 * 1024 * 1024;
+
 fn default_max_item_bytes() -> u64 {
-    10 * 1024 * 1024
+    DEFAULT_MAX_ITEM_BYTES
 }
 
 /// When the daemon wakes and how far back it catches up on its own.

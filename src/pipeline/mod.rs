@@ -266,6 +266,7 @@ impl Archiver {
         tracing::info!(connector = %connector.name, day = %day, recovering,
             source = %connector.source.describe(), "starting day");
         let mut run = DayRun::new(self, connector, day);
+        let destination = self.mailbox.destination();
         let journal = self.ledger.journal(&connector.name);
         let ctx = CopyContext {
             archiver: self,
@@ -274,7 +275,7 @@ impl Archiver {
             recovering,
             check_every_copy: earlier == crate::ledger::Earlier::BeforeJournal,
             journal: &journal,
-            destination: self.mailbox.destination(),
+            destination: destination.clone(),
         };
         match connector.source.open(day).await {
             Err(e) => run.day_error(e.reason(), e.to_string()),
@@ -348,11 +349,7 @@ impl Archiver {
         log.incidents = incidents.list();
         log.resumed = recovering;
         log.earlier_errors = earlier_errors;
-        log.destination = Some(format!(
-            "{}, folder '{}'",
-            self.mailbox.destination(),
-            connector.folder
-        ));
+        log.destination = Some(format!("{destination}, folder '{}'", connector.folder));
         let complete = log.nothing_to_retry();
         log.finish(complete);
         if log.errors.iter().any(|e| e.reason == "lease_lost") {

@@ -146,10 +146,6 @@ pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     serde_json::from_slice(bytes).map_err(|e| format!("not a valid record: {e}"))
 }
 
-/// Items up to this many bytes unless a transport is told otherwise
-/// (`archiver.max_item_bytes`).
-pub const DEFAULT_MAX_ITEM_BYTES: u64 = 10 * 1024 * 1024;
-
 /// How much of a record line is held while a drop is reconciled against its manifest: only
 /// whether a line is blank matters there, and a longer line is counted as a record unheld.
 pub const RECONCILE_LINE_CAP: u64 = 64 * 1024;
