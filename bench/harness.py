@@ -294,7 +294,7 @@ def run_once(name, work, sim_port, stage, mailbox, extra_env=None):
 
 def sas():
     """An account SAS for Azurite's development account (the port does not enter into it)."""
-    return subprocess.run([str(RELEASE / "comms-archiver"), "azurite-sas"],
+    return subprocess.run([str(RELEASE / "comms-archiver-azurite-sas")],
                           capture_output=True, text=True, check=True).stdout.strip()
 
 

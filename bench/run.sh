@@ -35,7 +35,7 @@ if [ ! -x .ci/node/node_modules/.bin/azurite-blob ]; then
 fi
 export AZURITE_BLOB="$PWD/.ci/node/node_modules/.bin/azurite-blob"
 
-cargo build --release --locked --bins
+cargo build --release --locked --workspace --bins
 mkdir -p "$scratch"
 echo "render bench (criterion)"
 cargo bench --manifest-path bench/Cargo.toml --bench render -- --noplot >"$scratch/criterion.txt"

@@ -1,5 +1,9 @@
 //! The normalized item: what every partner adapter produces and the renderer consumes.
 
+/// What an item may weigh unless `archiver.max_item_bytes` says: Microsoft's connectors'
+/// 10 MB rule.
+pub const DEFAULT_MAX_ITEM_BYTES: u64 = 10 * 1024 * 1024;
+
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use std::fmt;

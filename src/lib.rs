@@ -25,6 +25,7 @@
 //! - [`workload`]: a realistic generated business day for benchmarks and chaos runs.
 //! - [`cli`]: the command line.
 
+pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod http_server;
@@ -38,11 +39,10 @@ pub mod pipeline;
 pub mod render;
 pub mod report;
 pub mod scheduler;
-pub mod simulator;
+pub mod secret;
 pub mod sources;
 pub mod stage;
 pub mod telemetry;
-pub mod workload;
 
 /// Installs the process's TLS crypto provider (ring) once; every HTTPS client needs it
 /// before it is built. Safe to call any number of times.
@@ -56,6 +56,9 @@ pub enum Error {
     /// The configuration file or an override is wrong.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    /// A key's value cannot be used as given (an unreadable secret, say).
+    #[error(transparent)]
+    Setting(#[from] secret::SettingError),
     /// A mapping CSV is wrong.
     #[error(transparent)]
     Mapping(#[from] mapping::MappingError),
@@ -75,7 +78,7 @@ impl Error {
     /// (work remains that a later run retries).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) | Error::Mapping(_) | Error::Usage(_) => 2,
+            Error::Config(_) | Error::Setting(_) | Error::Mapping(_) | Error::Usage(_) => 2,
             Error::Stage(_) | Error::State(_) => 1,
         }
     }

@@ -15,6 +15,54 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// The `[mapping]` section: what every connector's user mapping shares.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingConfig {
+    /// ISO 3166 region for phone numbers written without a country code.
+    #[serde(default = "default_region", deserialize_with = "region")]
+    pub default_region: country::Id,
+    /// The organisation's mail domains. An email property outside them is an external party
+    /// and gets no copy. Empty: every email property counts as a mailbox.
+    #[serde(default)]
+    pub domains: Vec<String>,
+}
+
+impl Default for MappingConfig {
+    fn default() -> Self {
+        MappingConfig {
+            default_region: default_region(),
+            domains: Vec::new(),
+        }
+    }
+}
+
+impl MappingConfig {
+    /// Checks the domains are mail domains.
+    pub fn validate(&self) -> Result<(), crate::checks::Invalid> {
+        match self.domains.iter().find(|d| !crate::checks::is_domain(d)) {
+            Some(domain) => Err(crate::checks::Invalid::new(
+                "domains",
+                format!("'{domain}' is not a mail domain such as contoso.com"),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+fn default_region() -> country::Id {
+    country::Id::US
+}
+
+fn region<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<country::Id, D::Error> {
+    let raw = <String as serde::Deserialize>::deserialize(deserializer)?;
+    raw.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "'{raw}' is not an ISO 3166 region code such as GB or US"
+        ))
+    })
+}
+
 /// A mapping file problem, naming the file and the line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct MappingError {

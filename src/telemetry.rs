@@ -16,6 +16,36 @@ use std::sync::{Arc, Mutex, OnceLock};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+/// The `[telemetry]` section: the HTTP endpoint for health and metrics (off unless `listen`
+/// is set).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// e.g. "127.0.0.1:9464": serves /healthz, /readyz and /metrics.
+    pub listen: Option<SocketAddr>,
+    /// Allow a non-loopback `listen` address (a container scraped from outside).
+    #[serde(default)]
+    pub allow_remote: bool,
+}
+
+impl TelemetryConfig {
+    /// A remote address only when the admin says the network is trusted.
+    pub fn validate(&self) -> Result<(), crate::checks::Invalid> {
+        match self.listen {
+            Some(addr) if !addr.ip().is_loopback() && !self.allow_remote => {
+                Err(crate::checks::Invalid::new(
+                    "listen",
+                    format!(
+                        "{addr} is not a loopback address; the endpoint has no authentication, \
+                         so set telemetry.allow_remote = true only where the network is trusted"
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {

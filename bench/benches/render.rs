@@ -1,4 +1,4 @@
-//! The renderer on a generated day's mix (`comms_archiver::workload`), one core: items per
+//! The renderer on a generated day's mix (`comms_archiver_testkit::workload`), one core: items per
 //! second, against the floor of base64-encoding the same files and copying the same text.
 //! Items whose files alone exceed 10 MiB are left out, as the pipeline never renders them.
 
@@ -10,7 +10,7 @@ use comms_archiver::sources::celltrust::{Sl2Format, Sl2Scope};
 use comms_archiver::sources::eml::{EmlFlavor, EmlFormat};
 use comms_archiver::sources::telemessage::{O2Format, WhatsAppFormat};
 use comms_archiver::sources::{Decoded, RecordFormat};
-use comms_archiver::workload::{media_bytes, Workload, PARTNERS};
+use comms_archiver_testkit::workload::{media_bytes, Workload, PARTNERS};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use phonenumber::country::Id;
 use serde_json::Value;

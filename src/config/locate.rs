@@ -1,6 +1,6 @@
 //! Where in the file a key is: the locator behind every error that names file, line and key.
 
-use super::secret::SECRET_KEYS;
+use crate::secret::SECRET_KEYS;
 
 /// The field named by serde's "unknown field `x`" message.
 pub(super) fn unknown_field(message: &str) -> Option<&str> {

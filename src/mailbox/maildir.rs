@@ -47,7 +47,7 @@ impl MaildirTree {
     }
 
     fn check(delivery: &Delivery<'_>) -> Result<(), MailboxError> {
-        crate::config::check_folder_name(delivery.folder)
+        crate::checks::folder_name(delivery.folder)
             .and_then(|()| crate::stage::check_key(delivery.mailbox))
             .map_err(|reason| MailboxError::Rejected {
                 mailbox: delivery.mailbox.to_string(),

@@ -1,15 +1,18 @@
 //! Mailbox sinks: one folder per connector under each mailbox's Inbox.
 
+mod config;
 pub mod graph;
 pub mod imap;
 mod maildir;
 pub mod token;
 
+pub use config::{GraphConfig, ImapAuthKind, ImapConfig, ImapSecurity, M365Cloud, MailboxConfig};
 pub use graph::GraphMailboxes;
 pub use imap::ImapMailboxes;
 pub use maildir::MaildirTree;
 
 use crate::item::ItemKey;
+use crate::secret::Secrets;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -59,16 +62,18 @@ pub trait Mailbox: Send + Sync {
     async fn close_idle(&self) {}
 }
 
-/// Builds the mailbox backend a configuration names. Secrets are read here.
-pub fn build(config: &crate::config::Config) -> crate::Result<std::sync::Arc<dyn Mailbox>> {
-    use crate::config::{ImapAuthKind, ImapSecurity, MailboxConfig};
-    let imap = match &config.mailbox {
+/// Builds the mailbox backend its section names. Secrets are read here.
+pub fn build(
+    config: &MailboxConfig,
+    secrets: &Secrets,
+) -> crate::Result<std::sync::Arc<dyn Mailbox>> {
+    let imap = match config {
         MailboxConfig::Maildir { path } => return Ok(std::sync::Arc::new(MaildirTree::new(path))),
-        MailboxConfig::Graph(graph) => return build_graph(config, graph),
+        MailboxConfig::Graph(graph) => return build_graph(graph, secrets),
         MailboxConfig::Imap(imap) => imap,
     };
-    let secret = |key: &str, reference: &Option<crate::config::SecretRef>| {
-        config.secret(&format!("mailbox.{key}"), reference.as_ref())
+    let secret = |key: &str, reference: &Option<crate::secret::SecretRef>| {
+        secrets.resolve(&format!("mailbox.{key}"), reference.as_ref())
     };
     let auth = match imap.auth {
         ImapAuthKind::Login => imap::ImapAuth::Login {
@@ -77,15 +82,13 @@ pub fn build(config: &crate::config::Config) -> crate::Result<std::sync::Arc<dyn
             master_user: imap.master_user.clone(),
         },
         ImapAuthKind::Xoauth2 => {
-            let url = imap.token_url.clone().unwrap_or_else(|| {
-                format!(
-                    "{}/{}/oauth2/v2.0/token",
-                    imap.cloud.login_host(),
-                    imap.tenant_id.as_deref().unwrap_or_default()
-                )
-            });
-            let url = reqwest::Url::parse(&url)
-                .map_err(|e| config.error("mailbox.token_url", e.to_string()))?;
+            let url = match &imap.token_url {
+                Some(url) => url.clone(),
+                None => imap
+                    .cloud
+                    .token_url(imap.tenant_id.as_deref().unwrap_or_default())
+                    .map_err(|why| secrets.error("mailbox.tenant_id", why))?,
+            };
             let scope = imap
                 .scope
                 .clone()
@@ -96,7 +99,7 @@ pub fn build(config: &crate::config::Config) -> crate::Result<std::sync::Arc<dyn
                 secret("client_secret", &imap.client_secret)?,
                 &scope,
             )
-            .map_err(|why| config.error("mailbox", why))?;
+            .map_err(|why| secrets.error("mailbox", why))?;
             imap::ImapAuth::XOAuth2(std::sync::Arc::new(tokens))
         }
     };
@@ -118,33 +121,32 @@ pub fn build(config: &crate::config::Config) -> crate::Result<std::sync::Arc<dyn
         idle_connections: imap.idle_connections,
         timeout: std::time::Duration::from_secs(imap.timeout_secs),
     };
-    let mailboxes = ImapMailboxes::new(settings).map_err(|why| config.error("mailbox", why))?;
+    let mailboxes = ImapMailboxes::new(settings).map_err(|why| secrets.error("mailbox", why))?;
     Ok(std::sync::Arc::new(mailboxes))
 }
 
 fn build_graph(
-    config: &crate::config::Config,
-    graph: &crate::config::GraphConfig,
+    graph: &GraphConfig,
+    secrets: &Secrets,
 ) -> crate::Result<std::sync::Arc<dyn Mailbox>> {
-    let secret = config.secret("mailbox.client_secret", Some(&graph.client_secret))?;
-    let token_url = graph.token_url.clone().unwrap_or_else(|| {
-        format!(
-            "{}/{}/oauth2/v2.0/token",
-            graph.cloud.login_host(),
-            graph.tenant_id
-        )
-    });
-    let token_url = reqwest::Url::parse(&token_url)
-        .map_err(|e| config.error("mailbox.token_url", e.to_string()))?;
-    let base = graph
-        .graph_url
-        .clone()
-        .unwrap_or_else(|| format!("{}/v1.0", graph.cloud.graph_host()));
-    let base =
-        reqwest::Url::parse(&base).map_err(|e| config.error("mailbox.graph_url", e.to_string()))?;
+    let secret = secrets.resolve("mailbox.client_secret", Some(&graph.client_secret))?;
+    let token_url = match &graph.token_url {
+        Some(url) => url.clone(),
+        None => graph
+            .cloud
+            .token_url(&graph.tenant_id)
+            .map_err(|why| secrets.error("mailbox.tenant_id", why))?,
+    };
+    let base = match &graph.graph_url {
+        Some(url) => url.clone(),
+        None => graph
+            .cloud
+            .graph_base()
+            .map_err(|why| secrets.error("mailbox.cloud", why))?,
+    };
     let scope = format!("{}/.default", graph.cloud.graph_host());
     let tokens = token::TokenSource::new(token_url, &graph.client_id, secret, &scope)
-        .map_err(|why| config.error("mailbox", why))?;
+        .map_err(|why| secrets.error("mailbox", why))?;
     let mailboxes = GraphMailboxes::new(graph::GraphSettings {
         tenant: graph.tenant_id.clone(),
         base,
@@ -152,6 +154,6 @@ fn build_graph(
         max_retries: graph.max_retries,
         timeout: std::time::Duration::from_secs(graph.timeout_secs),
     })
-    .map_err(|why| config.error("mailbox", why))?;
+    .map_err(|why| secrets.error("mailbox", why))?;
     Ok(std::sync::Arc::new(mailboxes))
 }

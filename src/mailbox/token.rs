@@ -1,7 +1,7 @@
 //! App-only tokens (OAuth 2.0 client credentials) for Exchange Online IMAP and Microsoft
 //! Graph: fetched once, shared by every mailbox, and refreshed five minutes before expiry.
 
-use crate::config::Secret;
+use crate::secret::Secret;
 use serde::Deserialize;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;

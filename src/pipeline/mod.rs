@@ -5,14 +5,18 @@
 //! large the day. [`day`] turns records into copy jobs and copy results into the status log;
 //! [`copy`] stages, imports and records one copy.
 
+mod config;
 mod copy;
 mod day;
 
-use crate::config::{Config, Partner};
+pub use config::{ArchiverConfig, DEFAULT_MAX_IN_FLIGHT_BYTES, DEFAULT_MAX_ITEM_BYTES};
+
+use crate::config::Config;
 use crate::ledger::Ledger;
 use crate::mailbox::Mailbox;
 use crate::mapping::{Mapper, MappingTable};
 use crate::report::{DayError, StatusLog};
+use crate::sources::Partner;
 use crate::sources::{ItemStream, Pulled, Source};
 use crate::stage::Stage;
 use crate::Result;
@@ -25,8 +29,6 @@ use tokio::sync::{mpsc, watch};
 
 /// Copies in flight at once unless configured (`archiver.max_in_flight`).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
-/// Bytes of rendered messages in flight unless configured (`archiver.max_in_flight_bytes`).
-pub const DEFAULT_MAX_IN_FLIGHT_BYTES: u64 = 48 * 1024 * 1024;
 
 /// A configured connector, ready to run.
 pub struct Connector {
@@ -55,18 +57,21 @@ impl Archiver {
     /// Builds every enabled connector and backend from a validated configuration; mapping
     /// CSVs are read and checked here.
     pub fn from_config(config: &Config) -> Result<Archiver> {
-        let region: phonenumber::country::Id = config
-            .mapping
-            .default_region
-            .parse()
-            .expect("validated at load");
+        let region = config.mapping.default_region;
+        let secrets = config.secrets();
         let mut connectors = Vec::new();
         for (name, c) in config.enabled_connectors() {
             let table = match &c.mapping_csv {
                 Some(path) => Some(MappingTable::load(path, region, &config.mapping.domains)?),
                 None => None,
             };
-            let source = crate::sources::build(config, name, c)?;
+            let source = crate::sources::build(&crate::sources::Building {
+                name,
+                connector: c,
+                region,
+                max_item_bytes: config.archiver.max_item_bytes,
+                secrets: &secrets,
+            })?;
             connectors.push(Connector {
                 name: name.to_string(),
                 partner: c.partner,
@@ -75,10 +80,10 @@ impl Archiver {
                 mapper: Mapper::new(table, c.use_email_property, config.mapping.domains.clone()),
             });
         }
-        let mailbox = crate::mailbox::build(config)?;
+        let mailbox = crate::mailbox::build(&config.mailbox, &secrets)?;
         Ok(Archiver::new(
             connectors,
-            crate::stage::build(config)?,
+            crate::stage::build(&config.stage, &secrets)?,
             mailbox,
             config.archiver.max_item_bytes,
         )

@@ -4,13 +4,106 @@
 //! items of units that are not enabled are counted and listed as excluded.
 //! Contract: `docs/partners/celltrust.md`.
 
+use super::partner::{AuthKind, Building, Descriptor, Transport};
 use super::record::{direction, media_refs, split_recording, CallRecord, FileRef, Party};
-use super::{decode_json, Decoded, MediaRef, RecordFormat, Wire};
+use super::{decode_json, Decoded, MediaRef, RecordFormat, Source, Wire};
+use crate::checks::Invalid;
 use crate::item::{Attachment, CellTrustItem, Content, Conversation, Item, Role};
 use crate::mapping::normalize_address;
 use chrono::{DateTime, Utc};
 use phonenumber::country;
 use serde::Deserialize;
+
+/// CellTrust SL2, direct.
+pub const PARTNER: Descriptor = Descriptor {
+    name: "celltrust-sl2",
+    default_folder: "CellTrust SL2",
+    invalid_domain: "celltrust.invalid",
+    vendor: "celltrust",
+    feed: "",
+    auth: AuthKind::ClientCredentials,
+    transports: &[Transport::Drop, Transport::Https],
+    celltrust_table: true,
+    build,
+};
+
+fn build(building: &Building<'_>) -> crate::Result<Box<dyn Source>> {
+    let settings = building
+        .connector
+        .celltrust
+        .as_ref()
+        .ok_or_else(|| crate::Error::Usage("celltrust-sl2 needs its celltrust table".into()))?;
+    let scope = settings.scope();
+    let access = super::https::Sl2Access {
+        environment: settings.environment.as_str().to_string(),
+        scope: scope.clone(),
+    };
+    let format = Sl2Format {
+        region: building.region,
+        scope,
+    };
+    building.source(format, Some(access))
+}
+
+/// CellTrust SL2 settings: the environment and which parts of the domain to archive.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CellTrustConfig {
+    /// "azure-global" or "azure-government": where the SL2 domain is hosted.
+    pub environment: Sl2Environment,
+    /// The SL2 domain.
+    pub domain: String,
+    /// Archive the domain's own users (those in no organizational unit). Default true.
+    #[serde(default = "enabled")]
+    pub enable_domain: bool,
+    /// Organizational units to archive, each enabled by name: enabling the domain does not
+    /// enable its units.
+    #[serde(default)]
+    pub enable_units: Vec<String>,
+}
+
+/// Where a CellTrust SL2 domain is hosted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sl2Environment {
+    AzureGlobal,
+    AzureGovernment,
+}
+
+impl Sl2Environment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sl2Environment::AzureGlobal => "azure-global",
+            Sl2Environment::AzureGovernment => "azure-government",
+        }
+    }
+}
+
+fn enabled() -> bool {
+    true
+}
+
+impl CellTrustConfig {
+    /// Checks something of the domain is enabled.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if !self.enable_domain && self.enable_units.is_empty() {
+            return Err(Invalid::new(
+                "",
+                "nothing is enabled: set enable_domain = true or list enable_units",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The parts of the domain these settings enable.
+    pub fn scope(&self) -> Sl2Scope {
+        Sl2Scope {
+            domain: self.domain.clone(),
+            enable_domain: self.enable_domain,
+            units: self.enable_units.clone(),
+        }
+    }
+}
 
 /// One SL2 record.
 #[derive(Debug, Clone, Deserialize)]

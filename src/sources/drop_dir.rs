@@ -46,7 +46,7 @@ impl<F: RecordFormat> DropSource<F> {
         DropSource {
             root: root.into(),
             format: Arc::new(format),
-            max_item_bytes: crate::config::DEFAULT_MAX_ITEM_BYTES,
+            max_item_bytes: crate::item::DEFAULT_MAX_ITEM_BYTES,
         }
     }
 

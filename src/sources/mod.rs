@@ -3,21 +3,26 @@
 //! Transports and formats are independent, so every partner's parsing is shared by all
 //! transports.
 //!
-//! A new partner is one module here implementing [`RecordFormat`], plus its docs in
-//! `docs/partners/`.
+//! A new partner is one module here implementing [`RecordFormat`] and declaring its
+//! [`partner::Descriptor`], one line in [`partner::REGISTRY`], its fixtures and its contract
+//! in `docs/partners/` (see `docs/architecture.md`).
 
 pub mod celltrust;
+mod config;
 mod drop_dir;
 pub mod eml;
 pub mod https;
+pub mod merge1;
+pub mod partner;
 mod record;
 pub mod telemessage;
 mod zip_drop;
 
+pub use config::{ConnectorConfig, HttpsConfig, SourceConfig};
 pub use drop_dir::DropSource;
+pub use partner::{Building, Partner};
 pub use zip_drop::ZipDropSource;
 
-use crate::config::{Config, ConnectorConfig, HttpsConfig, Partner, SourceConfig};
 use crate::item::{Attachment, Item};
 use async_trait::async_trait;
 use chrono::NaiveDate;
@@ -285,126 +290,9 @@ pub fn pulled(decoded: Result<Decoded, String>, location: String, partner_id: St
     }
 }
 
-/// Builds the source of a configured connector: its partner's format behind its transport.
-/// Secrets are read here; a missing one is a configuration error naming its key.
-pub fn build(
-    config: &Config,
-    name: &str,
-    connector: &ConnectorConfig,
-) -> crate::Result<Box<dyn Source>> {
-    use self::celltrust::{Sl2Format, Sl2Scope};
-    use self::eml::{EmlFlavor, EmlFormat};
-    use self::telemessage::{O2Format, WhatsAppFormat};
-    let region: phonenumber::country::Id = config
-        .mapping
-        .default_region
-        .parse()
-        .expect("validated at load");
-    let scope = connector.celltrust.as_ref().map(|ct| Sl2Scope {
-        domain: ct.domain.clone(),
-        enable_domain: ct.enable_domain,
-        units: ct.enable_units.clone(),
-    });
-    let sl2 = || Sl2Format {
-        region,
-        scope: scope
-            .clone()
-            .expect("validated: celltrust-sl2 has a celltrust table"),
-    };
-    let merge1 = EmlFormat {
-        flavor: EmlFlavor::Merge1,
-        region,
-    };
-    Ok(match &connector.source {
-        SourceConfig::Drop { path } => {
-            let limit = config.archiver.max_item_bytes;
-            match connector.partner {
-                Partner::TelemessageO2 => {
-                    Box::new(DropSource::new(path, O2Format { region }).with_max_item_bytes(limit))
-                }
-                Partner::TelemessageWhatsapp => Box::new(
-                    DropSource::new(path, WhatsAppFormat { region }).with_max_item_bytes(limit),
-                ),
-                Partner::CelltrustSl2 => {
-                    Box::new(DropSource::new(path, sl2()).with_max_item_bytes(limit))
-                }
-                Partner::Merge1Celltrust => {
-                    Box::new(DropSource::new(path, merge1).with_max_item_bytes(limit))
-                }
-            }
-        }
-        SourceConfig::ZipDrop { path } => Box::new(
-            ZipDropSource::new(path, region).with_max_item_bytes(config.archiver.max_item_bytes),
-        ),
-        SourceConfig::Https(https) => {
-            let client = partner_client(config, name, connector.partner, https)?;
-            match connector.partner {
-                Partner::TelemessageO2 => Box::new(https::HttpsSource::new(
-                    client,
-                    "o2/items",
-                    None,
-                    O2Format { region },
-                )),
-                Partner::TelemessageWhatsapp => Box::new(https::HttpsSource::new(
-                    client,
-                    "whatsapp/items",
-                    None,
-                    WhatsAppFormat { region },
-                )),
-                Partner::CelltrustSl2 => {
-                    let ct = connector.celltrust.as_ref().expect("validated");
-                    let access = https::Sl2Access {
-                        environment: ct.environment.as_str().to_string(),
-                        scope: scope.clone().expect("validated"),
-                    };
-                    Box::new(https::HttpsSource::new(client, "", Some(access), sl2()))
-                }
-                Partner::Merge1Celltrust => {
-                    Box::new(https::HttpsSource::new(client, "items", None, merge1))
-                }
-            }
-        }
-    })
-}
-
-fn partner_client(
-    config: &Config,
-    name: &str,
-    partner: Partner,
-    https: &HttpsConfig,
-) -> crate::Result<https::PartnerClient> {
-    let secret = |key: &str, reference: &Option<crate::config::SecretRef>| {
-        config.secret(
-            &format!("connectors.{name}.source.{key}"),
-            reference.as_ref(),
-        )
-    };
-    let auth = match partner {
-        Partner::TelemessageO2 | Partner::TelemessageWhatsapp => https::Auth::Session {
-            username: https.username.clone().unwrap_or_default(),
-            password: secret("password", &https.password)?,
-        },
-        Partner::CelltrustSl2 => https::Auth::ClientCredentials {
-            client_id: https.client_id.clone().unwrap_or_default(),
-            secret: secret("client_secret", &https.client_secret)?,
-        },
-        Partner::Merge1Celltrust => https::Auth::ApiKey {
-            key: secret("api_key", &https.api_key)?,
-        },
-    };
-    let base = reqwest::Url::parse(&https.url).expect("validated at load");
-    let settings = https::HttpsSettings {
-        page_size: https.page_size,
-        overlap: chrono::Duration::hours(i64::from(https.overlap_hours)),
-        timeout: std::time::Duration::from_secs(https.timeout_secs),
-        max_retries: https.max_retries as usize,
-        retry_initial: std::time::Duration::from_millis(https.retry_initial_ms),
-        max_page_bytes: https.max_page_bytes,
-        max_item_bytes: config.archiver.max_item_bytes,
-    };
-    https::PartnerClient::new(name, base, auth, settings).map_err(|why| {
-        config
-            .error(&format!("connectors.{name}.source"), why)
-            .into()
-    })
+/// Builds the source of a configured connector: its partner's format behind its transport,
+/// as the partner's descriptor says. Secrets are read here; a missing one is an error naming
+/// its key.
+pub fn build(building: &Building<'_>) -> crate::Result<Box<dyn Source>> {
+    (building.connector.partner.descriptor().build)(building)
 }

@@ -34,7 +34,7 @@ impl ZipDropSource {
                 flavor: EmlFlavor::TeleMessage,
                 region,
             },
-            max_item_bytes: crate::config::DEFAULT_MAX_ITEM_BYTES,
+            max_item_bytes: crate::item::DEFAULT_MAX_ITEM_BYTES,
             max_delivery_inflated: MAX_DELIVERY_INFLATED,
         }
     }

@@ -6,11 +6,14 @@
 
 pub mod azure;
 pub mod certificate;
+mod config;
 mod local;
 
 pub use azure::AzureStage;
+pub use config::{AzureAuthKind, AzureCloud, AzureStageConfig, StageConfig};
 pub use local::LocalStage;
 
+use crate::secret::Secrets;
 use async_trait::async_trait;
 
 /// What a create-only write found.
@@ -68,18 +71,17 @@ pub trait Stage: Send + Sync {
     }
 }
 
-/// Builds the stage a configuration names. Secrets are read here; a missing one is a
-/// configuration error naming its key.
-pub fn build(config: &crate::config::Config) -> crate::Result<std::sync::Arc<dyn Stage>> {
-    use crate::config::{AzureAuthKind, AzureCloud, StageConfig};
-    let azure = match &config.stage {
+/// Builds the stage its section names. Secrets are read here; a missing one is an error
+/// naming its key.
+pub fn build(config: &StageConfig, secrets: &Secrets) -> crate::Result<std::sync::Arc<dyn Stage>> {
+    let azure = match config {
         StageConfig::Local { path } => return Ok(std::sync::Arc::new(LocalStage::new(path))),
         StageConfig::Azure(azure) => azure,
     };
     // The identity credentials build HTTPS clients of their own.
     crate::install_crypto_provider();
-    let secret = |key: &str, reference: &Option<crate::config::SecretRef>| {
-        config.secret(&format!("stage.{key}"), reference.as_ref())
+    let secret = |key: &str, reference: &Option<crate::secret::SecretRef>| {
+        secrets.resolve(&format!("stage.{key}"), reference.as_ref())
     };
     let cloud = match azure.cloud {
         AzureCloud::AzureGlobal => azure_core::cloud::CloudConfiguration::AzurePublic,
@@ -90,7 +92,7 @@ pub fn build(config: &crate::config::Config) -> crate::Result<std::sync::Arc<dyn
         ..Default::default()
     };
     let identity_error = |e: azure_core::Error| {
-        config.error("stage.auth", format!("cannot set up the identity: {e}"))
+        secrets.error("stage.auth", format!("cannot set up the identity: {e}"))
     };
     let auth = match azure.auth {
         AzureAuthKind::Sas => azure::AzureAuth::Sas(secret("sas", &azure.sas)?),
@@ -109,14 +111,11 @@ pub fn build(config: &crate::config::Config) -> crate::Result<std::sync::Arc<dyn
             let pem = secret("client_certificate", &azure.client_certificate)?;
             let tenant = azure.tenant_id.clone().unwrap_or_default();
             let client_id = azure.client_id.clone().unwrap_or_default();
-            let login = match azure.cloud {
-                AzureCloud::AzureGlobal => "https://login.microsoftonline.com",
-                AzureCloud::AzureGovernment => "https://login.microsoftonline.us",
-            };
+            let login = azure.cloud.login_host();
             let endpoint = format!("{login}/{tenant}/oauth2/v2.0/token");
             let assertion =
                 certificate::CertificateAssertion::from_pem(pem.expose(), &client_id, &endpoint)
-                    .map_err(|why| config.error("stage.client_certificate", why))?;
+                    .map_err(|why| secrets.error("stage.client_certificate", why))?;
             let credential = azure_identity::ClientAssertionCredential::new(
                 tenant,
                 client_id,
@@ -154,18 +153,14 @@ pub fn build(config: &crate::config::Config) -> crate::Result<std::sync::Arc<dyn
             azure::AzureAuth::Token(credential)
         }
     };
-    let endpoint = azure
-        .endpoint
-        .clone()
-        .unwrap_or_else(|| azure.cloud.blob_endpoint(&azure.account));
     let stage = AzureStage::new(
-        &endpoint,
+        &azure.blob_endpoint(),
         &azure.container,
         auth,
         azure.max_retries,
         std::time::Duration::from_secs(azure.timeout_secs),
     )
-    .map_err(|why| config.error("stage", why))?;
+    .map_err(|why| secrets.error("stage", why))?;
     Ok(std::sync::Arc::new(stage))
 }
 
@@ -214,7 +209,8 @@ mod tests {
             let config =
                 crate::config::Config::from_toml(std::path::Path::new("t.toml"), &text, &[])
                     .unwrap();
-            let stage = super::build(&config).unwrap_or_else(|e| panic!("{auth}: {e}"));
+            let stage = super::build(&config.stage, &config.secrets())
+                .unwrap_or_else(|e| panic!("{auth}: {e}"));
             assert_eq!(
                 stage.describe(),
                 "Azure storage contosoarchive.blob.core.usgovcloudapi.net container comms-archiver"

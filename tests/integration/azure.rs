@@ -53,7 +53,7 @@ fn stage(azurite: &Azurite) -> comms_archiver::stage::AzureStage {
     comms_archiver::stage::AzureStage::new(
         &azurite.endpoint(),
         "comms-archiver",
-        comms_archiver::stage::azure::AzureAuth::Sas(comms_archiver::config::Secret::from_value(
+        comms_archiver::stage::azure::AzureAuth::Sas(comms_archiver::secret::Secret::from_value(
             &sas(),
         )),
         1,

@@ -106,9 +106,9 @@ impl Drop for Azurite {
 
 /// A fresh account SAS for the development account.
 pub fn sas() -> String {
-    comms_archiver::stage::azure::account_sas(
-        comms_archiver::stage::azure::DEV_ACCOUNT,
-        comms_archiver::stage::azure::DEV_KEY,
+    comms_archiver_testkit::azurite::account_sas(
+        comms_archiver_testkit::azurite::DEV_ACCOUNT,
+        comms_archiver_testkit::azurite::DEV_KEY,
         chrono::Utc::now() + chrono::Duration::days(1),
     )
 }

@@ -3,15 +3,15 @@
 //! a real Dovecot. At the end every mailbox holds exactly the expected set: nothing lost,
 //! nothing twice, nothing misfiled. The seed is fixed (CHAOS_SEED overrides it) and printed.
 //!
-//! The day is the realistic generated mix (`comms_archiver::workload`): in CI 400 items for 50
+//! The day is the realistic generated mix (`comms_archiver_testkit::workload`): in CI 400 items for 50
 //! mailboxes and 20 kills spread over it; `CHAOS_SIZE=S` makes it the benchmark's S day (10,000
 //! items for 1,000 mailboxes); CHAOS_KILLS, CHAOS_ITEMS and CHAOS_MAILBOXES set each part.
 
 use crate::azurite::{sas, Azurite};
 use crate::dovecot::{Dovecot, PASSWORD};
 use crate::support::*;
-use comms_archiver::simulator::{Simulator, SimulatorConfig};
-use comms_archiver::workload::Workload;
+use comms_archiver_testkit::simulator::{Simulator, SimulatorConfig};
+use comms_archiver_testkit::workload::Workload;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::io::{BufRead, Write};
@@ -151,7 +151,7 @@ async fn sigkill_at_random_points_loses_nothing_and_duplicates_nothing() {
     let stage_client = comms_archiver::stage::AzureStage::new(
         &azurite.endpoint(),
         "comms-archiver",
-        comms_archiver::stage::azure::AzureAuth::Sas(comms_archiver::config::Secret::from_value(
+        comms_archiver::stage::azure::AzureAuth::Sas(comms_archiver::secret::Secret::from_value(
             &sas(),
         )),
         1,

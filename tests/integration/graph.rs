@@ -184,7 +184,7 @@ async fn graph_on(graph: &Arc<FakeGraph>) -> (GraphMailboxes, tokio::task::JoinH
     let tokens = comms_archiver::mailbox::token::TokenSource::new(
         format!("http://127.0.0.1:{port}/token").parse().unwrap(),
         "app",
-        comms_archiver::config::Secret::from_value("graph-secret"),
+        comms_archiver::secret::Secret::from_value("graph-secret"),
         "https://graph.microsoft.com/.default",
     )
     .unwrap();
@@ -407,7 +407,7 @@ async fn a_mapped_address_without_a_mailbox_is_a_user_mapping_failure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: run by bench/run.sh"]
 async fn bench_graph_throughput() {
-    use comms_archiver::simulator::{Simulator, SimulatorConfig};
+    use comms_archiver_testkit::simulator::{Simulator, SimulatorConfig};
     let env = |k: &str, d: usize| {
         std::env::var(k)
             .ok()
@@ -423,7 +423,7 @@ async fn bench_graph_throughput() {
 
     let ws = workspace();
     let mut sim_config = SimulatorConfig::new(ws.path().join("fixtures"));
-    sim_config.workload = Some(comms_archiver::workload::Workload {
+    sim_config.workload = Some(comms_archiver_testkit::workload::Workload {
         items,
         mailboxes,
         seed: 20261121,

@@ -4,7 +4,7 @@ use crate::support::*;
 use comms_archiver::config::Config;
 use comms_archiver::pipeline::Archiver;
 use comms_archiver::report::StatusLog;
-use comms_archiver::simulator::{Simulator, SimulatorConfig};
+use comms_archiver_testkit::simulator::{Simulator, SimulatorConfig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -289,7 +289,7 @@ async fn every_adapter_over_https_matches_its_export_drop() {
 async fn partner_faults_are_absorbed_and_the_day_is_complete() {
     let (drop_ws, drop_logs) = tokio::task::spawn_blocking(drop_run).await.unwrap();
     let expected = tree(&drop_ws.path().join("var/mail"));
-    type Switch = fn(&comms_archiver::simulator::Faults);
+    type Switch = fn(&comms_archiver_testkit::simulator::Faults);
     let cases: &[(&str, Switch)] = &[
         ("5xx", |f| f.fail_5xx.store(3, Ordering::SeqCst)),
         ("429 with Retry-After", |f| {

@@ -3,12 +3,13 @@
 use crate::support::*;
 use async_trait::async_trait;
 use chrono::{NaiveDate, TimeZone, Utc};
-use comms_archiver::config::{Config, Partner};
+use comms_archiver::config::Config;
 use comms_archiver::item::{Content, Direction, Item, Participant, Role};
 use comms_archiver::mailbox::{Delivery, Mailbox, MailboxError, MaildirTree};
 use comms_archiver::mapping::Mapper;
 use comms_archiver::pipeline::{Archiver, Connector};
 use comms_archiver::report::Reason;
+use comms_archiver::sources::Partner;
 use comms_archiver::sources::{ItemStream, Pulled, Source, SourceError};
 use comms_archiver::stage::LocalStage;
 use std::collections::HashMap;
@@ -346,7 +347,7 @@ async fn items_stream_with_a_bounded_lag() {
     let appended = Arc::new(AtomicUsize::new(0));
     let connector = Connector {
         name: "gen".into(),
-        partner: Partner::TelemessageO2,
+        partner: Partner::named("telemessage-o2").unwrap(),
         folder: FOLDER.into(),
         source: Box::new(Lazy {
             total: 300,
@@ -462,7 +463,7 @@ async fn overlapping_days(
     for (n, &d) in days.iter().enumerate() {
         let connector = Connector {
             name: "o2".into(),
-            partner: Partner::TelemessageO2,
+            partner: Partner::named("telemessage-o2").unwrap(),
             folder: FOLDER.into(),
             source: Box::new(Overlapping),
             mapper: Mapper::new(None, true, vec!["contoso.com".into()]),
@@ -565,7 +566,7 @@ async fn a_reader_that_panics_leaves_the_day_open_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let connector = Connector {
         name: "o2".into(),
-        partner: Partner::TelemessageO2,
+        partner: Partner::named("telemessage-o2").unwrap(),
         folder: FOLDER.into(),
         source: Box::new(Panicking),
         mapper: Mapper::new(None, true, vec!["contoso.com".into()]),

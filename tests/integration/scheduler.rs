@@ -2,12 +2,13 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
-use comms_archiver::config::{Config, Partner};
+use comms_archiver::config::Config;
 use comms_archiver::item::{Content, Direction, Item, Participant, Role};
 use comms_archiver::mailbox::MaildirTree;
 use comms_archiver::mapping::Mapper;
 use comms_archiver::pipeline::{Archiver, Connector};
 use comms_archiver::scheduler::{self, Clock, TokioClock};
+use comms_archiver::sources::Partner;
 use comms_archiver::sources::{ItemStream, Pulled, Source, SourceError};
 use comms_archiver::stage::LocalStage;
 use comms_archiver::telemetry::RunState;
@@ -124,7 +125,7 @@ path = "{d}/drop"
 fn connector(name: &str, behaviour: Behaviour, clock: TokioClock, opened: &Opened) -> Connector {
     Connector {
         name: name.into(),
-        partner: Partner::TelemessageO2,
+        partner: Partner::named("telemessage-o2").unwrap(),
         folder: "O2 SMS and Voice Network Archiver".into(),
         source: Box::new(Scripted {
             behaviour,
@@ -166,7 +167,7 @@ fn spawn_daemon(
     let archiver = archiver.clone();
     tokio::spawn(async move {
         let state = Arc::new(RunState::default());
-        scheduler::run(archiver, &config, Arc::new(clock), stop, state).await
+        scheduler::run(archiver, &config.schedule, Arc::new(clock), stop, state).await
     })
 }
 

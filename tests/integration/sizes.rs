@@ -232,7 +232,7 @@ fn client(port: u16) -> comms_archiver::sources::https::PartnerClient {
         "o2",
         format!("http://127.0.0.1:{port}/api/").parse().unwrap(),
         Auth::ApiKey {
-            key: comms_archiver::config::Secret::from_value("key"),
+            key: comms_archiver::secret::Secret::from_value("key"),
         },
         HttpsSettings {
             page_size: 200,

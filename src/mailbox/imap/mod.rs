@@ -16,7 +16,7 @@ use syntax::{internal_date, quoted};
 
 use super::token::TokenSource;
 use super::{Delivery, Mailbox, MailboxError};
-use crate::config::Secret;
+use crate::secret::Secret;
 use async_imap::{Client, Session};
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};

@@ -14,8 +14,8 @@ mod sl2;
 pub use sl2::Sl2Access;
 
 use super::{ItemStream, MediaRef, Pulled, RecordFormat, Source, SourceError, Wire};
-use crate::config::Secret;
 use crate::item::Attachment;
+use crate::secret::Secret;
 use async_trait::async_trait;
 use backon::BackoffBuilder;
 use base64::Engine;

@@ -7,11 +7,32 @@
 use super::archived_by;
 use crate::item::{Attachment, Content, Conversation, Item, Role};
 use crate::mapping::normalize_phone;
+use crate::sources::partner::{AuthKind, Building, Descriptor, Transport};
 use crate::sources::record::{direction, media_refs, split_recording, CallRecord, FileRef, Party};
 use crate::sources::{decode_json, Decoded, MediaRef, RecordFormat, Wire};
 use chrono::{DateTime, Utc};
 use phonenumber::country;
 use serde::Deserialize;
+
+/// TeleMessage O2 Network Archiver: SMS, MMS and voice calls of corporate O2 numbers.
+pub const PARTNER: Descriptor = Descriptor {
+    name: "telemessage-o2",
+    default_folder: "O2 SMS and Voice Network Archiver",
+    invalid_domain: "telemessage.invalid",
+    vendor: "telemessage",
+    feed: "o2/items",
+    auth: AuthKind::Session,
+    transports: &[Transport::Drop, Transport::ZipDrop, Transport::Https],
+    celltrust_table: false,
+    build: |building: &Building<'_>| {
+        building.source(
+            O2Format {
+                region: building.region,
+            },
+            None,
+        )
+    },
+};
 
 /// One O2 record as TeleMessage delivers it.
 #[derive(Debug, Clone, Deserialize)]

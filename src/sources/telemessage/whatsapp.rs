@@ -5,11 +5,32 @@
 use super::archived_by;
 use crate::item::{Attachment, Content, Conversation, Item, Quote, Role, WhatsAppMessage};
 use crate::mapping::normalize_phone;
+use crate::sources::partner::{AuthKind, Building, Descriptor, Transport};
 use crate::sources::record::{direction, media_refs, split_recording, CallRecord, FileRef, Party};
 use crate::sources::{decode_json, Decoded, MediaRef, RecordFormat, Wire};
 use chrono::{DateTime, Utc};
 use phonenumber::country;
 use serde::Deserialize;
+
+/// TeleMessage WhatsApp Archiver (Phone Archiver and Cloud Archiver).
+pub const PARTNER: Descriptor = Descriptor {
+    name: "telemessage-whatsapp",
+    default_folder: "WhatsApp Archiver",
+    invalid_domain: "telemessage.invalid",
+    vendor: "telemessage",
+    feed: "whatsapp/items",
+    auth: AuthKind::Session,
+    transports: &[Transport::Drop, Transport::ZipDrop, Transport::Https],
+    celltrust_table: false,
+    build: |building: &Building<'_>| {
+        building.source(
+            WhatsAppFormat {
+                region: building.region,
+            },
+            None,
+        )
+    },
+};
 
 /// One WhatsApp record as TeleMessage delivers it.
 #[derive(Debug, Clone, Deserialize)]

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where a secret comes from: `{ env = "VAR" }` or `{ file = "/run/secrets/name" }`.
 /// Secrets are never written in the configuration itself, so the file can be shared and
@@ -15,13 +15,13 @@ pub struct SecretRef {
 
 /// What a secret written as a value instead of a reference is told; the value is never
 /// repeated, in this or any other error.
-pub(super) const INLINE_SECRET: &str =
+pub(crate) const INLINE_SECRET: &str =
     "a secret is never written in the configuration: reference it as \
      { env = \"VARIABLE\" } (an environment variable holding it) or \
      { file = \"/run/secrets/name\" } (a file holding it)";
 
 /// The keys that hold secret references, wherever they appear.
-pub(super) const SECRET_KEYS: &[&str] = &[
+pub(crate) const SECRET_KEYS: &[&str] = &[
     "password",
     "client_secret",
     "client_certificate",
@@ -119,5 +119,53 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Reads the secrets a section references, for the component being built. Its errors name
+/// the configuration file and the key, never the value.
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    file: PathBuf,
+}
+
+/// A key whose value cannot be used as given, found while its component is built: the
+/// secret it references is unreadable or missing, or the component refused it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}, key `{key}`: {message}", file.display())]
+pub struct SettingError {
+    pub file: PathBuf,
+    pub key: String,
+    pub message: String,
+}
+
+impl Secrets {
+    /// The resolver for the sections of the configuration file `file`.
+    pub fn new(file: &Path) -> Secrets {
+        Secrets {
+            file: file.to_path_buf(),
+        }
+    }
+
+    /// The secret `key` references; a missing reference or an unreadable secret is an
+    /// error naming the key.
+    pub fn resolve(
+        &self,
+        key: &str,
+        reference: Option<&SecretRef>,
+    ) -> Result<Secret, SettingError> {
+        reference
+            .ok_or_else(|| self.error(key, "is required".into()))?
+            .resolve()
+            .map_err(|why| self.error(key, why))
+    }
+
+    /// An error about `key` of the file, found while building its component.
+    pub fn error(&self, key: &str, message: String) -> SettingError {
+        SettingError {
+            file: self.file.clone(),
+            key: key.to_string(),
+            message,
+        }
     }
 }

@@ -6,7 +6,6 @@
 //! day left open is retried with backoff until the next wake. The wall clock is re-read after
 //! every sleep, so the daemon never drifts and is right across DST changes and clock jumps.
 
-use crate::config::Config;
 use crate::pipeline::Archiver;
 use crate::telemetry::RunState;
 use crate::Result;
@@ -16,6 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+
+mod backfill;
+mod config;
+
+pub use backfill::backfill;
+pub use config::ScheduleConfig;
 
 /// Where the scheduler reads the time of day.
 pub trait Clock: Send + Sync {
@@ -181,14 +186,12 @@ async fn connector_catch_up(
 /// `schedule.shutdown_timeout_secs` to finish; what does not is left for the next run.
 pub async fn run(
     archiver: Arc<Archiver>,
-    config: &Config,
+    config: &ScheduleConfig,
     clock: Arc<dyn Clock>,
     mut shutdown: watch::Receiver<bool>,
     state: Arc<RunState>,
 ) -> Result<()> {
-    let wake = config.schedule.wake();
-    let tz = config.schedule.tz();
-    let grace = Duration::from_secs(config.schedule.shutdown_timeout_secs);
+    let (wake, tz, grace) = (config.wake_time, config.time_zone, config.grace());
     let mut retries = 0usize;
     loop {
         if *shutdown.borrow() {
@@ -196,7 +199,7 @@ pub async fn run(
         }
         let started = clock.now();
         state.started(started);
-        let work = catch_up(&archiver, config.schedule.catch_up_days, started);
+        let work = catch_up(&archiver, config.catch_up_days, started);
         tokio::pin!(work);
         let outcome = tokio::select! {
             outcome = &mut work => outcome,

@@ -1,9 +1,9 @@
 //! The partner simulator binary: serves every partner contract on loopback for tests, demos
-//! and benchmarks. See `comms_archiver::simulator`.
+//! and benchmarks. See `comms_archiver_testkit::simulator`.
 
 use clap::Parser;
-use comms_archiver::simulator::{Simulator, SimulatorConfig};
-use comms_archiver::workload::Workload;
+use comms_archiver_testkit::simulator::{Simulator, SimulatorConfig};
+use comms_archiver_testkit::workload::Workload;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -30,7 +30,7 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     generate: usize,
     /// Instead of --generate: this many items per day for days with no fixture, in the mix
-    /// of `comms_archiver::workload` (SMS, WhatsApp with media, voice, CellTrust).
+    /// of `comms_archiver_testkit::workload` (SMS, WhatsApp with media, voice, CellTrust).
     #[arg(long, conflicts_with = "generate")]
     items: Option<usize>,
     /// Employees (mailboxes) of the generated mix, 1 to 10000.

@@ -11,9 +11,10 @@
 //! - `GET /merge1/items` (header `X-Api-Key`)
 //! - `GET /{telemessage,celltrust}/files/{partner}/{day}/{path}`: media
 
-use crate::http_server::{self, Request, Response};
 use base64::Engine;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
+use comms_archiver::http_server::{self, Request, Response};
+use comms_archiver::sources::partner::{AuthKind, Descriptor, REGISTRY};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -100,12 +101,21 @@ pub struct Simulator {
     generated: Mutex<HashMap<String, Arc<Vec<Value>>>>,
 }
 
-const PARTNERS: [&str; 4] = [
-    "telemessage-o2",
-    "telemessage-whatsapp",
-    "celltrust-sl2",
-    "merge1-celltrust",
-];
+/// How the partners of a vendor's base URL sign in (all of a vendor's partners sign in
+/// alike).
+fn vendor_auth(vendor: &str) -> Option<AuthKind> {
+    REGISTRY.iter().find(|d| d.vendor == vendor).map(|d| d.auth)
+}
+
+/// The partner whose feed is at this path under its vendor's base URL.
+fn feed_of(segments: &[&str]) -> Option<&'static Descriptor> {
+    let (vendor, feed) = segments.split_first()?;
+    let feed = feed.join("/");
+    REGISTRY
+        .iter()
+        .copied()
+        .find(|d| d.vendor == *vendor && !d.feed.is_empty() && d.feed == feed)
+}
 
 impl Simulator {
     pub fn new(config: SimulatorConfig) -> Arc<Simulator> {
@@ -150,10 +160,14 @@ impl Simulator {
         }
         let segments: Vec<&str> = request.path.trim_matches('/').split('/').collect();
         match (request.method.as_str(), segments.as_slice()) {
-            ("POST", ["telemessage", "auth", "login"]) => {
+            ("POST", [vendor, "auth", "login"])
+                if vendor_auth(vendor) == Some(AuthKind::Session) =>
+            {
                 self.login(&request, "username", "password", "token")
             }
-            ("POST", ["celltrust", "oauth", "token"]) => {
+            ("POST", [vendor, "oauth", "token"])
+                if vendor_auth(vendor) == Some(AuthKind::ClientCredentials) =>
+            {
                 self.login(&request, "client_id", "client_secret", "access_token")
             }
             ("GET", [_, ..]) => {
@@ -196,8 +210,8 @@ impl Simulator {
         Response::json(200, &json!({ token_field: token, "expires_in": 3600 }))
     }
 
-    fn authenticate(&self, request: &Request, partner: &str) -> Option<Response> {
-        if partner == "merge1" {
+    fn authenticate(&self, request: &Request, vendor: &str) -> Option<Response> {
+        if vendor_auth(vendor) == Some(AuthKind::ApiKey) {
             let ok = request.header("x-api-key") == Some(self.config.secret.as_str());
             return (!ok).then(|| Response::text(401, "bad API key\n"));
         }
@@ -216,12 +230,11 @@ impl Simulator {
     }
 
     fn get(&self, request: &Request, segments: &[&str]) -> Response {
+        if let Some(partner) = feed_of(segments) {
+            return self.page(request, partner.name, None);
+        }
+        // CellTrust SL2 finds its feeds: the session says which domain and units it may read.
         match segments {
-            ["telemessage", "o2", "items"] => self.page(request, "telemessage-o2", None),
-            ["telemessage", "whatsapp", "items"] => {
-                self.page(request, "telemessage-whatsapp", None)
-            }
-            ["merge1", "items"] => self.page(request, "merge1-celltrust", None),
             ["celltrust", "session"] => Response::json(
                 200,
                 &json!({
@@ -255,7 +268,7 @@ impl Simulator {
 
     fn file(&self, partner: &str, day: &str, rest: &[&str]) -> Response {
         let relative: PathBuf = rest.iter().collect();
-        let safe = PARTNERS.contains(&partner)
+        let safe = REGISTRY.iter().any(|d| d.name == partner)
             && NaiveDate::parse_from_str(day, "%Y-%m-%d").is_ok()
             && relative
                 .components()

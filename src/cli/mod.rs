@@ -1,0 +1,169 @@
+//! The command line: its definitions here, each command's body in a room of its own
+//! (`check`, `report`, and the commands that process days in `work`).
+
+mod check;
+mod report;
+mod work;
+
+pub use report::render_logs;
+
+use crate::config::Config;
+use crate::telemetry::{self, LogFormat};
+use crate::{Error, Result};
+use chrono::{NaiveDate, Utc};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Archives partner mobile communications (SMS, voice, WhatsApp, CellTrust) into mailboxes.
+#[derive(Debug, Parser)]
+#[command(name = "comms-archiver", version, about)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(
+        long,
+        global = true,
+        env = "COMMS_ARCHIVER_CONFIG",
+        default_value = "/etc/comms-archiver/config.toml"
+    )]
+    pub config: PathBuf,
+    /// How log lines are written (to stderr).
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run as a daemon: wake daily and process every day from the checkpoint to yesterday.
+    Run,
+    /// Process one day (default: yesterday, UTC) and exit.
+    Once {
+        /// The day, YYYY-MM-DD.
+        #[arg(long)]
+        date: Option<NaiveDate>,
+        /// Only this connector.
+        #[arg(long)]
+        connector: Option<String>,
+    },
+    /// Process every day from --from to --to (inclusive), skipping days already complete;
+    /// resumable after an interruption.
+    Backfill {
+        #[arg(long)]
+        from: NaiveDate,
+        #[arg(long)]
+        to: NaiveDate,
+        #[arg(long)]
+        connector: Option<String>,
+    },
+    /// Validate the configuration and the mapping files, then exit; with --verify-stage,
+    /// also re-read the staged messages of items of that date and compare them with the
+    /// ledger's SHA-256.
+    Check {
+        #[arg(long, requires = "date")]
+        verify_stage: bool,
+        #[arg(long)]
+        date: Option<NaiveDate>,
+        #[arg(long)]
+        connector: Option<String>,
+    },
+    /// Ask the running daemon's endpoint (telemetry.listen) for /healthz; exit 0 when healthy.
+    Healthcheck,
+    /// Print the status log of a day (default: yesterday, UTC).
+    Report {
+        #[arg(long)]
+        date: Option<NaiveDate>,
+        #[arg(long)]
+        connector: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: ReportFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+/// Exit code: everything done.
+pub const EXIT_DONE: i32 = 0;
+/// Exit code: work remains that a later run retries.
+pub const EXIT_RETRY: i32 = 1;
+
+fn yesterday() -> NaiveDate {
+    Utc::now()
+        .date_naive()
+        .pred_opt()
+        .expect("a day before today")
+}
+
+fn check_connector(config: &Config, name: Option<&str>) -> Result<()> {
+    match name {
+        Some(n) if !config.enabled_connectors().any(|(c, _)| c == n) => Err(Error::Usage(format!(
+            "no enabled connector named '{n}' in {}; configured: {}",
+            config.file.display(),
+            config
+                .enabled_connectors()
+                .map(|(c, _)| c)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Runs a parsed command line; returns the exit code.
+pub async fn execute(cli: Cli) -> Result<i32> {
+    let config = Config::load(&cli.config)?;
+    match cli.command {
+        Command::Check {
+            verify_stage: true,
+            date: Some(day),
+            connector,
+        } => check::verify_stage(&config, day, connector.as_deref()).await,
+        Command::Check { .. } => check::configuration(&config),
+        Command::Once { date, connector } => {
+            work::once(
+                &config,
+                date.unwrap_or_else(yesterday),
+                connector.as_deref(),
+            )
+            .await
+        }
+        Command::Backfill {
+            from,
+            to,
+            connector,
+        } => work::backfill(&config, from, to, connector.as_deref()).await,
+        Command::Run => work::run(&config).await,
+        Command::Healthcheck => healthcheck(&config).await,
+        Command::Report {
+            date,
+            connector,
+            format,
+        } => {
+            let day = date.unwrap_or_else(yesterday);
+            report::report(&config, day, connector.as_deref(), format).await
+        }
+    }
+}
+
+/// Asks the running daemon's endpoint for /healthz.
+async fn healthcheck(config: &Config) -> Result<i32> {
+    let addr = config.telemetry.listen.ok_or_else(|| {
+        Error::Usage("telemetry.listen is not set, so there is no endpoint to ask".into())
+    })?;
+    Ok(match telemetry::get(addr, "/healthz").await {
+        Ok((200, _)) => EXIT_DONE,
+        Ok((status, body)) => {
+            eprintln!("{addr}/healthz answered {status}: {}", body.trim());
+            EXIT_RETRY
+        }
+        Err(e) => {
+            eprintln!("{addr}/healthz: {e}");
+            EXIT_RETRY
+        }
+    })
+}

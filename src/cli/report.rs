@@ -1,0 +1,68 @@
+//! `report`: a day's status logs, as a table, JSON or CSV.
+
+use super::{check_connector, ReportFormat, EXIT_DONE};
+use crate::config::Config;
+use crate::ledger::Ledger;
+use crate::report::StatusLog;
+use crate::{Error, Result};
+use chrono::NaiveDate;
+
+/// Prints the status logs of `day` of every enabled connector (or the one named).
+pub(super) async fn report(
+    config: &Config,
+    day: NaiveDate,
+    only: Option<&str>,
+    format: ReportFormat,
+) -> Result<i32> {
+    check_connector(config, only)?;
+    let ledger = Ledger::new(crate::stage::build(&config.stage, &config.secrets())?);
+    let mut logs: Vec<StatusLog> = Vec::new();
+    for (name, _) in config
+        .enabled_connectors()
+        .filter(|(n, _)| only.is_none_or(|c| c == *n))
+    {
+        match ledger.read_report(name, day).await? {
+            Some(log) => logs.push(log),
+            None => eprintln!("no status log for connector {name} on {day} yet"),
+        }
+    }
+    if logs.is_empty() {
+        return Err(Error::Usage(format!(
+            "no status log for {day}: run `comms-archiver once --date {day}` first"
+        )));
+    }
+    print!("{}", render_logs(&logs, format));
+    Ok(EXIT_DONE)
+}
+
+/// The logs in the requested format. JSON is one object for one log, an array for several.
+pub fn render_logs(logs: &[StatusLog], format: ReportFormat) -> String {
+    match format {
+        ReportFormat::Table => logs
+            .iter()
+            .map(StatusLog::to_table)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        ReportFormat::Json => {
+            let json = if logs.len() == 1 {
+                serde_json::to_string_pretty(&logs[0])
+            } else {
+                serde_json::to_string_pretty(logs)
+            };
+            json.expect("status logs serialize") + "\n"
+        }
+        ReportFormat::Csv => {
+            let mut out = String::new();
+            for (i, log) in logs.iter().enumerate() {
+                let csv = log.to_csv();
+                // One header for all connectors.
+                out.push_str(if i == 0 {
+                    &csv
+                } else {
+                    csv.split_once('\n').map_or("", |x| x.1)
+                });
+            }
+            out
+        }
+    }
+}

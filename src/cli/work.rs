@@ -1,0 +1,139 @@
+//! The commands that process days: `once`, `backfill` and the daemon, `run`. Each stops on
+//! SIGTERM or SIGINT, giving in-flight work `schedule.shutdown_timeout_secs` to finish.
+
+use super::{check_connector, EXIT_DONE, EXIT_RETRY};
+use crate::config::Config;
+use crate::pipeline::{Archiver, DayResult};
+use crate::scheduler::{self, SystemClock};
+use crate::telemetry::{self, RunState};
+use crate::{Error, Result};
+use chrono::{NaiveDate, Utc};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// `once`: one day of every enabled connector (or the one named).
+pub(super) async fn once(config: &Config, day: NaiveDate, only: Option<&str>) -> Result<i32> {
+    check_connector(config, only)?;
+    telemetry::metrics_handle();
+    let stop = shutdown_on_signal();
+    let archiver = Archiver::from_config(config)?.with_shutdown(stop.clone());
+    archiver.prepare().await?;
+    let days = [day];
+    let work = archiver.run_days(&days, only);
+    let results = within_grace(work, stop, config.schedule.grace()).await;
+    Ok(exit_code(results.as_deref()))
+}
+
+/// `backfill`: every day from `from` to `to` not complete yet.
+pub(super) async fn backfill(
+    config: &Config,
+    from: NaiveDate,
+    to: NaiveDate,
+    only: Option<&str>,
+) -> Result<i32> {
+    check_connector(config, only)?;
+    if from > to || to >= Utc::now().date_naive() {
+        return Err(Error::Usage(format!(
+            "backfill needs --from <= --to and --to before today (UTC); got {from} to {to}"
+        )));
+    }
+    telemetry::metrics_handle();
+    let stop = shutdown_on_signal();
+    let archiver = Archiver::from_config(config)?.with_shutdown(stop.clone());
+    archiver.prepare().await?;
+    let work = scheduler::backfill(&archiver, from, to, only);
+    let results = within_grace(work, stop, config.schedule.grace()).await;
+    Ok(exit_code(results.as_deref()))
+}
+
+/// `run`: the daemon, with its health and metrics endpoint when configured.
+pub(super) async fn run(config: &Config) -> Result<i32> {
+    let archiver = Archiver::from_config(config)?;
+    archiver.prepare().await?;
+    telemetry::metrics_handle();
+    let state = Arc::new(RunState::default());
+    if let Some(addr) = config.telemetry.listen {
+        let listener = telemetry::bind(addr)
+            .await
+            .map_err(|e| Error::Usage(e.to_string()))?;
+        tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
+        tokio::spawn(telemetry::serve(listener, state.clone()));
+    }
+    let stop = shutdown_on_signal();
+    let archiver = Arc::new(archiver.with_shutdown(stop.clone()));
+    scheduler::run(
+        archiver,
+        &config.schedule,
+        Arc::new(SystemClock),
+        stop,
+        state,
+    )
+    .await?;
+    Ok(EXIT_DONE)
+}
+
+/// 0 when every connector-day finished, 1 when any is left for a later run (also when the
+/// work was cut short by a shutdown).
+fn exit_code(results: Option<&[DayResult]>) -> i32 {
+    match results {
+        Some(results) if results.iter().all(DayResult::is_complete) => EXIT_DONE,
+        _ => EXIT_RETRY,
+    }
+}
+
+/// Runs `work`; after a shutdown request it gets `grace` to finish, else it is dropped
+/// (None). Dropping is safe: stage writes are create-only and the ledger is written after
+/// the mailbox accepted a message, so the next run redoes exactly what is missing.
+async fn within_grace<T>(
+    work: impl Future<Output = T>,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) -> Option<T> {
+    tokio::pin!(work);
+    tokio::select! {
+        out = &mut work => Some(out),
+        _ = scheduler::stopped(&mut stop) => match tokio::time::timeout(grace, &mut work).await {
+            Ok(out) => Some(out),
+            Err(_) => {
+                tracing::warn!("in-flight work did not finish in time; the next run redoes it");
+                None
+            }
+        },
+    }
+}
+
+/// A channel that turns true on SIGTERM (systemd, containers) or SIGINT (Ctrl-C).
+fn shutdown_on_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// Resolves on SIGTERM (systemd, containers) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,63 @@
+//! The `[archiver]` section: limits that apply to every connector's day.
+
+use crate::checks::Invalid;
+use serde::Deserialize;
+
+pub use crate::item::DEFAULT_MAX_ITEM_BYTES;
+
+/// Bytes of rendered messages in flight unless configured (`archiver.max_in_flight_bytes`).
+pub const DEFAULT_MAX_IN_FLIGHT_BYTES: u64 = 48 * 1024 * 1024;
+
+/// Limits that apply to every connector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiverConfig {
+    /// Items whose rendered message is larger are not imported (failed, `size_exceeded`).
+    #[serde(default = "default_max_item_bytes")]
+    pub max_item_bytes: u64,
+    /// Copies staged and imported at once. Unset: what suits the mailbox backend (8 for a
+    /// Maildir, 16 over IMAP, 64 through Graph).
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
+    /// Bytes of rendered messages in flight at once, whatever their number: the bound on the
+    /// memory a day takes. A single larger message still goes, alone.
+    #[serde(default = "default_max_in_flight_bytes")]
+    pub max_in_flight_bytes: u64,
+}
+
+impl Default for ArchiverConfig {
+    fn default() -> Self {
+        ArchiverConfig {
+            max_item_bytes: DEFAULT_MAX_ITEM_BYTES,
+            max_in_flight: None,
+            max_in_flight_bytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
+        }
+    }
+}
+
+impl ArchiverConfig {
+    /// Checks the limits are ones a day can work with.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.max_in_flight.is_some_and(|n| !(1..=256).contains(&n)) {
+            return Err(Invalid::new("max_in_flight", "must be 1 to 256"));
+        }
+        if self.max_in_flight_bytes < 1024 * 1024 {
+            return Err(Invalid::new(
+                "max_in_flight_bytes",
+                "must be at least 1048576 (1 MiB)",
+            ));
+        }
+        if self.max_item_bytes == 0 {
+            return Err(Invalid::new("max_item_bytes", "must be greater than 0"));
+        }
+        Ok(())
+    }
+}
+
+fn default_max_item_bytes() -> u64 {
+    DEFAULT_MAX_ITEM_BYTES
+}
+
+fn default_max_in_flight_bytes() -> u64 {
+    DEFAULT_MAX_IN_FLIGHT_BYTES
+}
