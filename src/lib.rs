@@ -28,6 +28,7 @@
 pub mod checks;
 pub mod cli;
 pub mod config;
+pub mod events;
 pub mod http_server;
 pub mod incidents;
 pub mod item;

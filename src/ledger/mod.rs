@@ -17,8 +17,10 @@
 //! - `reports/<connector>/<day>.json` and `.csv`: the day's status log
 
 mod journal;
+mod session;
 
 pub use journal::{CopyPlace, Journal};
+pub use session::{DaySession, Finished, Opened};
 
 use crate::item::ItemKey;
 use crate::report::StatusLog;
@@ -171,10 +173,6 @@ pub struct Ledger {
 impl Ledger {
     pub fn new(stage: Arc<dyn Stage>) -> Self {
         Ledger { stage }
-    }
-
-    pub fn stage(&self) -> &Arc<dyn Stage> {
-        &self.stage
     }
 
     /// Where a rendered copy is staged.

@@ -89,8 +89,7 @@ async fn attempt(ctx: &CopyContext<'_>, job: &CopyJob) -> Result<Outcome, (Reaso
     let first_attempt = created == Created::New && !ctx.check_every_copy;
     let mut message: Cow<[u8]> = Cow::Borrowed(rendered);
     if created == Created::New {
-        metrics::counter!("comms_archiver_bytes_staged_total", "connector" => name.to_string())
-            .increment(rendered.len() as u64);
+        crate::events::Moved::Staged.emit(name, rendered.len());
     }
     if !first_attempt {
         if ctx
@@ -148,8 +147,7 @@ async fn attempt(ctx: &CopyContext<'_>, job: &CopyJob) -> Result<Outcome, (Reaso
     if already_there {
         return Ok(Outcome::SkippedDuplicate);
     }
-    metrics::counter!("comms_archiver_bytes_imported_total", "connector" => name.to_string())
-        .increment(message.len() as u64);
+    crate::events::Moved::Imported.emit(name, message.len());
     Ok(Outcome::Imported)
 }
 

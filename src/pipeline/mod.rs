@@ -12,7 +12,7 @@ mod day;
 pub use config::{ArchiverConfig, DEFAULT_MAX_IN_FLIGHT_BYTES, DEFAULT_MAX_ITEM_BYTES};
 
 use crate::config::Config;
-use crate::ledger::Ledger;
+use crate::ledger::{DaySession, Ledger, Opened};
 use crate::mailbox::Mailbox;
 use crate::mapping::{Mapper, MappingTable};
 use crate::report::{DayError, StatusLog};
@@ -188,16 +188,12 @@ impl Archiver {
     async fn stop_reason(
         &self,
         run: &mut DayRun<'_>,
-        lease: &mut crate::ledger::DayLease,
-        renewed_at: &mut std::time::Instant,
+        session: &DaySession,
     ) -> Result<Option<(&'static str, String)>> {
-        if renewed_at.elapsed() >= crate::ledger::LEASE_RENEW_EVERY {
-            *renewed_at = std::time::Instant::now();
-            if !self.ledger.renew(lease).await? {
-                let detail = "another comms-archiver took over this day's lease; the rest of the \
-                              day is left to it";
-                return Ok(Some(("lease_lost", detail.into())));
-            }
+        if !session.keep().await? {
+            let detail = "another comms-archiver took over this day's lease; the rest of the \
+                          day is left to it";
+            return Ok(Some(("lease_lost", detail.into())));
         }
         if let Some(why) = run.stage_down.take() {
             let detail = format!("{why}; the rest of the day is left for the next run");
@@ -215,14 +211,9 @@ impl Archiver {
     /// when nothing in it is left to retry.
     pub async fn run_day(&self, connector: &Connector, day: NaiveDate) -> Result<StatusLog> {
         let started = std::time::Instant::now();
-        let owner = crate::ledger::owner_id();
-        let mut lease = match self
-            .ledger
-            .acquire_day(&connector.name, day, &owner)
-            .await?
-        {
-            Ok(lease) => lease,
-            Err(busy) => {
+        let session = match self.ledger.open_day(&connector.name, day).await? {
+            Opened::Session(session) => session,
+            Opened::Busy(busy) => {
                 // Another daemon is on it: leave its day, its ledger and its report alone.
                 tracing::warn!(connector = %connector.name, day = %day, %busy, "day skipped");
                 let mut log = StatusLog::new(&connector.name, day);
@@ -235,52 +226,49 @@ impl Archiver {
             }
         };
         let incidents = crate::incidents::Recorder::default();
-        let result = crate::incidents::within(
+        let run = crate::incidents::within(
             Some(incidents.clone()),
-            self.run_leased_day(connector, day, &mut lease, started, &incidents),
+            self.take_records(connector, &session),
         )
         .await;
-        // Given up whatever happened, so that the next run need not wait for it to expire.
-        if let Err(e) = self.ledger.release(lease).await {
-            tracing::warn!(connector = %connector.name, day = %day, error = %e,
-                "could not release the day's lease; it expires on its own");
+        let mut log = match run {
+            Ok(log) => log,
+            Err(e) => {
+                session.abandon().await;
+                return Err(e);
+            }
+        };
+        log.incidents = incidents.list();
+        log.destination = Some(format!(
+            "{}, folder '{}'",
+            self.mailbox.destination(),
+            connector.folder
+        ));
+        let finished = session.finish(&mut log).await?;
+        crate::events::DayFinished {
+            log: &log,
+            checkpoint: finished.checkpoint,
+            took: started.elapsed(),
         }
-        result
+        .emit();
+        Ok(log)
     }
 
-    async fn run_leased_day(
-        &self,
-        connector: &Connector,
-        day: NaiveDate,
-        lease: &mut crate::ledger::DayLease,
-        started: std::time::Instant,
-        incidents: &crate::incidents::Recorder,
-    ) -> Result<StatusLog> {
-        let mut renewed_at = std::time::Instant::now();
-        let earlier = self.ledger.begin_day(&connector.name, day).await?;
-        let recovering = earlier != crate::ledger::Earlier::None;
-        // What stopped the earlier runs of this day, kept in this run's log.
-        let earlier_errors = match self.ledger.read_report(&connector.name, day).await {
-            Ok(Some(earlier)) if !earlier.complete => {
-                let mut errors = earlier.earlier_errors;
-                errors.extend(earlier.errors.into_iter().filter(|e| e.reason != "busy"));
-                errors
-            }
-            _ => Vec::new(),
-        };
-        tracing::info!(connector = %connector.name, day = %day, recovering,
+    /// Pulls the day's records and delivers their copies until the records end or the day
+    /// must stop; the status log so far, to finish.
+    async fn take_records(&self, connector: &Connector, session: &DaySession) -> Result<StatusLog> {
+        let day = session.day();
+        tracing::info!(connector = %connector.name, day = %day, recovering = session.recovering(),
             source = %connector.source.describe(), "starting day");
         let mut run = DayRun::new(self, connector, day);
-        let destination = self.mailbox.destination();
-        let journal = self.ledger.journal(&connector.name);
         let ctx = CopyContext {
             archiver: self,
             connector,
             day,
-            recovering,
-            check_every_copy: earlier == crate::ledger::Earlier::BeforeJournal,
-            journal: &journal,
-            destination: destination.clone(),
+            recovering: session.recovering(),
+            check_every_copy: session.earlier() == crate::ledger::Earlier::BeforeJournal,
+            journal: session.journal(),
+            destination: self.mailbox.destination(),
         };
         match connector.source.open(day).await {
             Err(e) => run.day_error(e.reason(), e.to_string()),
@@ -297,10 +285,7 @@ impl Archiver {
                 let mut taking = true;
                 while taking || !copies.is_empty() {
                     if taking {
-                        if let Some(why) =
-                            self.stop_reason(&mut run, lease, &mut renewed_at).await?
-                        {
-                            let (reason, detail) = why;
+                        if let Some((reason, detail)) = self.stop_reason(&mut run, session).await? {
                             run.day_error(reason, detail);
                             taking = false;
                             continue;
@@ -342,50 +327,10 @@ impl Archiver {
                 reader.abort();
             }
         }
-        // Whatever stopped the day, the copies imported so far are written down.
-        if let Err(e) = journal.flush().await {
-            let detail = format!(
-                "the ledger could not record imported copies ({e}); the next run checks the \
-                 mailbox before importing them again"
-            );
-            run.day_error("stage_unavailable", detail);
-        }
-        let mut log = std::mem::replace(&mut run.log, StatusLog::new(&connector.name, day));
-        log.incidents = incidents.list();
-        log.resumed = recovering;
-        log.earlier_errors = earlier_errors;
-        log.destination = Some(format!("{destination}, folder '{}'", connector.folder));
-        let complete = log.nothing_to_retry();
-        log.finish(complete);
-        if log.errors.iter().any(|e| e.reason == "lease_lost") {
-            // The day belongs to the new holder now, report included.
-            return Ok(log);
-        }
-        self.ledger.write_report(&log).await?;
-        let name = connector.name.clone();
-        if complete {
-            self.ledger.complete_day(&name, day).await?;
-            if let Some(checkpoint) = self.ledger.checkpoint(&name).await? {
-                let midnight = checkpoint.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
-                metrics::gauge!("comms_archiver_last_complete_day_timestamp_seconds", "connector" => name.clone())
-                    .set(midnight.timestamp() as f64);
-            }
-        }
-        let state = if complete { "complete" } else { "open" };
-        metrics::counter!("comms_archiver_days_total", "connector" => name.clone(), "state" => state)
-            .increment(1);
-        metrics::histogram!("comms_archiver_day_duration_seconds", "connector" => name)
-            .record(started.elapsed().as_secs_f64());
-        tracing::info!(
-            connector = %connector.name, day = %day, complete,
-            available_from_source = log.available_from_source,
-            available_for_import = log.available_for_import,
-            imported = log.imported,
-            skipped_duplicates = log.skipped_duplicates,
-            failed = log.failed,
-            "day finished"
-        );
-        Ok(log)
+        Ok(std::mem::replace(
+            &mut run.log,
+            StatusLog::new(&connector.name, day),
+        ))
     }
 }
 

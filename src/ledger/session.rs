@@ -1,0 +1,405 @@
+//! The day protocol. Opening a connector-day takes its lease, records the attempt and reads
+//! what earlier runs left; the [`DaySession`] then keeps the lease, records imports through
+//! its journal, and finishes the day in the one order that keeps "nothing lost, nothing
+//! twice": the journal is flushed before the day is judged, the status log is written before
+//! the day is marked complete, the day before the checkpoint moves, and the lease is let go
+//! last, whatever happened before.
+
+use super::{DayLease, Earlier, Journal, Ledger, LEASE_RENEW_EVERY};
+use crate::report::{DayError, StatusLog};
+use crate::Result;
+use chrono::NaiveDate;
+use std::time::Instant;
+
+/// What opening a day found.
+pub enum Opened {
+    /// The day is this run's until the session finishes.
+    Session(Box<DaySession>),
+    /// Another live daemon holds the day: its lease holder and expiry, for the status log.
+    Busy(String),
+}
+
+/// One run's hold on one connector-day.
+pub struct DaySession {
+    ledger: Ledger,
+    connector: String,
+    day: NaiveDate,
+    /// The lease and when it was last renewed; renewed while copies that borrow the
+    /// journal are in flight, hence behind a lock.
+    hold: tokio::sync::Mutex<(DayLease, Instant)>,
+    earlier: Earlier,
+    earlier_errors: Vec<DayError>,
+    journal: Journal,
+}
+
+/// How a finished session left the day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// Nothing is left to retry; the day is marked complete.
+    pub complete: bool,
+    /// The status log was written (not when the lease was lost: the day is another's).
+    pub reported: bool,
+    /// The connector's checkpoint after the day, when any day is complete.
+    pub checkpoint: Option<NaiveDate>,
+}
+
+impl Ledger {
+    /// Opens `day` of `connector` for this process: its lease, the attempt, the errors of
+    /// unfinished earlier runs, and a fresh journal.
+    pub async fn open_day(&self, connector: &str, day: NaiveDate) -> Result<Opened> {
+        let lease = match self.acquire_day(connector, day, &super::owner_id()).await? {
+            Ok(lease) => lease,
+            Err(busy) => return Ok(Opened::Busy(busy)),
+        };
+        match self.begin_day(connector, day).await {
+            Ok(earlier) => {
+                // What stopped the earlier runs of this day, kept in this run's log.
+                let earlier_errors = match self.read_report(connector, day).await {
+                    Ok(Some(log)) if !log.complete => {
+                        let mut errors = log.earlier_errors;
+                        errors.extend(log.errors.into_iter().filter(|e| e.reason != "busy"));
+                        errors
+                    }
+                    _ => Vec::new(),
+                };
+                Ok(Opened::Session(Box::new(DaySession {
+                    ledger: self.clone(),
+                    connector: connector.to_string(),
+                    day,
+                    hold: tokio::sync::Mutex::new((lease, Instant::now())),
+                    earlier,
+                    earlier_errors,
+                    journal: self.journal(connector),
+                })))
+            }
+            Err(e) => {
+                let _ = self.release(lease).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl DaySession {
+    pub fn connector(&self) -> &str {
+        &self.connector
+    }
+
+    pub fn day(&self) -> NaiveDate {
+        self.day
+    }
+
+    /// What the earlier attempts at the day left.
+    pub fn earlier(&self) -> Earlier {
+        self.earlier
+    }
+
+    /// Whether an earlier attempt may have imported copies it did not record.
+    pub fn recovering(&self) -> bool {
+        self.earlier != Earlier::None
+    }
+
+    /// Where this run records the copies it imports.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Renews the lease when it is due; false once it is lost (another daemon took the day
+    /// over after it expired): the run must stop taking records.
+    pub async fn keep(&self) -> Result<bool> {
+        let mut hold = self.hold.lock().await;
+        let (lease, renewed_at) = &mut *hold;
+        if renewed_at.elapsed() < LEASE_RENEW_EVERY {
+            return Ok(true);
+        }
+        *renewed_at = Instant::now();
+        self.ledger.renew(lease).await
+    }
+
+    /// Finishes the day with this run's log: flushes the journal (a failure is an error of
+    /// the day, which then stays open), judges the day, writes the status log, marks the day
+    /// complete and moves the checkpoint when nothing is left to retry, and lets the lease go.
+    /// A day whose lease was lost is left to its new holder, report included.
+    pub async fn finish(self, log: &mut StatusLog) -> Result<Finished> {
+        let DaySession {
+            ledger,
+            connector,
+            day,
+            hold,
+            earlier,
+            earlier_errors,
+            journal,
+        } = self;
+        let (lease, _) = hold.into_inner();
+        let result = async {
+            if let Err(e) = journal.flush().await {
+                log.errors.push(DayError {
+                    reason: "stage_unavailable".into(),
+                    detail: format!(
+                        "the ledger could not record imported copies ({e}); the next run \
+                         checks the mailbox before importing them again"
+                    ),
+                });
+            }
+            log.resumed = earlier != Earlier::None;
+            log.earlier_errors = earlier_errors;
+            let complete = log.nothing_to_retry();
+            log.finish(complete);
+            if log.errors.iter().any(|e| e.reason == "lease_lost") {
+                return Ok(Finished {
+                    complete,
+                    reported: false,
+                    checkpoint: None,
+                });
+            }
+            ledger.write_report(log).await?;
+            let checkpoint = match complete {
+                true => {
+                    ledger.complete_day(&connector, day).await?;
+                    ledger.checkpoint(&connector).await?
+                }
+                false => None,
+            };
+            Ok(Finished {
+                complete,
+                reported: true,
+                checkpoint,
+            })
+        }
+        .await;
+        release(&ledger, lease, &connector, day).await;
+        result
+    }
+
+    /// Lets the day go without finishing it (the run failed outright): it stays open.
+    pub async fn abandon(self) {
+        let (lease, _) = self.hold.into_inner();
+        release(&self.ledger, lease, &self.connector, self.day).await;
+    }
+}
+
+/// Gives the lease up, so that the next run need not wait for it to expire.
+async fn release(ledger: &Ledger, lease: DayLease, connector: &str, day: NaiveDate) {
+    if let Err(e) = ledger.release(lease).await {
+        tracing::warn!(connector, day = %day, error = %e,
+            "could not release the day's lease; it expires on its own");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{CopyPlace, DayStatus, ImportRecord};
+    use crate::stage::{Created, LocalStage, Stage, StageError, Version};
+    use async_trait::async_trait;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    /// A local stage whose journal writes fail while `down` is set.
+    struct JournalDown {
+        inner: LocalStage,
+        down: AtomicBool,
+    }
+
+    impl JournalDown {
+        fn refuse(&self, key: &str) -> Result<(), StageError> {
+            match self.down.load(Ordering::SeqCst) && key.contains("/journal/") {
+                true => Err(StageError {
+                    stage: "test".into(),
+                    operation: "put",
+                    key: key.into(),
+                    message: "down".into(),
+                }),
+                false => Ok(()),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Stage for JournalDown {
+        async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<Created, StageError> {
+            self.refuse(key)?;
+            self.inner.put_new(key, bytes).await
+        }
+        async fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StageError> {
+            self.refuse(key)?;
+            self.inner.put(key, bytes).await
+        }
+        async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StageError> {
+            self.inner.get(key).await
+        }
+        async fn exists(&self, key: &str) -> Result<bool, StageError> {
+            self.inner.exists(key).await
+        }
+        async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StageError> {
+            self.inner.get_versioned(key).await
+        }
+        async fn put_if(
+            &self,
+            key: &str,
+            bytes: &[u8],
+            expected: Option<&Version>,
+        ) -> Result<Option<Version>, StageError> {
+            self.inner.put_if(key, bytes, expected).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<String>, StageError> {
+            self.inner.list(prefix).await
+        }
+        fn describe(&self) -> String {
+            "test stage".into()
+        }
+    }
+
+    fn day(n: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, n).unwrap()
+    }
+
+    fn record(key: &str) -> ImportRecord {
+        ImportRecord {
+            item_id: "id".into(),
+            item_key: key.into(),
+            day: day(20),
+            destination: Some("maildir /m".into()),
+            mailbox: "alice@contoso.com".into(),
+            folder: "F".into(),
+            staged: "staged/o2/x.eml".into(),
+            sha256: "00".into(),
+            bytes: 1,
+            imported_at: chrono::Utc::now(),
+        }
+    }
+
+    fn place(key: &str) -> CopyPlace {
+        CopyPlace {
+            destination: "maildir /m".into(),
+            mailbox: "alice@contoso.com".into(),
+            folder: "F".into(),
+            item_key: key.into(),
+        }
+    }
+
+    async fn open(ledger: &Ledger, n: u32) -> Box<DaySession> {
+        match ledger.open_day("o2", day(n)).await.unwrap() {
+            Opened::Session(session) => session,
+            Opened::Busy(why) => panic!("busy: {why}"),
+        }
+    }
+
+    fn setup() -> (tempfile::TempDir, Arc<JournalDown>, Ledger) {
+        let dir = tempfile::tempdir().unwrap();
+        let stage = Arc::new(JournalDown {
+            inner: LocalStage::new(dir.path()),
+            down: AtomicBool::new(false),
+        });
+        let ledger = Ledger::new(stage.clone());
+        (dir, stage, ledger)
+    }
+
+    #[tokio::test]
+    async fn a_finished_day_is_recorded_reported_completed_checkpointed_and_released() {
+        let (_dir, _stage, ledger) = setup();
+        let session = open(&ledger, 20).await;
+        assert!(!session.recovering());
+        // While the day is held, nobody else opens it.
+        assert!(ledger
+            .acquire_day("o2", day(20), "elsewhere/1/1")
+            .await
+            .unwrap()
+            .is_err());
+        session
+            .journal()
+            .record(day(20), record("k1"))
+            .await
+            .unwrap();
+        let mut log = StatusLog::new("o2", day(20));
+        let finished = session.finish(&mut log).await.unwrap();
+        assert_eq!(
+            finished,
+            Finished {
+                complete: true,
+                reported: true,
+                checkpoint: Some(day(20)),
+            }
+        );
+        assert!(ledger
+            .journal("o2")
+            .recorded(day(20), &place("k1"))
+            .await
+            .unwrap());
+        assert!(
+            ledger
+                .read_report("o2", day(20))
+                .await
+                .unwrap()
+                .unwrap()
+                .complete
+        );
+        let state = ledger.day_state("o2", day(20)).await.unwrap().unwrap();
+        assert_eq!(state.status, DayStatus::Complete);
+        // Released: another daemon may take the day at once.
+        assert!(ledger
+            .acquire_day("o2", day(20), "elsewhere/1/1")
+            .await
+            .unwrap()
+            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn imports_the_journal_could_not_record_keep_the_day_open() {
+        let (_dir, stage, ledger) = setup();
+        let session = open(&ledger, 20).await;
+        stage.down.store(true, Ordering::SeqCst);
+        session
+            .journal()
+            .record(day(20), record("k1"))
+            .await
+            .unwrap();
+        let mut log = StatusLog::new("o2", day(20));
+        let finished = session.finish(&mut log).await.unwrap();
+        assert!(!finished.complete && finished.reported, "{finished:?}");
+        assert!(log.errors.iter().any(|e| e.reason == "stage_unavailable"));
+        assert!(!ledger.is_complete("o2", day(20)).await.unwrap());
+        assert_eq!(ledger.checkpoint("o2").await.unwrap(), None);
+
+        // The next attempt knows it is recovering and keeps what stopped the first.
+        stage.down.store(false, Ordering::SeqCst);
+        let session = open(&ledger, 20).await;
+        assert_eq!(session.earlier(), Earlier::Journaled);
+        let mut log = StatusLog::new("o2", day(20));
+        session.finish(&mut log).await.unwrap();
+        assert!(log.resumed);
+        assert!(log
+            .earlier_errors
+            .iter()
+            .any(|e| e.reason == "stage_unavailable"));
+        assert!(log.complete);
+    }
+
+    #[tokio::test]
+    async fn a_day_whose_lease_was_lost_is_left_to_its_new_holder() {
+        let (_dir, _stage, ledger) = setup();
+        let session = open(&ledger, 21).await;
+        let mut log = StatusLog::new("o2", day(21));
+        log.errors.push(DayError {
+            reason: "lease_lost".into(),
+            detail: "taken over".into(),
+        });
+        let finished = session.finish(&mut log).await.unwrap();
+        assert!(!finished.reported && finished.checkpoint.is_none());
+        assert!(ledger.read_report("o2", day(21)).await.unwrap().is_none());
+        assert!(!ledger.is_complete("o2", day(21)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_checkpoint_waits_for_the_days_before() {
+        let (_dir, _stage, ledger) = setup();
+        for n in [20, 22] {
+            let mut log = StatusLog::new("o2", day(n));
+            open(&ledger, n).await.finish(&mut log).await.unwrap();
+        }
+        assert_eq!(ledger.checkpoint("o2").await.unwrap(), Some(day(20)));
+        let mut log = StatusLog::new("o2", day(21));
+        let finished = open(&ledger, 21).await.finish(&mut log).await.unwrap();
+        assert_eq!(finished.checkpoint, Some(day(22)));
+    }
+}
