@@ -96,3 +96,45 @@ impl Moved {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One emit reaches the three places: the day's incidents, the metric and the log.
+    #[tokio::test]
+    async fn a_retry_is_counted_noted_and_logged_once() {
+        let handle = crate::telemetry::metrics_handle();
+        let count = || {
+            handle
+                .render()
+                .lines()
+                .find(|l| l.starts_with("comms_archiver_retries_total{kind=\"test_retry\"}"))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let before = count();
+        let incidents = crate::incidents::Recorder::default();
+        crate::incidents::within(Some(incidents.clone()), async {
+            for attempt in 1..=2 {
+                Retry {
+                    side: "partner",
+                    kind: "test_retry",
+                    what: "answered 503 Service Unavailable; retried".into(),
+                    detail: format!("https://partner.example/items attempt {attempt}"),
+                    scope: "o2",
+                    attempt,
+                    wait: Duration::from_millis(5),
+                }
+                .emit();
+            }
+        })
+        .await;
+        assert_eq!(count() - before, 2);
+        let noted = incidents.list();
+        assert_eq!(noted.len(), 1, "{noted:?}");
+        assert_eq!(noted[0].count, 2);
+        assert_eq!(noted[0].side, "partner");
+        assert!(noted[0].example.ends_with("attempt 1"), "{noted:?}");
+    }
+}

@@ -39,6 +39,7 @@ pub mod message_bytes;
 pub mod pipeline;
 pub mod render;
 pub mod report;
+pub mod retry;
 pub mod scheduler;
 pub mod secret;
 pub mod sources;

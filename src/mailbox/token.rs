@@ -1,10 +1,19 @@
 //! App-only tokens (OAuth 2.0 client credentials) for Exchange Online IMAP and Microsoft
 //! Graph: fetched once, shared by every mailbox, and refreshed five minutes before expiry.
 
+use crate::events::Retry;
+use crate::retry::{Http, Policy, RetrySettings, Verdict};
 use crate::secret::Secret;
 use serde::Deserialize;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
+
+/// How the token endpoint is retried when it fails or throttles (its refusals are final).
+const TOKEN_RETRIES: RetrySettings = RetrySettings {
+    max_retries: 3,
+    initial: Duration::from_millis(500),
+    max_delay: Duration::from_secs(8),
+};
 
 /// A cached client-credentials token.
 pub struct TokenSource {
@@ -68,28 +77,62 @@ impl TokenSource {
             self.token_url.origin().ascii_serialization(),
             self.token_url.path()
         );
-        let response = self
-            .http
-            .post(self.token_url.clone())
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| format!("token endpoint {shown} could not be reached: {e}"))?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| format!("token endpoint {shown}: {e}"))?;
-        if !status.is_success() {
-            return Err(format!(
-                "token endpoint {shown} answered {status}: check the tenant, client id and secret, \
-                 and that the application has the permission"
-            ));
-        }
+        let mut backoff = TOKEN_RETRIES.backoff();
+        let mut attempt = 0;
+        let bytes = loop {
+            let sent = self
+                .http
+                .post(self.token_url.clone())
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(body.clone())
+                .send()
+                .await;
+            let (asked, why) = match sent {
+                Err(e) => (None, format!("could not be reached: {e}")),
+                Ok(response) => {
+                    let status = response.status();
+                    let verdict = Http.answer(status, response.headers());
+                    match verdict {
+                        Verdict::Done => match response.bytes().await {
+                            Ok(bytes) => break bytes,
+                            Err(e) => (None, format!("the answer broke off: {e}")),
+                        },
+                        Verdict::Retry(after) => (after, format!("answered {status}")),
+                        Verdict::Reauthenticate | Verdict::GiveUp => {
+                            return Err(format!(
+                                "token endpoint {shown} answered {status}: check the tenant, \
+                                 client id and secret, and that the application has the \
+                                 permission"
+                            ))
+                        }
+                    }
+                }
+            };
+            attempt += 1;
+            let Some(wait) = backoff.next(asked) else {
+                return Err(format!(
+                    "token endpoint {shown} {why}, still after {} retries",
+                    TOKEN_RETRIES.max_retries
+                ));
+            };
+            Retry {
+                side: "mailbox",
+                kind: "token_request",
+                what: format!(
+                    "token endpoint {}; retried",
+                    why.split(':').next().unwrap_or_default()
+                ),
+                detail: format!("{shown} {why}"),
+                scope: &shown,
+                attempt,
+                wait,
+            }
+            .emit();
+            tokio::time::sleep(wait).await;
+        };
         let answer: TokenAnswer = serde_json::from_slice(&bytes)
             .map_err(|e| format!("token endpoint {shown} answered without a token: {e}"))?;
         let good_until =

@@ -228,8 +228,18 @@ pub async fn run(
         } else {
             let backoff = RETRY_BACKOFF_SECS[retries.min(RETRY_BACKOFF_SECS.len() - 1)];
             retries += 1;
-            metrics::counter!("comms_archiver_retries_total", "kind" => "open_day").increment(1);
-            wake_at.min(now + chrono::Duration::seconds(backoff as i64))
+            let at = wake_at.min(now + chrono::Duration::seconds(backoff as i64));
+            crate::events::Retry {
+                side: "scheduler",
+                kind: "open_day",
+                what: "days are left open; running them again".into(),
+                detail: format!("next run at {at}"),
+                scope: "every connector",
+                attempt: retries,
+                wait: (at - now).to_std().unwrap_or_default(),
+            }
+            .emit();
+            at
         };
         tracing::info!(next_run = %until, all_complete = complete, "sleeping");
         // Sleep in steps of at most an hour and re-read the clock: a clock that jumps (NTP,

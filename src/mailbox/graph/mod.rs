@@ -9,12 +9,15 @@
 //! fits one request, and those are added one by one, posted whole under 2 MiB and through an
 //! upload session from 2 MiB, whose chunks are paced and retried like any other request. A named extended property holds the item key, so an item already imported is
 //! found again. At most 4 requests run at once per mailbox, paced under 10,000 per 10 minutes;
-//! 429 and 503 wait for Retry-After.
+//! throttled and failing requests are retried by the one policy ([`crate::retry`]), after
+//! Retry-After when Graph sends one.
 
 use super::token::TokenSource;
 use super::{Delivery, Mailbox, MailboxError};
+use crate::events::Retry;
+use crate::retry::{Http, Policy, RetrySettings, Verdict};
 use base64::Engine;
-use reqwest::header::{AUTHORIZATION, CONTENT_RANGE, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_RANGE, CONTENT_TYPE};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -173,6 +176,12 @@ impl GraphMailboxes {
         let state = self.state(mailbox).await;
         let mut renewed = false;
         let mut attempt = 0;
+        let mut backoff = RetrySettings {
+            max_retries: self.settings.max_retries,
+            initial: Duration::from_millis(500),
+            max_delay: Duration::from_secs(16),
+        }
+        .backoff();
         loop {
             let permit = state
                 .permits
@@ -204,18 +213,13 @@ impl GraphMailboxes {
             }
             let sent = request.send().await;
             drop(permit);
-            let (wait, why) = match sent {
+            let (asked, why) = match sent {
                 Err(e) => (None, CallError::Transport(e.to_string())),
                 Ok(response) => {
                     let status = response.status();
-                    let retry_after = response
-                        .headers()
-                        .get(RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(|s| Duration::from_secs(s.min(120)));
+                    let verdict = Http.answer(status, response.headers());
                     let bytes = response.bytes().await.unwrap_or_default();
-                    if status.is_success() {
+                    if verdict == Verdict::Done {
                         return Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null));
                     }
                     let error: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -230,33 +234,42 @@ impl GraphMailboxes {
                             .unwrap_or_default()
                             .to_string(),
                     };
-                    match status.as_u16() {
-                        401 if authorized && !renewed => {
+                    match verdict {
+                        Verdict::Reauthenticate if authorized && !renewed => {
                             self.settings.tokens.invalidate().await;
                             renewed = true;
                             continue;
                         }
-                        429 | 503 | 500 | 502 | 504 => (retry_after, CallError::Refused(refusal)),
+                        Verdict::Retry(after) => (after, CallError::Refused(refusal)),
                         _ => return Err(CallError::Refused(refusal)),
                     }
                 }
             };
             attempt += 1;
-            if attempt > self.settings.max_retries {
+            let Some(wait) = backoff.next(asked) else {
                 return Err(why);
-            }
-            let backoff = Duration::from_millis(250 * (1 << attempt.min(6)));
-            metrics::counter!("comms_archiver_retries_total", "kind" => "graph_request")
-                .increment(1);
-            let kind = match &why {
-                CallError::Refused(r) => format!("Graph answered {}; retried", r.status),
-                CallError::Transport(_) => "Graph could not be reached; retried".to_string(),
             };
-            crate::incidents::note("mailbox", &kind, || match &why {
-                CallError::Refused(r) => format!("{mailbox}: {} {}", r.code, r.message),
-                CallError::Transport(e) => format!("{mailbox}: {e}"),
-            });
-            tokio::time::sleep(wait.unwrap_or(backoff)).await;
+            let (what, detail) = match &why {
+                CallError::Refused(r) => (
+                    format!("Graph answered {}; retried", r.status),
+                    format!("{mailbox}: {} {}", r.code, r.message),
+                ),
+                CallError::Transport(e) => (
+                    "Graph could not be reached; retried".to_string(),
+                    format!("{mailbox}: {e}"),
+                ),
+            };
+            Retry {
+                side: "mailbox",
+                kind: "graph_request",
+                what,
+                detail,
+                scope: mailbox,
+                attempt,
+                wait,
+            }
+            .emit();
+            tokio::time::sleep(wait).await;
         }
     }
 

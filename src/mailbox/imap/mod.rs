@@ -425,14 +425,11 @@ impl ImapMailboxes {
                     self.give_back(mailbox, lease).await;
                     return Ok(value);
                 }
-                Ok(Err(e)) if broken(&e) && attempt == 0 => {
-                    tracing::warn!(mailbox, error = %e, "IMAP connection lost; reconnecting");
-                    crate::incidents::note(
-                        "mailbox",
-                        "IMAP connection lost; reconnected and tried again",
-                        || format!("{mailbox}: {e}"),
-                    );
-                }
+                Ok(Err(e)) if broken(&e) && attempt == 0 => reconnect(
+                    mailbox,
+                    "IMAP connection lost; reconnected and tried again",
+                    format!("{mailbox}: {e}"),
+                ),
                 Ok(Err(e)) => {
                     // A NO keeps the connection usable; anything else retires it.
                     if matches!(e, async_imap::error::Error::No(_)) {
@@ -440,19 +437,30 @@ impl ImapMailboxes {
                     }
                     return Err(self.failure(mailbox, e));
                 }
-                Err(_) if attempt == 0 => {
-                    tracing::warn!(mailbox, "IMAP server too slow; reconnecting");
-                    crate::incidents::note(
-                        "mailbox",
-                        "IMAP server did not answer in time; reconnected and tried again",
-                        || mailbox.to_string(),
-                    );
-                }
+                Err(_) if attempt == 0 => reconnect(
+                    mailbox,
+                    "IMAP server did not answer in time; reconnected and tried again",
+                    mailbox.to_string(),
+                ),
                 Err(_) => return Err(self.unavailable(mailbox, "no answer in time")),
             }
         }
         Err(self.unavailable(mailbox, "the connection dropped twice"))
     }
+}
+
+/// The one retry IMAP makes: the operation again at once, on a new connection.
+fn reconnect(mailbox: &str, what: &str, detail: String) {
+    crate::events::Retry {
+        side: "mailbox",
+        kind: "imap_reconnect",
+        what: what.to_string(),
+        detail,
+        scope: mailbox,
+        attempt: 1,
+        wait: Duration::ZERO,
+    }
+    .emit();
 }
 
 /// Closes an idle connection politely; a server that does not answer is simply left.

@@ -14,13 +14,14 @@ mod sl2;
 pub use sl2::Sl2Access;
 
 use super::{ItemStream, MediaRef, Pulled, RecordFormat, Source, SourceError, Wire};
+use crate::events::Retry;
 use crate::item::Attachment;
+use crate::retry::{Http, Policy, RetrySettings, Verdict};
 use crate::secret::Secret;
 use async_trait::async_trait;
-use backon::BackoffBuilder;
 use base64::Engine;
 use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
-use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use std::collections::VecDeque;
@@ -80,32 +81,6 @@ pub struct PartnerClient {
     auth: Auth,
     token: Mutex<Option<String>>,
     settings: HttpsSettings,
-}
-
-/// What to do with an answer.
-enum Verdict {
-    Done,
-    Retry(Option<std::time::Duration>),
-    Reauthenticate,
-    Fail(String),
-}
-
-/// The retry policy, in one place.
-fn verdict(status: StatusCode, headers: &HeaderMap) -> Verdict {
-    let retry_after = || {
-        headers
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|s| std::time::Duration::from_secs(s.min(300)))
-    };
-    match status.as_u16() {
-        200..=299 => Verdict::Done,
-        401 => Verdict::Reauthenticate,
-        429 | 503 => Verdict::Retry(retry_after()),
-        408 | 500..=599 => Verdict::Retry(None),
-        _ => Verdict::Fail(format!("answered {status}")),
-    }
 }
 
 impl PartnerClient {
@@ -260,13 +235,9 @@ impl PartnerClient {
         authorized: bool,
         cap: u64,
     ) -> Result<Vec<u8>, SourceError> {
-        let mut delays = backon::ExponentialBuilder::default()
-            .with_min_delay(self.settings.retry_initial)
-            .with_max_delay(std::time::Duration::from_secs(60))
-            .with_max_times(self.settings.max_retries)
-            .with_jitter()
-            .build();
+        let mut backoff = self.retry_settings().backoff();
         let mut renewed = false;
+        let mut attempt = 0;
         let shown = format!("{}{}", url.origin().ascii_serialization(), url.path());
         loop {
             let request = if authorized {
@@ -274,10 +245,10 @@ impl PartnerClient {
             } else {
                 build()
             };
-            let (why, wait) = match request.send().await {
+            let (why, asked) = match request.send().await {
                 Ok(response) => {
                     let status = response.status();
-                    match verdict(status, response.headers()) {
+                    match Http.answer(status, response.headers()) {
                         Verdict::Done => match read_capped(response, cap).await {
                             Ok(Ok(bytes)) => return Ok(bytes),
                             Ok(Err((seen, declared))) => {
@@ -303,16 +274,16 @@ impl PartnerClient {
                                 self.connector
                             )))
                         }
-                        Verdict::Fail(_) if status == StatusCode::FORBIDDEN => {
+                        Verdict::GiveUp if status == StatusCode::FORBIDDEN => {
                             return Err(SourceError::Denied(format!(
                                 "connector {}: {shown} refused access (403); the partner account \
                                  lacks the permission for this",
                                 self.connector
                             )))
                         }
-                        Verdict::Fail(why) => {
+                        Verdict::GiveUp => {
                             return Err(SourceError::Unavailable(format!(
-                                "connector {}: {shown} {why}",
+                                "connector {}: {shown} answered {status}",
                                 self.connector
                             )))
                         }
@@ -322,20 +293,33 @@ impl PartnerClient {
                 Err(e) if e.is_timeout() => ("timed out".to_string(), None),
                 Err(e) => (format!("could not be reached: {e}"), None),
             };
-            let Some(backoff) = delays.next() else {
+            attempt += 1;
+            let Some(wait) = backoff.next(asked) else {
                 return Err(SourceError::Unavailable(format!(
                     "connector {}: {shown} {why}, still after {} retries; the day stays open",
                     self.connector, self.settings.max_retries
                 )));
             };
-            let wait = wait.unwrap_or(backoff);
-            metrics::counter!("comms_archiver_retries_total", "kind" => "partner_request")
-                .increment(1);
-            tracing::warn!(connector = %self.connector, url = %shown, %why, wait_ms = wait.as_millis() as u64, "retrying");
-            crate::incidents::note("partner", &format!("{}; retried", retry_kind(&why)), || {
-                format!("{shown} {why}")
-            });
+            Retry {
+                side: "partner",
+                kind: "partner_request",
+                what: format!("{}; retried", retry_kind(&why)),
+                detail: format!("{shown} {why}"),
+                scope: &self.connector,
+                attempt,
+                wait,
+            }
+            .emit();
             tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// The client's retries, as configured.
+    fn retry_settings(&self) -> RetrySettings {
+        RetrySettings {
+            max_retries: self.settings.max_retries,
+            initial: self.settings.retry_initial,
+            max_delay: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -461,28 +445,33 @@ impl<F: RecordFormat> HttpsStream<F> {
 
     /// One page; an unreadable page is asked for again within the retry budget.
     async fn read_page(&self, feed: &str, query: &[(&str, String)]) -> Result<Page, SourceError> {
-        let mut attempts = 0;
+        let mut backoff = self.client.retry_settings().backoff();
+        let mut attempt = 0;
         loop {
             let bytes = self.client.get(feed, query).await?;
-            match serde_json::from_slice::<Page>(&bytes) {
+            let e = match serde_json::from_slice::<Page>(&bytes) {
                 Ok(page) => return Ok(page),
-                Err(e) if attempts < self.client.settings.max_retries => {
-                    attempts += 1;
-                    tracing::warn!(connector = %self.client.connector, feed, page = self.page_no,
-                        error = %e, "unreadable page; asking again");
-                    crate::incidents::note("partner", "unreadable page; asked again", || {
-                        format!("{feed} page {}: {e}", self.page_no)
-                    });
-                    tokio::time::sleep(self.client.settings.retry_initial * attempts as u32).await;
-                }
-                Err(e) => {
-                    return Err(SourceError::Unavailable(format!(
-                        "connector {}: page {} of {feed} cannot be read ({e}); the day stays open \
-                         and is retried, no item after it was skipped",
-                        self.client.connector, self.page_no
-                    )))
-                }
+                Err(e) => e,
+            };
+            attempt += 1;
+            let Some(wait) = backoff.next(None) else {
+                return Err(SourceError::Unavailable(format!(
+                    "connector {}: page {} of {feed} cannot be read ({e}); the day stays open \
+                     and is retried, no item after it was skipped",
+                    self.client.connector, self.page_no
+                )));
+            };
+            Retry {
+                side: "partner",
+                kind: "partner_page",
+                what: "unreadable page; asked again".into(),
+                detail: format!("{feed} page {}: {e}", self.page_no),
+                scope: &self.client.connector,
+                attempt,
+                wait,
             }
+            .emit();
+            tokio::time::sleep(wait).await;
         }
     }
 
