@@ -46,8 +46,9 @@ pub mod sources;
 pub mod stage;
 pub mod telemetry;
 
-/// Installs the process's TLS crypto provider (ring) once; every HTTPS client needs it
-/// before it is built. Safe to call any number of times.
+/// Installs the process's TLS crypto provider (ring). Every HTTPS and IMAP client needs it
+/// before it is built: `main` calls it once at start, as must any other program (or test)
+/// that builds clients of this library. Safe to call any number of times.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

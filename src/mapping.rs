@@ -81,11 +81,23 @@ impl fmt::Display for MappingError {
     }
 }
 
-/// How a participant's mailbox was found.
+/// How a participant's mailbox was found: what an auditor asks of a copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {
-    Csv,
+    /// A row of the connector's mapping CSV (its line in the file).
+    Csv { line: u64 },
+    /// The participant's email property, in the organisation's domains.
     EmailProperty,
+}
+
+impl Via {
+    /// The way, as the status log counts it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Via::Csv { .. } => "mapping_csv",
+            Via::EmailProperty => "email_property",
+        }
+    }
 }
 
 /// The outcome of mapping one participant.
@@ -128,6 +140,8 @@ impl Entry {
 /// The custom mapping CSV, indexed by normalized identifier.
 #[derive(Debug, Clone, Default)]
 pub struct MappingTable {
+    /// The file it was read from, named in each copy's record of how it was mapped.
+    file: PathBuf,
     entries: HashMap<String, Vec<Entry>>,
 }
 
@@ -181,7 +195,10 @@ impl MappingTable {
         let from_col = column("valid_from");
         let to_col = column("valid_to");
 
-        let mut table = MappingTable::default();
+        let mut table = MappingTable {
+            file: path.to_path_buf(),
+            ..MappingTable::default()
+        };
         for record in reader.records() {
             let record = record.map_err(|e| {
                 err(
@@ -262,11 +279,16 @@ impl MappingTable {
 
     /// The mailbox mapped to a normalized identifier at an instant.
     pub fn lookup(&self, identifier: &str, at: DateTime<Utc>) -> Option<&str> {
+        self.row(identifier, at).map(|(mailbox, _)| mailbox)
+    }
+
+    /// The mailbox and the file's line that map `identifier` at `at`.
+    fn row(&self, identifier: &str, at: DateTime<Utc>) -> Option<(&str, u64)> {
         self.entries
             .get(identifier)?
             .iter()
             .find(|e| e.covers(at))
-            .map(|e| e.mailbox.as_str())
+            .map(|e| (e.mailbox.as_str(), e.line))
     }
 
     /// Number of identifiers mapped.
@@ -300,16 +322,28 @@ impl Mapper {
         }
     }
 
+    /// How a copy was mapped, in words for its import record: the CSV's file and line, or
+    /// the email property.
+    pub fn explain(&self, via: Via) -> String {
+        match (via, &self.table) {
+            (Via::Csv { line }, Some(table)) => {
+                format!("mapping CSV {} line {line}", table.file.display())
+            }
+            (Via::Csv { line }, None) => format!("mapping CSV line {line}"),
+            (Via::EmailProperty, _) => "email property".to_string(),
+        }
+    }
+
     /// CSV by phone, then CSV by partner address, then the email property.
     pub fn resolve(&self, participant: &Participant, at: DateTime<Utc>) -> Resolution {
         if let Some(table) = &self.table {
             let by_phone = participant.phone.as_deref();
             let by_address = participant.address.as_deref().and_then(normalize_address);
             for key in by_phone.into_iter().chain(by_address.as_deref()) {
-                if let Some(mailbox) = table.lookup(key, at) {
+                if let Some((mailbox, line)) = table.row(key, at) {
                     return Resolution::Mailbox {
                         address: mailbox.to_string(),
-                        via: Via::Csv,
+                        via: Via::Csv { line },
                     };
                 }
             }
@@ -459,8 +493,12 @@ mod tests {
             mapper.resolve(&p, at(9)),
             Resolution::Mailbox {
                 address: "emma.clark@contoso.com".into(),
-                via: Via::Csv
+                via: Via::Csv { line: 2 }
             }
+        );
+        assert_eq!(
+            mapper.explain(Via::Csv { line: 2 }),
+            "mapping CSV map.csv line 2"
         );
         // Not in the CSV: the email property, lowercased.
         let mut q = phone("07700900104", true);
@@ -488,7 +526,10 @@ mod tests {
         };
         assert!(matches!(
             mapper.resolve(&p, at(1)),
-            Resolution::Mailbox { via: Via::Csv, .. }
+            Resolution::Mailbox {
+                via: Via::Csv { .. },
+                ..
+            }
         ));
         let outsider = Participant {
             email: Some("j.doe@example.com".into()),

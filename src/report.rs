@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// Why an item (or one copy of it) was not imported.
@@ -109,6 +110,10 @@ pub struct StatusLog {
     /// another destination by an earlier run is not a duplicate here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<String>,
+    /// Copies imported, by how their mailbox was found (`mapping_csv`, `email_property`):
+    /// each import record names the CSV line or the email property.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mapped_by: BTreeMap<String, u64>,
     /// "No items ingested on YYYY-MM-DD" for an empty day.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub summary: Option<String>,
@@ -151,6 +156,7 @@ impl StatusLog {
             resumed: false,
             earlier_errors: Vec::new(),
             destination: None,
+            mapped_by: BTreeMap::new(),
             summary: None,
         }
     }
@@ -248,6 +254,9 @@ impl StatusLog {
         if let Some(destination) = &self.destination {
             detail_row(&mut w, "destination", ["", "", "", "", destination]);
         }
+        for (way, copies) in &self.mapped_by {
+            detail_row(&mut w, "mapped_by", ["", "", "", way, &copies.to_string()]);
+        }
         for f in &self.failures {
             let mailbox = f.mailbox.as_deref().unwrap_or("");
             let tail = [
@@ -300,6 +309,14 @@ impl StatusLog {
             ("excluded", self.excluded),
         ] {
             let _ = writeln!(out, "  {label:<22} {n:>8}");
+        }
+        if !self.mapped_by.is_empty() {
+            let ways: Vec<String> = self
+                .mapped_by
+                .iter()
+                .map(|(way, n)| format!("{n} by {}", way.replace('_', " ")))
+                .collect();
+            let _ = writeln!(out, "  imported copies mapped {}", ways.join(", "));
         }
         for f in &self.failures {
             let _ = writeln!(

@@ -237,6 +237,7 @@ mod tests {
             destination: Some("maildir /var/mail".into()),
             mailbox: format!("user{}@contoso.com", n % 7),
             folder: "O2".into(),
+            mapped_by: Some("email property".into()),
             staged: Ledger::staged_key("o2", date, &format!("user{}@contoso.com", n % 7), &key),
             sha256: "00".into(),
             bytes: 1,

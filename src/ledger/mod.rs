@@ -44,6 +44,10 @@ pub struct ImportRecord {
     pub destination: Option<String>,
     pub mailbox: String,
     pub folder: String,
+    /// Why the copy went to this mailbox: "mapping CSV <file> line <n>" or "email property".
+    /// Absent in records written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mapped_by: Option<String>,
     /// The stage key of the message that was imported.
     pub staged: String,
     /// SHA-256 of the staged message, to verify the stage later.

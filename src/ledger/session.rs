@@ -228,9 +228,6 @@ mod tests {
         async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StageError> {
             self.inner.get(key).await
         }
-        async fn exists(&self, key: &str) -> Result<bool, StageError> {
-            self.inner.exists(key).await
-        }
         async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StageError> {
             self.inner.get_versioned(key).await
         }
@@ -262,6 +259,7 @@ mod tests {
             destination: Some("maildir /m".into()),
             mailbox: "alice@contoso.com".into(),
             folder: "F".into(),
+            mapped_by: Some("email property".into()),
             staged: "staged/o2/x.eml".into(),
             sha256: "00".into(),
             bytes: 1,

@@ -43,7 +43,6 @@ impl TokenSource {
         secret: Secret,
         scope: &str,
     ) -> Result<Self, String> {
-        crate::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()

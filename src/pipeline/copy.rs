@@ -24,6 +24,9 @@ pub(super) struct CopyJob {
     pub key: ItemKey,
     pub time: DateTime<Utc>,
     pub mailbox: String,
+    /// How the mailbox was found, and the same in words for the import record.
+    pub via: crate::mapping::Via,
+    pub mapped_by: String,
     /// The archived employee, for failure reports.
     pub user: String,
     /// The rendered message, shared by the item's copies.
@@ -130,6 +133,7 @@ async fn attempt(ctx: &CopyContext<'_>, job: &CopyJob) -> Result<Outcome, (Reaso
         destination: Some(place.destination),
         mailbox: place.mailbox,
         folder: place.folder,
+        mapped_by: Some(job.mapped_by.clone()),
         staged,
         sha256: sha256_hex(&message),
         bytes: message.len() as u64,

@@ -5,7 +5,7 @@
 use super::copy::{CopyJob, CopyResult};
 use super::{Archiver, Connector};
 use crate::item::{Item, ItemKey};
-use crate::mapping::Resolution;
+use crate::mapping::{Resolution, Via};
 use crate::render::{render, RenderContext};
 use crate::report::{DayError, Exclusion, Failure, Reason, StatusLog};
 use crate::sources::Pulled;
@@ -148,11 +148,14 @@ impl<'a> DayRun<'a> {
 
         let mut per_participant = Vec::with_capacity(item.participants.len());
         let mut targets: Vec<String> = Vec::new();
+        // How each target was mapped: the first participant that maps to it says.
+        let mut ways: Vec<Via> = Vec::new();
         for participant in &item.participants {
             match self.connector.mapper.resolve(participant, item.time) {
-                Resolution::Mailbox { address, .. } => {
+                Resolution::Mailbox { address, via } => {
                     if !targets.contains(&address) {
                         targets.push(address.clone());
+                        ways.push(via);
                     }
                     per_participant.push(Some(address));
                 }
@@ -213,13 +216,17 @@ impl<'a> DayRun<'a> {
             }
         };
         let message: Arc<[u8]> = Arc::from(rendered);
+        let mapper = &self.connector.mapper;
         targets
             .into_iter()
-            .map(|mailbox| CopyJob {
+            .zip(ways)
+            .map(|(mailbox, via)| CopyJob {
                 item_id: item.partner_id.clone(),
                 key: key.clone(),
                 time: item.time,
                 mailbox,
+                via,
+                mapped_by: mapper.explain(via),
                 user: archived_user.clone(),
                 message: message.clone(),
             })
@@ -291,6 +298,11 @@ impl<'a> DayRun<'a> {
                 let detail = match outcome {
                     Outcome::Imported => {
                         self.log.imported += 1;
+                        *self
+                            .log
+                            .mapped_by
+                            .entry(job.via.label().to_string())
+                            .or_default() += 1;
                         ""
                     }
                     _ => {

@@ -49,7 +49,6 @@ impl AzureStage {
         max_retries: u32,
         timeout: Duration,
     ) -> Result<AzureStage, String> {
-        crate::install_crypto_provider();
         let account = endpoint
             .trim_end_matches('/')
             .rsplit('/')
@@ -282,11 +281,6 @@ impl Stage for AzureStage {
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StageError> {
         Ok(self.get_versioned(key).await?.map(|(bytes, _)| bytes))
-    }
-
-    async fn exists(&self, key: &str) -> Result<bool, StageError> {
-        let blob = self.container.blob_client(key);
-        self.call("check", key, blob.exists()).await
     }
 
     async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StageError> {

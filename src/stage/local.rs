@@ -120,15 +120,6 @@ impl Stage for LocalStage {
         }
     }
 
-    async fn exists(&self, key: &str) -> Result<bool, StageError> {
-        let path = self.path("check", key)?;
-        match fs::metadata(&path) {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(self.error("check", key, e)),
-        }
-    }
-
     async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StageError> {
         Ok(self.get(key).await?.map(|bytes| {
             let version = Version(crate::item::sha256_hex(&bytes));
@@ -269,7 +260,7 @@ mod tests {
             Created::AlreadyExists
         );
         assert_eq!(stage.get(key).await.unwrap().unwrap(), b"first");
-        assert!(stage.exists(key).await.unwrap());
+        assert!(stage.get(key).await.unwrap().is_some());
         assert_eq!(stage.get("nothing/here").await.unwrap(), None);
         // No temporary files are left behind.
         let names: Vec<_> = fs::read_dir(dir.path().join("staged/o2/2026-11-20/a@contoso.com"))

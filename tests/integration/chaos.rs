@@ -56,6 +56,7 @@ fn once_until(dir: &Path, kill_after: Option<usize>) -> (bool, Option<i32>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_points_loses_nothing_and_duplicates_nothing() {
+    comms_archiver::install_crypto_provider();
     let var = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
     let s_size = std::env::var("CHAOS_SIZE").is_ok_and(|s| s == "S");
     let seed = var("CHAOS_SEED").unwrap_or(20261121);

@@ -158,3 +158,47 @@ fn a_renamed_folder_gets_every_copy() {
         .unwrap()
         .ends_with("folder 'O2 Archive'"));
 }
+
+/// Every imported copy says why it went to its mailbox: the mapping CSV's file and line, or
+/// the email property; the status log counts the copies each way, and they add up.
+#[test]
+fn every_import_record_says_how_its_copy_was_mapped() {
+    let ws = workspace();
+    let out = cli(ws.path(), &DEMO_DAY);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let mut ways = std::collections::BTreeSet::new();
+    for connector in ["o2", "whatsapp", "sl2", "merge1"] {
+        let log = status_log(ws.path(), connector);
+        let counted: u64 = log["mapped_by"]
+            .as_object()
+            .map_or(0, |m| m.values().map(|n| n.as_u64().unwrap()).sum());
+        assert_eq!(counted, log["imported"].as_u64().unwrap(), "{log}");
+        let journal = ws
+            .path()
+            .join(format!("var/stage/ledger/{connector}/journal"));
+        let records: Vec<serde_json::Value> = files(&journal)
+            .iter()
+            .flat_map(|batch| {
+                std::fs::read_to_string(batch)
+                    .unwrap()
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(records.len() as u64, counted, "{connector}");
+        for record in &records {
+            let how = record["mapped_by"].as_str().unwrap_or_default().to_string();
+            assert!(
+                how == "email property" || how.starts_with("mapping CSV config/mapping-"),
+                "{record}"
+            );
+            if connector == "o2" && record["mailbox"] == "alice.smith@contoso.com" {
+                assert_eq!(how, "mapping CSV config/mapping-o2.csv line 4", "{record}");
+            }
+            ways.insert(how.split(" line ").next().unwrap().to_string());
+        }
+    }
+    assert!(ways.contains("email property"), "{ways:?}");
+    assert!(ways.len() >= 2, "{ways:?}");
+}

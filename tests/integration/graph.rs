@@ -48,6 +48,7 @@ fn graph_config(dir: &Path, port: u16) -> Config {
 }
 
 async fn run(config: &Config) -> BTreeMap<String, StatusLog> {
+    comms_archiver::install_crypto_provider();
     let archiver = Archiver::from_config(config).unwrap();
     archiver
         .run_days(&[day()], None)
@@ -180,6 +181,7 @@ async fn the_demo_day_through_graph_is_received_dated_and_filed() {
 
 /// Graph mailboxes on the fake, for one mailbox.
 async fn graph_on(graph: &Arc<FakeGraph>) -> (GraphMailboxes, tokio::task::JoinHandle<()>) {
+    comms_archiver::install_crypto_provider();
     let (port, server) = graph.start().await;
     let tokens = comms_archiver::mailbox::token::TokenSource::new(
         format!("http://127.0.0.1:{port}/token").parse().unwrap(),
@@ -407,6 +409,7 @@ async fn a_mapped_address_without_a_mailbox_is_a_user_mapping_failure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: run by bench/run.sh"]
 async fn bench_graph_throughput() {
+    comms_archiver::install_crypto_provider();
     use comms_archiver_testkit::simulator::{Simulator, SimulatorConfig};
     let env = |k: &str, d: usize| {
         std::env::var(k)

@@ -219,6 +219,7 @@ impl Drop for Partners {
 }
 
 async fn run(config: &Config) -> BTreeMap<String, StatusLog> {
+    comms_archiver::install_crypto_provider();
     let archiver = Archiver::from_config(config).unwrap();
     archiver
         .run_days(&[day()], None)
@@ -653,6 +654,7 @@ async fn no_secret_reaches_logs_errors_or_status_logs_at_any_level() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_that_time_out_are_retried_then_leave_the_day_open() {
+    comms_archiver::install_crypto_provider();
     let ws = workspace();
     let partners = Partners::start(ws.path(), |_| {}).await;
     partners.sim.faults().slow_ms.store(1500, Ordering::SeqCst);

@@ -108,6 +108,7 @@ async fn run_with(
     fault: Fault,
     stored: &Arc<Mutex<HashMap<(String, String), usize>>>,
 ) -> comms_archiver::report::StatusLog {
+    comms_archiver::install_crypto_provider();
     let config = demo_config(dir);
     let flaky = Flaky::new(&dir.join("var/mail"), fault, stored.clone());
     let archiver = Archiver::from_config(&config)
@@ -123,6 +124,7 @@ async fn run_with(
 
 #[tokio::test]
 async fn mailbox_down_mid_day_then_rerun_loses_nothing() {
+    comms_archiver::install_crypto_provider();
     let ws = workspace();
     let dir = ws.path();
     let stored = Arc::new(Mutex::new(HashMap::new()));
@@ -376,6 +378,7 @@ async fn items_stream_with_a_bounded_lag() {
 
 #[tokio::test]
 async fn catch_up_runs_due_days_and_checkpoints_only_complete_ones() {
+    comms_archiver::install_crypto_provider();
     let ws = workspace();
     let dir = ws.path();
     let config = demo_config(dir);

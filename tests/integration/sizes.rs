@@ -227,6 +227,7 @@ fn endless_partner(head: &'static str) -> (u16, std::sync::Arc<std::sync::atomic
 }
 
 fn client(port: u16) -> comms_archiver::sources::https::PartnerClient {
+    comms_archiver::install_crypto_provider();
     use comms_archiver::sources::https::{Auth, HttpsSettings, PartnerClient};
     PartnerClient::new(
         "o2",

@@ -114,7 +114,6 @@ enum CallError {
 
 impl GraphMailboxes {
     pub fn new(settings: GraphSettings) -> Result<Self, String> {
-        crate::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
             .build()

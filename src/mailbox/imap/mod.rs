@@ -173,7 +173,6 @@ fn broken(e: &async_imap::error::Error) -> bool {
 
 impl ImapMailboxes {
     pub fn new(settings: ImapSettings) -> Result<ImapMailboxes, String> {
-        crate::install_crypto_provider();
         use rustls_platform_verifier::ConfigVerifierExt;
         let config = rustls::ClientConfig::with_platform_verifier()
             .map_err(|e| format!("cannot load the system's certificate store: {e}"))?;

@@ -90,7 +90,6 @@ impl PartnerClient {
         auth: Auth,
         settings: HttpsSettings,
     ) -> Result<Self, String> {
-        crate::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
             .user_agent(concat!("comms-archiver/", env!("CARGO_PKG_VERSION")))
