@@ -5,26 +5,42 @@
 //!
 //! # Layout
 //!
-//! One module per stage of the flow; the pipeline knows only the traits.
+//! One module per stage of the flow; the pipeline knows only the traits. Each component owns
+//! its section of the configuration; `docs/architecture.md` tells the flow, the rooms, and
+//! where a new partner, mailbox backend or stage backend goes.
 //!
-//! - [`config`]: the TOML file, environment overrides and validation (errors name file, line, key).
+//! - [`cli`]: the command line: definitions, and each command's body in a room of its own.
+//! - [`assemble`]: the composition root, a validated configuration to a ready archiver.
+//! - [`config`]: the file as a whole: loading, environment overrides, the locator (errors name
+//!   file, line, key), and the call to each section's validation.
+//! - [`checks`], [`secret`]: the small checks every section shares; secret references and
+//!   their resolver.
+//! - [`scheduler`]: the daily wake, the days still to do, backfill (`[schedule]`).
+//! - [`pipeline`]: one connector-day, end to end (`[archiver]`).
 //! - [`item`]: the normalized [`item::Item`] every partner adapter produces.
-//! - [`sources`]: the [`sources::Source`] trait, transports, and one module per partner.
-//! - [`mapping`]: participants to mailboxes (custom CSV first, then the email property), E.164.
+//! - [`sources`]: the [`sources::Source`] trait, transports, and one module per partner with
+//!   its descriptor in [`sources::partner::REGISTRY`] (`[connectors.<name>]`).
+//! - [`mapping`]: participants to mailboxes (custom CSV first, then the email property), E.164
+//!   (`[mapping]`).
 //! - [`render`]: an item to RFC 5322 bytes, deterministic and injection-proof.
 //! - [`message_bytes`]: where a raw message's header block ends and what its fields hold.
-//! - [`stage`]: the [`stage::Stage`] trait (create-only object store) and its backends.
-//! - [`mailbox`]: the [`mailbox::Mailbox`] trait (folder per connector under the Inbox) and backends.
-//! - [`ledger`]: what was imported where, day states and checkpoints, kept through the stage.
-//! - [`report`]: the daily status log (JSON and CSV) whose counts add up.
-//! - [`pipeline`]: one connector-day, end to end.
-//! - [`scheduler`]: the daily wake and the days still to do.
-//! - [`telemetry`]: logging, metrics, and the health and metrics endpoint.
-//! - [`simulator`]: a partner simulator serving every partner contract on loopback.
-//! - [`http_server`]: the small HTTP/1.1 server behind the endpoint and the simulator.
-//! - [`workload`]: a realistic generated business day for benchmarks and chaos runs.
-//! - [`cli`]: the command line.
+//! - [`stage`]: the [`stage::Stage`] trait (create-only object store) and its backends
+//!   (`[stage]`).
+//! - [`mailbox`]: the [`mailbox::Mailbox`] trait (folder per connector under the Inbox) and
+//!   backends (`[mailbox]`).
+//! - [`ledger`]: what was imported where, day states and checkpoints, kept through the stage;
+//!   the day session that runs the day protocol.
+//! - [`retry`]: the one retry policy and backoff; [`events`]: the events that reach logs,
+//!   metrics and the status log at once.
+//! - [`report`], [`incidents`]: the daily status log whose counts add up; what a day
+//!   recovered from.
+//! - [`telemetry`], [`http_server`]: logging, metrics, and the health and metrics endpoint
+//!   (`[telemetry]`).
+//!
+//! The partner simulator, the workload generator and Azurite's development account live in
+//! the `comms-archiver-testkit` crate (`testkit/`), out of the daemon.
 
+pub mod assemble;
 pub mod checks;
 pub mod cli;
 pub mod config;

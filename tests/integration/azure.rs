@@ -9,16 +9,8 @@ use std::process::Output;
 
 /// config/demo-azurite.toml aimed at this Azurite, with quick retries.
 fn configure(dir: &Path, azurite: &Azurite) {
-    let text = std::fs::read_to_string(dir.join("config/demo-azurite.toml"))
-        .unwrap()
-        .replace(
-            "http://127.0.0.1:10000/devstoreaccount1",
-            &azurite.endpoint(),
-        )
-        .replace(
-            "auth = \"sas\"",
-            "auth = \"sas\"\nmax_retries = 1\ntimeout_secs = 5",
-        );
+    let text = std::fs::read_to_string(dir.join("config/demo-azurite.toml")).unwrap();
+    let text = azurite_stage(&text, &azurite.endpoint(), 5);
     std::fs::write(dir.join("config/azurite.toml"), text).unwrap();
 }
 

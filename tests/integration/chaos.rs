@@ -14,7 +14,7 @@ use comms_archiver_testkit::simulator::{Simulator, SimulatorConfig};
 use comms_archiver_testkit::workload::Workload;
 use serde_json::Value;
 use std::collections::HashSet;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::Path;
 
 /// Runs `once` for the generated day; kills it after `kill_after` imports (if it gets there).
@@ -39,19 +39,11 @@ fn once_until(dir: &Path, kill_after: Option<usize>) -> (bool, Option<i32>) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut imported = 0;
-    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
-        let line = line.unwrap();
-        if line.contains("\"outcome\":\"imported\"") {
-            imported += 1;
-            if Some(imported) == kill_after {
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
-                return (false, None);
-            }
-        }
+    let (imported, ended) = kill_after_imports(&mut child, kill_after.unwrap_or(usize::MAX));
+    match Some(imported) == kill_after {
+        true => (false, None),
+        false => (true, ended.code()),
     }
-    (true, child.wait().unwrap().code())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,9 +80,8 @@ async fn sigkill_at_random_points_loses_nothing_and_duplicates_nothing() {
         .unwrap();
 
     // The HTTPS demo, with the stage in Azurite and the mailboxes in Dovecot.
-    let https = std::fs::read_to_string(dir.join("config/demo-https.toml"))
-        .unwrap()
-        .replace("18080", &addr.port().to_string());
+    let https = std::fs::read_to_string(dir.join("config/demo-https.toml")).unwrap();
+    let https = patched(&https, &[("18080", &addr.port().to_string())]);
     let stage = std::fs::read_to_string(dir.join("config/demo-azurite.toml")).unwrap();
     let stage = &stage[stage.find("[stage]").unwrap()..stage.find("[mailbox]").unwrap()];
     let mailbox = std::fs::read_to_string(dir.join("config/demo-imap.toml")).unwrap();
@@ -100,16 +91,11 @@ async fn sigkill_at_random_points_loses_nothing_and_duplicates_nothing() {
     let connectors = &https[https.find("[connectors.o2]").unwrap()..];
     let text = format!(
         "{head}{}{}{connectors}",
-        stage
-            .replace(
-                "http://127.0.0.1:10000/devstoreaccount1",
-                &azurite.endpoint()
-            )
-            .replace(
-                "auth = \"sas\"",
-                "auth = \"sas\"\nmax_retries = 1\ntimeout_secs = 10"
-            ),
-        mailbox.replace("port = 10143", &format!("port = {}", dovecot.port))
+        azurite_stage(stage, &azurite.endpoint(), 10),
+        patched(
+            mailbox,
+            &[("port = 10143", &format!("port = {}", dovecot.port))]
+        )
     );
     std::fs::write(dir.join("config/chaos.toml"), text).unwrap();
 

@@ -2,7 +2,7 @@
 //! word of a partner's bytes.
 
 use crate::dovecot::Dovecot;
-use crate::imap::{configure, imap_day, maildir_day, once_succeeds, MAILBOXES};
+use crate::imap::{configure, imap_day, maildir_day, once_succeeds};
 use crate::support::*;
 use comms_archiver::item::ItemKey;
 use std::path::{Path, PathBuf};
@@ -20,15 +20,6 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
-
-/// The embedded default's day, on the Maildir.
-const DEMO_DAY: [&str; 5] = [
-    "once",
-    "--config",
-    "config/demo.toml",
-    "--date",
-    "2026-11-20",
-];
 
 fn status_log(ws: &Path, connector: &str) -> serde_json::Value {
     let path = ws.join(format!("var/stage/reports/{connector}/2026-11-20.json"));
@@ -90,8 +81,7 @@ async fn a_partner_message_that_forges_our_headers_never_hides_another_item() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_destination_imports_everything_the_old_one_holds() {
     let ws = workspace();
-    let out = cli(ws.path(), &DEMO_DAY);
-    assert_eq!(out.status.code(), Some(0));
+    demo_day(ws.path(), &[]);
     let piloted = status_log(ws.path(), "o2");
     assert!(piloted["imported"].as_u64().unwrap() > 0);
     assert!(piloted["destination"]
@@ -134,7 +124,7 @@ async fn a_new_destination_imports_everything_the_old_one_holds() {
 #[test]
 fn a_renamed_folder_gets_every_copy() {
     let ws = workspace();
-    assert_eq!(cli(ws.path(), &DEMO_DAY).status.code(), Some(0));
+    demo_day(ws.path(), &[]);
     let piloted = status_log(ws.path(), "o2");
     let mail = ws.path().join("var/mail");
     let before = counts(&mail, FOLDER);
@@ -144,7 +134,7 @@ fn a_renamed_folder_gets_every_copy() {
         "[connectors.o2]\nfolder = \"O2 Archive\"\n",
     );
     std::fs::write(&config, text).unwrap();
-    assert_eq!(cli(ws.path(), &DEMO_DAY).status.code(), Some(0));
+    demo_day(ws.path(), &[]);
     assert_eq!(counts(&mail, "O2 Archive"), before);
     let log = status_log(ws.path(), "o2");
     assert_eq!(log["imported"], piloted["imported"], "{log}");
@@ -164,8 +154,7 @@ fn a_renamed_folder_gets_every_copy() {
 #[test]
 fn every_import_record_says_how_its_copy_was_mapped() {
     let ws = workspace();
-    let out = cli(ws.path(), &DEMO_DAY);
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    demo_day(ws.path(), &[]);
     let mut ways = std::collections::BTreeSet::new();
     for connector in ["o2", "whatsapp", "sl2", "merge1"] {
         let log = status_log(ws.path(), connector);

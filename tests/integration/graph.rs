@@ -12,15 +12,6 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-const MAILBOXES: &[&str] = &[
-    "alice.smith@contoso.com",
-    "bob.jones@contoso.com",
-    "carol.white@contoso.com",
-    "dan.brown@contoso.com",
-    "emma.clark@contoso.com",
-    "priya.patel@contoso.com",
-];
-
 fn day() -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 11, 20).unwrap()
 }
@@ -29,12 +20,13 @@ fn day() -> NaiveDate {
 fn graph_config(dir: &Path, port: u16) -> Config {
     std::fs::write(dir.join("graph-secret"), "graph-secret").unwrap();
     let d = dir.display();
-    let text = std::fs::read_to_string(dir.join("config/demo.toml"))
-        .unwrap()
-        .replace("\"config/", &format!("\"{d}/config/"))
-        .replace("\"fixtures/", &format!("\"{d}/fixtures/"))
-        .replace("\"var/", &format!("\"{d}/var/"))
-        .replace(
+    let text = rooted(
+        &std::fs::read_to_string(dir.join("config/demo.toml")).unwrap(),
+        dir,
+    );
+    let text = patched(
+        &text,
+        &[(
             &format!("[mailbox]\nkind = \"maildir\"\npath = \"{d}/var/mail\""),
             &format!(
                 "[mailbox]\nkind = \"graph\"\ntenant_id = \"tenant\"\nclient_id = \"app\"\n\
@@ -42,20 +34,9 @@ fn graph_config(dir: &Path, port: u16) -> Config {
                  graph_url = \"http://127.0.0.1:{port}/v1.0\"\ntoken_url = \"http://127.0.0.1:{port}/token\"\n\
                  allow_http_loopback = true\n"
             ),
-        );
-    assert!(text.contains("kind = \"graph\""));
+        )],
+    );
     Config::from_toml(Path::new("graph.toml"), &text, &[]).unwrap()
-}
-
-async fn run(config: &Config) -> BTreeMap<String, StatusLog> {
-    comms_archiver::install_crypto_provider();
-    let archiver = Archiver::from_config(config).unwrap();
-    archiver
-        .run_days(&[day()], None)
-        .await
-        .into_iter()
-        .map(|r| (r.connector, r.log.unwrap()))
-        .collect()
 }
 
 /// Message-ID -> Date (seconds) of every message of the Maildir demo run, and its logs.
@@ -120,7 +101,7 @@ async fn the_demo_day_through_graph_is_received_dated_and_filed() {
     let (port, server) = graph.start().await;
     // Throttling from the start: 429 and 503 with Retry-After, absorbed without a failure.
     graph.throttle.store(6, Ordering::SeqCst);
-    let logs = run(&graph_config(ws.path(), port)).await;
+    let logs = run_in_process(&graph_config(ws.path(), port), day()).await;
     for (connector, log) in &logs {
         assert_eq!(
             outcome(log),
@@ -173,7 +154,7 @@ async fn the_demo_day_through_graph_is_received_dated_and_filed() {
     assert_eq!(call.attachments[0].1.len(), 32044);
 
     // A second run imports nothing.
-    let again = run(&graph_config(ws.path(), port)).await;
+    let again = run_in_process(&graph_config(ws.path(), port), day()).await;
     assert!(again.values().all(|l| l.imported == 0 && l.complete));
     assert_eq!(graph.messages().len(), 37);
     server.abort();
@@ -381,7 +362,7 @@ async fn a_mapped_address_without_a_mailbox_is_a_user_mapping_failure() {
         .collect();
     let graph = FakeGraph::new(&without_priya);
     let (port, server) = graph.start().await;
-    let logs = run(&graph_config(ws.path(), port)).await;
+    let logs = run_in_process(&graph_config(ws.path(), port), day()).await;
     let o2 = &logs["o2"];
     let priya: Vec<_> = o2
         .failures

@@ -10,19 +10,9 @@ use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-pub(crate) const MAILBOXES: &[&str] = &[
-    "alice.smith@contoso.com",
-    "bob.jones@contoso.com",
-    "carol.white@contoso.com",
-    "dan.brown@contoso.com",
-    "emma.clark@contoso.com",
-    "priya.patel@contoso.com",
-];
-
 pub(crate) fn configure(dir: &Path, port: u16, edit: impl Fn(String) -> String) {
-    let text = std::fs::read_to_string(dir.join("config/demo-imap.toml"))
-        .unwrap()
-        .replace("port = 10143", &format!("port = {port}"));
+    let text = std::fs::read_to_string(dir.join("config/demo-imap.toml")).unwrap();
+    let text = patched(&text, &[("port = 10143", &format!("port = {port}"))]);
     std::fs::write(dir.join("config/imap.toml"), edit(text)).unwrap();
 }
 
@@ -53,17 +43,7 @@ pub(crate) async fn once_succeeds(dir: &Path) -> Output {
 /// (mailbox, folder) -> sorted item ids, from the Maildir demo run.
 pub(crate) fn maildir_day() -> BTreeMap<(String, String), Vec<String>> {
     let ws = workspace();
-    let out = cli(
-        ws.path(),
-        &[
-            "once",
-            "--config",
-            "config/demo.toml",
-            "--date",
-            "2026-11-20",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(0));
+    demo_day(ws.path(), &[]);
     let mut day = BTreeMap::new();
     for mailbox in MAILBOXES {
         for entry in std::fs::read_dir(ws.path().join("var/mail").join(mailbox)).unwrap() {
@@ -152,7 +132,6 @@ fn the_demo_day_over_imap_is_the_demo_day_in_the_maildir() {
 
 #[test]
 fn killing_the_daemon_mid_import_then_rerunning_leaves_every_item_once() {
-    use std::io::BufRead;
     let ws = workspace();
     let dovecot = Dovecot::start(ws.path(), None);
     configure(ws.path(), dovecot.port, |t| t);
@@ -173,18 +152,7 @@ fn killing_the_daemon_mid_import_then_rerunning_leaves_every_item_once() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut seen = 0;
-    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
-        let line = line.unwrap();
-        if line.contains("\"outcome\":\"imported\"") {
-            seen += 1;
-            if seen == 12 {
-                child.kill().unwrap(); // SIGKILL: no chance to record or clean up anything
-                break;
-            }
-        }
-    }
-    child.wait().unwrap();
+    let (seen, _) = kill_after_imports(&mut child, 12);
     assert_eq!(seen, 12);
     let out = once(ws.path());
     assert_eq!(

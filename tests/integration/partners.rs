@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-const SECRET: &str = "s3ntinel-secret-9f1c";
+pub(crate) const SECRET: &str = "s3ntinel-secret-9f1c";
 
 fn day() -> chrono::NaiveDate {
     chrono::NaiveDate::from_ymd_opt(2026, 11, 20).unwrap()
@@ -170,14 +170,14 @@ fn the_demo_day_files_every_partner_in_its_own_folder() {
 }
 
 /// A running simulator over the repository's fixtures, and a configuration pointing at it.
-struct Partners {
-    sim: Arc<Simulator>,
-    port: u16,
-    task: tokio::task::JoinHandle<()>,
+pub(crate) struct Partners {
+    pub(crate) sim: Arc<Simulator>,
+    pub(crate) port: u16,
+    pub(crate) task: tokio::task::JoinHandle<()>,
 }
 
 impl Partners {
-    async fn start(dir: &Path, tune: impl FnOnce(&mut SimulatorConfig)) -> Partners {
+    pub(crate) async fn start(dir: &Path, tune: impl FnOnce(&mut SimulatorConfig)) -> Partners {
         let mut config = SimulatorConfig::new(dir.join("fixtures"));
         config.secret = SECRET.into();
         tune(&mut config);
@@ -192,7 +192,7 @@ impl Partners {
 
     /// config/demo-https.toml aimed at this simulator, with fast retries; `edit` may change
     /// the text.
-    fn config(&self, dir: &Path, edit: impl Fn(String) -> String) -> Config {
+    pub(crate) fn config(&self, dir: &Path, edit: impl Fn(String) -> String) -> Config {
         let d = dir.display();
         let text = std::fs::read_to_string(dir.join("config/demo-https.toml"))
             .unwrap()
@@ -218,30 +218,9 @@ impl Drop for Partners {
     }
 }
 
-async fn run(config: &Config) -> BTreeMap<String, StatusLog> {
-    comms_archiver::install_crypto_provider();
-    let archiver = Archiver::from_config(config).unwrap();
-    archiver
-        .run_days(&[day()], None)
-        .await
-        .into_iter()
-        .map(|r| (r.connector, r.log.unwrap()))
-        .collect()
-}
-
 fn drop_run() -> (tempfile::TempDir, BTreeMap<String, StatusLog>) {
     let ws = workspace();
-    let out = cli(
-        ws.path(),
-        &[
-            "once",
-            "--config",
-            "config/demo.toml",
-            "--date",
-            "2026-11-20",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(0));
+    demo_day(ws.path(), &[]);
     let logs = demo_logs(ws.path());
     (ws, logs)
 }
@@ -276,7 +255,7 @@ async fn every_adapter_over_https_matches_its_export_drop() {
     let (drop_ws, drop_logs) = tokio::task::spawn_blocking(drop_run).await.unwrap();
     let ws = workspace();
     let partners = Partners::start(ws.path(), |_| {}).await;
-    let logs = run(&partners.config(ws.path(), |t| t)).await;
+    let logs = run_in_process(&partners.config(ws.path(), |t| t), day()).await;
     assert_same_outcome(&logs, &drop_logs);
     assert_eq!(logs["o2"].imported, 16);
     // Rendering is deterministic: the very same bytes land in the very same files.
@@ -319,7 +298,7 @@ async fn partner_faults_are_absorbed_and_the_day_is_complete() {
                 "retry_initial_ms = 5\npage_size = 4",
             )
         });
-        let logs = run(&config).await;
+        let logs = run_in_process(&config, day()).await;
         for (connector, log) in &logs {
             assert!(log.complete, "{name}: {connector} left open: {log:?}");
             assert!(log.adds_up(), "{name}: {connector}");
@@ -347,7 +326,7 @@ async fn a_partner_that_stays_down_leaves_the_day_open_then_completes_once() {
     let partners = Partners::start(ws.path(), |_| {}).await;
     let config = partners.config(ws.path(), |t| t);
     partners.sim.faults().down.store(true, Ordering::SeqCst);
-    let logs = run(&config).await;
+    let logs = run_in_process(&config, day()).await;
     for (connector, log) in &logs {
         assert!(!log.complete, "{connector}");
         assert_eq!(log.errors[0].reason, "source_unavailable", "{connector}");
@@ -367,7 +346,7 @@ async fn a_partner_that_stays_down_leaves_the_day_open_then_completes_once() {
         );
     }
     partners.sim.faults().down.store(false, Ordering::SeqCst);
-    let logs = run(&config).await;
+    let logs = run_in_process(&config, day()).await;
     assert!(logs.values().all(|l| l.complete));
     assert_eq!(
         tree(&ws.path().join("var/mail")),
@@ -384,7 +363,7 @@ async fn an_ou_admin_cannot_read_other_units() {
     })
     .await;
     let config = partners.config(ws.path(), |t| t);
-    let logs = run(&config).await;
+    let logs = run_in_process(&config, day()).await;
     let sl2 = &logs["sl2"];
     assert!(!sl2.complete);
     assert_eq!(sl2.errors[0].reason, "access_denied");
@@ -397,7 +376,7 @@ async fn an_ou_admin_cannot_read_other_units() {
     let config = partners.config(ws.path(), |t| {
         t.replace("enable_domain = true", "enable_domain = false")
     });
-    let logs = run(&config).await;
+    let logs = run_in_process(&config, day()).await;
     assert!(logs["sl2"].complete, "{:?}", logs["sl2"]);
     assert_eq!(
         logs["sl2"].imported, 4,
@@ -410,7 +389,7 @@ async fn wrong_credentials_are_not_retried_and_name_the_connector() {
     let ws = workspace();
     let partners = Partners::start(ws.path(), |c| c.secret = "another-secret".into()).await;
     let config = partners.config(ws.path(), |t| t);
-    let logs = run(&config).await;
+    let logs = run_in_process(&config, day()).await;
     let o2 = &logs["o2"];
     assert_eq!(o2.errors[0].reason, "access_denied");
     assert!(
@@ -515,141 +494,6 @@ fn telemessage_eml_zips_are_reconciled_before_import() {
     );
     assert_eq!(log["available_from_source"], 0);
     assert!(!dir.join("var/mail").exists());
-}
-
-/// Every file under `dir`, as text.
-fn all_text(dir: &Path) -> String {
-    let mut out = String::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.push_str(&all_text(&path));
-        } else {
-            out.push_str(&String::from_utf8_lossy(&std::fs::read(&path).unwrap()));
-        }
-    }
-    out
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_secret_reaches_logs_errors_or_status_logs_at_any_level() {
-    let ws = workspace();
-    let dir = ws.path().to_path_buf();
-    let partners = Partners::start(&dir, |_| {}).await;
-    // The configuration as a user writes it: the secret comes from the environment.
-    let text = std::fs::read_to_string(dir.join("config/demo-https.toml"))
-        .unwrap()
-        .replace("18080", &partners.port.to_string())
-        .replace(
-            "allow_http_loopback = true",
-            "allow_http_loopback = true\nretry_initial_ms = 5\nmax_retries = 2",
-        );
-    std::fs::write(dir.join("config/sim.toml"), text).unwrap();
-    let run = |args: &'static [&'static str]| {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_comms-archiver"))
-                .args(args)
-                .current_dir(&dir)
-                .env("RUST_LOG", "trace")
-                .env("COMMS_ARCHIVER_SIM_SECRET", SECRET)
-                .output()
-                .unwrap()
-        })
-    };
-    let once: &[&str] = &[
-        "--log-format",
-        "json",
-        "once",
-        "--config",
-        "config/sim.toml",
-        "--date",
-        "2026-11-20",
-    ];
-    let mut logs = String::new();
-
-    let ok = run(once).await.unwrap();
-    assert_eq!(
-        ok.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
-    logs.push_str(&String::from_utf8_lossy(&ok.stderr));
-
-    // The partner stays down: exit 1, and the status log says why.
-    partners.sim.faults().down.store(true, Ordering::SeqCst);
-    let down = run(&[
-        "--log-format",
-        "json",
-        "once",
-        "--config",
-        "config/sim.toml",
-        "--date",
-        "2026-11-21",
-    ])
-    .await
-    .unwrap();
-    assert_eq!(down.status.code(), Some(1));
-    logs.push_str(&String::from_utf8_lossy(&down.stderr));
-    let report = run(&[
-        "report",
-        "--config",
-        "config/sim.toml",
-        "--date",
-        "2026-11-21",
-        "--connector",
-        "o2",
-        "--format",
-        "json",
-    ])
-    .await
-    .unwrap();
-    let log: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
-    assert_eq!(log["errors"][0]["reason"], "source_unavailable");
-    partners.sim.faults().down.store(false, Ordering::SeqCst);
-
-    // A rejected secret: the error names the connector, never the value.
-    let check = run(&["check", "--config", "config/sim.toml"])
-        .await
-        .unwrap();
-    logs.push_str(&String::from_utf8_lossy(&check.stdout));
-    std::fs::write(
-        dir.join("config/wrong.toml"),
-        std::fs::read_to_string(dir.join("config/sim.toml"))
-            .unwrap()
-            .replace("username = \"archiver\"", "username = \"intruder\""),
-    )
-    .unwrap();
-    let denied = run(&[
-        "--log-format",
-        "json",
-        "once",
-        "--config",
-        "config/wrong.toml",
-        "--date",
-        "2026-11-20",
-        "--connector",
-        "o2",
-    ])
-    .await
-    .unwrap();
-    assert_eq!(denied.status.code(), Some(1));
-    logs.push_str(&String::from_utf8_lossy(&denied.stderr));
-    assert!(
-        logs.contains("refused the credentials (401)"),
-        "the rejection is logged"
-    );
-    assert!(
-        logs.contains("\"level\":\"TRACE\"") || logs.contains("\"level\":\"DEBUG\""),
-        "trace level was on"
-    );
-
-    assert!(!logs.contains(SECRET), "a log line holds the secret");
-    assert!(
-        !all_text(&dir.join("var/stage")).contains(SECRET),
-        "the stage holds the secret"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

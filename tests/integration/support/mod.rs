@@ -1,4 +1,8 @@
-//! Helpers shared by the integration tests: scratch workspaces and reading the Maildir tree.
+//! Helpers shared by the integration tests: scratch workspaces, the demo day, killing a run
+//! part way, patched configurations, reading the Maildir tree; the scheduler scaffold in
+//! [`daemon`].
+
+pub mod daemon;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -145,4 +149,106 @@ pub async fn succeeds(run: impl FnOnce() -> Output + Send + 'static) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// The day the embedded default's fixtures deliver.
+pub const DEMO_DATE: &str = "2026-11-20";
+
+/// The demo fixtures' mailboxes.
+pub const MAILBOXES: &[&str] = &[
+    "alice.smith@contoso.com",
+    "bob.jones@contoso.com",
+    "carol.white@contoso.com",
+    "dan.brown@contoso.com",
+    "emma.clark@contoso.com",
+    "priya.patel@contoso.com",
+];
+
+/// `once` on the embedded default's demo day in `dir` (after `leading`, e.g. the log
+/// format), expected to succeed: its stderr is in the failure message.
+pub fn demo_day(dir: &Path, leading: &[&str]) -> Output {
+    let mut args = leading.to_vec();
+    args.extend(["once", "--config", "config/demo.toml", "--date", DEMO_DATE]);
+    let out = cli(dir, &args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Reads the JSON log of a spawned run (stderr piped) and kills it with SIGKILL, which
+/// leaves no chance to record or clean up anything, once `n` copies are imported. Returns
+/// the imports seen (fewer than `n` when the run ended first) and how the run ended.
+pub fn kill_after_imports(
+    child: &mut std::process::Child,
+    n: usize,
+) -> (usize, std::process::ExitStatus) {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("stderr piped");
+    let mut seen = 0;
+    for line in std::io::BufReader::new(stderr).lines() {
+        let Ok(line) = line else { break };
+        if line.contains("\"outcome\":\"imported\"") {
+            seen += 1;
+            if seen == n {
+                child.kill().unwrap();
+                break;
+            }
+        }
+    }
+    (seen, child.wait().unwrap())
+}
+
+/// A configuration text with every occurrence of each `from` replaced by its `to`. Every
+/// `from` must be there: a patch that silently misses would test the unpatched file.
+pub fn patched(text: &str, edits: &[(&str, &str)]) -> String {
+    let mut out = text.to_string();
+    for (from, to) in edits {
+        assert!(
+            out.contains(from),
+            "the configuration has no {from:?} to patch"
+        );
+        out = out.replace(from, to);
+    }
+    out
+}
+
+/// Every enabled connector's day, run in-process; the status logs by connector.
+pub async fn run_in_process(
+    config: &comms_archiver::config::Config,
+    day: chrono::NaiveDate,
+) -> std::collections::BTreeMap<String, comms_archiver::report::StatusLog> {
+    comms_archiver::install_crypto_provider();
+    let archiver = comms_archiver::pipeline::Archiver::from_config(config).unwrap();
+    archiver
+        .run_days(&[day], None)
+        .await
+        .into_iter()
+        .map(|r| (r.connector, r.log.unwrap()))
+        .collect()
+}
+
+/// A configuration text with its relative paths (`config/`, `fixtures/`, `var/`) made
+/// absolute under `dir`, for a configuration used in-process.
+pub fn rooted(text: &str, dir: &Path) -> String {
+    let d = dir.display();
+    text.replace("\"config/", &format!("\"{d}/config/"))
+        .replace("\"fixtures/", &format!("\"{d}/fixtures/"))
+        .replace("\"var/", &format!("\"{d}/var/"))
+}
+
+/// A `[stage]` of config/demo-azurite.toml aimed at the Azurite at `endpoint`, retrying
+/// once within `timeout_secs`.
+pub fn azurite_stage(text: &str, endpoint: &str, timeout_secs: u64) -> String {
+    let quick = format!("auth = \"sas\"\nmax_retries = 1\ntimeout_secs = {timeout_secs}");
+    patched(
+        text,
+        &[
+            ("http://127.0.0.1:10000/devstoreaccount1", endpoint),
+            ("auth = \"sas\"", &quick),
+        ],
+    )
 }

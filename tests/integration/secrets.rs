@@ -1,0 +1,141 @@
+//! No secret, at any log level, in any log, error or status log, whatever fails.
+
+use crate::partners::{Partners, SECRET};
+use crate::support::*;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+/// Every file under `dir`, as text.
+fn all_text(dir: &Path) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.push_str(&all_text(&path));
+        } else {
+            out.push_str(&String::from_utf8_lossy(&std::fs::read(&path).unwrap()));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_logs_errors_or_status_logs_at_any_level() {
+    let ws = workspace();
+    let dir = ws.path().to_path_buf();
+    let partners = Partners::start(&dir, |_| {}).await;
+    // The configuration as a user writes it: the secret comes from the environment.
+    let text = std::fs::read_to_string(dir.join("config/demo-https.toml"))
+        .unwrap()
+        .replace("18080", &partners.port.to_string())
+        .replace(
+            "allow_http_loopback = true",
+            "allow_http_loopback = true\nretry_initial_ms = 5\nmax_retries = 2",
+        );
+    std::fs::write(dir.join("config/sim.toml"), text).unwrap();
+    let run = |args: &'static [&'static str]| {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_comms-archiver"))
+                .args(args)
+                .current_dir(&dir)
+                .env("RUST_LOG", "trace")
+                .env("COMMS_ARCHIVER_SIM_SECRET", SECRET)
+                .output()
+                .unwrap()
+        })
+    };
+    let once: &[&str] = &[
+        "--log-format",
+        "json",
+        "once",
+        "--config",
+        "config/sim.toml",
+        "--date",
+        "2026-11-20",
+    ];
+    let mut logs = String::new();
+
+    let ok = run(once).await.unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    logs.push_str(&String::from_utf8_lossy(&ok.stderr));
+
+    // The partner stays down: exit 1, and the status log says why.
+    partners.sim.faults().down.store(true, Ordering::SeqCst);
+    let down = run(&[
+        "--log-format",
+        "json",
+        "once",
+        "--config",
+        "config/sim.toml",
+        "--date",
+        "2026-11-21",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(down.status.code(), Some(1));
+    logs.push_str(&String::from_utf8_lossy(&down.stderr));
+    let report = run(&[
+        "report",
+        "--config",
+        "config/sim.toml",
+        "--date",
+        "2026-11-21",
+        "--connector",
+        "o2",
+        "--format",
+        "json",
+    ])
+    .await
+    .unwrap();
+    let log: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert_eq!(log["errors"][0]["reason"], "source_unavailable");
+    partners.sim.faults().down.store(false, Ordering::SeqCst);
+
+    // A rejected secret: the error names the connector, never the value.
+    let check = run(&["check", "--config", "config/sim.toml"])
+        .await
+        .unwrap();
+    logs.push_str(&String::from_utf8_lossy(&check.stdout));
+    std::fs::write(
+        dir.join("config/wrong.toml"),
+        std::fs::read_to_string(dir.join("config/sim.toml"))
+            .unwrap()
+            .replace("username = \"archiver\"", "username = \"intruder\""),
+    )
+    .unwrap();
+    let denied = run(&[
+        "--log-format",
+        "json",
+        "once",
+        "--config",
+        "config/wrong.toml",
+        "--date",
+        "2026-11-20",
+        "--connector",
+        "o2",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(denied.status.code(), Some(1));
+    logs.push_str(&String::from_utf8_lossy(&denied.stderr));
+    assert!(
+        logs.contains("refused the credentials (401)"),
+        "the rejection is logged"
+    );
+    assert!(
+        logs.contains("\"level\":\"TRACE\"") || logs.contains("\"level\":\"DEBUG\""),
+        "trace level was on"
+    );
+
+    assert!(!logs.contains(SECRET), "a log line holds the secret");
+    assert!(
+        !all_text(&dir.join("var/stage")).contains(SECRET),
+        "the stage holds the secret"
+    );
+}
