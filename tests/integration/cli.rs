@@ -377,19 +377,7 @@ fn a_day_not_delivered_stays_open_and_exits_1() {
 fn json_logs_carry_one_event_per_item_outcome() {
     let ws = workspace();
     let dir = ws.path();
-    let out = cli(
-        dir,
-        &[
-            "--log-format",
-            "json",
-            "once",
-            "--config",
-            "config/demo.toml",
-            "--date",
-            "2026-11-20",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(0));
+    let out = demo_day(dir, &["--log-format", "json"]);
     let events: Vec<Value> = String::from_utf8_lossy(&out.stderr)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))

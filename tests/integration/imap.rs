@@ -16,22 +16,26 @@ pub(crate) fn configure(dir: &Path, port: u16, edit: impl Fn(String) -> String) 
     std::fs::write(dir.join("config/imap.toml"), edit(text)).unwrap();
 }
 
-pub(crate) fn once(dir: &Path) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_comms-archiver"))
+/// `once` on the demo day into the Dovecot configured by [`configure`], with JSON logs.
+pub(crate) fn once_command(dir: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_comms-archiver"));
+    command
         .args([
             "--log-format",
             "json",
             "once",
             "--config",
             "config/imap.toml",
-            "--date",
-            "2026-11-20",
         ])
+        .args(["--date", DEMO_DATE])
         .current_dir(dir)
         .env_remove("RUST_LOG")
-        .env("COMMS_ARCHIVER_IMAP_PASSWORD", PASSWORD)
-        .output()
-        .unwrap()
+        .env("COMMS_ARCHIVER_IMAP_PASSWORD", PASSWORD);
+    command
+}
+
+pub(crate) fn once(dir: &Path) -> Output {
+    once_command(dir).output().unwrap()
 }
 
 /// Runs `once` from an async test (off the runtime's threads) and expects it to succeed.
@@ -135,19 +139,7 @@ fn killing_the_daemon_mid_import_then_rerunning_leaves_every_item_once() {
     let ws = workspace();
     let dovecot = Dovecot::start(ws.path(), None);
     configure(ws.path(), dovecot.port, |t| t);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_comms-archiver"))
-        .args([
-            "--log-format",
-            "json",
-            "once",
-            "--config",
-            "config/imap.toml",
-            "--date",
-            "2026-11-20",
-        ])
-        .current_dir(ws.path())
-        .env_remove("RUST_LOG")
-        .env("COMMS_ARCHIVER_IMAP_PASSWORD", PASSWORD)
+    let mut child = once_command(ws.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -121,22 +121,7 @@ fn tree(mail: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 fn the_demo_day_files_every_partner_in_its_own_folder() {
     let ws = workspace();
     let dir = ws.path();
-    let out = cli(
-        dir,
-        &[
-            "once",
-            "--config",
-            "config/demo.toml",
-            "--date",
-            "2026-11-20",
-        ],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    demo_day(dir, &[]);
     assert_eq!(kinds(&dir.join("var/mail")), expected_kinds());
 
     let out = cli(
@@ -411,23 +396,19 @@ fn telemessage_eml_zips_are_reconciled_before_import() {
     let ws = workspace();
     let dir = ws.path();
     let demo = std::fs::read_to_string(dir.join("config/demo.toml")).unwrap();
-    let zipped = demo.replace(
-        "transport = \"drop\"\npath = \"fixtures/telemessage-o2\"",
-        "transport = \"zip-drop\"\npath = \"fixtures/telemessage-zip\"",
+    let zipped = patched(
+        &demo,
+        &[(
+            "transport = \"drop\"\npath = \"fixtures/telemessage-o2\"",
+            "transport = \"zip-drop\"\npath = \"fixtures/telemessage-zip\"",
+        )],
     );
     std::fs::write(dir.join("config/zip.toml"), &zipped).unwrap();
-    let out = cli(
-        dir,
-        &[
-            "once",
-            "--config",
-            "config/zip.toml",
-            "--date",
-            "2026-11-20",
-            "--connector",
-            "o2",
-        ],
-    );
+    let zip_day = |dir: &Path| {
+        let args = ["once", "--config", "config/zip.toml", "--date", DEMO_DATE];
+        cli(dir, &[&args[..], &["--connector", "o2"]].concat())
+    };
+    let out = zip_day(dir);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -458,18 +439,7 @@ fn telemessage_eml_zips_are_reconciled_before_import() {
         ),
     )
     .unwrap();
-    let out = cli(
-        dir,
-        &[
-            "once",
-            "--config",
-            "config/zip.toml",
-            "--date",
-            "2026-11-20",
-            "--connector",
-            "o2",
-        ],
-    );
+    let out = zip_day(dir);
     assert_eq!(out.status.code(), Some(1));
     let out = cli(
         dir,

@@ -141,7 +141,11 @@ pub fn imported_events(log: &[u8]) -> usize {
 /// Runs a blocking command (a `once`) off the async runtime's threads and expects exit 0,
 /// with its stderr in the failure message.
 pub async fn succeeds(run: impl FnOnce() -> Output + Send + 'static) -> Output {
-    let out = tokio::task::spawn_blocking(run).await.unwrap();
+    exited_0(tokio::task::spawn_blocking(run).await.unwrap())
+}
+
+/// A run's output, once it is seen to have exited 0; its stderr is in the failure message.
+pub fn exited_0(out: Output) -> Output {
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -169,14 +173,7 @@ pub const MAILBOXES: &[&str] = &[
 pub fn demo_day(dir: &Path, leading: &[&str]) -> Output {
     let mut args = leading.to_vec();
     args.extend(["once", "--config", "config/demo.toml", "--date", DEMO_DATE]);
-    let out = cli(dir, &args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    exited_0(cli(dir, &args))
 }
 
 /// Reads the JSON log of a spawned run (stderr piped) and kills it with SIGKILL, which
