@@ -5,7 +5,10 @@ FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-RUN cargo build --release --locked && strip target/release/comms-archiver
+# The workspace's other member (the testkit) must be there to read the workspace; only the
+# daemon is built.
+COPY testkit ./testkit
+RUN cargo build --release --locked --bin comms-archiver && strip target/release/comms-archiver
 
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -2,7 +2,7 @@
 """The end-to-end benchmark of comms-archiver, driven by bench/run.sh.
 
 For each size (S: 10,000 items for 1,000 mailboxes; L: 100,000 for 10,000) the partner
-simulator serves a generated business day over HTTP (comms_archiver::workload), and
+simulator serves a generated business day over HTTP (comms_archiver_testkit::workload), and
 `comms-archiver once` runs under /usr/bin/time -v:
 
   a) the embedded default: local stage and Maildir tree;
@@ -495,7 +495,7 @@ def write(path, command, results, render, graph):
       f"{version(['dovecot', '--version'])} (Dovecot); Azurite 3.35.0, {azurite_metadata()}.")
     w("")
     w("## Workload\n")
-    w("The partner simulator generates the day (`comms_archiver::workload`) and serves it over HTTP "
+    w("The partner simulator generates the day (`comms_archiver_testkit::workload`) and serves it over HTTP "
       "on loopback: about 65% SMS, 25% WhatsApp messages (10% with media of 20 KB to 2 MB), 8% voice "
       "calls (20% with a recording), 2% CellTrust (SL2 and Merge1); about 1% of items over 10 MiB and "
       "2% from an unmapped number. Each item has one employee, so an item is one copy. Sizes: S is "
