@@ -114,9 +114,40 @@ pub struct StatusLog {
     /// each import record names the CSV line or the email property.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub mapped_by: BTreeMap<String, u64>,
+    /// A run log's run: its id, when it ran, where, and what stopped it. None in the day's
+    /// reconciliation, which is derived from every run's evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunInfo>,
+    /// The dates of the items a run read (their import records are kept under them), so
+    /// that the day's reconciliation finds them however late the partner delivered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub item_dates: Vec<NaiveDate>,
+    /// The day's reconciliation: the runs it is derived from, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<String>,
     /// "No items ingested on YYYY-MM-DD" for an empty day.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub summary: Option<String>,
+}
+
+/// One run of a connector-day, as its run log records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// Unique among every run that ever writes the stage; import records name it too.
+    pub id: String,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: DateTime<Utc>,
+    /// The host and process that ran it.
+    pub host: String,
+    /// The comms-archiver version that ran it.
+    pub version: String,
+    /// The store it imported into ([`crate::mailbox::Mailbox::destination`]) and the folder.
+    pub destination: String,
+    pub folder: String,
+    /// What stopped the run before the day was done (the reasons of its day errors), if
+    /// anything did.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stopped_by: Vec<String>,
 }
 
 /// An item the connector must not import, and why.
@@ -157,6 +188,9 @@ impl StatusLog {
             earlier_errors: Vec::new(),
             destination: None,
             mapped_by: BTreeMap::new(),
+            run: None,
+            item_dates: Vec::new(),
+            runs: Vec::new(),
             summary: None,
         }
     }
@@ -180,6 +214,13 @@ impl StatusLog {
         self.available_for_import += 1;
         self.failed += 1;
         self.failures.push(failure);
+    }
+
+    /// Notes the date of an item read (kept sorted, each once).
+    pub fn note_item_date(&mut self, date: NaiveDate) {
+        if let Err(at) = self.item_dates.binary_search(&date) {
+            self.item_dates.insert(at, date);
+        }
     }
 
     /// Whether nothing in this log stops the day from being checkpointed.
@@ -254,6 +295,23 @@ impl StatusLog {
         if let Some(destination) = &self.destination {
             detail_row(&mut w, "destination", ["", "", "", "", destination]);
         }
+        if let Some(run) = &self.run {
+            let detail = format!(
+                "{} to {} on {}, version {}{}",
+                run.started_at.to_rfc3339(),
+                run.ended_at.to_rfc3339(),
+                run.host,
+                run.version,
+                match run.stopped_by.is_empty() {
+                    true => String::new(),
+                    false => format!(", stopped by {}", run.stopped_by.join(" ")),
+                }
+            );
+            detail_row(&mut w, "run", ["", "", "", &run.id, &detail]);
+        }
+        for run in &self.runs {
+            detail_row(&mut w, "run", ["", "", "", run, ""]);
+        }
         for (way, copies) in &self.mapped_by {
             detail_row(&mut w, "mapped_by", ["", "", "", way, &copies.to_string()]);
         }
@@ -298,6 +356,32 @@ impl StatusLog {
         );
         if let Some(summary) = &self.summary {
             let _ = writeln!(out, "  {summary}");
+        }
+        match &self.run {
+            Some(run) => {
+                let _ = writeln!(
+                    out,
+                    "  run {} on {} (version {}), {} to {}{}",
+                    run.id,
+                    run.host,
+                    run.version,
+                    run.started_at.format("%H:%M:%S"),
+                    run.ended_at.format("%H:%M:%S UTC"),
+                    match run.stopped_by.is_empty() {
+                        true => String::new(),
+                        false => format!(", stopped by {}", run.stopped_by.join(", ")),
+                    }
+                );
+            }
+            None if !self.runs.is_empty() => {
+                let _ = writeln!(
+                    out,
+                    "  the day over {} run(s): {}",
+                    self.runs.len(),
+                    self.runs.join(", ")
+                );
+            }
+            None => {}
         }
         for (label, n) in [
             ("available from source", self.available_from_source),

@@ -3,6 +3,7 @@
 
 mod check;
 mod report;
+mod trace;
 mod work;
 
 pub use report::render_logs;
@@ -69,12 +70,35 @@ pub enum Command {
     },
     /// Ask the running daemon's endpoint (telemetry.listen) for /healthz; exit 0 when healthy.
     Healthcheck,
-    /// Print the status log of a day (default: yesterday, UTC).
+    /// Print a day's reconciliation (default: yesterday, UTC): the day as a whole over every
+    /// run, derived from the run logs and the import records; with --runs, each run's log.
     Report {
+        /// The day, YYYY-MM-DD.
         #[arg(long)]
         date: Option<NaiveDate>,
+        /// Only this connector.
         #[arg(long)]
         connector: Option<String>,
+        /// Each run's own run log instead of the reconciliation.
+        #[arg(long)]
+        runs: bool,
+        #[arg(long, value_enum, default_value = "table")]
+        format: ReportFormat,
+    },
+    /// Find one item by its partner item id, its Message-ID or its item key, and print its
+    /// way: each copy's mailbox, folder and mapping, its stage key and SHA-256, the run that
+    /// imported it, and what every run of the days around --date did with it.
+    Trace {
+        /// The partner's item id, the Message-ID (with or without <>), or the item key.
+        id: String,
+        /// The day the item was delivered for (its import records are looked for in the
+        /// days around it).
+        #[arg(long)]
+        date: NaiveDate,
+        /// Only this connector.
+        #[arg(long)]
+        connector: Option<String>,
+        /// `json` for one object per connector that knows the item.
         #[arg(long, value_enum, default_value = "table")]
         format: ReportFormat,
     },
@@ -142,11 +166,18 @@ pub async fn execute(cli: Cli) -> Result<i32> {
         Command::Report {
             date,
             connector,
+            runs,
             format,
         } => {
             let day = date.unwrap_or_else(yesterday);
-            report::report(&config, day, connector.as_deref(), format).await
+            report::report(&config, day, connector.as_deref(), runs, format).await
         }
+        Command::Trace {
+            id,
+            date,
+            connector,
+            format,
+        } => trace::trace(&config, &id, date, connector.as_deref(), format).await,
     }
 }
 

@@ -1,4 +1,4 @@
-//! `report`: a day's status logs, as a table, JSON or CSV.
+//! `report`: a day's reconciliation, or its runs' logs, as a table, JSON or CSV.
 
 use super::{check_connector, ReportFormat, EXIT_DONE};
 use crate::config::Config;
@@ -7,11 +7,13 @@ use crate::report::StatusLog;
 use crate::{Error, Result};
 use chrono::NaiveDate;
 
-/// Prints the status logs of `day` of every enabled connector (or the one named).
+/// Prints the reconciliation of `day` of every enabled connector (or the one named), or with
+/// `runs` each run's log.
 pub(super) async fn report(
     config: &Config,
     day: NaiveDate,
     only: Option<&str>,
+    runs: bool,
     format: ReportFormat,
 ) -> Result<i32> {
     check_connector(config, only)?;
@@ -21,10 +23,14 @@ pub(super) async fn report(
         .enabled_connectors()
         .filter(|(n, _)| only.is_none_or(|c| c == *n))
     {
-        match ledger.read_report(name, day).await? {
-            Some(log) => logs.push(log),
-            None => eprintln!("no status log for connector {name} on {day} yet"),
+        let found = match runs {
+            true => ledger.run_logs(name, day).await?,
+            false => ledger.reconcile(name, day).await?.into_iter().collect(),
+        };
+        if found.is_empty() {
+            eprintln!("no status log for connector {name} on {day} yet");
         }
+        logs.extend(found);
     }
     if logs.is_empty() {
         return Err(Error::Usage(format!(

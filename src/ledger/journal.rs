@@ -86,13 +86,19 @@ impl Journal {
         }
     }
 
+    /// This run's id: its import records and its run log carry it.
+    pub fn run_id(&self) -> &str {
+        &self.writer
+    }
+
     pub(super) fn prefix(connector: &str, date: NaiveDate) -> String {
         format!("ledger/{connector}/journal/{date}/")
     }
 
     /// Adds the record of an imported copy of an item of `date`; writes the pending batch
     /// when it is full or has waited long enough.
-    pub async fn record(&self, date: NaiveDate, record: ImportRecord) -> Result<()> {
+    pub async fn record(&self, date: NaiveDate, mut record: ImportRecord) -> Result<()> {
+        record.run.get_or_insert_with(|| self.writer.clone());
         let due = {
             let mut state = self.state.lock().await;
             state.pending.push((date, record));
@@ -238,6 +244,7 @@ mod tests {
             mailbox: format!("user{}@contoso.com", n % 7),
             folder: "O2".into(),
             mapped_by: Some("email property".into()),
+            run: None,
             staged: Ledger::staged_key("o2", date, &format!("user{}@contoso.com", n % 7), &key),
             sha256: "00".into(),
             bytes: 1,

@@ -13,14 +13,24 @@
 //! - `ledger/<connector>/days/<day>.json`: the day's state (open or complete, attempts)
 //! - `ledger/<connector>/leases/<day>.json`: who is processing the day, until when; taken
 //!   and renewed with ETag conditions, so two daemons never work on one day at once
+//! - `runs/<connector>/<day>/<run>.json`: each run's own run log, written once when the run
+//!   ends (create-only)
 //! - `checkpoints/<connector>.json`: the last day up to which every day is complete
-//! - `reports/<connector>/<day>.json` and `.csv`: the day's status log
+//! - `reports/<connector>/<day>.json` and `.csv`: the day's reconciliation, derived from the
+//!   run logs and the journal and written again after every run (a view; `report`
+//!   derives it anew)
+//!
+//! Evidence (staged messages, journal batches, run logs) is written once and never rewritten
+//! or deleted; what changes (day states, leases, checkpoints, the reconciliation's copy)
+//! lives apart ([`crate::stage::is_evidence`]), so an immutability policy on the evidence
+//! breaks nothing.
 
 mod journal;
+mod reconcile;
 mod session;
 
 pub use journal::{CopyPlace, Journal};
-pub use session::{DaySession, Finished, Opened};
+pub use session::{DaySession, Finished, Opened, Place};
 
 use crate::item::ItemKey;
 use crate::report::StatusLog;
@@ -48,6 +58,9 @@ pub struct ImportRecord {
     /// Absent in records written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mapped_by: Option<String>,
+    /// The run that recorded it (absent in records written before runs were named).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
     /// The stage key of the message that was imported.
     pub staged: String,
     /// SHA-256 of the staged message, to verify the stage later.
@@ -195,6 +208,11 @@ impl Ledger {
     /// Where a day's status log is kept, as `json` or `csv`.
     pub fn report_key(connector: &str, day: NaiveDate, extension: &str) -> String {
         format!("reports/{connector}/{day}.{extension}")
+    }
+
+    /// Where a run's own run log is kept.
+    pub fn run_key(connector: &str, day: NaiveDate, run: &str) -> String {
+        format!("runs/{connector}/{day}/{run}.json")
     }
 
     fn lease_key(connector: &str, day: NaiveDate) -> String {
@@ -459,6 +477,21 @@ impl Ledger {
         Ok(report)
     }
 
+    /// Every import record in the journal batches of one date.
+    pub async fn import_records(
+        &self,
+        connector: &str,
+        date: NaiveDate,
+    ) -> Result<Vec<ImportRecord>> {
+        let mut batches = self.stage.list(&Journal::prefix(connector, date)).await?;
+        batches.sort();
+        let mut records = Vec::new();
+        for batch in batches {
+            records.extend(self.read_batch(&batch).await?);
+        }
+        Ok(records)
+    }
+
     /// The records of one journal batch.
     async fn read_batch(&self, key: &str) -> Result<Vec<ImportRecord>> {
         let Some(bytes) = self.stage.get(key).await? else {
@@ -479,6 +512,33 @@ impl Ledger {
                 serde_json::from_str(line).map_err(|e| unreadable(i + 1, e.to_string()))
             })
             .collect()
+    }
+
+    /// Stores a run's own run log, once: a second write of the same run is refused.
+    pub async fn write_run_log(&self, log: &StatusLog) -> Result<()> {
+        let run = log
+            .run
+            .as_ref()
+            .ok_or_else(|| Error::State("a run log names its run".into()))?;
+        let key = Self::run_key(&log.connector, log.day, &run.id);
+        match self.stage.put_new(&key, log.to_json().as_bytes()).await? {
+            crate::stage::Created::New => Ok(()),
+            crate::stage::Created::AlreadyExists => Err(Error::State(format!(
+                "run log '{key}' exists already; a run's log is written once"
+            ))),
+        }
+    }
+
+    /// Every run log of a connector-day, oldest first.
+    pub async fn run_logs(&self, connector: &str, day: NaiveDate) -> Result<Vec<StatusLog>> {
+        let mut logs = Vec::new();
+        for key in self.stage.list(&format!("runs/{connector}/{day}/")).await? {
+            if let Some(log) = self.read::<StatusLog>(&key).await? {
+                logs.push(log);
+            }
+        }
+        logs.sort_by_key(|l| l.run.as_ref().map(|r| (r.started_at, r.id.clone())));
+        Ok(logs)
     }
 
     /// Stores a status log as JSON and CSV.

@@ -1,12 +1,13 @@
 //! The day protocol. Opening a connector-day takes its lease, records the attempt and reads
 //! what earlier runs left; the [`DaySession`] then keeps the lease, records imports through
 //! its journal, and finishes the day in the one order that keeps "nothing lost, nothing
-//! twice": the journal is flushed before the day is judged, the status log is written before
-//! the day is marked complete, the day before the checkpoint moves, and the lease is let go
-//! last, whatever happened before.
+//! twice": the journal is flushed before the day is judged, the run's own run log is written
+//! (once) before the day is marked complete, the day before the checkpoint moves, then the
+//! day's reconciliation is derived from every run, and the lease is let go last, whatever
+//! happened before.
 
 use super::{DayLease, Earlier, Journal, Ledger, LEASE_RENEW_EVERY};
-use crate::report::{DayError, StatusLog};
+use crate::report::{DayError, RunInfo, StatusLog};
 use crate::Result;
 use chrono::NaiveDate;
 use std::time::Instant;
@@ -30,6 +31,15 @@ pub struct DaySession {
     earlier: Earlier,
     earlier_errors: Vec<DayError>,
     journal: Journal,
+    started_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Where a run imported: the store ([`crate::mailbox::Mailbox::destination`]) and the
+/// folder; its run log records it, and the day's reconciliation counts the copies there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    pub destination: String,
+    pub folder: String,
 }
 
 /// How a finished session left the day.
@@ -70,6 +80,7 @@ impl Ledger {
                     earlier,
                     earlier_errors,
                     journal: self.journal(connector),
+                    started_at: chrono::Utc::now(),
                 })))
             }
             Err(e) => {
@@ -120,7 +131,7 @@ impl DaySession {
     /// the day, which then stays open), judges the day, writes the status log, marks the day
     /// complete and moves the checkpoint when nothing is left to retry, and lets the lease go.
     /// A day whose lease was lost is left to its new holder, report included.
-    pub async fn finish(self, log: &mut StatusLog) -> Result<Finished> {
+    pub async fn finish(self, log: &mut StatusLog, place: &Place) -> Result<Finished> {
         let DaySession {
             ledger,
             connector,
@@ -129,6 +140,7 @@ impl DaySession {
             earlier,
             earlier_errors,
             journal,
+            started_at,
         } = self;
         let (lease, _) = hold.into_inner();
         let result = async {
@@ -145,6 +157,18 @@ impl DaySession {
             log.earlier_errors = earlier_errors;
             let complete = log.nothing_to_retry();
             log.finish(complete);
+            log.run = Some(RunInfo {
+                id: journal.run_id().to_string(),
+                started_at,
+                ended_at: log.completed_at,
+                host: super::owner_id(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                destination: place.destination.clone(),
+                folder: place.folder.clone(),
+                stopped_by: log.errors.iter().map(|e| e.reason.clone()).collect(),
+            });
+            // The run's own record, whatever else happens: evidence, written once.
+            ledger.write_run_log(log).await?;
             if log.errors.iter().any(|e| e.reason == "lease_lost") {
                 return Ok(Finished {
                     complete,
@@ -152,7 +176,6 @@ impl DaySession {
                     checkpoint: None,
                 });
             }
-            ledger.write_report(log).await?;
             let checkpoint = match complete {
                 true => {
                     ledger.complete_day(&connector, day).await?;
@@ -160,6 +183,10 @@ impl DaySession {
                 }
                 false => None,
             };
+            // The day as a whole, derived from every run, kept where `report` finds it.
+            if let Some(day_log) = ledger.reconcile(&connector, day).await? {
+                ledger.write_report(&day_log).await?;
+            }
             Ok(Finished {
                 complete,
                 reported: true,
@@ -247,6 +274,13 @@ mod tests {
         }
     }
 
+    fn here() -> Place {
+        Place {
+            destination: "maildir /m".into(),
+            folder: "F".into(),
+        }
+    }
+
     fn day(n: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(2026, 11, n).unwrap()
     }
@@ -260,6 +294,7 @@ mod tests {
             mailbox: "alice@contoso.com".into(),
             folder: "F".into(),
             mapped_by: Some("email property".into()),
+            run: None,
             staged: "staged/o2/x.eml".into(),
             sha256: "00".into(),
             bytes: 1,
@@ -310,7 +345,8 @@ mod tests {
             .await
             .unwrap();
         let mut log = StatusLog::new("o2", day(20));
-        let finished = session.finish(&mut log).await.unwrap();
+        (log.available_for_import, log.imported) = (1, 1);
+        let finished = session.finish(&mut log, &here()).await.unwrap();
         assert_eq!(
             finished,
             Finished {
@@ -353,7 +389,8 @@ mod tests {
             .await
             .unwrap();
         let mut log = StatusLog::new("o2", day(20));
-        let finished = session.finish(&mut log).await.unwrap();
+        (log.available_for_import, log.imported) = (1, 1);
+        let finished = session.finish(&mut log, &here()).await.unwrap();
         assert!(!finished.complete && finished.reported, "{finished:?}");
         assert!(log.errors.iter().any(|e| e.reason == "stage_unavailable"));
         assert!(!ledger.is_complete("o2", day(20)).await.unwrap());
@@ -364,7 +401,7 @@ mod tests {
         let session = open(&ledger, 20).await;
         assert_eq!(session.earlier(), Earlier::Journaled);
         let mut log = StatusLog::new("o2", day(20));
-        session.finish(&mut log).await.unwrap();
+        session.finish(&mut log, &here()).await.unwrap();
         assert!(log.resumed);
         assert!(log
             .earlier_errors
@@ -382,9 +419,11 @@ mod tests {
             reason: "lease_lost".into(),
             detail: "taken over".into(),
         });
-        let finished = session.finish(&mut log).await.unwrap();
+        let finished = session.finish(&mut log, &here()).await.unwrap();
         assert!(!finished.reported && finished.checkpoint.is_none());
         assert!(ledger.read_report("o2", day(21)).await.unwrap().is_none());
+        // The run's own log is kept all the same: it is what this run did.
+        assert_eq!(ledger.run_logs("o2", day(21)).await.unwrap().len(), 1);
         assert!(!ledger.is_complete("o2", day(21)).await.unwrap());
     }
 
@@ -393,11 +432,19 @@ mod tests {
         let (_dir, _stage, ledger) = setup();
         for n in [20, 22] {
             let mut log = StatusLog::new("o2", day(n));
-            open(&ledger, n).await.finish(&mut log).await.unwrap();
+            open(&ledger, n)
+                .await
+                .finish(&mut log, &here())
+                .await
+                .unwrap();
         }
         assert_eq!(ledger.checkpoint("o2").await.unwrap(), Some(day(20)));
         let mut log = StatusLog::new("o2", day(21));
-        let finished = open(&ledger, 21).await.finish(&mut log).await.unwrap();
+        let finished = open(&ledger, 21)
+            .await
+            .finish(&mut log, &here())
+            .await
+            .unwrap();
         assert_eq!(finished.checkpoint, Some(day(22)));
     }
 }

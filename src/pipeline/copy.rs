@@ -134,6 +134,7 @@ async fn attempt(ctx: &CopyContext<'_>, job: &CopyJob) -> Result<Outcome, (Reaso
         mailbox: place.mailbox,
         folder: place.folder,
         mapped_by: Some(job.mapped_by.clone()),
+        run: None,
         staged,
         sha256: sha256_hex(&message),
         bytes: message.len() as u64,

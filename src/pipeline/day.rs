@@ -93,8 +93,12 @@ impl<'a> DayRun<'a> {
     pub fn pulled(&mut self, pulled: Pulled) -> Vec<CopyJob> {
         self.log.available_from_source += 1;
         match pulled {
-            Pulled::Item(item) => self.item(*item, None),
+            Pulled::Item(item) => {
+                self.log.note_item_date(item.time.date_naive());
+                self.item(*item, None)
+            }
             Pulled::TooLarge { item, detail } => {
+                self.log.note_item_date(item.time.date_naive());
                 tracing::warn!(connector = %self.connector.name, day = %self.day,
                     item_id = %item.partner_id, %detail, "item over the size limit");
                 self.item(*item, Some(detail))

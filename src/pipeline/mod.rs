@@ -11,7 +11,7 @@ mod day;
 
 pub use config::{ArchiverConfig, DEFAULT_MAX_IN_FLIGHT_BYTES, DEFAULT_MAX_ITEM_BYTES};
 
-use crate::ledger::{DaySession, Ledger, Opened};
+use crate::ledger::{DaySession, Ledger, Opened, Place};
 use crate::mailbox::Mailbox;
 use crate::mapping::Mapper;
 use crate::report::{DayError, StatusLog};
@@ -108,6 +108,13 @@ impl Archiver {
         self
     }
 
+    /// The same archiver keeping its stage, and so its ledger, elsewhere.
+    pub fn with_stage(mut self, stage: Arc<dyn Stage>) -> Self {
+        self.ledger = Ledger::new(stage.clone());
+        self.stage = stage;
+        self
+    }
+
     pub fn connectors(&self) -> &[Connector] {
         &self.connectors
     }
@@ -201,12 +208,12 @@ impl Archiver {
             }
         };
         log.incidents = incidents.list();
-        log.destination = Some(format!(
-            "{}, folder '{}'",
-            self.mailbox.destination(),
-            connector.folder
-        ));
-        let finished = session.finish(&mut log).await?;
+        let place = Place {
+            destination: self.mailbox.destination(),
+            folder: connector.folder.clone(),
+        };
+        log.destination = Some(format!("{}, folder '{}'", place.destination, place.folder));
+        let finished = session.finish(&mut log, &place).await?;
         crate::events::DayFinished {
             log: &log,
             checkpoint: finished.checkpoint,

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// How the stage authenticates to Azure Storage.
+#[derive(Clone)]
 pub enum AzureAuth {
     /// A container SAS token (or a full container SAS URL).
     Sas(Secret),

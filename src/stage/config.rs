@@ -12,7 +12,13 @@ use url::Url;
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum StageConfig {
     /// A local directory (the embedded default).
-    Local { path: PathBuf },
+    Local {
+        path: PathBuf,
+        /// Where state (day states, leases, checkpoints, the reconciliation's copy) is
+        /// kept, apart from the evidence under `path`; unset: under `path` too.
+        #[serde(default)]
+        state_path: Option<PathBuf>,
+    },
     /// A container in Azure Blob Storage.
     Azure(Box<AzureStageConfig>),
 }
@@ -25,6 +31,11 @@ pub struct AzureStageConfig {
     pub account: String,
     /// The container; created when missing if the credentials allow.
     pub container: String,
+    /// A second container of the same account for state (day states, leases, checkpoints,
+    /// the reconciliation's copy), so that an immutability policy on `container` covers the
+    /// evidence alone; unset: both in `container`.
+    #[serde(default)]
+    pub state_container: Option<String>,
     /// "azure-global" (blob.core.windows.net, login.microsoftonline.com) or
     /// "azure-government" (blob.core.usgovcloudapi.net, login.microsoftonline.us).
     #[serde(default)]
@@ -141,6 +152,17 @@ impl AzureStageConfig {
                     self.container
                 ),
             ));
+        }
+        if let Some(state) = &self.state_container {
+            if !name_ok(state, 63) || *state == self.container {
+                return Err(Invalid::new(
+                    "state_container",
+                    format!(
+                        "'{state}' is not a container name other than `container` (3 to 63 \
+                         lowercase letters, digits and single hyphens)"
+                    ),
+                ));
+            }
         }
         if let Some(endpoint) = &self.endpoint {
             checks::endpoint(endpoint, self.allow_http_loopback)

@@ -8,10 +8,12 @@ pub mod azure;
 pub mod certificate;
 mod config;
 mod local;
+mod split;
 
 pub use azure::AzureStage;
 pub use config::{AzureAuthKind, AzureCloud, AzureStageConfig, StageConfig};
 pub use local::LocalStage;
+pub use split::{is_evidence, SplitStage};
 
 use crate::secret::Secrets;
 use async_trait::async_trait;
@@ -73,7 +75,16 @@ pub trait Stage: Send + Sync {
 /// naming its key.
 pub fn build(config: &StageConfig, secrets: &Secrets) -> crate::Result<std::sync::Arc<dyn Stage>> {
     let azure = match config {
-        StageConfig::Local { path } => return Ok(std::sync::Arc::new(LocalStage::new(path))),
+        StageConfig::Local { path, state_path } => {
+            let evidence = std::sync::Arc::new(LocalStage::new(path));
+            return Ok(match state_path {
+                Some(state) => std::sync::Arc::new(SplitStage::new(
+                    evidence,
+                    std::sync::Arc::new(LocalStage::new(state)),
+                )),
+                None => evidence,
+            });
+        }
         StageConfig::Azure(azure) => azure,
     };
     let secret = |key: &str, reference: &Option<crate::secret::SecretRef>| {
@@ -149,15 +160,35 @@ pub fn build(config: &StageConfig, secrets: &Secrets) -> crate::Result<std::sync
             azure::AzureAuth::Token(credential)
         }
     };
-    let stage = AzureStage::new(
-        &azure.blob_endpoint(),
-        &azure.container,
-        auth,
-        azure.max_retries,
-        std::time::Duration::from_secs(azure.timeout_secs),
-    )
-    .map_err(|why| secrets.error("stage", why))?;
-    Ok(std::sync::Arc::new(stage))
+    let container = |name: &str, auth: azure::AzureAuth| {
+        AzureStage::new(
+            &azure.blob_endpoint(),
+            name,
+            auth,
+            azure.max_retries,
+            std::time::Duration::from_secs(azure.timeout_secs),
+        )
+        .map_err(|why| secrets.error("stage", why))
+    };
+    let Some(state) = &azure.state_container else {
+        return Ok(std::sync::Arc::new(container(&azure.container, auth)?));
+    };
+    if let azure::AzureAuth::Sas(sas) = &auth {
+        if sas.expose().trim().starts_with("http") {
+            return Err(secrets
+                .error(
+                    "stage.sas",
+                    "with state_container the SAS must be a token for the account (both \
+                     containers), not one container's SAS URL"
+                        .into(),
+                )
+                .into());
+        }
+    }
+    Ok(std::sync::Arc::new(SplitStage::new(
+        std::sync::Arc::new(container(&azure.container, auth.clone())?),
+        std::sync::Arc::new(container(state, auth)?),
+    )))
 }
 
 /// Checks a key is a relative path of safe segments (what every backend can store).

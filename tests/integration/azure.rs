@@ -42,10 +42,14 @@ fn once(dir: &Path, extra_env: &[(&str, &str)]) -> Output {
 }
 
 fn stage(azurite: &Azurite) -> comms_archiver::stage::AzureStage {
+    container(azurite, "comms-archiver")
+}
+
+fn container(azurite: &Azurite, name: &str) -> comms_archiver::stage::AzureStage {
     comms_archiver::install_crypto_provider();
     comms_archiver::stage::AzureStage::new(
         &azurite.endpoint(),
-        "comms-archiver",
+        name,
         comms_archiver::stage::azure::AzureAuth::Sas(comms_archiver::secret::Secret::from_value(
             &sas(),
         )),
@@ -345,4 +349,54 @@ async fn the_sas_never_appears_in_logs_at_any_level() {
             "the SAS signature was logged"
         );
     }
+}
+
+/// With `state_container`, evidence and state are two containers: the one an immutability
+/// policy would cover holds only what is written once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_apart_leaves_the_evidence_container_write_once() {
+    let ws = workspace();
+    let dir = ws.path().to_path_buf();
+    let azurite = Azurite::start(&dir.join("azurite"));
+    configure(&dir, &azurite);
+    let path = dir.join("config/azurite.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = patched(
+        &text,
+        &[(
+            "container = \"comms-archiver\"",
+            "container = \"comms-archiver\"\nstate_container = \"comms-archiver-state\"",
+        )],
+    );
+    std::fs::write(&path, text).unwrap();
+    let d = dir.clone();
+    succeeds(move || once(&d, &[])).await;
+    let d = dir.clone();
+    succeeds(move || once(&d, &[])).await;
+
+    let evidence = stage(&azurite);
+    evidence.prepare().await.unwrap();
+    let state = container(&azurite, "comms-archiver-state");
+    let mut written = evidence.list("staged/").await.unwrap();
+    written.extend(evidence.list("ledger/").await.unwrap());
+    written.extend(evidence.list("runs/").await.unwrap());
+    written.extend(evidence.list("checkpoints/").await.unwrap());
+    written.extend(evidence.list("reports/").await.unwrap());
+    assert!(written.len() > COPIES, "{written:?}");
+    assert!(
+        written
+            .iter()
+            .all(|k| comms_archiver::stage::is_evidence(k)),
+        "{written:?}"
+    );
+    assert_eq!(evidence.list("runs/o2/").await.unwrap().len(), 2);
+    assert!(state.get("checkpoints/o2.json").await.unwrap().is_some());
+    assert!(state
+        .list("ledger/o2/days/")
+        .await
+        .unwrap()
+        .iter()
+        .all(|k| !comms_archiver::stage::is_evidence(k)));
+    assert_eq!(state.list("staged/").await.unwrap().len(), 0);
+    assert_eq!(counts(&dir.join("var/mail"), FOLDER), expected());
 }

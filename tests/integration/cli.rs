@@ -146,14 +146,54 @@ fn demo_day_imports_every_item_once_and_reports_it() {
     assert!(csv.starts_with("record,connector,day,"));
     assert_eq!(csv.lines().filter(|l| l.starts_with("failure,")).count(), 2);
 
-    // A second run imports nothing new and reports the repeats as duplicates.
+    // A second run imports nothing new: its own run log reports the copies as duplicates,
+    // and the day still reads as the copies imported, once, over both runs.
+    let first = report_json(dir, "2026-11-20");
     assert_eq!(once(dir, "2026-11-20"), Some(0));
     assert_eq!(counts(&mail, FOLDER), expected());
     let log = report_json(dir, "2026-11-20");
-    assert_eq!(n(&log, "imported"), 0);
-    assert_eq!(n(&log, "skipped_duplicates"), 17);
-    assert_eq!(n(&log, "failed"), 2);
+    for key in [
+        "imported",
+        "skipped_duplicates",
+        "failed",
+        "available_for_import",
+    ] {
+        assert_eq!(n(&log, key), n(&first, key), "{key}: {log}");
+    }
+    assert_eq!(log["runs"].as_array().unwrap().len(), 2, "{log}");
     assert_adds_up(&log);
+    let runs = cli(
+        dir,
+        &[
+            "report",
+            "--config",
+            "config/demo.toml",
+            "--date",
+            "2026-11-20",
+        ],
+    );
+    assert!(runs.status.success());
+    let args = [
+        "report",
+        "--config",
+        "config/demo.toml",
+        "--date",
+        "2026-11-20",
+        "--connector",
+        "o2",
+        "--runs",
+        "--format",
+        "json",
+    ];
+    let out = cli(dir, &args);
+    let runs: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let second = &runs[1];
+    assert_eq!(n(second, "imported"), 0);
+    assert_eq!(n(second, "skipped_duplicates"), 17);
+    assert_eq!(n(second, "failed"), 2);
+    assert_adds_up(second);
+    assert_ne!(runs[0]["run"]["id"], second["run"]["id"]);
 }
 
 #[test]

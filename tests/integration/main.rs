@@ -7,6 +7,7 @@ mod cli;
 mod destinations;
 mod disk_full;
 mod dovecot;
+mod evidence;
 mod graph;
 mod graph_fake;
 mod hostile;

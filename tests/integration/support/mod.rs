@@ -249,3 +249,24 @@ pub fn azurite_stage(text: &str, endpoint: &str, timeout_secs: u64) -> String {
         ],
     )
 }
+
+/// The run logs of one connector-day in a workspace's local stage, oldest first.
+pub fn run_logs(dir: &Path, connector: &str, day: &str) -> Vec<serde_json::Value> {
+    let runs = dir.join(format!("var/stage/runs/{connector}/{day}"));
+    let mut logs: Vec<serde_json::Value> = std::fs::read_dir(runs)
+        .map(|entries| {
+            entries
+                .map(|e| {
+                    serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    logs.sort_by_key(|l| {
+        l["run"]["started_at"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    });
+    logs
+}

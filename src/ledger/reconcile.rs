@@ -1,0 +1,204 @@
+//! The day's reconciliation: the day as a whole, derived from durable evidence (every run's
+//! run log and the journal's import records), never from the last run alone. A re-run that
+//! finds every copy already imported does not turn the day into "imported 0": the copies an
+//! earlier run imported count as imported, once, and the runs are listed.
+
+use super::{CopyPlace, ImportRecord, Ledger};
+use crate::incidents::Incident;
+use crate::item::ItemKey;
+use crate::report::StatusLog;
+use crate::{Error, Result};
+use chrono::{Days, NaiveDate};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// The dates around a run's day always looked at: the overlap window before the day, and an
+/// item a partner dated a day late.
+const DATES_BEFORE: u64 = 2;
+const DATES_AFTER: u64 = 1;
+
+impl Ledger {
+    /// The copies imported for `day` by any of its runs, each once, by where it went. Import
+    /// records are kept under their items' dates: those the runs noted, and those around
+    /// the day (where a run that ended without a log left its records).
+    pub async fn imported_for_day(
+        &self,
+        connector: &str,
+        day: NaiveDate,
+        item_dates: &BTreeSet<NaiveDate>,
+    ) -> Result<BTreeMap<(String, String), ImportRecord>> {
+        let first = day.checked_sub_days(Days::new(DATES_BEFORE)).unwrap_or(day);
+        let last = day.checked_add_days(Days::new(DATES_AFTER)).unwrap_or(day);
+        let mut dates: BTreeSet<NaiveDate> = item_dates.clone();
+        dates.extend(first.iter_days().take_while(|d| *d <= last));
+        let mut imported = BTreeMap::new();
+        for date in dates {
+            for record in self.import_records(connector, date).await? {
+                if record.day != day {
+                    continue;
+                }
+                let place = CopyPlace::of(&record).map_or_else(
+                    || format!("{}/{}", record.mailbox, record.folder),
+                    |p| format!("{}/{}/{}", p.destination, p.mailbox, p.folder),
+                );
+                imported
+                    .entry((place, record.item_key.clone()))
+                    .or_insert(record);
+            }
+        }
+        Ok(imported)
+    }
+
+    /// The day of `connector` as a whole. Its counts are the last run that read the whole
+    /// delivery, with every copy any run imported counted as imported once and the failures
+    /// a later run cured taken out; None when no run of the day left a log (a day of a
+    /// version before run logs is its one status log). A day whose evidence does not add up
+    /// is an error that says where.
+    pub async fn reconcile(&self, connector: &str, day: NaiveDate) -> Result<Option<StatusLog>> {
+        let runs = self.run_logs(connector, day).await?;
+        let Some(last) = runs.last() else {
+            return self.read_report(connector, day).await;
+        };
+        let item_dates: BTreeSet<NaiveDate> = runs
+            .iter()
+            .flat_map(|r| r.item_dates.iter().copied())
+            .collect();
+        let all_imported = self.imported_for_day(connector, day, &item_dates).await?;
+        let run_ids: Vec<String> = runs
+            .iter()
+            .filter_map(|r| r.run.as_ref().map(|i| i.id.clone()))
+            .collect();
+        // The last run with no error of the whole day read every record of the delivery.
+        let base = runs.iter().rev().find(|r| r.errors.is_empty());
+        let mut log = base.unwrap_or(last).clone();
+        let based_on = log.run.as_ref().map(|r| r.id.clone());
+        // The day's counts are of the store and folder that run imported into: a copy in
+        // another destination (before `[mailbox]` was pointed elsewhere) is not in this one.
+        let place = log
+            .run
+            .as_ref()
+            .map(|r| (r.destination.clone(), r.folder.clone()));
+        let imported: Vec<&ImportRecord> = all_imported
+            .values()
+            .filter(|r| match (&place, &r.destination) {
+                (Some((destination, folder)), Some(went)) => {
+                    went == destination && &r.folder == folder
+                }
+                _ => true,
+            })
+            .collect();
+        log.run = None;
+        log.runs = run_ids;
+        log.completed_at = last.run.as_ref().map_or(last.completed_at, |r| r.ended_at);
+        log.complete = self.is_complete(connector, day).await?;
+        log.incidents = merged_incidents(&runs);
+        log.earlier_errors = runs
+            .iter()
+            .filter(|r| r.run.as_ref().map(|i| &i.id) != based_on.as_ref())
+            .flat_map(|r| r.errors.iter().cloned())
+            .filter(|e| e.reason != "busy")
+            .collect();
+        log.resumed = runs.len() > 1;
+        log.mapped_by = BTreeMap::new();
+        for record in &imported {
+            let way = match record.mapped_by.as_deref() {
+                Some(m) if m.starts_with("mapping CSV") => "mapping_csv",
+                Some(_) => "email_property",
+                None => "not_recorded",
+            };
+            *log.mapped_by.entry(way.to_string()).or_default() += 1;
+        }
+        let total = imported.len() as u64;
+        let Some(base) = base else {
+            // No run has read the whole delivery yet: what is imported so far, and the rest
+            // as the last run left it.
+            log.imported = total;
+            log.summary = Some(format!(
+                "no run has read the whole delivery of {day} yet; {total} copies are imported so far"
+            ));
+            return Ok(Some(log));
+        };
+        // Failures of that run cured since by a later run (a mailbox back, say).
+        let imported_copies: HashSet<(&str, &str)> = imported
+            .iter()
+            .map(|r| (r.mailbox.as_str(), r.item_key.as_str()))
+            .collect();
+        let (cured, kept): (Vec<_>, Vec<_>) = log.failures.drain(..).partition(|f| {
+            let key = ItemKey::new(connector, &f.item_id);
+            f.mailbox
+                .as_deref()
+                .is_some_and(|m| imported_copies.contains(&(m, key.as_str())))
+        });
+        log.failures = kept;
+        log.failed -= cured.len() as u64;
+        // What other runs of the day imported, the base run met as already imported.
+        let by_others = total
+            .checked_sub(base.imported + cured.len() as u64)
+            .ok_or_else(|| {
+                not_adding_up(
+                    connector,
+                    day,
+                    format!(
+                        "the run {} imported {} copies, the journal records only {total} for the day",
+                        based_on.as_deref().unwrap_or("?"),
+                        base.imported
+                    ),
+                )
+            })?;
+        log.skipped_duplicates =
+            base.skipped_duplicates
+                .checked_sub(by_others)
+                .ok_or_else(|| {
+                    not_adding_up(
+                        connector,
+                        day,
+                        format!(
+                    "{by_others} copies imported by other runs were not among the {} the run {} \
+                     found already imported",
+                    base.skipped_duplicates,
+                    based_on.as_deref().unwrap_or("?")
+                ),
+                    )
+                })?;
+        log.imported = total;
+        if !log.adds_up() {
+            return Err(not_adding_up(
+                connector,
+                day,
+                format!(
+                    "available for import {} is not imported {} + partially imported {} + \
+                     skipped {} + failed {}",
+                    log.available_for_import,
+                    log.imported,
+                    log.partially_imported,
+                    log.skipped_duplicates,
+                    log.failed
+                ),
+            ));
+        }
+        Ok(Some(log))
+    }
+}
+
+fn not_adding_up(connector: &str, day: NaiveDate, why: String) -> Error {
+    Error::State(format!(
+        "the reconciliation of {connector} {day} does not add up: {why}; its run logs \
+         (report --runs) and import records (trace) say what each run did"
+    ))
+}
+
+/// The incidents of every run, counted together, each with its first example.
+fn merged_incidents(runs: &[StatusLog]) -> Vec<Incident> {
+    let mut seen: HashMap<(String, String), Incident> = HashMap::new();
+    let mut order = Vec::new();
+    for incident in runs.iter().flat_map(|r| r.incidents.iter()) {
+        let key = (incident.side.clone(), incident.kind.clone());
+        match seen.get_mut(&key) {
+            Some(known) => known.count += incident.count,
+            None => {
+                order.push(key.clone());
+                seen.insert(key, incident.clone());
+            }
+        }
+    }
+    order.into_iter().filter_map(|k| seen.remove(&k)).collect()
+}
