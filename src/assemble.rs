@@ -34,13 +34,19 @@ impl Archiver {
             });
         }
         let mailbox = crate::mailbox::build(&config.mailbox, &secrets)?;
-        Ok(Archiver::new(
+        let archiver = Archiver::new(
             connectors,
             crate::stage::build(&config.stage, &secrets)?,
             mailbox,
             config.archiver.max_item_bytes,
         )
         .with_max_in_flight(config.max_in_flight())
-        .with_max_in_flight_bytes(config.archiver.max_in_flight_bytes))
+        .with_max_in_flight_bytes(config.archiver.max_in_flight_bytes);
+        Ok(
+            match crate::alerts::Alerter::build(&config.alerts, &secrets)? {
+                Some(alerter) => archiver.with_alerts(alerter, config.alerts.clone()),
+                None => archiver,
+            },
+        )
     }
 }

@@ -30,6 +30,7 @@
 //!   backends (`[mailbox]`).
 //! - [`ledger`]: what was imported where, day states and checkpoints, kept through the stage;
 //!   the day session that runs the day protocol.
+//! - [`alerts`]: the digest of what needs a person, by email and webhook (`[alerts]`).
 //! - [`retry`]: the one retry policy and backoff; [`events`]: the events that reach logs,
 //!   metrics and the status log at once.
 //! - [`report`], [`incidents`]: the daily status log whose counts add up; what a day
@@ -40,6 +41,7 @@
 //! The partner simulator, the workload generator and Azurite's development account live in
 //! the `comms-archiver-testkit` crate (`testkit/`), out of the daemon.
 
+pub mod alerts;
 pub mod assemble;
 pub mod checks;
 pub mod cli;

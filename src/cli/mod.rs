@@ -115,6 +115,9 @@ pub enum ReportFormat {
 pub const EXIT_DONE: i32 = 0;
 /// Exit code: work remains that a later run retries.
 pub const EXIT_RETRY: i32 = 1;
+/// Exit code: every day is finished, but copies failed for good and need a person (a cron
+/// job or systemd timer that alerts on a non-zero exit sees them).
+pub const EXIT_ATTENTION: i32 = 3;
 
 fn yesterday() -> NaiveDate {
     Utc::now()

@@ -1,7 +1,7 @@
 //! The commands that process days: `once`, `backfill` and the daemon, `run`. Each stops on
 //! SIGTERM or SIGINT, giving in-flight work `schedule.shutdown_timeout_secs` to finish.
 
-use super::{check_connector, EXIT_DONE, EXIT_RETRY};
+use super::{check_connector, EXIT_ATTENTION, EXIT_DONE, EXIT_RETRY};
 use crate::config::Config;
 use crate::pipeline::{Archiver, DayResult};
 use crate::scheduler::{self, SystemClock};
@@ -21,8 +21,10 @@ pub(super) async fn once(config: &Config, day: NaiveDate, only: Option<&str>) ->
     let archiver = Archiver::from_config(config)?.with_shutdown(stop.clone());
     archiver.prepare().await?;
     let days = [day];
+    let started = Utc::now();
     let work = archiver.run_days(&days, only);
     let results = within_grace(work, stop, config.schedule.grace()).await;
+    archiver.send_digest(&days, started).await;
     Ok(exit_code(results.as_deref()))
 }
 
@@ -43,8 +45,11 @@ pub(super) async fn backfill(
     let stop = shutdown_on_signal();
     let archiver = Archiver::from_config(config)?.with_shutdown(stop.clone());
     archiver.prepare().await?;
+    let started = Utc::now();
     let work = scheduler::backfill(&archiver, from, to, only);
     let results = within_grace(work, stop, config.schedule.grace()).await;
+    let days: Vec<NaiveDate> = from.iter_days().take_while(|d| *d <= to).collect();
+    archiver.send_digest(&days, started).await;
     Ok(exit_code(results.as_deref()))
 }
 
@@ -74,11 +79,22 @@ pub(super) async fn run(config: &Config) -> Result<i32> {
     Ok(EXIT_DONE)
 }
 
-/// 0 when every connector-day finished, 1 when any is left for a later run (also when the
-/// work was cut short by a shutdown).
+/// 0 when every connector-day finished with nothing left for a person; 3 when every day is
+/// finished but copies failed for good (no later run retries them); 1 when any day is left
+/// for a later run (also when the work was cut short by a shutdown).
 fn exit_code(results: Option<&[DayResult]>) -> i32 {
+    let failed_for_good = |r: &DayResult| {
+        r.log
+            .as_ref()
+            .is_ok_and(|l| l.failures.iter().any(|f| !f.reason.is_retried()))
+    };
     match results {
-        Some(results) if results.iter().all(DayResult::is_complete) => EXIT_DONE,
+        Some(results) if results.iter().all(DayResult::is_complete) => {
+            match results.iter().any(failed_for_good) {
+                true => EXIT_ATTENTION,
+                false => EXIT_DONE,
+            }
+        }
         _ => EXIT_RETRY,
     }
 }

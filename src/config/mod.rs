@@ -12,6 +12,7 @@ mod locate;
 pub use locate::line_of_key;
 use locate::*;
 
+use crate::alerts::AlertsConfig;
 use crate::checks::{self, Invalid};
 use crate::mailbox::MailboxConfig;
 use crate::mapping::MappingConfig;
@@ -63,6 +64,8 @@ pub struct Config {
     pub mapping: MappingConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
     pub stage: StageConfig,
     pub mailbox: MailboxConfig,
     pub connectors: BTreeMap<String, ConnectorConfig>,
@@ -186,6 +189,7 @@ impl Config {
             .validate()
             .map_err(|e| located("archiver", e))?;
         self.mapping.validate().map_err(|e| located("mapping", e))?;
+        self.alerts.validate().map_err(|e| located("alerts", e))?;
         self.mailbox.validate().map_err(|e| located("mailbox", e))?;
         self.stage.validate().map_err(|e| located("stage", e))?;
         if self.connectors.is_empty() {

@@ -291,6 +291,20 @@ impl MappingTable {
             .map(|e| (e.mailbox.as_str(), e.line))
     }
 
+    /// Every identifier and the mailbox it maps to at `at`.
+    pub fn mapped_at(&self, at: DateTime<Utc>) -> Vec<(&str, &str)> {
+        let mut out: Vec<(&str, &str)> = self
+            .entries
+            .iter()
+            .filter_map(|(id, entries)| {
+                let entry = entries.iter().find(|e| e.covers(at))?;
+                Some((id.as_str(), entry.mailbox.as_str()))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Number of identifiers mapped.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -320,6 +334,11 @@ impl Mapper {
             use_email_property,
             domains,
         }
+    }
+
+    /// The mapping CSV, when the connector has one.
+    pub fn table(&self) -> Option<&MappingTable> {
+        self.table.as_ref()
     }
 
     /// How a copy was mapped, in words for its import record: the CSV's file and line, or

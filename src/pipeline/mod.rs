@@ -50,6 +50,8 @@ pub struct Archiver {
     /// Bytes of rendered messages in flight at once (a larger single message goes alone).
     max_in_flight_bytes: u64,
     shutdown: watch::Receiver<bool>,
+    /// Where the digest of what needs a person goes after each run, if anywhere.
+    alerts: Option<(Arc<crate::alerts::Alerter>, crate::alerts::AlertsConfig)>,
 }
 
 impl Archiver {
@@ -70,6 +72,27 @@ impl Archiver {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_in_flight_bytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
             shutdown,
+            alerts: None,
+        }
+    }
+
+    /// The same archiver sending a digest of what needs a person after each run.
+    pub fn with_alerts(
+        mut self,
+        alerter: crate::alerts::Alerter,
+        settings: crate::alerts::AlertsConfig,
+    ) -> Self {
+        self.alerts = Some((Arc::new(alerter), settings));
+        self
+    }
+
+    /// After a run over `days` that started at `since`: the digest of what those days left
+    /// for a person, to every configured channel. Never fails the run: a channel that
+    /// cannot take it gets it again after the next run.
+    pub async fn send_digest(&self, days: &[NaiveDate], since: chrono::DateTime<chrono::Utc>) {
+        if let Some((alerter, settings)) = &self.alerts {
+            let digest = crate::alerts::gather(self, days, since, settings).await;
+            alerter.send(&self.stage, &digest).await;
         }
     }
 

@@ -213,6 +213,10 @@ pub async fn run(
             }
         };
         state.finished(clock.now(), &outcome);
+        let window: Vec<NaiveDate> = (1..=u64::from(config.catch_up_days))
+            .filter_map(|back| started.date_naive().checked_sub_days(Days::new(back)))
+            .collect();
+        archiver.send_digest(&window, started).await;
         let complete = match outcome {
             Ok(complete) => complete,
             Err(e) => {

@@ -131,7 +131,7 @@ async fn the_demo_day_lives_in_the_container_and_a_rerun_adds_nothing() {
     let again = tokio::task::spawn_blocking(move || once(&d, &[]))
         .await
         .unwrap();
-    assert_eq!(again.status.code(), Some(0));
+    assert_eq!(again.status.code(), Some(3));
     assert_eq!(imported_events(&again.stderr), 0);
     assert_eq!(
         stage.list("staged/").await.unwrap().len(),
@@ -163,7 +163,7 @@ async fn a_tampered_staged_message_is_reported() {
             .unwrap()
             .status
             .code(),
-        Some(0)
+        Some(3)
     );
     let stage = stage(&azurite);
     let victim = stage
@@ -241,7 +241,7 @@ async fn azurite_killed_mid_run_loses_nothing_and_a_rerun_completes_once() {
     let (code, second, log) = tokio::task::spawn_blocking(move || once_watched(&d, |_| {}))
         .await
         .unwrap();
-    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(code, Some(3), "{log}");
     // Copies that reached the mailbox while the ledger could not record them are found there
     // by the rerun (skipped), never imported again.
     let copies = |text: &str, outcome: &str| -> std::collections::BTreeSet<(String, String)> {
@@ -287,7 +287,7 @@ async fn two_daemons_on_one_container_import_every_item_once() {
     let (first, second) = (first.await.unwrap(), second.await.unwrap());
     let mut imported = imported_events(&first.stderr) + imported_events(&second.stderr);
     // A daemon that found a day busy left it open; a last run finishes whatever is left.
-    if first.status.code() != Some(0) || second.status.code() != Some(0) {
+    if first.status.code() != Some(3) || second.status.code() != Some(3) {
         let d = dir.clone();
         let last = succeeds(move || once(&d, &[])).await;
         imported += imported_events(&last.stderr);
@@ -330,7 +330,7 @@ async fn the_sas_never_appears_in_logs_at_any_level() {
         })
     };
     let ok = run(dir.clone()).await.unwrap();
-    assert_eq!(ok.status.code(), Some(0));
+    assert_eq!(ok.status.code(), Some(3));
     azurite.kill();
     let down = run(dir.clone()).await.unwrap();
     assert_eq!(down.status.code(), Some(1));

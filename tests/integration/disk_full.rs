@@ -48,7 +48,7 @@ cp -r var/stage/reports out/reports
         "the error says why: {}",
         read("first.txt")
     );
-    assert_eq!(read("second.code").trim(), "0", "{}", read("second.txt"));
+    assert_eq!(read("second.code").trim(), "3", "{}", read("second.txt"));
 
     // Every mailbox holds the demo day, each message once.
     assert_eq!(counts(&dir.join("var/mail"), FOLDER), expected());

@@ -55,7 +55,7 @@ fn maildir_run() -> (BTreeMap<String, i64>, BTreeMap<String, StatusLog>) {
         )
         .status
         .code(),
-        Some(0)
+        Some(3)
     );
     let mut dates = BTreeMap::new();
     let mail = ws.path().join("var/mail");

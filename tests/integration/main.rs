@@ -1,5 +1,6 @@
 //! Integration tests: the binary on the embedded default, and the pipeline under failure.
 
+mod alerts;
 mod azure;
 mod azurite;
 mod chaos;

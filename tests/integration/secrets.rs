@@ -59,7 +59,7 @@ async fn no_secret_reaches_logs_errors_or_status_logs_at_any_level() {
     let ok = run(once).await.unwrap();
     assert_eq!(
         ok.status.code(),
-        Some(0),
+        Some(3),
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );

@@ -75,7 +75,7 @@ fn a_3_gib_file_in_a_drop_is_failed_by_its_size_unread() {
         .set_len(3 * GIB)
         .unwrap();
     let (code, rss) = once_measured(ws.path(), "config/demo.toml", "o2");
-    assert_eq!(code, Some(0));
+    assert_eq!(code, Some(3));
     only_that_item_failed(ws.path(), "o2", "O2-20261120-0005", "3221225472 bytes");
     assert!(rss < RSS_BOUND_KB, "peak RSS {rss} KiB");
 }
@@ -95,7 +95,7 @@ fn a_2_gib_message_in_an_eml_drop_is_failed_from_its_header_block() {
         .set_len(2 * GIB)
         .unwrap();
     let (code, rss) = once_measured(ws.path(), "config/demo.toml", "merge1");
-    assert_eq!(code, Some(0));
+    assert_eq!(code, Some(3));
     only_that_item_failed(ws.path(), "merge1", &id, "2147483648 bytes");
     assert!(rss < RSS_BOUND_KB, "peak RSS {rss} KiB");
 }
@@ -188,7 +188,7 @@ fn a_zip_entry_inflating_to_2_gib_is_failed_uninflated() {
     assert!(std::fs::metadata(&zip).unwrap().len() < 16 * 1024 * 1024);
     zip_config(dir);
     let (code, rss) = once_measured(dir, "config/zip.toml", "o2");
-    assert_eq!(code, Some(0));
+    assert_eq!(code, Some(3));
     only_that_item_failed(dir, "o2", "TM-20261120-0002", "inflates to more than");
     assert!(rss < RSS_BOUND_KB, "peak RSS {rss} KiB");
 }
