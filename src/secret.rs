@@ -27,6 +27,7 @@ pub(crate) const SECRET_KEYS: &[&str] = &[
     "client_certificate",
     "sas",
     "api_key",
+    "status_token",
 ];
 
 impl<'de> Deserialize<'de> for SecretRef {

@@ -26,6 +26,9 @@ pub struct TelemetryConfig {
     /// Allow a non-loopback `listen` address (a container scraped from outside).
     #[serde(default)]
     pub allow_remote: bool,
+    /// A bearer token that `/status` (the last 30 days, with users' numbers and item ids)
+    /// asks for. Unset: `/status` is served on a loopback `listen` address only.
+    pub status_token: Option<crate::secret::SecretRef>,
 }
 
 impl TelemetryConfig {
@@ -194,12 +197,19 @@ impl RunState {
 }
 
 /// Serves `/healthz`, `/readyz` and `/metrics` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, state: Arc<RunState>) {
+pub async fn serve(listener: TcpListener, state: Arc<RunState>, status: Option<StatusPage>) {
     let metrics = metrics_handle();
+    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+    let status = status.map(Arc::new);
     let handler = move |request: Request| {
         let state = state.clone();
+        let status = status.clone();
         async move {
             match (request.method.as_str(), request.path.as_str()) {
+                ("GET" | "HEAD", "/status") => match status.as_deref() {
+                    None => Response::text(404, "not found\n"),
+                    Some(page) => page.answer(&request, loopback).await,
+                },
                 ("GET" | "HEAD", "/healthz") => Response::text(200, "ok\n"),
                 ("GET" | "HEAD", "/readyz") => {
                     let (status, body) = state.readiness();
@@ -217,6 +227,56 @@ pub async fn serve(listener: TcpListener, state: Arc<RunState>) {
     http_server::serve(listener, Arc::new(handler)).await
 }
 
+/// What `/status` shows: a page of the last days that names users, so it is served on a
+/// loopback address, or to a request that carries the bearer token.
+pub struct StatusPage {
+    pub token: Option<crate::secret::Secret>,
+    pub render: Box<
+        dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>>
+            + Send
+            + Sync,
+    >,
+}
+
+impl StatusPage {
+    async fn answer(&self, request: &Request, loopback: bool) -> Response {
+        let bearer = request
+            .header("authorization")
+            .and_then(|h| h.strip_prefix("Bearer "));
+        match (&self.token, bearer) {
+            (Some(token), Some(given)) if constant_time_eq(token.expose(), given) => {}
+            (Some(_), _) => {
+                return Response::text(
+                    401,
+                    "/status needs the bearer token (telemetry.status_token)\n",
+                )
+            }
+            (None, _) if !loopback => {
+                return Response::text(
+                    404,
+                    "/status names users: it is served on a loopback address, or with \
+                     telemetry.status_token set\n",
+                )
+            }
+            (None, _) => {}
+        }
+        Response::new(
+            200,
+            "text/html; charset=utf-8",
+            (self.render)().await.into_bytes(),
+        )
+    }
+}
+
+/// Compares without a shortcut that would tell how much of a token was right.
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 /// Binds the endpoint; errors say which address could not be used.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     http_server::bind(addr, "telemetry.listen").await
@@ -232,12 +292,43 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn the_status_page_names_users_only_to_loopback_or_the_token() {
+        let page = |token: Option<&str>| StatusPage {
+            token: token.map(crate::secret::Secret::from_value),
+            render: Box::new(|| Box::pin(async { "<html>alice</html>".to_string() })),
+        };
+        let request = |bearer: Option<&str>| Request {
+            method: "GET".into(),
+            path: "/status".into(),
+            query: Default::default(),
+            headers: bearer
+                .map(|b| ("authorization".to_string(), format!("Bearer {b}")))
+                .into_iter()
+                .collect(),
+            body: Vec::new(),
+        };
+        let status = |r: Response| r.status;
+        assert_eq!(status(page(None).answer(&request(None), true).await), 200);
+        assert_eq!(status(page(None).answer(&request(None), false).await), 404);
+        let guarded = page(Some("s3cret-token"));
+        assert_eq!(status(guarded.answer(&request(None), true).await), 401);
+        assert_eq!(
+            status(guarded.answer(&request(Some("s3cret-tokem")), false).await),
+            401
+        );
+        assert_eq!(
+            status(guarded.answer(&request(Some("s3cret-token")), false).await),
+            200
+        );
+    }
+
+    #[tokio::test]
     async fn endpoint_answers_health_readiness_and_metrics() {
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(RunState::default());
         metrics_handle();
-        let server = tokio::spawn(serve(listener, state.clone()));
+        let server = tokio::spawn(serve(listener, state.clone(), None));
         metrics::counter!("comms_archiver_test_total").increment(3);
 
         assert_eq!(

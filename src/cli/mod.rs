@@ -82,6 +82,14 @@ pub enum Command {
         /// Each run's own run log instead of the reconciliation.
         #[arg(long)]
         runs: bool,
+        /// With `--format html`: the first day of the page (default: --date).
+        #[arg(long)]
+        from: Option<NaiveDate>,
+        /// With `--format html`: the last day of the page (default: --date).
+        #[arg(long)]
+        to: Option<NaiveDate>,
+        /// `html` writes one self-contained page of the days (it names users: keep it among
+        /// the admins).
         #[arg(long, value_enum, default_value = "table")]
         format: ReportFormat,
     },
@@ -109,6 +117,7 @@ pub enum ReportFormat {
     Table,
     Json,
     Csv,
+    Html,
 }
 
 /// Exit code: everything done.
@@ -170,10 +179,26 @@ pub async fn execute(cli: Cli) -> Result<i32> {
             date,
             connector,
             runs,
+            from,
+            to,
             format,
         } => {
             let day = date.unwrap_or_else(yesterday);
-            report::report(&config, day, connector.as_deref(), runs, format).await
+            match format {
+                ReportFormat::Html => {
+                    if runs {
+                        return Err(Error::Usage(
+                            "--runs prints run logs as a table, JSON or CSV, not html".into(),
+                        ));
+                    }
+                    let (from, to) = (from.unwrap_or(day), to.unwrap_or(day));
+                    report::html(&config, from, to, connector.as_deref()).await
+                }
+                _ if from.is_some() || to.is_some() => Err(Error::Usage(
+                    "--from and --to go with --format html; give one day with --date".into(),
+                )),
+                _ => report::report(&config, day, connector.as_deref(), runs, format).await,
+            }
         }
         Command::Trace {
             id,

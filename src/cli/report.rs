@@ -57,6 +57,17 @@ pub fn render_logs(logs: &[StatusLog], format: ReportFormat) -> String {
             };
             json.expect("status logs serialize") + "\n"
         }
+        ReportFormat::Html => {
+            let day = logs.first().map(|l| l.day).unwrap_or_default();
+            let days = logs
+                .iter()
+                .map(|l| crate::report::html::ConnectorDays {
+                    connector: l.connector.clone(),
+                    days: vec![(l.day, Ok(Some(l.clone())))],
+                })
+                .collect::<Vec<_>>();
+            crate::report::html::page(&days, day, day)
+        }
         ReportFormat::Csv => {
             let mut out = String::new();
             for (i, log) in logs.iter().enumerate() {
@@ -71,4 +82,37 @@ pub fn render_logs(logs: &[StatusLog], format: ReportFormat) -> String {
             out
         }
     }
+}
+
+/// Writes the page of the days from `from` to `to` to stdout.
+pub(super) async fn html(
+    config: &Config,
+    from: NaiveDate,
+    to: NaiveDate,
+    only: Option<&str>,
+) -> Result<i32> {
+    check_connector(config, only)?;
+    if from > to {
+        return Err(Error::Usage(format!("--from {from} is after --to {to}")));
+    }
+    let ledger = Ledger::new(crate::stage::build(&config.stage, &config.secrets())?);
+    let names: Vec<&str> = config
+        .enabled_connectors()
+        .map(|(n, _)| n)
+        .filter(|n| only.is_none_or(|c| c == *n))
+        .collect();
+    print!("{}", page(&ledger, &names, from, to).await);
+    Ok(EXIT_DONE)
+}
+
+/// The HTML page of `connectors` over the days, from the ledger.
+pub async fn page(ledger: &Ledger, connectors: &[&str], from: NaiveDate, to: NaiveDate) -> String {
+    let mut days = Vec::new();
+    for name in connectors {
+        days.push(crate::report::html::ConnectorDays {
+            connector: name.to_string(),
+            days: ledger.reconcile_range(name, from, to).await,
+        });
+    }
+    crate::report::html::page(&days, from, to)
 }

@@ -63,8 +63,9 @@ pub(super) async fn run(config: &Config) -> Result<i32> {
         let listener = telemetry::bind(addr)
             .await
             .map_err(|e| Error::Usage(e.to_string()))?;
-        tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
-        tokio::spawn(telemetry::serve(listener, state.clone()));
+        tracing::info!(%addr, "serving /healthz, /readyz, /metrics and /status");
+        let page = status_page(config, archiver.ledger().clone())?;
+        tokio::spawn(telemetry::serve(listener, state.clone(), Some(page)));
     }
     let stop = shutdown_on_signal();
     let archiver = Arc::new(archiver.with_shutdown(stop.clone()));
@@ -77,6 +78,37 @@ pub(super) async fn run(config: &Config) -> Result<i32> {
     )
     .await?;
     Ok(EXIT_DONE)
+}
+
+/// `/status`: the page of the last 30 days of every enabled connector.
+fn status_page(config: &Config, ledger: crate::ledger::Ledger) -> Result<telemetry::StatusPage> {
+    let token = match &config.telemetry.status_token {
+        Some(reference) => Some(
+            config
+                .secrets()
+                .resolve("telemetry.status_token", Some(reference))?,
+        ),
+        None => None,
+    };
+    let names: Arc<Vec<String>> = Arc::new(
+        config
+            .enabled_connectors()
+            .map(|(n, _)| n.to_string())
+            .collect(),
+    );
+    let render = move || {
+        let (ledger, names) = (ledger.clone(), names.clone());
+        Box::pin(async move {
+            let to = Utc::now().date_naive().pred_opt().unwrap_or_default();
+            let from = to.checked_sub_days(chrono::Days::new(29)).unwrap_or(to);
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            super::report::page(&ledger, &names, from, to).await
+        }) as std::pin::Pin<Box<dyn Future<Output = String> + Send>>
+    };
+    Ok(telemetry::StatusPage {
+        token,
+        render: Box::new(render),
+    })
 }
 
 /// 0 when every connector-day finished with nothing left for a person; 3 when every day is

@@ -179,6 +179,26 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// Every day's reconciliation from `from` to `to`, or why it cannot be had.
+    pub async fn reconcile_range(
+        &self,
+        connector: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Vec<(NaiveDate, std::result::Result<Option<StatusLog>, String>)> {
+        let mut days = Vec::new();
+        for day in from.iter_days().take_while(|d| *d <= to) {
+            let log = self
+                .reconcile(connector, day)
+                .await
+                .map_err(|e| e.to_string());
+            days.push((day, log));
+        }
+        days
+    }
+}
+
 fn not_adding_up(connector: &str, day: NaiveDate, why: String) -> Error {
     Error::State(format!(
         "the reconciliation of {connector} {day} does not add up: {why}; its run logs \

@@ -260,3 +260,65 @@ fn trace_follows_an_item_and_a_broken_record_is_an_error() {
     let error = String::from_utf8_lossy(&out.stderr);
     assert!(error.contains("does not add up"), "{error}");
 }
+
+/// `report --format html` writes one self-contained page of the days: a chart per
+/// connector, the open days, the failures with their reasons, the unmapped users.
+#[test]
+fn the_html_report_shows_the_days_as_the_reconciliation_has_them() {
+    let ws = workspace();
+    let dir = ws.path();
+    demo_day(dir, &[]);
+    // The 21st was never delivered: an open day.
+    let args = [
+        "once",
+        "--config",
+        "config/demo.toml",
+        "--date",
+        "2026-11-21",
+    ];
+    assert_eq!(
+        cli(dir, &[&args[..], &["--connector", "o2"]].concat())
+            .status
+            .code(),
+        Some(1)
+    );
+    let args = ["report", "--config", "config/demo.toml", "--format", "html"];
+    let range = ["--from", "2026-11-19", "--to", "2026-11-21"];
+    let out = exited_0(cli(dir, &[&args[..], &range[..]].concat()));
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    assert!(!page.contains("<script") && !page.contains("http://") && !page.contains("src="));
+    let o2 = &demo_logs(dir)["o2"];
+    assert!(page.contains("<h2>o2</h2>") && page.contains("<h2>merge1</h2>"));
+    assert_eq!(page.matches("<svg").count(), 4, "a chart per connector");
+    assert!(
+        page.contains(&format!("<title>2026-11-20: {}</title>", o2.imported)),
+        "{page}"
+    );
+    assert!(
+        page.contains("<li class=\"open\">2026-11-21: source_not_ready"),
+        "{page}"
+    );
+    for f in &o2.failures {
+        assert!(
+            page.contains(&format!("<td>{}</td>", f.item_id)),
+            "{}",
+            f.item_id
+        );
+    }
+    for u in &o2.unmapped_users {
+        assert!(page.contains(u.as_str()), "{u}");
+    }
+    std::fs::write(dir.join("days.html"), &page).unwrap();
+    let bad = cli(
+        dir,
+        &[
+            "report",
+            "--config",
+            "config/demo.toml",
+            "--from",
+            "2026-11-19",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -92,6 +92,17 @@ fn run_daemon_serves_health_and_metrics_and_stops_on_sigterm() {
     );
     let (status, ready) = http_get(port, "/readyz").unwrap();
     assert_eq!(status, 200, "{ready}");
+    // The page of the last 30 days, on loopback without a token.
+    let (status, page) = http_get(port, "/status").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        page.starts_with("<!DOCTYPE html>") && page.contains("<h2>o2</h2>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<svg") && page.contains("user_mapping"),
+        "{page}"
+    );
 
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])

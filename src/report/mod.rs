@@ -3,6 +3,8 @@
 //! listed. Its counts add up: available_for_import = imported + partially_imported +
 //! skipped_duplicates + failed.
 
+pub mod html;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
