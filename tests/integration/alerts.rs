@@ -247,3 +247,64 @@ fn demo_logs_of(dir: &Path, connector: &str) -> comms_archiver::report::StatusLo
     let path = dir.join(format!("var/stage/reports/{connector}/{DEMO_DATE}.json"));
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
+
+/// A mapped employee with no copy for `silent_user_days` complete days is named in the
+/// email (counted in the chat message): a phone that stopped archiving.
+#[test]
+fn a_mapped_number_without_copies_is_a_silent_user() {
+    let ws = workspace();
+    let dir = ws.path();
+    let csv = dir.join("config/mapping-o2.csv");
+    let mut rows = std::fs::read_to_string(&csv).unwrap();
+    rows.push_str("+447700900107,grace.hall@contoso.com,,\n");
+    std::fs::write(&csv, rows).unwrap();
+    let path = dir.join("config/demo.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text}\n[alerts]\nsilent_user_days = 1\n")).unwrap();
+    let received = dir.join("received");
+    let smtp = Smtp::start(&received);
+    with_alerts(dir, smtp.port);
+    let (hook_port, posts) = receiver();
+    let args = [
+        "once",
+        "--config",
+        "config/demo.toml",
+        "--date",
+        DEMO_DATE,
+        "--connector",
+        "o2",
+    ];
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_comms-archiver"))
+        .args(args)
+        .current_dir(dir)
+        .env("HOOK_URL", format!("http://127.0.0.1:{hook_port}/hook"))
+        .output()
+        .unwrap();
+    exited_0(out);
+    let post = posts
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    let o2 = &post["digest"]["connectors"][0];
+    assert_eq!(
+        o2["silent_users"],
+        serde_json::json!(["+447700900107 (grace.hall@contoso.com)"]),
+        "only the number without copies: {o2}"
+    );
+    let text = post["text"].as_str().unwrap();
+    assert!(
+        text.contains("o2: 1 mapped user(s) silent lately"),
+        "{text}"
+    );
+    assert!(!text.contains("+447700900107"), "{text}");
+    let mail = std::fs::read_dir(received.join("new"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let raw = String::from_utf8_lossy(&std::fs::read(mail.path()).unwrap()).to_string();
+    assert!(
+        raw.contains("+447700900107 (grace.hall@contoso.com)"),
+        "{raw}"
+    );
+    drop(smtp);
+}
