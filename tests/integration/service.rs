@@ -92,9 +92,14 @@ fn run_daemon_serves_health_and_metrics_and_stops_on_sigterm() {
     );
     let (status, ready) = http_get(port, "/readyz").unwrap();
     assert_eq!(status, 200, "{ready}");
-    // The page of the last 30 days, on loopback without a token.
-    let (status, page) = http_get(port, "/status").unwrap();
-    assert_eq!(status, 200);
+    // The page of the last 30 days, on loopback without a token, once O2's day is done
+    // (the connectors run side by side).
+    let mut page = String::new();
+    wait_until("/status shows O2's day", 30, || {
+        let (status, body) = http_get(port, "/status").unwrap_or_default();
+        page = body;
+        status == 200 && page.contains("O2-20261120-0010")
+    });
     assert!(
         page.starts_with("<!DOCTYPE html>") && page.contains("<h2>o2</h2>"),
         "{page}"
