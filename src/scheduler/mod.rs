@@ -193,6 +193,8 @@ pub async fn run(
 ) -> Result<()> {
     let (wake, tz, grace) = (config.wake_time, config.time_zone, config.grace());
     let mut retries = 0usize;
+    // Whether this run is a wake (the start counts as one), not a retry of an open day.
+    let mut at_wake = true;
     loop {
         if *shutdown.borrow() {
             break;
@@ -213,10 +215,14 @@ pub async fn run(
             }
         };
         state.finished(clock.now(), &outcome);
-        let window: Vec<NaiveDate> = (1..=u64::from(config.catch_up_days))
-            .filter_map(|back| started.date_naive().checked_sub_days(Days::new(back)))
-            .collect();
-        archiver.send_digest(&window, started).await;
+        // One digest per wake, not one after each retry of an open day (the next wake's
+        // digest lists a day that stays open).
+        if at_wake {
+            let window: Vec<NaiveDate> = (1..=u64::from(config.catch_up_days))
+                .filter_map(|back| started.date_naive().checked_sub_days(Days::new(back)))
+                .collect();
+            archiver.send_digest(&window, started).await;
+        }
         let complete = match outcome {
             Ok(complete) => complete,
             Err(e) => {
@@ -245,6 +251,7 @@ pub async fn run(
             .emit();
             at
         };
+        at_wake = until == wake_at;
         tracing::info!(next_run = %until, all_complete = complete, "sleeping");
         // Sleep in steps of at most an hour and re-read the clock: a clock that jumps (NTP,
         // a suspended VM) is noticed within the hour.
