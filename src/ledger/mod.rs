@@ -27,10 +27,13 @@
 
 mod journal;
 mod reconcile;
+mod runs;
 mod session;
+mod verify;
 
 pub use journal::{CopyPlace, Journal};
 pub use session::{DaySession, Finished, Opened, Place};
+pub use verify::Verification;
 
 use crate::item::ItemKey;
 use crate::report::StatusLog;
@@ -38,7 +41,6 @@ use crate::stage::{Stage, Version};
 use crate::{Error, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// One imported copy, as recorded.
@@ -67,17 +69,6 @@ pub struct ImportRecord {
     pub sha256: String,
     pub bytes: u64,
     pub imported_at: DateTime<Utc>,
-}
-
-/// What `verify_day` found.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Verification {
-    /// Staged messages whose bytes still match their import record.
-    pub matching: usize,
-    /// Staged messages that changed since they were imported, or vanished.
-    pub mismatched: Vec<String>,
-    /// Staged messages with no import record yet (a day still open).
-    pub not_imported: Vec<String>,
 }
 
 /// Whether a connector-day is finished.
@@ -426,57 +417,6 @@ impl Ledger {
             .map(|c| c.last_complete_day))
     }
 
-    /// Re-reads every message staged under a date and compares it with the SHA-256 recorded
-    /// when it was imported.
-    pub async fn verify_day(&self, connector: &str, day: NaiveDate) -> Result<Verification> {
-        let prefix = format!("staged/{connector}/{day}/");
-        let mut keys = self.stage.list(&prefix).await?;
-        keys.sort();
-        let mut records: HashMap<(String, String), ImportRecord> = HashMap::new();
-        for batch in self.stage.list(&Journal::prefix(connector, day)).await? {
-            for record in self.read_batch(&batch).await? {
-                records.insert((record.mailbox.clone(), record.item_key.clone()), record);
-            }
-        }
-        let mut report = Verification::default();
-        for staged in keys {
-            let Some((mailbox, file)) = staged[prefix.len()..].split_once('/') else {
-                continue;
-            };
-            let Some(item_key) = file.strip_suffix(".eml") else {
-                continue;
-            };
-            let record = match records.remove(&(mailbox.to_string(), item_key.to_string())) {
-                Some(record) => record,
-                None => match self
-                    .legacy_record(connector, mailbox, &ItemKey::from_hex(item_key))
-                    .await?
-                {
-                    Some(record) => record,
-                    None => {
-                        report.not_imported.push(staged);
-                        continue;
-                    }
-                },
-            };
-            match self.stage.get(&staged).await? {
-                Some(bytes) if crate::item::sha256_hex(&bytes) == record.sha256 => {
-                    report.matching += 1
-                }
-                Some(bytes) => report.mismatched.push(format!(
-                    "{staged}: SHA-256 {} differs from {} recorded at import ({})",
-                    crate::item::sha256_hex(&bytes),
-                    record.sha256,
-                    record.imported_at.format("%Y-%m-%d %H:%M:%S UTC")
-                )),
-                None => report
-                    .mismatched
-                    .push(format!("{staged}: listed, but gone when read")),
-            }
-        }
-        Ok(report)
-    }
-
     /// Every import record in the journal batches of one date.
     pub async fn import_records(
         &self,
@@ -512,33 +452,6 @@ impl Ledger {
                 serde_json::from_str(line).map_err(|e| unreadable(i + 1, e.to_string()))
             })
             .collect()
-    }
-
-    /// Stores a run's own run log, once: a second write of the same run is refused.
-    pub async fn write_run_log(&self, log: &StatusLog) -> Result<()> {
-        let run = log
-            .run
-            .as_ref()
-            .ok_or_else(|| Error::State("a run log names its run".into()))?;
-        let key = Self::run_key(&log.connector, log.day, &run.id);
-        match self.stage.put_new(&key, log.to_json().as_bytes()).await? {
-            crate::stage::Created::New => Ok(()),
-            crate::stage::Created::AlreadyExists => Err(Error::State(format!(
-                "run log '{key}' exists already; a run's log is written once"
-            ))),
-        }
-    }
-
-    /// Every run log of a connector-day, oldest first.
-    pub async fn run_logs(&self, connector: &str, day: NaiveDate) -> Result<Vec<StatusLog>> {
-        let mut logs = Vec::new();
-        for key in self.stage.list(&format!("runs/{connector}/{day}/")).await? {
-            if let Some(log) = self.read::<StatusLog>(&key).await? {
-                logs.push(log);
-            }
-        }
-        logs.sort_by_key(|l| l.run.as_ref().map(|r| (r.started_at, r.id.clone())));
-        Ok(logs)
     }
 
     /// Stores a status log as JSON and CSV.
