@@ -308,3 +308,65 @@ fn a_mapped_number_without_copies_is_a_silent_user() {
     );
     drop(smtp);
 }
+
+/// A complete day without items, from a connector whose last complete days averaged more
+/// than `silent_source_items`, is a silent source: is the partner still delivering?
+#[test]
+fn a_day_without_items_after_busy_days_is_a_silent_source() {
+    let ws = workspace();
+    let dir = ws.path();
+    for day in 13..=19 {
+        crate::cli::deliver_demo_as(dir, chrono::NaiveDate::from_ymd_opt(2026, 11, day).unwrap());
+    }
+    let empty = dir.join("fixtures/telemessage-whatsapp/2026-11-21");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(
+        empty.join("MANIFEST.json"),
+        r#"{"day": "2026-11-21", "files": []}"#,
+    )
+    .unwrap();
+    let path = dir.join("config/demo.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        format!("{text}\n[alerts]\nsilent_source_items = 5\nsilent_user_days = 0\n"),
+    )
+    .unwrap();
+    let smtp = Smtp::start(&dir.join("received"));
+    with_alerts(dir, smtp.port);
+    let (hook_port, posts) = receiver();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_comms-archiver"))
+            .args(args)
+            .args(["--config", "config/demo.toml", "--connector", "whatsapp"])
+            .current_dir(dir)
+            .env("HOOK_URL", format!("http://127.0.0.1:{hook_port}/hook"))
+            .output()
+            .unwrap()
+    };
+    assert_eq!(
+        run(&["backfill", "--from", "2026-11-13", "--to", "2026-11-19"])
+            .status
+            .code(),
+        Some(0)
+    );
+    // Seven busy days, nothing to tell: no digest.
+    assert!(posts
+        .recv_timeout(std::time::Duration::from_millis(500))
+        .is_err());
+    assert_eq!(
+        run(&["once", "--date", "2026-11-21"]).status.code(),
+        Some(0)
+    );
+    let post = posts
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    let day = &post["digest"]["connectors"][0]["days"][0];
+    assert_eq!(day["day"], "2026-11-21", "{post}");
+    assert_eq!(day["silent_source"], true, "{post}");
+    assert!(post["text"]
+        .as_str()
+        .unwrap()
+        .contains("is the partner delivering?"));
+    drop(smtp);
+}
