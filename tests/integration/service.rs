@@ -72,10 +72,13 @@ fn run_daemon_serves_health_and_metrics_and_stops_on_sigterm() {
             .map(|(_, body)| body)
             .unwrap_or_default()
     };
+    // The day's items count as they go; the day itself once its session has finished it
+    // (run log, checkpoint, reconciliation), a moment later.
     wait_until("the day's metrics", 60, || {
-        metrics().contains(
+        let body = metrics();
+        body.contains(
             r#"comms_archiver_items_total{connector="o2",outcome="imported",reason=""} 16"#,
-        )
+        ) && body.contains(r#"comms_archiver_days_total{connector="o2",state="complete"}"#)
     });
     let body = metrics();
     assert!(
