@@ -33,10 +33,15 @@ struct RunTrace {
     did: Vec<String>,
 }
 
+/// An id as given, without the angle brackets a Message-ID may come with.
+fn bare(id: &str) -> &str {
+    id.trim().trim_start_matches('<').trim_end_matches('>')
+}
+
 /// The item key `id` names in `connector`: the key itself, our Message-ID, or the partner's
 /// item id (a Merge1 item's id is its Message-ID).
 fn key_of(connector: &str, id: &str) -> ItemKey {
-    let bare = id.trim().trim_start_matches('<').trim_end_matches('>');
+    let bare = bare(id);
     if let Some(key) = bare.strip_suffix("@comms-archiver.invalid") {
         return ItemKey::from_hex(key);
     }
@@ -85,10 +90,10 @@ pub(super) async fn trace(
                     .filter(|r| r.item_key == key.as_str()),
             );
         }
-        let item_id = copies.first().map(|r| r.item_id.clone()).or_else(|| {
-            let bare = id.trim().trim_start_matches('<').trim_end_matches('>');
-            (ItemKey::new(name, bare) == key).then(|| bare.to_string())
-        });
+        let item_id = copies
+            .first()
+            .map(|r| r.item_id.clone())
+            .or_else(|| (ItemKey::new(name, bare(id)) == key).then(|| bare(id).to_string()));
         let mut runs = Vec::new();
         for log in &logs {
             let did = what_the_run_did(log, &copies, item_id.as_deref());

@@ -113,7 +113,7 @@ fn the_digest_reaches_the_mailbox_and_the_webhook_with_the_status_logs_counts() 
     let smtp = Smtp::start(&received);
     let (hook_port, posts) = receiver();
     with_alerts(dir, smtp.port);
-    let out = exited_0(once_with_hook(
+    let out = finished(once_with_hook(
         dir,
         &format!("http://127.0.0.1:{hook_port}/hook"),
     ));
@@ -195,7 +195,7 @@ fn a_digest_that_cannot_be_sent_waits_for_the_next_run() {
     with_alerts(dir, smtp.port);
     // Nobody listens at the webhook: the day is archived all the same.
     let closed = format!("http://127.0.0.1:{}/hook", free_port());
-    let out = exited_0(once_with_hook(dir, &closed));
+    let out = finished(once_with_hook(dir, &closed));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("the digest could not be sent"), "{stderr}");
     assert!(
@@ -208,7 +208,7 @@ fn a_digest_that_cannot_be_sent_waits_for_the_next_run() {
     // The next run sends what waited, then its own digest, and the outbox is empty.
     let (hook_port, posts) = receiver();
     let hook = format!("http://127.0.0.1:{hook_port}/hook");
-    exited_0(once_with_hook(dir, &hook));
+    finished(once_with_hook(dir, &hook));
     let wait = std::time::Duration::from_secs(10);
     let (waited, own) = (
         posts.recv_timeout(wait).unwrap(),
@@ -280,7 +280,7 @@ fn a_mapped_number_without_copies_is_a_silent_user() {
         .env("HOOK_URL", format!("http://127.0.0.1:{hook_port}/hook"))
         .output()
         .unwrap();
-    exited_0(out);
+    finished(out);
     let post = posts
         .recv_timeout(std::time::Duration::from_secs(10))
         .unwrap();

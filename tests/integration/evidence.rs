@@ -218,7 +218,7 @@ fn trace_follows_an_item_and_a_broken_record_is_an_error() {
         ];
         cli(dir, &[&args[..], &["--connector", "o2"]].concat())
     };
-    let by_id = exited_0(trace("O2-20261120-0001"));
+    let by_id = finished(trace("O2-20261120-0001"));
     let text = String::from_utf8_lossy(&by_id.stdout).to_string();
     assert!(text.contains("copy for alice.smith@contoso.com"), "{text}");
     assert!(
@@ -242,7 +242,7 @@ fn trace_follows_an_item_and_a_broken_record_is_an_error() {
     );
     let key = comms_archiver::item::ItemKey::new("o2", "O2-20261120-0001");
     for other in [key.message_id(), key.to_string()] {
-        assert_eq!(exited_0(trace(&other)).stdout, by_id.stdout, "{other}");
+        assert_eq!(finished(trace(&other)).stdout, by_id.stdout, "{other}");
     }
     assert_eq!(trace("O2-19990101-0001").status.code(), Some(1));
 
@@ -284,7 +284,7 @@ fn the_html_report_shows_the_days_as_the_reconciliation_has_them() {
     );
     let args = ["report", "--config", "config/demo.toml", "--format", "html"];
     let range = ["--from", "2026-11-19", "--to", "2026-11-21"];
-    let out = exited_0(cli(dir, &[&args[..], &range[..]].concat()));
+    let out = finished(cli(dir, &[&args[..], &range[..]].concat()));
     let page = String::from_utf8(out.stdout).unwrap();
     assert!(page.starts_with("<!DOCTYPE html>"));
     assert!(!page.contains("<script") && !page.contains("http://") && !page.contains("src="));

@@ -141,12 +141,12 @@ pub fn imported_events(log: &[u8]) -> usize {
 /// Runs a blocking command (a `once`) off the async runtime's threads and expects exit 0,
 /// with its stderr in the failure message.
 pub async fn succeeds(run: impl FnOnce() -> Output + Send + 'static) -> Output {
-    exited_0(tokio::task::spawn_blocking(run).await.unwrap())
+    finished(tokio::task::spawn_blocking(run).await.unwrap())
 }
 
 /// A run's output, once it is seen to have finished every day: exit 0, or 3 when copies
 /// failed for good (the demo day has some); its stderr is in the failure message.
-pub fn exited_0(out: Output) -> Output {
+pub fn finished(out: Output) -> Output {
     assert!(
         matches!(out.status.code(), Some(0 | 3)),
         "exit {:?}: {}",
@@ -174,7 +174,7 @@ pub const MAILBOXES: &[&str] = &[
 pub fn demo_day(dir: &Path, leading: &[&str]) -> Output {
     let mut args = leading.to_vec();
     args.extend(["once", "--config", "config/demo.toml", "--date", DEMO_DATE]);
-    exited_0(cli(dir, &args))
+    finished(cli(dir, &args))
 }
 
 /// Reads the JSON log of a spawned run (stderr piped) and kills it with SIGKILL, which
