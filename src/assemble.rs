@@ -22,7 +22,7 @@ impl Archiver {
                 name,
                 connector: c,
                 region,
-                max_item_bytes: config.archiver.max_item_bytes,
+                max_item_bytes: config.archiver.read_limit(),
                 secrets: &secrets,
             })?;
             connectors.push(Connector {
@@ -30,7 +30,8 @@ impl Archiver {
                 partner: c.partner,
                 folder: c.folder().to_string(),
                 source,
-                mapper: Mapper::new(table, c.use_email_property, config.mapping.domains.clone()),
+                mapper: Mapper::new(table, c.use_email_property, config.mapping.domains.clone())
+                    .with_catch_all(config.mapping.unmapped_mailbox.as_deref()),
             });
         }
         let mailbox = crate::mailbox::build(&config.mailbox, &secrets)?;
@@ -40,6 +41,7 @@ impl Archiver {
             mailbox,
             config.archiver.max_item_bytes,
         )
+        .with_oversize(config.archiver.oversize)
         .with_max_in_flight(config.max_in_flight())
         .with_max_in_flight_bytes(config.archiver.max_in_flight_bytes);
         Ok(

@@ -5,11 +5,12 @@
 pub const DEFAULT_MAX_ITEM_BYTES: u64 = 10 * 1024 * 1024;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
 /// One communication captured by a partner archiver.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Item {
     /// The partner's own identifier, stable across re-deliveries.
     pub partner_id: String,
@@ -25,7 +26,7 @@ pub struct Item {
 }
 
 /// Seen from the archived employee's side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Direction {
     Inbound,
     Outbound,
@@ -44,14 +45,14 @@ impl Direction {
 }
 
 /// A thread of messages: an SMS conversation, a WhatsApp chat or group.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conversation {
     pub id: String,
     pub name: Option<String>,
 }
 
 /// The part a participant plays in an item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
     From,
     To,
@@ -59,7 +60,7 @@ pub enum Role {
 }
 
 /// One party of an item, with whatever the partner knows of it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Participant {
     pub role: Option<Role>,
     /// E.164 (`+447700900123`) when the partner gave a valid phone number.
@@ -88,7 +89,7 @@ impl Participant {
 }
 
 /// What an item carries, by kind.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Content {
     Sms {
         text: String,
@@ -104,6 +105,7 @@ pub enum Content {
     CellTrust(CellTrustItem),
     /// A message the partner already delivers as RFC 5322 (Merge1, TeleMessage EML exports).
     Email {
+        #[serde(with = "base64_bytes")]
         raw: Vec<u8>,
     },
 }
@@ -156,6 +158,76 @@ impl Content {
         }
     }
 
+    /// The files the item carries: its media and a call's recording.
+    pub fn files(&self) -> Vec<&Attachment> {
+        let (media, recording): (&[Attachment], Option<&Call>) = match self {
+            Content::Mms { media, .. } => (media, None),
+            Content::WhatsApp(m) => (&m.media, None),
+            Content::Call(call) | Content::WhatsAppCall(call) => (&[], Some(call)),
+            Content::CellTrust(c) => (&c.media, c.call.as_ref()),
+            Content::Sms { .. } | Content::Email { .. } => (&[], None),
+        };
+        media
+            .iter()
+            .chain(recording.and_then(|c| c.recording.as_ref()))
+            .collect()
+    }
+
+    /// A copy of the content without the files in `left_out` (the very files of this
+    /// content), carrying `note` in their place: in its media, or as a call's recording.
+    /// None when the content carries no files to leave out.
+    pub fn leaving_out(&self, left_out: &[&Attachment], note: Attachment) -> Option<Content> {
+        let kept = |files: &[Attachment]| -> Vec<Attachment> {
+            files
+                .iter()
+                .filter(|f| !left_out.iter().any(|l| std::ptr::eq(*l, *f)))
+                .cloned()
+                .collect()
+        };
+        let recording = |call: &Call| -> Call {
+            let left = call
+                .recording
+                .as_ref()
+                .is_some_and(|r| left_out.iter().any(|l| std::ptr::eq(*l, r)));
+            Call {
+                recording: if left { None } else { call.recording.clone() },
+                ..call.clone()
+            }
+        };
+        let mut content = match self {
+            Content::Mms { text, media } => Content::Mms {
+                text: text.clone(),
+                media: kept(media),
+            },
+            Content::WhatsApp(m) => Content::WhatsApp(WhatsAppMessage {
+                media: kept(&m.media),
+                text: m.text.clone(),
+                group: m.group.clone(),
+                quote: m.quote.clone(),
+                deleted_at: m.deleted_at,
+            }),
+            Content::Call(call) => Content::Call(recording(call)),
+            Content::WhatsAppCall(call) => Content::WhatsAppCall(recording(call)),
+            Content::CellTrust(c) => Content::CellTrust(CellTrustItem {
+                media: kept(&c.media),
+                call: c.call.as_ref().map(recording),
+                channel: c.channel.clone(),
+                domain: c.domain.clone(),
+                organizational_unit: c.organizational_unit.clone(),
+                text: c.text.clone(),
+            }),
+            Content::Sms { .. } | Content::Email { .. } => return None,
+        };
+        match &mut content {
+            Content::Mms { media, .. } => media.push(note),
+            Content::WhatsApp(m) => m.media.push(note),
+            Content::CellTrust(c) => c.media.push(note),
+            Content::Call(call) | Content::WhatsAppCall(call) => call.recording = Some(note),
+            Content::Sms { .. } | Content::Email { .. } => {}
+        }
+        Some(content)
+    }
+
     pub fn kind(&self) -> Kind {
         match self {
             Content::Sms { .. } => Kind::Sms,
@@ -170,7 +242,7 @@ impl Content {
 }
 
 /// A voice call (mobile network or WhatsApp).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Call {
     pub start: DateTime<Utc>,
     pub duration_secs: u64,
@@ -179,7 +251,7 @@ pub struct Call {
     pub transcript: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CallOutcome {
     Answered,
     Missed,
@@ -199,7 +271,7 @@ impl CallOutcome {
 }
 
 /// A WhatsApp chat message, 1:1 or in a group.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct WhatsAppMessage {
     pub text: Option<String>,
     /// Set for group chats.
@@ -212,7 +284,7 @@ pub struct WhatsAppMessage {
 }
 
 /// A quoted or replied-to message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quote {
     pub partner_id: String,
     pub author: Option<String>,
@@ -220,7 +292,7 @@ pub struct Quote {
 }
 
 /// A CellTrust SL2 item (person-to-person only reaches the mailbox).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CellTrustItem {
     /// The SL2 channel: "sms", "mms", "voice", "chat", "whatsapp".
     pub channel: String,
@@ -232,10 +304,11 @@ pub struct CellTrustItem {
 }
 
 /// A file carried by an item.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attachment {
     pub name: String,
     pub content_type: String,
+    #[serde(with = "base64_bytes")]
     pub data: Vec<u8>,
 }
 
@@ -246,6 +319,24 @@ impl fmt::Debug for Attachment {
             .field("content_type", &self.content_type)
             .field("bytes", &self.data.len())
             .finish()
+    }
+}
+
+/// Bytes as base64 text in an item kept as JSON (a held copy): files stay files, and the
+/// record stays readable.
+mod base64_bytes {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map_err(serde::de::Error::custom)
     }
 }
 

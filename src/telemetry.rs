@@ -79,7 +79,11 @@ pub fn init(format: LogFormat) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Imported,
+    /// Imported with some files left out (kept in the stage) to fit the size limit.
+    PartiallyImported,
     SkippedDuplicate,
+    /// Kept in the stage for a later delivery.
+    Held(Reason),
     Failed(Reason),
 }
 
@@ -101,7 +105,9 @@ impl ItemOutcome<'_> {
     pub fn emit(&self) {
         let (outcome, reason) = match self.outcome {
             Outcome::Imported => ("imported", ""),
+            Outcome::PartiallyImported => ("partially_imported", ""),
             Outcome::SkippedDuplicate => ("skipped_duplicate", ""),
+            Outcome::Held(reason) => ("held", reason.as_str()),
             Outcome::Failed(reason) => ("failed", reason.as_str()),
         };
         metrics::counter!("comms_archiver_items_total",
@@ -110,18 +116,20 @@ impl ItemOutcome<'_> {
         let day = self.day.to_string();
         let mailbox = self.mailbox.unwrap_or("");
         match self.outcome {
-            Outcome::Imported | Outcome::SkippedDuplicate => tracing::info!(
-                target: "comms_archiver::item",
-                connector = self.connector,
-                day = %day,
-                item_key = self.item_key,
-                item_id = self.item_id,
-                mailbox,
-                outcome,
-                detail = self.detail,
-                "item outcome"
-            ),
-            Outcome::Failed(_) => tracing::warn!(
+            Outcome::Imported | Outcome::PartiallyImported | Outcome::SkippedDuplicate => {
+                tracing::info!(
+                    target: "comms_archiver::item",
+                    connector = self.connector,
+                    day = %day,
+                    item_key = self.item_key,
+                    item_id = self.item_id,
+                    mailbox,
+                    outcome,
+                    detail = self.detail,
+                    "item outcome"
+                )
+            }
+            Outcome::Held(_) | Outcome::Failed(_) => tracing::warn!(
                 target: "comms_archiver::item",
                 connector = self.connector,
                 day = %day,

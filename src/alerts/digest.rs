@@ -38,6 +38,9 @@ pub struct DayDigest {
     /// Failures that no later run retries, by reason.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub failed_for_good: BTreeMap<String, u64>,
+    /// Copies held for a later delivery, by reason (catch-all copies among them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub held: BTreeMap<String, u64>,
     /// What keeps the day open: its errors' reasons and details.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub open_because: Vec<String>,
@@ -54,6 +57,7 @@ pub struct DayDigest {
 impl DayDigest {
     fn needs_a_person(&self) -> bool {
         self.failed > 0
+            || !self.held.is_empty()
             || !self.complete
             || !self.unmapped_users.is_empty()
             || self.reconciliation_error.is_some()
@@ -70,22 +74,23 @@ impl Digest {
     }
 
     /// The days of the digest with anything to say, over all connectors.
-    fn counts(&self) -> (u64, u64, usize) {
+    fn counts(&self) -> (u64, u64, u64, usize) {
         let days = self.connectors.iter().flat_map(|c| c.days.iter());
-        let (mut failed, mut open, mut imported) = (0, 0, 0);
+        let (mut failed, mut held, mut open, mut imported) = (0, 0, 0, 0);
         for d in days {
             failed += d.failed;
+            held += d.held.values().sum::<u64>();
             imported += d.imported;
             open += usize::from(!d.complete);
         }
-        (imported, failed, open)
+        (imported, failed, held, open)
     }
 
     /// One line, for a chat message's title and an email's subject.
     pub fn headline(&self) -> String {
-        let (imported, failed, open) = self.counts();
+        let (imported, failed, held, open) = self.counts();
         format!(
-            "comms-archiver: {failed} failed, {open} day(s) open, {imported} imported{}",
+            "comms-archiver: {failed} failed, {held} held, {open} day(s) open, {imported} imported{}",
             if self.needs_a_person() {
                 " - needs attention"
             } else {
@@ -103,15 +108,22 @@ impl Digest {
             for d in c.days.iter().filter(|d| d.needs_a_person()) {
                 let _ = writeln!(
                     out,
-                    "{} {}: {}, {} imported, {} failed",
+                    "{} {}: {}, {} imported, {} failed, {} held",
                     c.connector,
                     d.day,
                     if d.complete { "complete" } else { "OPEN" },
                     d.imported,
-                    d.failed
+                    d.failed,
+                    d.held.values().sum::<u64>()
                 );
                 for (reason, n) in &d.failed_for_good {
                     let _ = writeln!(out, "  {n} failed for good: {reason}");
+                }
+                for (reason, n) in &d.held {
+                    let _ = writeln!(
+                        out,
+                        "  {n} held ({reason}): delivered by the next wake or `redrive` once the cause is fixed"
+                    );
                 }
                 for why in &d.open_because {
                     let _ = writeln!(out, "  open: {why}");
@@ -234,7 +246,14 @@ fn fill(d: &mut DayDigest, log: &StatusLog) {
         .iter()
         .map(|e| format!("{}: {}", e.reason, e.detail))
         .collect();
-    d.unmapped_users = log.unmapped_users.clone();
+    for h in &log.held_copies {
+        *d.held.entry(h.reason.as_str().to_string()).or_default() += 1;
+    }
+    d.unmapped_users = log
+        .unmapped_users
+        .iter()
+        .map(|u| format!("{u} ({} held)", log.held_for(u)))
+        .collect();
 }
 
 /// Items a connector's complete days before `day` averaged (the last seven of them).

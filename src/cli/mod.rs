@@ -57,6 +57,24 @@ pub enum Command {
         #[arg(long)]
         connector: Option<String>,
     },
+    /// Deliver the held copies that can now be delivered (the mapping CSV fixed, the mailbox
+    /// created, the size limit raised), of one day (default: yesterday, UTC) or of every day
+    /// from --from to --to; each copy exactly once. Only complete days: an open day's next
+    /// run reads its whole delivery again.
+    Redrive {
+        /// The day, YYYY-MM-DD.
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        date: Option<NaiveDate>,
+        /// The first day of a range, YYYY-MM-DD (with --to).
+        #[arg(long, requires = "to")]
+        from: Option<NaiveDate>,
+        /// The last day of a range, YYYY-MM-DD (with --from).
+        #[arg(long, requires = "from")]
+        to: Option<NaiveDate>,
+        /// Only this connector.
+        #[arg(long)]
+        connector: Option<String>,
+    },
     /// Validate the configuration and the mapping files, then exit; with --verify-stage,
     /// also re-read the staged messages of items of that date and compare them with the
     /// ledger's SHA-256.
@@ -173,6 +191,21 @@ pub async fn execute(cli: Cli) -> Result<i32> {
             to,
             connector,
         } => work::backfill(&config, from, to, connector.as_deref()).await,
+        Command::Redrive {
+            date,
+            from,
+            to,
+            connector,
+        } => {
+            let (from, to) = match (from, to) {
+                (Some(from), Some(to)) => (from, to),
+                _ => {
+                    let day = date.unwrap_or_else(yesterday);
+                    (day, day)
+                }
+            };
+            work::redrive(&config, from, to, connector.as_deref()).await
+        }
         Command::Run => work::run(&config).await,
         Command::Healthcheck => healthcheck(&config).await,
         Command::Report {

@@ -53,6 +53,61 @@ pub(super) async fn backfill(
     Ok(exit_code(results.as_deref()))
 }
 
+/// `redrive`: the held copies of every complete day from `from` to `to` that can now be
+/// delivered. Exits 0 when nothing is held any more, 3 when copies stay held (the digest
+/// and `report` say why), 1 when a re-drive could not finish.
+pub(super) async fn redrive(
+    config: &Config,
+    from: NaiveDate,
+    to: NaiveDate,
+    only: Option<&str>,
+) -> Result<i32> {
+    check_connector(config, only)?;
+    if from > to {
+        return Err(Error::Usage(format!(
+            "redrive needs --from <= --to; got {from} to {to}"
+        )));
+    }
+    telemetry::metrics_handle();
+    let stop = shutdown_on_signal();
+    let archiver = Archiver::from_config(config)?.with_shutdown(stop.clone());
+    archiver.prepare().await?;
+    let started = Utc::now();
+    let days: Vec<NaiveDate> = from.iter_days().take_while(|d| *d <= to).collect();
+    let work = archiver.redrive_days(&days, only);
+    let results = within_grace(work, stop, config.schedule.grace()).await;
+    archiver.send_digest(&days, started).await;
+    let Some(results) = results else {
+        return Ok(EXIT_RETRY);
+    };
+    let mut code = EXIT_DONE;
+    for r in &results {
+        match &r.log {
+            Err(_) => code = EXIT_RETRY,
+            Ok(Some(log)) => {
+                let delivered: usize = log.redriven.iter().map(|d| d.delivered.len()).sum();
+                println!(
+                    "{} {}: {delivered} held cop(ies) delivered, {} still held{}",
+                    r.connector,
+                    r.day,
+                    log.held,
+                    match log.errors.is_empty() {
+                        true => String::new(),
+                        false => format!(", stopped by {}", log.run_stops()),
+                    }
+                );
+                if !log.errors.is_empty() {
+                    code = EXIT_RETRY;
+                } else if !log.held_copies.is_empty() && code == EXIT_DONE {
+                    code = EXIT_ATTENTION;
+                }
+            }
+            Ok(None) => {}
+        }
+    }
+    Ok(code)
+}
+
 /// `run`: the daemon, with its health and metrics endpoint when configured.
 pub(super) async fn run(config: &Config) -> Result<i32> {
     let archiver = Archiver::from_config(config)?;
@@ -112,13 +167,13 @@ fn status_page(config: &Config, ledger: crate::ledger::Ledger) -> Result<telemet
 }
 
 /// 0 when every connector-day finished with nothing left for a person; 3 when every day is
-/// finished but copies failed for good (no later run retries them); 1 when any day is left
-/// for a later run (also when the work was cut short by a shutdown).
+/// finished but copies are held or failed for good (no later run retries them on its own);
+/// 1 when any day is left for a later run (also when the work was cut short by a shutdown).
 fn exit_code(results: Option<&[DayResult]>) -> i32 {
     let failed_for_good = |r: &DayResult| {
-        r.log
-            .as_ref()
-            .is_ok_and(|l| l.failures.iter().any(|f| !f.reason.is_retried()))
+        r.log.as_ref().is_ok_and(|l| {
+            !l.held_copies.is_empty() || l.failures.iter().any(|f| !f.reason.is_retried())
+        })
     };
     match results {
         Some(results) if results.iter().all(DayResult::is_complete) => {

@@ -248,6 +248,7 @@ mod tests {
             staged: Ledger::staged_key("o2", date, &format!("user{}@contoso.com", n % 7), &key),
             sha256: "00".into(),
             bytes: 1,
+            left_out: Vec::new(),
             imported_at: Utc::now(),
         }
     }

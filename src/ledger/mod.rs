@@ -15,22 +15,26 @@
 //!   and renewed with ETag conditions, so two daemons never work on one day at once
 //! - `runs/<connector>/<day>/<run>.json`: each run's own run log, written once when the run
 //!   ends (create-only)
+//! - `held/<connector>/<day>/<item-key>.json`: items with copies not delivered yet, kept
+//!   whole for a re-drive (create-only, [`HeldItem`])
 //! - `checkpoints/<connector>.json`: the last day up to which every day is complete
 //! - `reports/<connector>/<day>.json` and `.csv`: the day's reconciliation, derived from the
 //!   run logs and the journal and written again after every run (a view; `report`
 //!   derives it anew)
 //!
-//! Evidence (staged messages, journal batches, run logs) is written once and never rewritten
+//! Evidence (staged messages, journal batches, run logs, held items) is written once and never rewritten
 //! or deleted; what changes (day states, leases, checkpoints, the reconciliation's copy)
 //! lives apart ([`crate::stage::is_evidence`]), so an immutability policy on the evidence
 //! breaks nothing.
 
+mod held;
 mod journal;
 mod reconcile;
 mod runs;
 mod session;
 mod verify;
 
+pub use held::HeldItem;
 pub use journal::{CopyPlace, Journal};
 pub use session::{DaySession, Finished, Opened, Place};
 pub use verify::Verification;
@@ -65,6 +69,10 @@ pub struct ImportRecord {
     pub run: Option<String>,
     /// The stage key of the message that was imported.
     pub staged: String,
+    /// The files left out of the copy to bring it under the size limit (partially
+    /// imported), each kept whole in the stage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<crate::report::LeftOut>,
     /// SHA-256 of the staged message, to verify the stage later.
     pub sha256: String,
     pub bytes: u64,
@@ -186,6 +194,12 @@ impl Ledger {
     /// Where a rendered copy is staged.
     pub fn staged_key(connector: &str, day: NaiveDate, mailbox: &str, key: &ItemKey) -> String {
         format!("staged/{connector}/{day}/{mailbox}/{key}.eml")
+    }
+
+    /// Where a file left out of a message (partially imported) is kept whole: by its item
+    /// and its SHA-256, so every copy of the item shares it.
+    pub fn file_key(connector: &str, day: NaiveDate, key: &ItemKey, sha256: &str) -> String {
+        format!("staged/{connector}/{day}/files/{key}/{sha256}")
     }
 
     fn day_key(connector: &str, day: NaiveDate) -> String {

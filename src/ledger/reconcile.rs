@@ -6,7 +6,7 @@
 use super::{CopyPlace, ImportRecord, Ledger};
 use crate::incidents::Incident;
 use crate::item::ItemKey;
-use crate::report::StatusLog;
+use crate::report::{Held, PartialImport, RunKind, StatusLog};
 use crate::{Error, Result};
 use chrono::{Days, NaiveDate};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -67,9 +67,16 @@ impl Ledger {
             .iter()
             .filter_map(|r| r.run.as_ref().map(|i| i.id.clone()))
             .collect();
-        // The last run with no error of the whole day read every record of the delivery.
-        let base = runs.iter().rev().find(|r| r.errors.is_empty());
-        let mut log = base.unwrap_or(last).clone();
+        // The last run with no error of the whole day read every record of the delivery. A
+        // re-drive read only held items: it is never the base.
+        let delivery = |r: &&StatusLog| r.run.as_ref().is_none_or(|i| i.kind == RunKind::Delivery);
+        let base = runs
+            .iter()
+            .rev()
+            .filter(delivery)
+            .find(|r| r.errors.is_empty());
+        let last_delivery = runs.iter().rev().find(delivery).unwrap_or(last);
+        let mut log = base.unwrap_or(last_delivery).clone();
         let based_on = log.run.as_ref().map(|r| r.id.clone());
         // The day's counts are of the store and folder that run imported into: a copy in
         // another destination (before `[mailbox]` was pointed elsewhere) is not in this one.
@@ -102,16 +109,29 @@ impl Ledger {
         for record in &imported {
             let way = match record.mapped_by.as_deref() {
                 Some(m) if m.starts_with("mapping CSV") => "mapping_csv",
+                Some(m) if m.starts_with("catch-all") => "catch_all",
                 Some(_) => "email_property",
                 None => "not_recorded",
             };
             *log.mapped_by.entry(way.to_string()).or_default() += 1;
         }
+        log.redriven = Vec::new();
+        log.partial_imports = imported
+            .iter()
+            .filter(|r| !r.left_out.is_empty())
+            .map(|r| PartialImport {
+                item_id: r.item_id.clone(),
+                mailbox: r.mailbox.clone(),
+                left_out: r.left_out.clone(),
+            })
+            .collect();
+        let partial = log.partial_imports.len() as u64;
         let total = imported.len() as u64;
         let Some(base) = base else {
             // No run has read the whole delivery yet: what is imported so far, and the rest
             // as the last run left it.
-            log.imported = total;
+            log.imported = total - partial;
+            log.partially_imported = partial;
             log.summary = Some(format!(
                 "no run has read the whole delivery of {day} yet; {total} copies are imported so far"
             ));
@@ -130,17 +150,35 @@ impl Ledger {
         });
         log.failures = kept;
         log.failed -= cured.len() as u64;
+        // Held copies that re-drives since delivered.
+        let redrives: Vec<&StatusLog> = runs
+            .iter()
+            .filter(|r| {
+                r.run.as_ref().is_some_and(|i| {
+                    let base_run = base.run.as_ref();
+                    i.kind == RunKind::Redrive
+                        && base_run.is_none_or(|b| {
+                            i.started_at >= b.started_at
+                                && i.destination == b.destination
+                                && i.folder == b.folder
+                        })
+                })
+            })
+            .collect();
+        let moved = redriven(&mut log, &redrives);
+        let in_mailbox = base.imported + base.partially_imported;
         // What other runs of the day imported, the base run met as already imported.
         let by_others = total
-            .checked_sub(base.imported + cured.len() as u64)
+            .checked_sub(in_mailbox + cured.len() as u64 + moved.delivered)
             .ok_or_else(|| {
                 not_adding_up(
                     connector,
                     day,
                     format!(
-                        "the run {} imported {} copies, the journal records only {total} for the day",
+                        "the run {} imported {in_mailbox} copies and re-drives {} more, the \
+                         journal records only {total} for the day",
                         based_on.as_deref().unwrap_or("?"),
-                        base.imported
+                        moved.delivered
                     ),
                 )
             })?;
@@ -159,19 +197,22 @@ impl Ledger {
                 ),
                     )
                 })?;
-        log.imported = total;
+        log.skipped_duplicates += moved.already;
+        log.imported = total - partial;
+        log.partially_imported = partial;
         if !log.adds_up() {
             return Err(not_adding_up(
                 connector,
                 day,
                 format!(
                     "available for import {} is not imported {} + partially imported {} + \
-                     skipped {} + failed {}",
+                     skipped {} + failed {} + held {}",
                     log.available_for_import,
                     log.imported,
                     log.partially_imported,
                     log.skipped_duplicates,
-                    log.failed
+                    log.failed,
+                    log.held
                 ),
             ));
         }
@@ -197,6 +238,65 @@ impl Ledger {
         }
         days
     }
+}
+
+/// What re-drives did to the base run's held copies.
+#[derive(Debug, Default)]
+struct Moved {
+    /// Copies they imported.
+    delivered: u64,
+    /// Copies they found in their mailbox already (imported for another day).
+    already: u64,
+}
+
+/// Moves the held copies of `log` that `redrives` delivered: an item's held copies become
+/// the copies the last re-drive of it found (imported, already there, or still held, for
+/// the mailboxes its mapping gives now), and the day's copies to import change by as many
+/// as the mapping now gives more or fewer. The catch-all's copies stay as they were.
+fn redriven(log: &mut StatusLog, redrives: &[&StatusLog]) -> Moved {
+    let mut moved = Moved::default();
+    let held_keys: BTreeSet<String> = log.held_copies.iter().map(|h| h.item_key.clone()).collect();
+    for key in held_keys {
+        let Some(last) = redrives
+            .iter()
+            .rev()
+            .find(|r| r.redriven.iter().any(|d| d.item_key == key))
+        else {
+            continue;
+        };
+        let mut delivered = BTreeSet::new();
+        let mut already = BTreeSet::new();
+        for entry in redrives
+            .iter()
+            .flat_map(|r| r.redriven.iter())
+            .filter(|d| d.item_key == key)
+        {
+            delivered.extend(entry.delivered.iter().cloned());
+            already.extend(entry.already.iter().cloned());
+        }
+        let already: Vec<&String> = already.difference(&delivered).collect();
+        let counted = |held: &[Held]| held.iter().filter(|h| h.filed_in.is_none()).count() as u64;
+        let (was, still): (Vec<Held>, Vec<Held>) = (
+            log.held_copies
+                .iter()
+                .filter(|h| h.item_key == key)
+                .cloned()
+                .collect(),
+            last.held_copies
+                .iter()
+                .filter(|h| h.item_key == key)
+                .cloned()
+                .collect(),
+        );
+        log.held_copies.retain(|h| h.item_key != key);
+        log.held_copies.extend(still.iter().cloned());
+        log.held = log.held + counted(&still) - counted(&was);
+        let now = delivered.len() as u64 + already.len() as u64 + counted(&still);
+        log.available_for_import = log.available_for_import + now - counted(&was);
+        moved.delivered += delivered.len() as u64;
+        moved.already += already.len() as u64;
+    }
+    moved
 }
 
 fn not_adding_up(connector: &str, day: NaiveDate, why: String) -> Error {

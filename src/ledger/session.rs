@@ -7,7 +7,7 @@
 //! happened before.
 
 use super::{DayLease, Earlier, Journal, Ledger, LEASE_RENEW_EVERY};
-use crate::report::{DayError, RunInfo, StatusLog};
+use crate::report::{DayError, RunInfo, RunKind, StatusLog};
 use crate::Result;
 use chrono::NaiveDate;
 use std::time::Instant;
@@ -132,6 +132,18 @@ impl DaySession {
     /// complete and moves the checkpoint when nothing is left to retry, and lets the lease go.
     /// A day whose lease was lost is left to its new holder, report included.
     pub async fn finish(self, log: &mut StatusLog, place: &Place) -> Result<Finished> {
+        self.finish_as(log, place, RunKind::Delivery).await
+    }
+
+    /// Finishes a run of `kind`. A re-drive leaves the day's state and the checkpoint as
+    /// they are (it only runs on a complete day) and writes its run log and the day's
+    /// reconciliation.
+    pub async fn finish_as(
+        self,
+        log: &mut StatusLog,
+        place: &Place,
+        kind: RunKind,
+    ) -> Result<Finished> {
         let DaySession {
             ledger,
             connector,
@@ -153,11 +165,13 @@ impl DaySession {
                     ),
                 });
             }
-            log.resumed = earlier != Earlier::None;
-            log.earlier_errors = earlier_errors;
+            let redrive = kind == RunKind::Redrive;
+            log.resumed = earlier != Earlier::None && !redrive;
+            log.earlier_errors = if redrive { Vec::new() } else { earlier_errors };
             let complete = log.nothing_to_retry();
             log.finish(complete);
             log.run = Some(RunInfo {
+                kind,
                 id: journal.run_id().to_string(),
                 started_at,
                 ended_at: log.completed_at,
@@ -176,7 +190,7 @@ impl DaySession {
                     checkpoint: None,
                 });
             }
-            let checkpoint = match complete {
+            let checkpoint = match complete && !redrive {
                 true => {
                     ledger.complete_day(&connector, day).await?;
                     ledger.checkpoint(&connector).await?
@@ -298,6 +312,7 @@ mod tests {
             staged: "staged/o2/x.eml".into(),
             sha256: "00".into(),
             bytes: 1,
+            left_out: Vec::new(),
             imported_at: chrono::Utc::now(),
         }
     }

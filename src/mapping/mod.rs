@@ -26,6 +26,11 @@ pub struct MappingConfig {
     /// and gets no copy. Empty: every email property counts as a mailbox.
     #[serde(default)]
     pub domains: Vec<String>,
+    /// A catch-all mailbox: copies for participants that map to no one are filed there (in
+    /// the connector's folder) until the mapping is fixed, and held for their owners all the
+    /// same. Unset: such copies are only held.
+    #[serde(default)]
+    pub unmapped_mailbox: Option<String>,
 }
 
 impl Default for MappingConfig {
@@ -33,6 +38,7 @@ impl Default for MappingConfig {
         MappingConfig {
             default_region: default_region(),
             domains: Vec::new(),
+            unmapped_mailbox: None,
         }
     }
 }
@@ -40,12 +46,22 @@ impl Default for MappingConfig {
 impl MappingConfig {
     /// Checks the domains are mail domains.
     pub fn validate(&self) -> Result<(), crate::checks::Invalid> {
-        match self.domains.iter().find(|d| !crate::checks::is_domain(d)) {
-            Some(domain) => Err(crate::checks::Invalid::new(
+        if let Some(domain) = self.domains.iter().find(|d| !crate::checks::is_domain(d)) {
+            return Err(crate::checks::Invalid::new(
                 "domains",
                 format!("'{domain}' is not a mail domain such as contoso.com"),
-            )),
-            None => Ok(()),
+            ));
+        }
+        match self.unmapped_mailbox.as_deref() {
+            Some(address) if normalize_address(address).is_none() => {
+                Err(crate::checks::Invalid::new(
+                    "unmapped_mailbox",
+                    format!(
+                        "'{address}' is not a mailbox address such as archive-unmapped@contoso.com"
+                    ),
+                ))
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -88,6 +104,9 @@ pub enum Via {
     Csv { line: u64 },
     /// The participant's email property, in the organisation's domains.
     EmailProperty,
+    /// Nobody: the catch-all mailbox (`mapping.unmapped_mailbox`) files the copy until the
+    /// mapping is fixed.
+    CatchAll,
 }
 
 impl Via {
@@ -96,6 +115,7 @@ impl Via {
         match self {
             Via::Csv { .. } => "mapping_csv",
             Via::EmailProperty => "email_property",
+            Via::CatchAll => "catch_all",
         }
     }
 }
@@ -321,6 +341,7 @@ pub struct Mapper {
     table: Option<MappingTable>,
     use_email_property: bool,
     domains: Vec<String>,
+    catch_all: Option<String>,
 }
 
 impl Mapper {
@@ -333,7 +354,19 @@ impl Mapper {
             table,
             use_email_property,
             domains,
+            catch_all: None,
         }
+    }
+
+    /// The same mapper filing copies that map to no one into `mailbox` meanwhile.
+    pub fn with_catch_all(mut self, mailbox: Option<&str>) -> Self {
+        self.catch_all = mailbox.and_then(normalize_address);
+        self
+    }
+
+    /// The catch-all mailbox, when configured.
+    pub fn catch_all(&self) -> Option<&str> {
+        self.catch_all.as_deref()
     }
 
     /// The mapping CSV, when the connector has one.
@@ -350,6 +383,9 @@ impl Mapper {
             }
             (Via::Csv { line }, None) => format!("mapping CSV line {line}"),
             (Via::EmailProperty, _) => "email property".to_string(),
+            (Via::CatchAll, _) => {
+                "catch-all mapping.unmapped_mailbox: no participant maps to a mailbox".to_string()
+            }
         }
     }
 

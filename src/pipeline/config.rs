@@ -23,7 +23,32 @@ pub struct ArchiverConfig {
     /// memory a day takes. A single larger message still goes, alone.
     #[serde(default = "default_max_in_flight_bytes")]
     pub max_in_flight_bytes: u64,
+    /// What becomes of a copy over `max_item_bytes`: "skip" (held, not imported: what
+    /// Microsoft's connectors do) or "drop-attachments" (imported with its largest files left
+    /// out and listed, each kept whole in the stage: partially imported).
+    #[serde(default)]
+    pub oversize: Oversize,
+    /// With "drop-attachments": the largest item read from a partner at all, files included,
+    /// so that its files can be kept whole. An item larger still is not read (failed,
+    /// `size_exceeded`; the partner keeps it). One such item is in memory at a time.
+    #[serde(default = "default_max_original_bytes")]
+    pub max_original_bytes: u64,
 }
+
+/// What becomes of a copy over `archiver.max_item_bytes`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Oversize {
+    /// Held in the stage, not imported; a later run imports it if the limit is raised.
+    #[default]
+    Skip,
+    /// Imported without the files that make it too large, which are listed in their place
+    /// and kept whole in the stage.
+    DropAttachments,
+}
+
+/// The largest item read whole with `oversize = "drop-attachments"` unless configured.
+pub const DEFAULT_MAX_ORIGINAL_BYTES: u64 = 100 * 1024 * 1024;
 
 impl Default for ArchiverConfig {
     fn default() -> Self {
@@ -31,6 +56,8 @@ impl Default for ArchiverConfig {
             max_item_bytes: DEFAULT_MAX_ITEM_BYTES,
             max_in_flight: None,
             max_in_flight_bytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
+            oversize: Oversize::Skip,
+            max_original_bytes: DEFAULT_MAX_ORIGINAL_BYTES,
         }
     }
 }
@@ -50,7 +77,27 @@ impl ArchiverConfig {
         if self.max_item_bytes == 0 {
             return Err(Invalid::new("max_item_bytes", "must be greater than 0"));
         }
+        if self.oversize == Oversize::DropAttachments
+            && self.max_original_bytes < self.max_item_bytes
+        {
+            return Err(Invalid::new(
+                "max_original_bytes",
+                format!(
+                    "must be at least max_item_bytes ({}) with oversize = \"drop-attachments\"",
+                    self.max_item_bytes
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// The most a partner's item may weigh for it to be read at all: the size limit, or with
+    /// "drop-attachments" the larger bound of what is kept whole.
+    pub fn read_limit(&self) -> u64 {
+        match self.oversize {
+            Oversize::Skip => self.max_item_bytes,
+            Oversize::DropAttachments => self.max_original_bytes,
+        }
     }
 }
 
@@ -60,4 +107,8 @@ fn default_max_item_bytes() -> u64 {
 
 fn default_max_in_flight_bytes() -> u64 {
     DEFAULT_MAX_IN_FLIGHT_BYTES
+}
+
+fn default_max_original_bytes() -> u64 {
+    DEFAULT_MAX_ORIGINAL_BYTES
 }

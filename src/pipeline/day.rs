@@ -1,18 +1,23 @@
-//! The state of one connector-day while it runs: items become copy jobs (mapping, render,
-//! size gate), and copy results become the status log. Only this module changes the log, so
-//! the counts add up however many copies run at once.
+//! The state of one connector-day while it runs: items become work (mapping, render, size
+//! gate: copies to deliver, copies to hold), and what the work did becomes the status log.
+//! Only this module changes the log, so the counts add up however much work runs at once.
 
-use super::copy::{CopyJob, CopyResult};
-use super::{Archiver, Connector};
+use super::copy::{CopyJob, CopyResult, Done, HoldJob, HoldResult, Work};
+use super::{Archiver, Connector, Oversize};
 use crate::item::{Item, ItemKey};
 use crate::mapping::{Resolution, Via};
 use crate::render::{render, RenderContext};
-use crate::report::{DayError, Exclusion, Failure, Reason, StatusLog};
+use crate::report::StatusLog;
+use crate::report::{DayError, Exclusion, Failure, Held, PartialImport, Reason, Redriven};
 use crate::sources::Pulled;
 use crate::telemetry::{ItemOutcome, Outcome};
 use chrono::NaiveDate;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+
+/// A rendered message and the files left out of it to fit the size limit (an index into
+/// the item's files, and its listing).
+pub(super) type Fitted = (Vec<u8>, Vec<(crate::report::LeftOut, usize)>);
 
 pub(super) struct DayRun<'a> {
     pub archiver: &'a Archiver,
@@ -26,6 +31,9 @@ pub(super) struct DayRun<'a> {
     /// Set when the stage failed: the rest of the day is left for the next run instead of
     /// failing item after item against a store that is down.
     pub stage_down: Option<String>,
+    /// A re-drive of held items: where each one's copies went, by item key (an index into
+    /// the log's `redriven`).
+    redrive: Option<HashMap<String, usize>>,
 }
 
 impl<'a> DayRun<'a> {
@@ -38,7 +46,14 @@ impl<'a> DayRun<'a> {
             reported_unmapped: HashSet::new(),
             seen: HashSet::new(),
             stage_down: None,
+            redrive: None,
         }
+    }
+
+    /// A run re-driving the day's held items rather than reading its delivery.
+    pub fn redriving(mut self) -> Self {
+        self.redrive = Some(HashMap::new());
+        self
     }
 
     pub fn day_error(&mut self, reason: &str, detail: String) {
@@ -89,8 +104,8 @@ impl<'a> DayRun<'a> {
         });
     }
 
-    /// Takes one record from the source; returns the copies to deliver.
-    pub fn pulled(&mut self, pulled: Pulled) -> Vec<CopyJob> {
+    /// Takes one record from the source; returns the work it makes.
+    pub fn pulled(&mut self, pulled: Pulled) -> Vec<Work> {
         self.log.available_from_source += 1;
         match pulled {
             Pulled::Item(item) => {
@@ -137,9 +152,11 @@ impl<'a> DayRun<'a> {
         }
     }
 
-    /// Maps, renders and gates one item; returns a copy job per mapped mailbox. An item the
-    /// source found `too_large` (its files or message not read) fails every copy with that.
-    fn item(&mut self, item: Item, too_large: Option<String>) -> Vec<CopyJob> {
+    /// Maps, renders and gates one item; returns a copy to deliver per mapped mailbox (the
+    /// catch-all's among them when configured and someone maps to no one), and the item to
+    /// hold when a copy cannot be delivered yet. An item the source found `too_large` (its
+    /// files not read) fails every copy with that.
+    fn item(&mut self, item: Item, too_large: Option<String>) -> Vec<Work> {
         let name = self.connector.name.as_str();
         let key = ItemKey::new(name, &item.partner_id);
         let archived_user = item
@@ -154,6 +171,8 @@ impl<'a> DayRun<'a> {
         let mut targets: Vec<String> = Vec::new();
         // How each target was mapped: the first participant that maps to it says.
         let mut ways: Vec<Via> = Vec::new();
+        // Archived participants with no mailbox: a copy is held for each.
+        let mut unmapped: Vec<String> = Vec::new();
         for participant in &item.participants {
             match self.connector.mapper.resolve(participant, item.time) {
                 Resolution::Mailbox { address, via } => {
@@ -167,21 +186,42 @@ impl<'a> DayRun<'a> {
                 Resolution::Unmapped => {
                     per_participant.push(None);
                     let user = participant.source_user();
-                    if self.reported_unmapped.insert(user.clone()) {
-                        tracing::warn!(connector = name, day = %self.day, user = %user,
-                            "archived user maps to no mailbox: add the number to the mapping \
-                             CSV or give the user an email property in the organisation's domains");
-                        self.log.unmapped_users.push(user);
+                    if !unmapped.contains(&user) {
+                        unmapped.push(user);
                     }
                 }
             }
         }
+        // Nobody of the organisation at all: the copy is held for the archived employee.
+        if targets.is_empty() && unmapped.is_empty() {
+            unmapped.push(archived_user.clone());
+        }
+        for user in &unmapped {
+            if self.reported_unmapped.insert(user.clone()) {
+                tracing::warn!(connector = name, day = %self.day, user = %user,
+                    "archived user maps to no mailbox: add the number to the mapping CSV or \
+                     give the user an email property in the organisation's domains; the \
+                     copies are held until then");
+                self.log.unmapped_users.push(user.clone());
+            }
+        }
+        let mapped = targets.len();
+        let catch_all = match unmapped.is_empty() {
+            true => None,
+            false => self.connector.mapper.catch_all().map(str::to_string),
+        };
+        if let Some(catch_all) = &catch_all {
+            if !targets.contains(catch_all) {
+                targets.push(catch_all.clone());
+                ways.push(Via::CatchAll);
+            }
+        }
         let id = u128::from_str_radix(key.as_str(), 16).expect("keys are 32 hex digits");
         if !self.seen.insert(id) {
-            let copies: Vec<Option<&str>> = match targets.is_empty() {
-                true => vec![None],
-                false => targets.iter().map(|t| Some(t.as_str())).collect(),
-            };
+            let mut copies: Vec<Option<&str>> = targets.iter().map(|t| Some(t.as_str())).collect();
+            if catch_all.is_none() {
+                copies.extend(unmapped.iter().map(|_| None));
+            }
             for mailbox in copies {
                 self.log.available_for_import += 1;
                 self.log.skipped_duplicates += 1;
@@ -196,35 +236,82 @@ impl<'a> DayRun<'a> {
             }
             return Vec::new();
         }
-        if targets.is_empty() {
-            let detail = "no participant maps to a mailbox (mapping CSV, then email property)";
-            self.fail(
-                &item.partner_id,
-                key.as_str(),
-                archived_user,
-                None,
-                Reason::UserMapping,
-                detail.into(),
+        if let Some(redriven) = &mut self.redrive {
+            redriven.insert(key.to_string(), self.log.redriven.len());
+            self.log.redriven.push(Redriven {
+                item_id: item.partner_id.clone(),
+                item_key: key.to_string(),
+                delivered: Vec::new(),
+                already: Vec::new(),
+            });
+        }
+        // Every copy the item has for someone, catch-all aside: for failing or holding
+        // them all at once.
+        let every_copy: Vec<(Option<String>, String)> = targets[..mapped]
+            .iter()
+            .map(|t| (Some(t.clone()), archived_user.clone()))
+            .chain(unmapped.iter().map(|u| (None, u.clone())))
+            .collect();
+        if let Some(detail) = too_large {
+            let detail = format!(
+                "{detail}; the item was not read, so it is not kept: the partner still has it"
             );
+            self.fail_copies(&item, &key, &every_copy, Reason::SizeExceeded, &detail);
             return Vec::new();
         }
-
-        let rendered = match too_large
-            .map(|detail| Err((Reason::SizeExceeded, detail)))
-            .unwrap_or_else(|| self.render_within_limit(&item, &key, &per_participant))
-        {
-            Ok(bytes) => bytes,
+        let item = Arc::new(item);
+        let unmapped_held = |filed_in: Option<String>| -> Vec<Held> {
+            unmapped
+                .iter()
+                .map(|user| Held {
+                    item_id: item.partner_id.clone(),
+                    item_key: key.to_string(),
+                    source_user: user.clone(),
+                    mailbox: None,
+                    reason: Reason::UserMapping,
+                    detail: "maps to no mailbox (mapping CSV, then email property)".into(),
+                    filed_in: filed_in.clone(),
+                    kept: String::new(),
+                })
+                .collect()
+        };
+        let (message, left_out) = match self.render_within_limit(&item, &key, &per_participant) {
+            Ok(fitted) => fitted,
+            Err((Reason::SizeExceeded, detail)) => {
+                let mut copies: Vec<Held> = targets[..mapped]
+                    .iter()
+                    .map(|mailbox| Held {
+                        item_id: item.partner_id.clone(),
+                        item_key: key.to_string(),
+                        source_user: archived_user.clone(),
+                        mailbox: Some(mailbox.clone()),
+                        reason: Reason::SizeExceeded,
+                        detail: detail.clone(),
+                        filed_in: None,
+                        kept: String::new(),
+                    })
+                    .collect();
+                copies.extend(unmapped_held(None));
+                return vec![Work::Hold(HoldJob { item, copies })];
+            }
             Err((reason, detail)) => {
-                self.fail_copies(&item, &key, &targets, &archived_user, reason, &detail);
+                self.fail_copies(&item, &key, &every_copy, reason, &detail);
                 return Vec::new();
             }
         };
-        let message: Arc<[u8]> = Arc::from(rendered);
+        let mut work = Vec::with_capacity(targets.len() + 1);
+        if !unmapped.is_empty() {
+            let copies = unmapped_held(catch_all);
+            work.push(Work::Hold(HoldJob {
+                item: item.clone(),
+                copies,
+            }));
+        }
+        let message: Arc<[u8]> = Arc::from(message);
+        let left_out: Arc<[_]> = Arc::from(left_out);
         let mapper = &self.connector.mapper;
-        targets
-            .into_iter()
-            .zip(ways)
-            .map(|(mailbox, via)| CopyJob {
+        work.extend(targets.into_iter().zip(ways).map(|(mailbox, via)| {
+            Work::Copy(CopyJob {
                 item_id: item.partner_id.clone(),
                 key: key.clone(),
                 time: item.time,
@@ -233,75 +320,136 @@ impl<'a> DayRun<'a> {
                 mapped_by: mapper.explain(via),
                 user: archived_user.clone(),
                 message: message.clone(),
+                item: item.clone(),
+                left_out: left_out.clone(),
             })
-            .collect()
+        }));
+        work
     }
 
     /// The item's message, or why it cannot be imported: too large (the files alone already
     /// too large are refused without rendering them, which would hold the item a few more
-    /// times over in memory) or not renderable.
+    /// times over in memory) or not renderable. With `oversize = "drop-attachments"`, a
+    /// message too large is rendered again without its largest files.
     fn render_within_limit(
         &self,
         item: &Item,
         key: &ItemKey,
         per_participant: &[Option<String>],
-    ) -> Result<Vec<u8>, (Reason, String)> {
+    ) -> Result<Fitted, (Reason, String)> {
         let limit = self.archiver.max_item_bytes;
-        let payload = item.content.payload_bytes();
-        if payload > limit {
-            let detail = format!(
-                "its files alone are {payload} bytes, so the message exceeds the limit of {limit} \
-                 bytes"
-            );
-            return Err((Reason::SizeExceeded, detail));
-        }
         let ctx = RenderContext {
             connector: self.connector.name.as_str(),
             partner: self.connector.partner.as_str(),
             invalid_domain: self.connector.partner.invalid_domain(),
         };
-        let rendered = render(item, key, &ctx, per_participant)
-            .map_err(|e| (Reason::RenderError, e.to_string()))?;
-        let size = rendered.len() as u64;
-        if size > limit {
-            let detail = format!("rendered size {size} bytes exceeds the limit of {limit} bytes");
-            return Err((Reason::SizeExceeded, detail));
+        let render = |item: &Item| {
+            render(item, key, &ctx, per_participant)
+                .map_err(|e| (Reason::RenderError, e.to_string()))
+        };
+        let skip = self.archiver.oversize == Oversize::Skip;
+        let payload = item.content.payload_bytes();
+        let cure = "held until archiver.max_item_bytes is raised (or archiver.oversize is \
+                    \"drop-attachments\") and the day is re-driven";
+        if payload > limit {
+            if skip {
+                let detail = format!(
+                    "its files alone are {payload} bytes, so the message exceeds the limit of \
+                     {limit} bytes; {cure}"
+                );
+                return Err((Reason::SizeExceeded, detail));
+            }
+        } else {
+            let rendered = render(item)?;
+            let size = rendered.len() as u64;
+            if size <= limit {
+                return Ok((rendered, Vec::new()));
+            }
+            if skip {
+                let detail = format!(
+                    "rendered size {size} bytes exceeds the limit of {limit} bytes; {cure}"
+                );
+                return Err((Reason::SizeExceeded, detail));
+            }
         }
-        Ok(rendered)
+        super::oversize::leave_out_files(item, key, &self.connector.name, limit, render)
     }
 
-    /// Fails the copy of every target mailbox for the same reason.
+    /// Fails every copy for the same reason: `copies` are (mailbox, whom it is for).
     fn fail_copies(
         &mut self,
         item: &Item,
         key: &ItemKey,
-        targets: &[String],
-        user: &str,
+        copies: &[(Option<String>, String)],
         reason: Reason,
         detail: &str,
     ) {
-        for mailbox in targets {
+        for (mailbox, user) in copies {
             let (id, key) = (item.partner_id.as_str(), key.as_str());
             self.fail(
                 id,
                 key,
-                user.to_string(),
-                Some(mailbox),
+                user.clone(),
+                mailbox.as_deref(),
                 reason,
                 detail.to_string(),
             );
         }
     }
 
+    /// Counts what a piece of work did.
+    pub fn apply(&mut self, done: Done) {
+        match done {
+            Done::Copy(result) => self.copied(result),
+            Done::Hold(result) => self.held(result),
+        }
+    }
+
+    /// Counts the held copies of an item, or fails them when it could not be held (the day
+    /// then stays open, and the next run holds them).
+    fn held(&mut self, result: HoldResult) {
+        match result.outcome {
+            Ok(kept) => {
+                for mut held in result.job.copies {
+                    held.kept = kept.clone();
+                    let outcome = Outcome::Held(held.reason);
+                    let (key, id) = (held.item_key.clone(), held.item_id.clone());
+                    self.emit(&key, &id, held.mailbox.as_deref(), outcome, &held.detail);
+                    self.log.hold(held);
+                }
+            }
+            Err(e) => {
+                let detail = format!("the copy could not be held in the stage ({e})");
+                if self.stage_down.is_none() {
+                    self.stage_down = Some(detail.clone());
+                }
+                for held in result.job.copies {
+                    let (id, key) = (&held.item_id, &held.item_key);
+                    let (mailbox, user) = (held.mailbox.as_deref(), held.source_user.clone());
+                    self.fail(id, key, user, mailbox, Reason::StageError, detail.clone());
+                }
+            }
+        }
+    }
+
     /// Counts what happened to a copy.
-    pub fn apply(&mut self, result: CopyResult) {
+    fn copied(&mut self, result: CopyResult) {
         let job = &result.job;
         match result.outcome {
             Ok(outcome) => {
                 self.log.available_for_import += 1;
                 let detail = match outcome {
-                    Outcome::Imported => {
-                        self.log.imported += 1;
+                    Outcome::Imported | Outcome::PartiallyImported => {
+                        if outcome == Outcome::Imported {
+                            self.log.imported += 1;
+                        } else {
+                            self.log.partially_imported += 1;
+                            self.log.partial_imports.push(PartialImport {
+                                item_id: job.item_id.clone(),
+                                mailbox: job.mailbox.clone(),
+                                left_out: job.left_out.iter().map(|(l, _)| l.clone()).collect(),
+                            });
+                        }
                         *self
                             .log
                             .mapped_by
@@ -314,6 +462,7 @@ impl<'a> DayRun<'a> {
                         "already in the mailbox"
                     }
                 };
+                self.redriven(job, outcome);
                 self.emit(
                     job.key.as_str(),
                     &job.item_id,
@@ -339,8 +488,40 @@ impl<'a> DayRun<'a> {
                     job.key.to_string(),
                     job.mailbox.clone(),
                 );
-                self.fail(&id, &key, job.user.clone(), Some(&mailbox), reason, detail);
+                match result.held {
+                    Some(kept) => {
+                        self.emit(&key, &id, Some(&mailbox), Outcome::Held(reason), &detail);
+                        self.log.hold(Held {
+                            item_id: id,
+                            item_key: key,
+                            source_user: job.user.clone(),
+                            mailbox: Some(mailbox),
+                            reason,
+                            detail,
+                            filed_in: None,
+                            kept,
+                        });
+                    }
+                    None => self.fail(&id, &key, job.user.clone(), Some(&mailbox), reason, detail),
+                }
             }
+        }
+    }
+
+    /// In a re-drive, notes where a held item's copy went (the catch-all's aside).
+    fn redriven(&mut self, job: &CopyJob, outcome: Outcome) {
+        let Some(at) = self.redrive.as_ref().and_then(|r| r.get(job.key.as_str())) else {
+            return;
+        };
+        if job.via == Via::CatchAll {
+            return;
+        }
+        let entry = &mut self.log.redriven[*at];
+        match outcome {
+            Outcome::Imported | Outcome::PartiallyImported => {
+                entry.delivered.push(job.mailbox.clone())
+            }
+            _ => entry.already.push(job.mailbox.clone()),
         }
     }
 }

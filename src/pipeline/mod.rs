@@ -8,8 +8,14 @@
 mod config;
 mod copy;
 mod day;
+mod oversize;
+mod redrive;
 
-pub use config::{ArchiverConfig, DEFAULT_MAX_IN_FLIGHT_BYTES, DEFAULT_MAX_ITEM_BYTES};
+pub use config::{
+    ArchiverConfig, Oversize, DEFAULT_MAX_IN_FLIGHT_BYTES, DEFAULT_MAX_ITEM_BYTES,
+    DEFAULT_MAX_ORIGINAL_BYTES,
+};
+pub use redrive::Redrive;
 
 use crate::ledger::{DaySession, Ledger, Opened, Place};
 use crate::mailbox::Mailbox;
@@ -45,6 +51,8 @@ pub struct Archiver {
     mailbox: Arc<dyn Mailbox>,
     ledger: Ledger,
     max_item_bytes: u64,
+    /// What becomes of a copy over `max_item_bytes`.
+    oversize: Oversize,
     /// Copies staged and imported at once.
     max_in_flight: usize,
     /// Bytes of rendered messages in flight at once (a larger single message goes alone).
@@ -69,6 +77,7 @@ impl Archiver {
             stage,
             mailbox,
             max_item_bytes,
+            oversize: Oversize::Skip,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_in_flight_bytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
             shutdown,
@@ -94,6 +103,12 @@ impl Archiver {
             let digest = crate::alerts::gather(self, days, since, settings).await;
             alerter.send(&self.stage, &digest).await;
         }
+    }
+
+    /// The same archiver treating copies over the size limit as `oversize` says.
+    pub fn with_oversize(mut self, oversize: Oversize) -> Self {
+        self.oversize = oversize;
+        self
     }
 
     /// The same archiver with up to `n` copies in flight at once.
@@ -252,7 +267,20 @@ impl Archiver {
         let day = session.day();
         tracing::info!(connector = %connector.name, day = %day, recovering = session.recovering(),
             source = %connector.source.describe(), "starting day");
-        let mut run = DayRun::new(self, connector, day);
+        let run = DayRun::new(self, connector, day);
+        let records = connector.source.open(day).await;
+        self.work_through(run, session, records).await
+    }
+
+    /// Takes records from `records` and does their work, at most `max_in_flight` pieces
+    /// and `max_in_flight_bytes` at once, until the records end or the day must stop.
+    async fn work_through(
+        &self,
+        mut run: DayRun<'_>,
+        session: &DaySession,
+        records: std::result::Result<Box<dyn ItemStream>, crate::sources::SourceError>,
+    ) -> Result<StatusLog> {
+        let (connector, day) = (run.connector, run.day);
         let ctx = CopyContext {
             archiver: self,
             connector,
@@ -262,7 +290,7 @@ impl Archiver {
             journal: session.journal(),
             destination: self.mailbox.destination(),
         };
-        match connector.source.open(day).await {
+        match records {
             Err(e) => run.day_error(e.reason(), e.to_string()),
             Ok(stream) => {
                 // The source reads ahead by one record in its own task: a channel receive can
@@ -292,11 +320,11 @@ impl Archiver {
                             && copies.len() < self.max_in_flight
                             && bytes_in_flight < self.max_in_flight_bytes => match record {
                             Some(Ok(Some(record))) => {
-                                for job in run.pulled(record) {
-                                    let bytes = job.message.len() as u64;
+                                for work in run.pulled(record) {
+                                    let bytes = work.bytes();
                                     bytes_in_flight += bytes;
                                     let ctx = &ctx;
-                                    copies.push(async move { (bytes, copy::deliver(ctx, job).await) });
+                                    copies.push(async move { (bytes, copy::perform(ctx, work).await) });
                                 }
                             }
                             Some(Ok(None)) => taking = false,

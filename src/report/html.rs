@@ -1,6 +1,7 @@
 //! The days on one page: a self-contained HTML file (no script, no external resource) with,
-//! per connector, a chart of the days (imported, partially imported, failed, and the days
-//! left open), then the open days, the failures with their reasons, and the unmapped users.
+//! per connector, a chart of the days (imported, partially imported, held, failed, and the
+//! days left open), then the open days, the failures and held copies with their reasons,
+//! and the unmapped users.
 //! It holds personal data (numbers, addresses, item ids): `report --format html` writes it
 //! for the admin who asked, and the endpoint serves it only on loopback or with a token.
 
@@ -35,6 +36,7 @@ pub fn page(connectors: &[ConnectorDays], from: NaiveDate, to: NaiveDate) -> Str
          </style></head><body><h1>comms-archiver: {from} to {to}</h1>\
          <p class=\"legend\"><span style=\"background:#2a7\"></span>imported\
          <span style=\"background:#7bd\"></span>partially imported\
+         <span style=\"background:#a6c\"></span>held\
          <span style=\"background:#d55\"></span>failed\
          <span style=\"background:#fc4\"></span>day open</p>"
     );
@@ -66,9 +68,24 @@ pub fn page(connectors: &[ConnectorDays], from: NaiveDate, to: NaiveDate) -> Str
             let _ = write!(out, "<h3>Open days</h3><ul>{}</ul>", open.join(""));
         }
         let mut failures = String::new();
+        let mut held = String::new();
         let mut unmapped = Vec::new();
         for (day, log) in &c.days {
             let Ok(Some(l)) = log else { continue };
+            for h in &l.held_copies {
+                let _ = write!(
+                    held,
+                    "<tr><td>{day}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    escape(h.reason.as_str()),
+                    escape(&h.item_id),
+                    escape(&h.source_user),
+                    escape(h.mailbox.as_deref().unwrap_or("-")),
+                    escape(&match &h.filed_in {
+                        Some(c) => format!("{}; filed in {c} meanwhile", h.detail),
+                        None => h.detail.clone(),
+                    })
+                );
+            }
             for f in &l.failures {
                 let _ = write!(
                     failures,
@@ -83,7 +100,7 @@ pub fn page(connectors: &[ConnectorDays], from: NaiveDate, to: NaiveDate) -> Str
             unmapped.extend(
                 l.unmapped_users
                     .iter()
-                    .map(|u| format!("{day}: {}", escape(u))),
+                    .map(|u| format!("{day}: {} ({} held)", escape(u), l.held_for(u))),
             );
         }
         if !failures.is_empty() {
@@ -91,6 +108,14 @@ pub fn page(connectors: &[ConnectorDays], from: NaiveDate, to: NaiveDate) -> Str
                 out,
                 "<h3>Failures</h3><table><tr><th>day</th><th>reason</th><th>item</th>\
                  <th>user</th><th>mailbox</th><th>detail</th></tr>{failures}</table>"
+            );
+        }
+        if !held.is_empty() {
+            let _ = write!(
+                out,
+                "<h3>Held copies</h3><p>Delivered by the next wake, or by <code>redrive</code>, \
+                 once the cause is fixed.</p><table><tr><th>day</th><th>reason</th><th>item</th>\
+                 <th>user</th><th>mailbox</th><th>detail</th></tr>{held}</table>"
             );
         }
         if !unmapped.is_empty() {
@@ -107,16 +132,16 @@ pub fn page(connectors: &[ConnectorDays], from: NaiveDate, to: NaiveDate) -> Str
 
 /// Stacked bars, one per day, as inline SVG.
 fn chart(days: &[(NaiveDate, Result<Option<StatusLog>, String>)]) -> String {
-    let counts: Vec<(NaiveDate, [u64; 3], bool)> = days
+    let counts: Vec<(NaiveDate, [u64; 4], bool)> = days
         .iter()
         .map(|(day, log)| match log {
             Ok(Some(l)) => (
                 *day,
-                [l.imported, l.partially_imported, l.failed],
+                [l.imported, l.partially_imported, l.held, l.failed],
                 !l.complete,
             ),
-            Ok(None) => (*day, [0, 0, 0], false),
-            Err(_) => (*day, [0, 0, 0], true),
+            Ok(None) => (*day, [0; 4], false),
+            Err(_) => (*day, [0; 4], true),
         })
         .collect();
     let most = counts
@@ -140,7 +165,7 @@ fn chart(days: &[(NaiveDate, Result<Option<StatusLog>, String>)]) -> String {
                 "<rect x=\"{x}\" y=\"0\" width=\"{bar}\" height=\"{height}\" fill=\"#fc4\" opacity=\"0.5\"/>"
             );
         }
-        for (n, colour) in c.iter().zip(["#2a7", "#7bd", "#d55"]) {
+        for (n, colour) in c.iter().zip(["#2a7", "#7bd", "#a6c", "#d55"]) {
             let h = n * height / most;
             y -= h;
             if h > 0 {

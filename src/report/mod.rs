@@ -43,6 +43,15 @@ impl Reason {
         }
     }
 
+    /// Whether a later run can cure it (the mapping fixed, the mailbox created, the limit
+    /// raised): such a copy is held in the stage and re-driven, not failed.
+    pub fn is_holdable(self) -> bool {
+        matches!(
+            self,
+            Reason::UserMapping | Reason::Rejected | Reason::SizeExceeded
+        )
+    }
+
     /// Whether a later run retries the copy (the day is then not complete).
     pub fn is_retried(self) -> bool {
         matches!(
@@ -66,6 +75,58 @@ pub struct Failure {
     pub detail: String,
 }
 
+/// A copy kept in the stage until it can be delivered: it maps to no mailbox yet, or its
+/// mailbox cannot take it now. `redrive` (and the daemon on each wake) delivers it once the
+/// cause is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    pub item_id: String,
+    pub item_key: String,
+    /// Whom the copy is for: the unmapped participant, or the archived employee.
+    pub source_user: String,
+    /// The mailbox that could not take it; None when the participant maps to none.
+    pub mailbox: Option<String>,
+    pub reason: Reason,
+    pub detail: String,
+    /// The catch-all mailbox (`mapping.unmapped_mailbox`) that holds a copy meanwhile; such
+    /// a copy counts as imported there, and this one is not counted again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filed_in: Option<String>,
+    /// The stage key of the held item.
+    pub kept: String,
+}
+
+/// Where a re-drive delivered the copies of one held item (catch-all copies aside).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redriven {
+    pub item_id: String,
+    pub item_key: String,
+    /// Mailboxes it was imported into by this run.
+    pub delivered: Vec<String>,
+    /// Mailboxes that held it already (imported by another run or another day).
+    pub already: Vec<String>,
+}
+
+/// A file left out of an imported copy to bring it under `max_item_bytes`
+/// (`archiver.oversize = "drop-attachments"`); it is kept whole in the stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeftOut {
+    pub name: String,
+    pub content_type: String,
+    pub bytes: u64,
+    pub sha256: String,
+    /// The stage key of the file, exactly as the partner delivered it.
+    pub kept: String,
+}
+
+/// A copy imported without some of its files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartialImport {
+    pub item_id: String,
+    pub mailbox: String,
+    pub left_out: Vec<LeftOut>,
+}
+
 /// The status log of one connector for one day.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusLog {
@@ -81,13 +142,25 @@ pub struct StatusLog {
     /// no one counts once).
     pub available_for_import: u64,
     pub imported: u64,
-    /// Imported without some attachments. The current backends import whole messages or
-    /// nothing, so this stays 0; it is kept so the log reads like the connectors' admin log.
+    /// Imported without some attachments, as the connectors' admin log counts them: copies
+    /// over `max_item_bytes` with `archiver.oversize = "drop-attachments"`.
     pub partially_imported: u64,
     /// Copies already in the mailbox: imported by an earlier run, or repeated by the partner.
     pub skipped_duplicates: u64,
     pub failed: u64,
     pub failures: Vec<Failure>,
+    /// Copies held in the stage for a later delivery (re-drive), catch-all copies aside.
+    #[serde(default)]
+    pub held: u64,
+    /// Every held copy, with why, including those filed in the catch-all meanwhile.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_copies: Vec<Held>,
+    /// The copies imported without some of their files, and what was left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partial_imports: Vec<PartialImport>,
+    /// A re-drive's run log: where each held item's copies went.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redriven: Vec<Redriven>,
     /// Items the partner returned that the connector must not import (e.g. CellTrust A2P);
     /// they count in available_from_source, not in available_for_import.
     pub excluded: u64,
@@ -135,6 +208,9 @@ pub struct StatusLog {
 /// One run of a connector-day, as its run log records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunInfo {
+    /// A run of the day's delivery, or a re-drive of its held copies.
+    #[serde(default)]
+    pub kind: RunKind,
     /// Unique among every run that ever writes the stage; import records name it too.
     pub id: String,
     pub started_at: DateTime<Utc>,
@@ -150,6 +226,16 @@ pub struct RunInfo {
     /// anything did.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stopped_by: Vec<String>,
+}
+
+/// What a run did: read the partner's delivery of the day, or re-drive held copies. A
+/// re-drive is never the base of the day's reconciliation: it did not read the delivery.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    #[default]
+    Delivery,
+    Redrive,
 }
 
 /// An item the connector must not import, and why.
@@ -181,6 +267,10 @@ impl StatusLog {
             skipped_duplicates: 0,
             failed: 0,
             failures: Vec::new(),
+            held: 0,
+            held_copies: Vec::new(),
+            partial_imports: Vec::new(),
+            redriven: Vec::new(),
             excluded: 0,
             exclusions: Vec::new(),
             unmapped_users: Vec::new(),
@@ -200,8 +290,18 @@ impl StatusLog {
     /// Whether the counts add up.
     pub fn adds_up(&self) -> bool {
         self.available_for_import
-            == self.imported + self.partially_imported + self.skipped_duplicates + self.failed
+            == self.imported
+                + self.partially_imported
+                + self.skipped_duplicates
+                + self.failed
+                + self.held
             && self.failed == self.failures.len() as u64
+            && self.held
+                == self
+                    .held_copies
+                    .iter()
+                    .filter(|h| h.filed_in.is_none())
+                    .count() as u64
             && self.excluded == self.exclusions.len() as u64
     }
 
@@ -218,11 +318,35 @@ impl StatusLog {
         self.failures.push(failure);
     }
 
+    /// Records a held copy; it counts towards available_for_import unless the catch-all
+    /// has it, where it counts as imported.
+    pub fn hold(&mut self, held: Held) {
+        if held.filed_in.is_none() {
+            self.available_for_import += 1;
+            self.held += 1;
+        }
+        self.held_copies.push(held);
+    }
+
+    /// How many copies are held for `user`.
+    pub fn held_for(&self, user: &str) -> usize {
+        self.held_copies
+            .iter()
+            .filter(|h| h.source_user == user || h.mailbox.as_deref() == Some(user))
+            .count()
+    }
+
     /// Notes the date of an item read (kept sorted, each once).
     pub fn note_item_date(&mut self, date: NaiveDate) {
         if let Err(at) = self.item_dates.binary_search(&date) {
             self.item_dates.insert(at, date);
         }
+    }
+
+    /// The reasons of what stopped the run, for one line.
+    pub fn run_stops(&self) -> String {
+        let reasons: Vec<&str> = self.errors.iter().map(|e| e.reason.as_str()).collect();
+        reasons.join(", ")
     }
 
     /// Whether nothing in this log stops the day from being checkpointed.
@@ -269,6 +393,8 @@ impl StatusLog {
                 "mailbox",
                 "reason",
                 "detail",
+                "held",
+                "excluded",
             ],
         );
         let day = self.day.to_string();
@@ -286,12 +412,15 @@ impl StatusLog {
         let mut summary = vec!["summary", &self.connector, &day, &completed, &complete];
         summary.extend(numbers.iter().map(String::as_str));
         summary.extend(["", "", "", "", self.summary.as_deref().unwrap_or("")]);
+        let (held, excluded) = (self.held.to_string(), self.excluded.to_string());
+        summary.extend([held.as_str(), excluded.as_str()]);
         write(&mut w, &summary);
         // Detail rows leave the summary columns empty.
         let detail_row = |w: &mut csv::Writer<Vec<u8>>, kind: &str, tail: [&str; 5]| {
             let mut row = vec![kind, &self.connector, &day];
             row.extend([""; 8]);
             row.extend(tail);
+            row.extend(["", ""]);
             write(w, &row);
         };
         if let Some(destination) = &self.destination {
@@ -327,6 +456,40 @@ impl StatusLog {
                 &f.detail,
             ];
             detail_row(&mut w, "failure", tail);
+        }
+        for h in &self.held_copies {
+            let detail = match &h.filed_in {
+                Some(catch_all) => {
+                    format!("{}; a copy is filed in {catch_all} meanwhile", h.detail)
+                }
+                None => h.detail.clone(),
+            };
+            let mailbox = h.mailbox.as_deref().unwrap_or("");
+            let tail = [
+                h.item_id.as_str(),
+                &h.source_user,
+                mailbox,
+                h.reason.as_str(),
+                &detail,
+            ];
+            detail_row(&mut w, "held", tail);
+        }
+        for p in &self.partial_imports {
+            for f in &p.left_out {
+                let detail = format!(
+                    "left out {} ({}, {} bytes, SHA-256 {}), kept at {}",
+                    f.name, f.content_type, f.bytes, f.sha256, f.kept
+                );
+                detail_row(&mut w, "partial", [&p.item_id, "", &p.mailbox, "", &detail]);
+            }
+        }
+        for r in &self.redriven {
+            let detail = format!(
+                "imported into {}; already in {}",
+                r.delivered.join(" "),
+                r.already.join(" ")
+            );
+            detail_row(&mut w, "redriven", [&r.item_id, "", "", "", &detail]);
         }
         for x in &self.exclusions {
             detail_row(
@@ -392,6 +555,7 @@ impl StatusLog {
             ("partially imported", self.partially_imported),
             ("skipped (duplicates)", self.skipped_duplicates),
             ("failed", self.failed),
+            ("held", self.held),
             ("excluded", self.excluded),
         ] {
             let _ = writeln!(out, "  {label:<22} {n:>8}");
@@ -413,6 +577,52 @@ impl StatusLog {
                 f.source_user,
                 f.mailbox.as_deref().unwrap_or("-"),
                 f.detail
+            );
+        }
+        for h in &self.held_copies {
+            let _ = writeln!(
+                out,
+                "  held    {:<14} item {}  user {}  mailbox {}  {}{}",
+                h.reason.as_str(),
+                h.item_id,
+                h.source_user,
+                h.mailbox.as_deref().unwrap_or("-"),
+                h.detail,
+                h.filed_in
+                    .as_deref()
+                    .map(|c| format!("; filed in {c} meanwhile"))
+                    .unwrap_or_default()
+            );
+        }
+        for p in &self.partial_imports {
+            for f in &p.left_out {
+                let _ = writeln!(
+                    out,
+                    "  partial item {}  mailbox {}  left out {} ({}, {} bytes, SHA-256 {}) kept at {}",
+                    p.item_id, p.mailbox, f.name, f.content_type, f.bytes, f.sha256, f.kept
+                );
+            }
+        }
+        for r in &self.redriven {
+            let _ = writeln!(
+                out,
+                "  redriven item {}  imported into {}{}",
+                r.item_id,
+                match r.delivered.is_empty() {
+                    true => "-".to_string(),
+                    false => r.delivered.join(", "),
+                },
+                match r.already.is_empty() {
+                    true => String::new(),
+                    false => format!("; already in {}", r.already.join(", ")),
+                }
+            );
+        }
+        for user in &self.unmapped_users {
+            let _ = writeln!(
+                out,
+                "  unmapped {user}: {} cop(ies) held until the mapping is fixed",
+                self.held_for(user)
             );
         }
         for x in &self.exclusions {

@@ -215,12 +215,24 @@ pub async fn run(
             }
         };
         state.finished(clock.now(), &outcome);
-        // One digest per wake, not one after each retry of an open day (the next wake's
-        // digest lists a day that stays open).
+        // At each wake, the held copies of the catch-up window are tried again (a mapping
+        // fixed since brings them home), then one digest goes out: one per wake, not one
+        // after each retry of an open day (the next wake's digest lists a day still open).
         if at_wake {
             let window: Vec<NaiveDate> = (1..=u64::from(config.catch_up_days))
+                .rev()
                 .filter_map(|back| started.date_naive().checked_sub_days(Days::new(back)))
                 .collect();
+            let redrive = archiver.redrive_days(&window, None);
+            tokio::pin!(redrive);
+            tokio::select! {
+                _ = &mut redrive => {}
+                // A re-drive cut short leaves its copies held: the next wake tries again.
+                _ = stopped(&mut shutdown) => {
+                    let _ = tokio::time::timeout(grace, &mut redrive).await;
+                    break;
+                }
+            }
             archiver.send_digest(&window, started).await;
         }
         let complete = match outcome {

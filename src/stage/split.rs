@@ -11,7 +11,10 @@ use std::sync::Arc;
 /// (`staged/`), a journal batch of import records (`ledger/<connector>/journal/`), or a
 /// run log (`runs/`). Everything else is state.
 pub fn is_evidence(key: &str) -> bool {
-    if key.starts_with("staged/") || key.starts_with("runs/") {
+    if ["staged/", "runs/", "held/"]
+        .iter()
+        .any(|p| key.starts_with(p))
+    {
         return true;
     }
     let mut parts = key.split('/');

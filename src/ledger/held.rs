@@ -1,0 +1,126 @@
+//! Held items: what a run could not deliver yet (a participant that maps to no mailbox, a
+//! mailbox that does not exist or refused the copy, a message over the limit), kept in the
+//! stage with everything a later run needs to deliver it: the item itself, files and all.
+//!
+//! `held/<connector>/<day>/<item-key>.json` is evidence, written once by the first run that
+//! holds the item; a re-drive reads it, maps and renders the item again with the
+//! configuration of its own time, and delivers what can now be delivered.
+
+use super::Ledger;
+use crate::item::{Item, ItemKey};
+use crate::stage::Created;
+use crate::{Error, Result};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+/// One held item, as kept in the stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldItem {
+    pub connector: String,
+    /// The day whose delivery brought it.
+    pub day: NaiveDate,
+    pub item_key: String,
+    /// The run that first held it, and when.
+    pub run: String,
+    pub held_at: DateTime<Utc>,
+    pub item: Item,
+}
+
+impl Ledger {
+    /// Where an item of a connector-day is held.
+    pub fn held_key(connector: &str, day: NaiveDate, key: &ItemKey) -> String {
+        format!("held/{connector}/{day}/{key}.json")
+    }
+
+    /// Keeps `item` of a connector-day for a later delivery, once: an item held already (by
+    /// an earlier run of the day, or for another of its copies) is the same item and stays as
+    /// first kept. The held item's stage key.
+    pub async fn hold(
+        &self,
+        connector: &str,
+        day: NaiveDate,
+        run: &str,
+        item: &Item,
+    ) -> Result<String> {
+        /// [`HeldItem`] as written, borrowing the item.
+        #[derive(Serialize)]
+        struct Holding<'a> {
+            connector: &'a str,
+            day: NaiveDate,
+            item_key: &'a str,
+            run: &'a str,
+            held_at: DateTime<Utc>,
+            item: &'a Item,
+        }
+        let key = ItemKey::new(connector, &item.partner_id);
+        let at = Self::held_key(connector, day, &key);
+        let holding = Holding {
+            connector,
+            day,
+            item_key: key.as_str(),
+            run,
+            held_at: Utc::now(),
+            item,
+        };
+        let bytes = serde_json::to_vec(&holding)
+            .map_err(|e| Error::State(format!("cannot serialize the held item {at}: {e}")))?;
+        match self.stage.put_new(&at, &bytes).await? {
+            Created::New | Created::AlreadyExists => Ok(at),
+        }
+    }
+
+    /// The keys of every item held for a connector-day.
+    pub async fn held_keys(&self, connector: &str, day: NaiveDate) -> Result<Vec<String>> {
+        let mut keys = self.stage.list(&format!("held/{connector}/{day}/")).await?;
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// A held item read back; an error says which key cannot be read.
+    pub async fn read_held(&self, key: &str) -> Result<HeldItem> {
+        self.read::<HeldItem>(key)
+            .await?
+            .ok_or_else(|| Error::State(format!("the held item {key} is listed but missing")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::item::{Attachment, Content, Participant};
+    use crate::stage::LocalStage;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_held_item_comes_back_whole_and_is_kept_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::new(Arc::new(LocalStage::new(dir.path())));
+        let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+        let item = Item {
+            partner_id: "O2-1".into(),
+            time: day.and_hms_opt(9, 0, 0).unwrap().and_utc(),
+            direction: crate::item::Direction::Outbound,
+            conversation: None,
+            participants: vec![Participant {
+                phone: Some("+447700900123".into()),
+                archived: true,
+                ..Participant::default()
+            }],
+            content: Content::Mms {
+                text: Some("photo".into()),
+                media: vec![Attachment {
+                    name: "a.jpg".into(),
+                    content_type: "image/jpeg".into(),
+                    data: (0..=255u8).collect(),
+                }],
+            },
+        };
+        let at = ledger.hold("o2", day, "r1", &item).await.unwrap();
+        assert_eq!(ledger.hold("o2", day, "r2", &item).await.unwrap(), at);
+        assert_eq!(ledger.held_keys("o2", day).await.unwrap(), vec![at.clone()]);
+        let back = ledger.read_held(&at).await.unwrap();
+        assert_eq!(back.item, item);
+        assert_eq!(back.run, "r1", "the first hold is kept");
+        assert_eq!(back.item_key, ItemKey::new("o2", "O2-1").as_str());
+    }
+}
