@@ -28,9 +28,11 @@ pub struct ArchiverConfig {
     /// out and listed, each kept whole in the stage: partially imported).
     #[serde(default)]
     pub oversize: Oversize,
-    /// With "drop-attachments": the largest item read from a partner at all, files included,
-    /// so that its files can be kept whole. An item larger still is not read (failed,
-    /// `size_exceeded`; the partner keeps it). One such item is in memory at a time.
+    /// The largest item read from a partner at all, files included (never less than
+    /// `max_item_bytes`): an item over `max_item_bytes` but within this is read whole, so
+    /// that it can be held or its files kept. An item larger still is not read (failed,
+    /// `size_exceeded`; the partner keeps it). Such an item goes alone, and takes about three
+    /// times its size in memory while it is held.
     #[serde(default = "default_max_original_bytes")]
     pub max_original_bytes: u64,
 }
@@ -77,27 +79,12 @@ impl ArchiverConfig {
         if self.max_item_bytes == 0 {
             return Err(Invalid::new("max_item_bytes", "must be greater than 0"));
         }
-        if self.oversize == Oversize::DropAttachments
-            && self.max_original_bytes < self.max_item_bytes
-        {
-            return Err(Invalid::new(
-                "max_original_bytes",
-                format!(
-                    "must be at least max_item_bytes ({}) with oversize = \"drop-attachments\"",
-                    self.max_item_bytes
-                ),
-            ));
-        }
         Ok(())
     }
 
-    /// The most a partner's item may weigh for it to be read at all: the size limit, or with
-    /// "drop-attachments" the larger bound of what is kept whole.
+    /// The most a partner's item may weigh for it to be read at all.
     pub fn read_limit(&self) -> u64 {
-        match self.oversize {
-            Oversize::Skip => self.max_item_bytes,
-            Oversize::DropAttachments => self.max_original_bytes,
-        }
+        self.max_original_bytes.max(self.max_item_bytes)
     }
 }
 

@@ -120,8 +120,9 @@ fn the_digest_reaches_the_mailbox_and_the_webhook_with_the_status_logs_counts() 
 
     let logs = demo_logs(dir);
     let failed: u64 = logs.values().map(|l| l.failed).sum();
+    let held: u64 = logs.values().map(|l| l.held_copies.len() as u64).sum();
     let imported: u64 = logs.values().map(|l| l.imported).sum();
-    assert!(failed > 0, "the demo day has failures to tell");
+    assert!(failed + held > 0, "the demo day has copies to tell of");
 
     // The webhook: one post, the chat text and the structured digest.
     let post = posts
@@ -129,13 +130,17 @@ fn the_digest_reaches_the_mailbox_and_the_webhook_with_the_status_logs_counts() 
         .unwrap_or_else(|_| panic!("no webhook post: {}", String::from_utf8_lossy(&out.stderr)));
     let text = post["text"].as_str().unwrap();
     let headline = format!(
-        "comms-archiver: {failed} failed, 0 day(s) open, {imported} imported - needs attention"
+        "comms-archiver: {failed} failed, {held} held, 0 day(s) open, {imported} imported - needs attention"
     );
     assert!(text.starts_with(&headline), "{text}");
     for part in post["digest"]["connectors"].as_array().unwrap() {
         let name = part["connector"].as_str().unwrap();
         let day = &part["days"][0];
         assert_eq!(day["failed"].as_u64(), Some(logs[name].failed), "{name}");
+        let held: u64 = day["held"]
+            .as_object()
+            .map_or(0, |h| h.values().map(|n| n.as_u64().unwrap()).sum());
+        assert_eq!(held, logs[name].held_copies.len() as u64, "{name}");
         assert_eq!(
             day["imported"].as_u64(),
             Some(logs[name].imported),
@@ -224,9 +229,9 @@ fn a_digest_that_cannot_be_sent_waits_for_the_next_run() {
 }
 
 /// A cron job or systemd timer sees what needs a person: exit 3 when every day is complete
-/// but copies failed for good, 0 when nothing is left for anyone.
+/// but copies are held or failed for good, 0 when nothing is left for anyone.
 #[test]
-fn exit_3_says_a_complete_day_has_copies_failed_for_good() {
+fn exit_3_says_a_complete_day_has_copies_held_or_failed_for_good() {
     let ws = workspace();
     let dir = ws.path();
     let once = |connector: &str| {
@@ -240,7 +245,7 @@ fn exit_3_says_a_complete_day_has_copies_failed_for_good() {
     assert_eq!(out.status.code(), Some(3));
     let log = &demo_logs_of(dir, "o2");
     assert!(log.complete && log.failures.iter().all(|f| !f.reason.is_retried()));
-    assert!(!log.failures.is_empty());
+    assert!(!log.held_copies.is_empty());
 }
 
 fn demo_logs_of(dir: &Path, connector: &str) -> comms_archiver::report::StatusLog {

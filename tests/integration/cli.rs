@@ -49,7 +49,8 @@ fn assert_adds_up(log: &Value) {
         n(log, "imported")
             + n(log, "partially_imported")
             + n(log, "skipped_duplicates")
-            + n(log, "failed"),
+            + n(log, "failed")
+            + n(log, "held"),
         "{log}"
     );
     assert_eq!(
@@ -95,9 +96,10 @@ fn demo_day_imports_every_item_once_and_reports_it() {
         1,
         "the partner repeated one item"
     );
-    assert_eq!(n(&log, "failed"), 2);
+    assert_eq!(n(&log, "failed"), 0);
+    assert_eq!(n(&log, "held"), 2, "held for a later delivery, not failed");
     assert_adds_up(&log);
-    let failures = log["failures"].as_array().unwrap();
+    let failures = log["held_copies"].as_array().unwrap();
     let size = failures
         .iter()
         .find(|f| f["reason"] == "size_exceeded")
@@ -115,8 +117,16 @@ fn demo_day_imports_every_item_once_and_reports_it() {
     assert_eq!(unmapped["item_id"], "O2-20261120-0010");
     assert_eq!(unmapped["source_user"], "+447700900199");
     assert_eq!(log["unmapped_users"], serde_json::json!(["+447700900199"]));
+    assert!(unmapped["mailbox"].is_null());
+    for held in failures {
+        let kept = held["kept"].as_str().unwrap();
+        assert!(
+            dir.join("var/stage").join(kept).is_file(),
+            "the held item is kept at {kept}"
+        );
+    }
 
-    // Neither failed item reached a mailbox.
+    // Neither held item reached a mailbox.
     let all: Vec<Vec<u8>> = EXPECTED
         .iter()
         .flat_map(|(m, _)| messages(&mail, m, FOLDER))
@@ -144,7 +154,7 @@ fn demo_day_imports_every_item_once_and_reports_it() {
     // The CSV sits beside the JSON and says the same.
     let csv = std::fs::read_to_string(dir.join("var/stage/reports/o2/2026-11-20.csv")).unwrap();
     assert!(csv.starts_with("record,connector,day,"));
-    assert_eq!(csv.lines().filter(|l| l.starts_with("failure,")).count(), 2);
+    assert_eq!(csv.lines().filter(|l| l.starts_with("held,")).count(), 2);
 
     // A second run imports nothing new: its own run log reports the copies as duplicates,
     // and the day still reads as the copies imported, once, over both runs.
@@ -191,7 +201,7 @@ fn demo_day_imports_every_item_once_and_reports_it() {
     let second = &runs[1];
     assert_eq!(n(second, "imported"), 0);
     assert_eq!(n(second, "skipped_duplicates"), 17);
-    assert_eq!(n(second, "failed"), 2);
+    assert_eq!(n(second, "held"), 2);
     assert_adds_up(second);
     assert_ne!(runs[0]["run"]["id"], second["run"]["id"]);
 }

@@ -1,6 +1,6 @@
-//! Evidence is written once: staged messages, import records and run logs are never
-//! rewritten or deleted by a run, a crash, a re-run or a later run over the same day, and
-//! the day's reconciliation counts every copy once over all of its runs.
+//! Evidence is written once: staged messages, import records, run logs and held items are
+//! never rewritten or deleted by a run, a crash, a re-run, a re-drive or a later run over the
+//! same day, and the day's reconciliation counts every copy once over all of its runs.
 
 use crate::support::*;
 use async_trait::async_trait;
@@ -101,7 +101,7 @@ fn demo(dir: &Path) -> Config {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_evidence_is_written_twice_through_a_crash_and_two_reruns() {
+async fn no_evidence_is_written_twice_through_a_crash_two_reruns_and_a_redrive() {
     comms_archiver::install_crypto_provider();
     let ws = workspace();
     let dir = ws.path();
@@ -140,6 +140,17 @@ async fn no_evidence_is_written_twice_through_a_crash_and_two_reruns() {
     let again = again[0].log.as_ref().unwrap();
     assert_eq!(again.imported, 0, "{again:?}");
 
+    // The mapping CSV gains the unmapped number: a re-drive delivers its held copy.
+    let csv = dir.join("config/mapping-o2.csv");
+    let rows = std::fs::read_to_string(&csv).unwrap() + "+447700900199,desk3@contoso.com,,\n";
+    std::fs::write(&csv, rows).unwrap();
+    let archiver = Archiver::from_config(&demo(dir))
+        .unwrap()
+        .with_stage(stage.clone());
+    let redriven = archiver.redrive_days(&[day], Some("o2")).await;
+    let redriven = redriven[0].log.as_ref().unwrap().as_ref().unwrap();
+    assert_eq!(redriven.imported, 1, "{redriven:?}");
+
     let writes = stage.writes.lock().unwrap().clone();
     let evidence: Vec<_> = writes.iter().filter(|(k, _)| is_evidence(k)).collect();
     assert!(evidence.iter().any(|(k, _)| k.starts_with("staged/o2/")));
@@ -151,9 +162,10 @@ async fn no_evidence_is_written_twice_through_a_crash_and_two_reruns() {
             .iter()
             .filter(|(k, _)| k.starts_with("runs/o2/"))
             .count(),
-        2,
+        3,
         "one run log per run that ended: {evidence:?}"
     );
+    assert!(evidence.iter().any(|(k, _)| k.starts_with("held/o2/")));
     for (key, ops) in &evidence {
         assert_eq!(ops.as_slice(), ["created"], "{key} was written {ops:?}");
     }
@@ -166,7 +178,7 @@ async fn no_evidence_is_written_twice_through_a_crash_and_two_reruns() {
     // uninterrupted day does, and as the Maildir holds them.
     let ledger = archiver.ledger();
     let day_log = ledger.reconcile("o2", day).await.unwrap().unwrap();
-    assert_eq!(day_log.runs.len(), 2, "{day_log:?}");
+    assert_eq!(day_log.runs.len(), 3, "{day_log:?}");
     let clean_ws = workspace();
     demo_day(clean_ws.path(), &[]);
     let clean = &demo_logs(clean_ws.path())["o2"];
@@ -176,13 +188,14 @@ async fn no_evidence_is_written_twice_through_a_crash_and_two_reruns() {
             day_log.available_for_import,
             clean.available_for_import,
         ),
-        ("imported", day_log.imported, clean.imported),
+        ("imported", day_log.imported, clean.imported + 1),
         (
             "skipped",
             day_log.skipped_duplicates,
             clean.skipped_duplicates,
         ),
         ("failed", day_log.failed, clean.failed),
+        ("held", day_log.held, clean.held - 1),
     ] {
         assert_eq!(got, want, "{what}: {day_log:?}");
     }

@@ -353,7 +353,7 @@ async fn throttled_upload_chunks_are_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mapped_address_without_a_mailbox_is_a_user_mapping_failure() {
+async fn a_copy_for_a_mailbox_not_created_yet_is_held_and_delivered_once_it_exists() {
     let ws = workspace();
     let without_priya: Vec<&str> = MAILBOXES
         .iter()
@@ -365,7 +365,7 @@ async fn a_mapped_address_without_a_mailbox_is_a_user_mapping_failure() {
     let logs = run_in_process(&graph_config(ws.path(), port), day()).await;
     let o2 = &logs["o2"];
     let priya: Vec<_> = o2
-        .failures
+        .held_copies
         .iter()
         .filter(|f| f.mailbox.as_deref() == Some("priya.patel@contoso.com"))
         .collect();
@@ -378,7 +378,61 @@ async fn a_mapped_address_without_a_mailbox_is_a_user_mapping_failure() {
             .count(),
         1
     );
-    assert!(o2.complete, "a missing mailbox is final, not retried");
+    assert!(
+        o2.complete,
+        "a missing mailbox is not retried by the day: the copy is held"
+    );
+    let kept = priya[0].kept.clone();
+
+    // The admin creates the mailbox; a re-drive delivers the held copy, once.
+    graph.create_mailbox("priya.patel@contoso.com");
+    let config = graph_config(ws.path(), port);
+    let archiver = comms_archiver::pipeline::Archiver::from_config(&config).unwrap();
+    for _ in 0..2 {
+        let redriven = archiver.redrive_days(&[day()], Some("o2")).await;
+        assert!(redriven.iter().all(|r| r.log.is_ok()), "{redriven:?}");
+    }
+    let in_priya: Vec<_> = graph
+        .messages()
+        .into_iter()
+        .filter(|m| m.mailbox == "priya.patel@contoso.com" && !m.is_draft)
+        .collect();
+    assert_eq!(
+        in_priya.len(),
+        1,
+        "delivered exactly once over two re-drives"
+    );
+    let day_log = archiver
+        .ledger()
+        .reconcile("o2", day())
+        .await
+        .unwrap()
+        .unwrap();
+    // The demo day's other held copies (a number nothing maps, a call over the limit) stay.
+    assert!(
+        day_log
+            .held_copies
+            .iter()
+            .all(|h| h.mailbox.as_deref() != Some("priya.patel@contoso.com")),
+        "{:?}",
+        day_log.held_copies
+    );
+    assert_eq!(day_log.imported, o2.imported + 1);
+    assert!(day_log.adds_up());
+    let runs = archiver.ledger().run_logs("o2", day()).await.unwrap();
+    assert_eq!(runs.len(), 3, "the day's run and two re-drives");
+    let delivered = |r: &comms_archiver::report::StatusLog| -> Vec<String> {
+        r.redriven
+            .iter()
+            .flat_map(|d| d.delivered.clone())
+            .collect()
+    };
+    assert_eq!(delivered(&runs[1]), ["priya.patel@contoso.com"]);
+    assert!(
+        delivered(&runs[2]).is_empty(),
+        "the second re-drive delivers nothing again"
+    );
+    assert!(kept.starts_with("held/o2/"), "{kept}");
     server.abort();
 }
 

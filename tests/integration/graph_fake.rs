@@ -47,7 +47,7 @@ struct State {
 /// The fake and its switches.
 pub struct FakeGraph {
     state: Mutex<State>,
-    mailboxes: HashSet<String>,
+    mailboxes: Mutex<HashSet<String>>,
     port: Mutex<u16>,
     /// The next N requests answer 429 (odd) or 503 (even) with Retry-After: 1.
     pub throttle: AtomicUsize,
@@ -74,7 +74,7 @@ impl FakeGraph {
     pub fn new(mailboxes: &[&str]) -> Arc<FakeGraph> {
         Arc::new(FakeGraph {
             state: Mutex::new(State::default()),
-            mailboxes: mailboxes.iter().map(|m| m.to_string()).collect(),
+            mailboxes: Mutex::new(mailboxes.iter().map(|m| m.to_string()).collect()),
             port: Mutex::new(0),
             throttle: AtomicUsize::new(0),
             throttled: AtomicUsize::new(0),
@@ -82,6 +82,11 @@ impl FakeGraph {
             throttle_uploads: AtomicUsize::new(0),
             latency_ms: AtomicUsize::new(0),
         })
+    }
+
+    /// Creates a mailbox in the tenant, as an admin would.
+    pub fn create_mailbox(&self, address: &str) {
+        self.mailboxes.lock().unwrap().insert(address.to_string());
     }
 
     /// Serves on a free loopback port; returns it.
@@ -156,7 +161,7 @@ impl FakeGraph {
             return error(404, "ResourceNotFound", "no such route");
         };
         let mailbox = mailbox.to_string();
-        if !self.mailboxes.contains(&mailbox) {
+        if !self.mailboxes.lock().unwrap().contains(&mailbox) {
             return error(404, "ErrorInvalidUser", "The requested user is invalid.");
         }
         // Exchange's MailboxConcurrency: 4 requests at once per mailbox.

@@ -16,6 +16,7 @@ mod imap;
 mod overlap;
 mod partners;
 mod recovery;
+mod redrive;
 mod scheduler;
 mod secrets;
 mod service;

@@ -149,7 +149,7 @@ fn the_demo_day_files_every_partner_in_its_own_folder() {
     );
     assert_eq!(log["exclusions"][1]["reason"], "unit_not_enabled");
     assert_eq!(
-        log["failures"][0]["source_user"],
+        log["held_copies"][0]["source_user"],
         "temp.user@contoso-temp.example"
     );
 }
@@ -224,6 +224,7 @@ fn assert_same_outcome(https: &BTreeMap<String, StatusLog>, drop: &BTreeMap<Stri
             "{name}"
         );
         assert_eq!(h.failures, d.failures, "{name}");
+        assert_eq!(h.held_copies, d.held_copies, "{name}");
         let enabled = |log: &StatusLog| {
             log.exclusions
                 .iter()
