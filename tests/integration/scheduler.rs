@@ -119,3 +119,61 @@ async fn an_open_day_is_retried_with_backoff_before_the_next_wake() {
         Some(d(2026, 11, 20))
     );
 }
+
+/// Each wake tries the held copies of the catch-up window again: copies for a mailbox the
+/// admin had not created yet are delivered at the first wake after it exists, once, and a
+/// day with nothing held is not re-driven again.
+#[tokio::test(start_paused = true)]
+async fn each_wake_redrives_the_held_copies_of_the_window() {
+    use std::sync::atomic::Ordering;
+    let mut daemon = Scaffold::new(at(2026, 11, 21, 5), &[("o2", Behaviour::Deliver)]);
+    daemon.mailboxes_missing.store(true, Ordering::SeqCst);
+    daemon.start("");
+    daemon.until_opened(1).await;
+    let ledger = daemon.archiver.ledger().clone();
+    let day = d(2026, 11, 20);
+    let held = |ledger: comms_archiver::ledger::Ledger| async move {
+        match ledger.reconcile("o2", day).await.unwrap() {
+            Some(log) if log.complete => Some(log.held),
+            _ => None,
+        }
+    };
+    let mut minutes = 0;
+    while held(ledger.clone()).await != Some(2) {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        minutes += 1;
+        assert!(
+            minutes < 60 * 24,
+            "the first day never finished with its copies held"
+        );
+    }
+
+    // The admin creates the mailbox; the next wake (04:00 on the 22nd) delivers.
+    daemon.mailboxes_missing.store(false, Ordering::SeqCst);
+    daemon.until_opened(2).await;
+    while held(ledger.clone()).await != Some(0) {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        minutes += 1;
+        assert!(
+            minutes < 3 * 60 * 24,
+            "the held copies were never delivered"
+        );
+    }
+    let delivered_at = daemon.clock.now();
+    assert!(delivered_at >= at(2026, 11, 22, 4), "{delivered_at}");
+    // One more wake: nothing is held, so no re-drive runs.
+    daemon.until_opened(3).await;
+    daemon.stop().await;
+    let runs = ledger.run_logs("o2", day).await.unwrap();
+    let kinds: Vec<_> = runs.iter().map(|r| r.run.as_ref().unwrap().kind).collect();
+    use comms_archiver::report::RunKind::{Delivery, Redrive};
+    assert_eq!(kinds, [Delivery, Redrive, Redrive], "{runs:?}");
+    assert_eq!(
+        runs[1].held, 2,
+        "the first wake's re-drive found the mailbox missing"
+    );
+    assert_eq!(runs[2].imported, 2);
+    let day_log = ledger.reconcile("o2", day).await.unwrap().unwrap();
+    assert_eq!((day_log.imported, day_log.held), (2, 0));
+    assert!(day_log.adds_up());
+}

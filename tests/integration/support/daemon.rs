@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use comms_archiver::config::Config;
 use comms_archiver::item::{Content, Direction, Item, Participant, Role};
-use comms_archiver::mailbox::MaildirTree;
+use comms_archiver::mailbox::{Delivery, Mailbox, MailboxError, MaildirTree};
 use comms_archiver::mapping::Mapper;
 use comms_archiver::pipeline::{Archiver, Connector};
 use comms_archiver::scheduler::{self, Clock, TokioClock};
@@ -14,7 +14,7 @@ use comms_archiver::sources::{ItemStream, Pulled, Source, SourceError};
 use comms_archiver::stage::LocalStage;
 use comms_archiver::telemetry::RunState;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -138,12 +138,44 @@ fn connector(name: &str, behaviour: Behaviour, clock: TokioClock, opened: &Opene
     }
 }
 
-fn archiver(dir: &Path, connectors: Vec<Connector>, stop: watch::Receiver<bool>) -> Arc<Archiver> {
+/// A Maildir whose mailboxes do not exist while `missing` is set, as in a tenant where the
+/// admin has not created them yet.
+struct NotCreatedYet {
+    inner: MaildirTree,
+    missing: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl Mailbox for NotCreatedYet {
+    async fn contains(&self, d: &Delivery<'_>) -> Result<bool, MailboxError> {
+        self.inner.contains(d).await
+    }
+    async fn append(&self, d: &Delivery<'_>) -> Result<(), MailboxError> {
+        match self.missing.load(Ordering::SeqCst) {
+            true => Err(MailboxError::NoSuchMailbox(d.mailbox.to_string())),
+            false => self.inner.append(d).await,
+        }
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn destination(&self) -> String {
+        self.inner.destination()
+    }
+}
+
+fn archiver(
+    dir: &Path,
+    connectors: Vec<Connector>,
+    stop: watch::Receiver<bool>,
+    missing: Arc<AtomicBool>,
+) -> Arc<Archiver> {
+    let inner = MaildirTree::new(dir.join("mail"));
     Arc::new(
         Archiver::new(
             connectors,
             Arc::new(LocalStage::new(dir.join("stage"))),
-            Arc::new(MaildirTree::new(dir.join("mail"))),
+            Arc::new(NotCreatedYet { inner, missing }),
             10 * 1024 * 1024,
         )
         .with_shutdown(stop),
@@ -189,6 +221,8 @@ pub struct Scaffold {
     pub clock: TokioClock,
     pub opened: Opened,
     pub archiver: Arc<Archiver>,
+    /// While set, the mailboxes do not exist (copies are held).
+    pub mailboxes_missing: Arc<AtomicBool>,
     stop: watch::Sender<bool>,
     daemon: Option<tokio::task::JoinHandle<comms_archiver::Result<()>>>,
 }
@@ -204,12 +238,14 @@ impl Scaffold {
             .iter()
             .map(|(name, behaviour)| connector(name, *behaviour, clock, &opened))
             .collect();
-        let archiver = archiver(dir.path(), connectors, rx);
+        let mailboxes_missing = Arc::new(AtomicBool::new(false));
+        let archiver = archiver(dir.path(), connectors, rx, mailboxes_missing.clone());
         Scaffold {
             dir,
             clock,
             opened,
             archiver,
+            mailboxes_missing,
             stop,
             daemon: None,
         }
