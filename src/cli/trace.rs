@@ -157,8 +157,29 @@ fn what_the_run_did(
                 f.detail
             ));
         }
+        for h in log.held_copies.iter().filter(|h| h.item_id == item_id) {
+            let whom = match &h.mailbox {
+                Some(mailbox) => format!("for {mailbox}"),
+                None => format!("for {} (no mailbox)", h.source_user),
+            };
+            let filed = match &h.filed_in {
+                Some(catch_all) => format!("; filed in {catch_all} meanwhile"),
+                None => String::new(),
+            };
+            did.push(format!(
+                "held {} {whom}: {}{filed}; kept at {}",
+                h.reason.as_str(),
+                h.detail,
+                h.kept
+            ));
+        }
         for x in log.exclusions.iter().filter(|x| x.item_id == item_id) {
             did.push(format!("excluded {}: {}", x.reason, x.detail));
+        }
+    }
+    if let Some(kind) = log.run.as_ref().map(|r| r.kind) {
+        if kind == crate::report::RunKind::Redrive && !did.is_empty() {
+            did.insert(0, "re-drove its held copies".to_string());
         }
     }
     // A run of the copies' day that read its whole delivery and did nothing of the above
@@ -207,6 +228,13 @@ fn readable(t: &Trace) -> String {
             c.imported_at.format("%Y-%m-%d %H:%M:%S UTC"),
             c.run.as_deref().unwrap_or("(not recorded)")
         );
+        for f in &c.left_out {
+            let _ = writeln!(
+                out,
+                "    partially imported: left out {} ({}, {} bytes, SHA-256 {}), kept at {}",
+                f.name, f.content_type, f.bytes, f.sha256, f.kept
+            );
+        }
     }
     for r in &t.runs {
         for did in &r.did {

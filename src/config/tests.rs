@@ -180,6 +180,32 @@ fn semantic_errors_are_located() {
 }
 
 #[test]
+fn hold_and_oversize_settings_are_checked() {
+    let text = GOOD.replace(
+        "domains = [\"contoso.com\"]",
+        "domains = [\"contoso.com\"]\nunmapped_mailbox = \"nobody\"",
+    );
+    let e = parse(&text).unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("mapping.unmapped_mailbox"), "{e}");
+    assert!(e.message.contains("not a mailbox address"), "{e}");
+    let c = parse(&text.replace("\"nobody\"", "\"Archive@Contoso.com\"")).unwrap();
+    assert_eq!(
+        c.mapping.unmapped_mailbox.as_deref(),
+        Some("Archive@Contoso.com")
+    );
+
+    let text = format!("[archiver]\noversize = \"drop-attachments\"\n{GOOD}");
+    let c = parse(&text).unwrap();
+    assert_eq!(
+        c.archiver.oversize,
+        crate::pipeline::Oversize::DropAttachments
+    );
+    let e = parse(&text.replace("drop-attachments", "truncate")).unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("archiver.oversize"), "{e}");
+    assert!(e.message.contains("skip"), "{e}");
+}
+
+#[test]
 fn imap_connection_bounds_are_checked() {
     let imap = "[mailbox]\nkind = \"imap\"\nhost = \"imap.contoso.com\"\nauth = \"login\"\n\
                 password = { env = \"IMAP_PASSWORD\" }\n";

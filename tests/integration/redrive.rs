@@ -138,6 +138,20 @@ fn a_crashed_day_rerun_then_redriven_after_a_mapping_fix_counts_every_copy_once(
     assert_eq!(n(&day, "failed"), 0);
     assert_eq!(day["runs"].as_array().unwrap().len(), 3);
     assert_eq!(in_maildir(dir), n(&day, "imported"));
+    // The item's way: held by the day's run, imported by the first re-drive.
+    let trace = o2(dir, &["trace", "O2-20261120-0010", "--date", DEMO_DATE]);
+    let trace = String::from_utf8(finished(trace).stdout).unwrap();
+    let redrive_run = runs[1]["run"]["id"].as_str().unwrap();
+    assert!(
+        trace.contains(&format!("copy for {DESK_3_MAILBOX}")),
+        "{trace}"
+    );
+    assert!(trace.contains(&format!("by run {redrive_run}")), "{trace}");
+    assert!(
+        trace.contains(&format!("held user_mapping for {DESK_3} (no mailbox)")),
+        "{trace}"
+    );
+    assert!(trace.contains("re-drove its held copies"), "{trace}");
     let table = String::from_utf8(o2(dir, &["report", "--date", DEMO_DATE]).stdout).unwrap();
     assert!(table.contains("held                          1"), "{table}");
     // The unmapped user is still reported by the day's run, with the copies held for them.
