@@ -405,6 +405,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn files_left_out_give_way_to_the_note_and_the_rest_stays() {
+        let file = |name: &str| Attachment {
+            name: name.into(),
+            content_type: "audio/wav".into(),
+            data: vec![1; 8],
+        };
+        let note = || file("note.txt");
+        let call = Content::Call(Call {
+            start: chrono::DateTime::from_timestamp(0, 0).unwrap(),
+            duration_secs: 60,
+            outcome: CallOutcome::Answered,
+            recording: Some(file("call.wav")),
+            transcript: Some("hello".into()),
+        });
+        let files = call.files();
+        let Some(Content::Call(left)) = call.leaving_out(&files, note()) else {
+            panic!("a call carries its note as its recording");
+        };
+        assert_eq!(left.recording.unwrap().name, "note.txt");
+        assert_eq!(left.transcript.as_deref(), Some("hello"));
+
+        let chat = Content::WhatsApp(WhatsAppMessage {
+            text: Some("two files".into()),
+            media: vec![file("a.jpg"), file("b.jpg")],
+            ..WhatsAppMessage::default()
+        });
+        let files = chat.files();
+        let Some(Content::WhatsApp(left)) = chat.leaving_out(&files[1..], note()) else {
+            panic!("a chat keeps its media");
+        };
+        let names: Vec<&str> = left.media.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["a.jpg", "note.txt"],
+            "the same name elsewhere is not left out"
+        );
+        assert!(Content::Sms { text: "x".into() }
+            .leaving_out(&[], note())
+            .is_none());
+    }
+
+    #[test]
     fn item_key_is_stable_and_separates_connectors() {
         let a = ItemKey::new("o2", "O2-1");
         assert_eq!(a, ItemKey::new("o2", "O2-1"));

@@ -165,7 +165,7 @@ impl Ledger {
                 })
             })
             .collect();
-        let moved = redriven(&mut log, &redrives);
+        let moved = redriven(&mut log, &redrives, &imported_copies);
         let in_mailbox = base.imported + base.partially_imported;
         // What other runs of the day imported, the base run met as already imported.
         let by_others = total
@@ -252,8 +252,10 @@ struct Moved {
 /// Moves the held copies of `log` that `redrives` delivered: an item's held copies become
 /// the copies the last re-drive of it found (imported, already there, or still held, for
 /// the mailboxes its mapping gives now), and the day's copies to import change by as many
-/// as the mapping now gives more or fewer. The catch-all's copies stay as they were.
-fn redriven(log: &mut StatusLog, redrives: &[&StatusLog]) -> Moved {
+/// as the mapping now gives more or fewer. A copy found already there that the day's own
+/// records hold (`in_day`: mailbox and item key) was counted by the day already; the
+/// catch-all's copies stay as they were.
+fn redriven(log: &mut StatusLog, redrives: &[&StatusLog], in_day: &HashSet<(&str, &str)>) -> Moved {
     let mut moved = Moved::default();
     let held_keys: BTreeSet<String> = log.held_copies.iter().map(|h| h.item_key.clone()).collect();
     for key in held_keys {
@@ -274,7 +276,10 @@ fn redriven(log: &mut StatusLog, redrives: &[&StatusLog]) -> Moved {
             delivered.extend(entry.delivered.iter().cloned());
             already.extend(entry.already.iter().cloned());
         }
-        let already: Vec<&String> = already.difference(&delivered).collect();
+        let already: Vec<&String> = already
+            .difference(&delivered)
+            .filter(|m| !in_day.contains(&(m.as_str(), key.as_str())))
+            .collect();
         let counted = |held: &[Held]| held.iter().filter(|h| h.filed_in.is_none()).count() as u64;
         let (was, still): (Vec<Held>, Vec<Held>) = (
             log.held_copies
@@ -321,4 +326,126 @@ fn merged_incidents(runs: &[StatusLog]) -> Vec<Incident> {
         }
     }
     order.into_iter().filter_map(|k| seen.remove(&k)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{Reason, Redriven};
+
+    fn held(key: &str, mailbox: Option<&str>, filed_in: Option<&str>) -> Held {
+        Held {
+            item_id: format!("id-{key}"),
+            item_key: key.into(),
+            source_user: "+447700900199".into(),
+            mailbox: mailbox.map(str::to_string),
+            reason: Reason::UserMapping,
+            detail: String::new(),
+            filed_in: filed_in.map(str::to_string),
+            kept: format!("held/o2/2026-11-20/{key}.json"),
+        }
+    }
+
+    fn base(copies: Vec<Held>, imported: u64) -> StatusLog {
+        let mut log = StatusLog::new("o2", chrono::NaiveDate::from_ymd_opt(2026, 11, 20).unwrap());
+        log.available_for_import = imported;
+        log.imported = imported;
+        for h in copies {
+            log.hold(h);
+        }
+        assert!(log.adds_up());
+        log
+    }
+
+    fn redrive(key: &str, delivered: &[&str], already: &[&str], still: Vec<Held>) -> StatusLog {
+        let mut log = base(still, 0);
+        log.redriven.push(Redriven {
+            item_id: format!("id-{key}"),
+            item_key: key.into(),
+            delivered: delivered.iter().map(|m| m.to_string()).collect(),
+            already: already.iter().map(|m| m.to_string()).collect(),
+        });
+        log
+    }
+
+    /// The day as the reconciliation would count it after the re-drives: imported by the
+    /// base, plus what the re-drives delivered.
+    fn after(log: &mut StatusLog, redrives: &[&StatusLog], in_day: &[(&str, &str)]) -> Moved {
+        let in_day: HashSet<(&str, &str)> = in_day.iter().copied().collect();
+        let moved = redriven(log, redrives, &in_day);
+        log.imported += moved.delivered;
+        log.skipped_duplicates += moved.already;
+        assert!(log.adds_up(), "{log:?}");
+        moved
+    }
+
+    #[test]
+    fn a_held_copy_delivered_moves_to_imported() {
+        let mut log = base(vec![held("k1", None, None)], 3);
+        let r = redrive("k1", &["desk3@contoso.com"], &[], vec![]);
+        after(&mut log, &[&r], &[]);
+        assert_eq!(
+            (log.available_for_import, log.imported, log.held),
+            (4, 4, 0)
+        );
+        assert!(log.held_copies.is_empty());
+    }
+
+    #[test]
+    fn a_copy_the_day_counted_already_is_not_counted_again() {
+        // The item went to alice (mapped) and was held for the unmapped desk; the re-drive
+        // finds alice's copy there and delivers the desk's.
+        let mut log = base(vec![held("k1", None, None)], 1);
+        let r = redrive("k1", &["desk3@contoso.com"], &["alice@contoso.com"], vec![]);
+        after(&mut log, &[&r], &[("alice@contoso.com", "k1")]);
+        assert_eq!(
+            (
+                log.available_for_import,
+                log.imported,
+                log.skipped_duplicates
+            ),
+            (2, 2, 0)
+        );
+        // Found in a mailbox but imported for another day: a duplicate of this day.
+        let mut log = base(vec![held("k1", None, None)], 0);
+        let r = redrive("k1", &[], &["alice@contoso.com"], vec![]);
+        after(&mut log, &[&r], &[]);
+        assert_eq!((log.available_for_import, log.skipped_duplicates), (1, 1));
+    }
+
+    #[test]
+    fn a_mapping_that_gives_more_copies_adds_them_and_the_catch_all_stays() {
+        let mut log = base(vec![held("k1", None, None)], 0);
+        let r = redrive("k1", &["a@contoso.com", "b@contoso.com"], &[], vec![]);
+        after(&mut log, &[&r], &[]);
+        assert_eq!((log.available_for_import, log.imported), (2, 2));
+
+        // Filed in the catch-all meanwhile (imported there), held for its owner.
+        let mut log = base(vec![held("k1", None, Some("catch@contoso.com"))], 1);
+        let r = redrive("k1", &["desk3@contoso.com"], &[], vec![]);
+        after(&mut log, &[&r], &[("catch@contoso.com", "k1")]);
+        assert_eq!(
+            (log.available_for_import, log.imported, log.held),
+            (2, 2, 0)
+        );
+        assert!(log.held_copies.is_empty());
+    }
+
+    #[test]
+    fn the_last_redrive_of_an_item_says_what_is_still_held() {
+        let desk = || held("k1", None, None);
+        let mut log = base(vec![desk(), held("k2", Some("gone@contoso.com"), None)], 0);
+        let first = redrive("k1", &[], &[], vec![desk()]);
+        let second = redrive("k1", &["desk3@contoso.com"], &[], vec![]);
+        after(&mut log, &[&first, &second], &[]);
+        assert_eq!((log.imported, log.held), (1, 1));
+        assert_eq!(
+            log.held_copies[0].item_key, "k2",
+            "untouched by any re-drive"
+        );
+        // A re-drive that still holds it changes nothing.
+        let mut log = base(vec![desk()], 0);
+        after(&mut log, &[&first], &[]);
+        assert_eq!((log.available_for_import, log.held), (1, 1));
+    }
 }

@@ -98,3 +98,91 @@ fn note(listings: &[(LeftOut, usize)], limit: u64) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::item::{Content, Direction, Participant};
+
+    fn file(name: &str, bytes: usize) -> Attachment {
+        Attachment {
+            name: name.into(),
+            content_type: "application/octet-stream".into(),
+            data: vec![name.as_bytes()[0]; bytes],
+        }
+    }
+
+    fn mms(media: Vec<Attachment>) -> Item {
+        Item {
+            partner_id: "O2-1".into(),
+            time: chrono::DateTime::from_timestamp(1_795_000_000, 0).unwrap(),
+            direction: Direction::Outbound,
+            conversation: None,
+            participants: vec![Participant::default()],
+            content: Content::Mms {
+                text: Some("see attached".into()),
+                media,
+            },
+        }
+    }
+
+    /// A stand-in renderer: the text, then each file as base64 would weigh it.
+    fn weigh(item: &Item) -> Result<Vec<u8>, (Reason, String)> {
+        let files: usize = item
+            .content
+            .files()
+            .iter()
+            .map(|f| f.data.len() * 4 / 3)
+            .sum();
+        Ok(vec![b'x'; 1000 + files])
+    }
+
+    #[test]
+    fn only_the_largest_files_that_must_go_are_left_out() {
+        let item = mms(vec![
+            file("small", 10_000),
+            file("big", 900_000),
+            file("mid", 300_000),
+        ]);
+        let key = ItemKey::new("o2", "O2-1");
+        let (message, left_out) = leave_out_files(&item, &key, "o2", 500_000, weigh).unwrap();
+        assert!(message.len() <= 500_000);
+        let names: Vec<&str> = left_out.iter().map(|(l, _)| l.name.as_str()).collect();
+        assert_eq!(names, ["big"], "mid and small still fit");
+        let (listing, at) = &left_out[0];
+        assert_eq!(item.content.files()[*at].name, "big");
+        assert_eq!(listing.bytes, 900_000);
+        assert_eq!(listing.sha256, sha256_hex(&item.content.files()[*at].data));
+        assert_eq!(
+            listing.kept,
+            format!(
+                "staged/o2/{}/files/{key}/{}",
+                item.time.date_naive(),
+                listing.sha256
+            )
+        );
+        // Two must go when one is not enough.
+        let (_, left_out) = leave_out_files(&item, &key, "o2", 200_000, weigh).unwrap();
+        let names: Vec<&str> = left_out.iter().map(|(l, _)| l.name.as_str()).collect();
+        assert_eq!(names, ["big", "mid"]);
+    }
+
+    #[test]
+    fn the_listing_takes_the_files_place_and_too_much_text_is_still_too_large() {
+        let item = mms(vec![file("big", 900_000)]);
+        let key = ItemKey::new("o2", "O2-1");
+        let render = |reduced: &Item| {
+            let files = reduced.content.files();
+            assert_eq!(files.len(), 1);
+            assert_eq!(files[0].name, NOTE_NAME);
+            let text = String::from_utf8(files[0].data.clone()).unwrap();
+            assert!(text.contains("file name: big") && text.contains("size: 900000 bytes"));
+            weigh(reduced)
+        };
+        leave_out_files(&item, &key, "o2", 500_000, render).unwrap();
+        // Even without any file, 1000 bytes of text do not fit in 500.
+        let e = leave_out_files(&item, &key, "o2", 500, weigh).unwrap_err();
+        assert_eq!(e.0, Reason::SizeExceeded);
+        assert!(e.1.contains("even without its 1 file(s)"), "{}", e.1);
+    }
+}
