@@ -292,4 +292,19 @@ fn an_oversize_copy_is_imported_without_its_recording_which_is_kept_whole() {
         "{listing}"
     );
     assert_eq!(in_maildir(dir), n(&day, "imported") + 1);
+
+    // The kept file is verified like the staged messages: by the SHA-256 it is named by.
+    let verify = ["check", "--verify-stage", "--date", DEMO_DATE];
+    assert_eq!(o2(dir, &verify).status.code(), Some(0));
+    let mut changed = original;
+    changed[100] ^= 1;
+    std::fs::write(&kept, changed).unwrap();
+    let out = o2(dir, &verify);
+    assert_eq!(out.status.code(), Some(1));
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("no longer have the SHA-256 it is named by"),
+        "{said}"
+    );
 }
