@@ -158,7 +158,8 @@ async fn sigkill_at_random_points_loses_nothing_and_duplicates_nothing() {
         // Only what the day is made to fail: items over 10 MiB and unmapped numbers, held
         // for a later delivery.
         assert!(log["failures"].as_array().unwrap().is_empty(), "{log}");
-        for failure in log["held_copies"].as_array().unwrap() {
+        let held = log["held_copies"].as_array().cloned().unwrap_or_default();
+        for failure in &held {
             let reason = failure["reason"].as_str().unwrap();
             assert!(
                 reason == "size_exceeded" || reason == "user_mapping",

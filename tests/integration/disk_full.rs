@@ -2,7 +2,7 @@
 //! says so, nothing is lost or imported twice, and once there is space again the next run
 //! finishes the day and its status logs say it resumed an unfinished run.
 //!
-//! A real full disk: a 1 MiB tmpfs mounted on the stage directory inside a private mount
+//! A real full disk: a 32 MiB tmpfs mounted on the stage directory inside a private mount
 //! namespace (`unshare`, util-linux), nearly filled before the first run and emptied before the
 //! second; both runs happen inside the namespace, which ends with them.
 
@@ -17,9 +17,10 @@ fn a_full_stage_disk_stops_the_day_and_the_next_run_finishes_it() {
     let binary = env!("CARGO_BIN_EXE_comms-archiver");
     let script = format!(
         r#"set -u
-mount -t tmpfs -o size=1m tmpfs var/stage || exit 90
-# Leave about 100 KiB: the day's staged messages and ledger records need more.
-dd if=/dev/zero of=var/stage/filler bs=4k count=230 status=none
+mount -t tmpfs -o size=32m tmpfs var/stage || exit 90
+# Leave about 100 KiB: the day's staged messages, held items (the call over the limit is
+# kept whole, 15 MB) and ledger records need more.
+dd if=/dev/zero of=var/stage/filler bs=4k count=8167 status=none
 "{binary}" once --config config/demo.toml --date 2026-11-20 >out/first.txt 2>&1
 echo $? >out/first.code
 rm var/stage/filler

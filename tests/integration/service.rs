@@ -82,7 +82,7 @@ fn run_daemon_serves_health_and_metrics_and_stops_on_sigterm() {
     });
     let body = metrics();
     assert!(
-        body.contains(r#"outcome="failed",reason="size_exceeded"} 1"#),
+        body.contains(r#"outcome="held",reason="size_exceeded"} 1"#),
         "{body}"
     );
     assert!(
