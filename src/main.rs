@@ -8,7 +8,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // One TLS crypto provider for every HTTPS client in the process, chosen here.
     comms_archiver::install_crypto_provider();
-    comms_archiver::telemetry::init(cli.log_format);
+    let verbosity = cli.verbose.min(2) as i8 - cli.quiet.min(2) as i8;
+    comms_archiver::telemetry::init(cli.log_format, verbosity);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,30 +1,72 @@
-//! `check`: the configuration and the mapping files; with `--verify-stage`, the staged
-//! messages of a day against the ledger's SHA-256.
+//! `check`: the configuration and the mapping files, then the environment they point at
+//! (drop directories, the stage, the mailbox tree; with `--connect`, every partner and
+//! mailbox backend signed in to); with `--verify-stage`, the staged messages of a day
+//! against the ledger's SHA-256.
 
-use super::{check_connector, EXIT_DONE, EXIT_RETRY};
+use super::{check_connector, EXIT_CONFIG, EXIT_DONE, EXIT_RETRY};
 use crate::config::Config;
 use crate::ledger::Ledger;
 use crate::pipeline::Archiver;
 use crate::Result;
 use chrono::NaiveDate;
 
-/// Builds every enabled connector (mapping CSVs and secrets included) and says what each is.
-pub(super) fn configuration(config: &Config) -> Result<i32> {
+/// Builds every enabled connector (mapping CSVs and secrets included), then looks at what
+/// the configuration points at and says, for each, OK or what failed and what to do. Exit 2
+/// when anything is missing or refuses writes.
+pub(super) async fn environment(config: &Config, only: Option<&str>, connect: bool) -> Result<i32> {
+    check_connector(config, only)?;
     let archiver = Archiver::from_config(config)?;
-    for (name, c) in config.enabled_connectors() {
-        let described = archiver
-            .connectors()
-            .iter()
-            .find(|x| x.name == name)
-            .map(|x| x.source.describe())
-            .unwrap_or_default();
-        println!(
-            "connector {name}: partner {}, folder \"{}\", {described}",
-            c.partner.as_str(),
-            c.folder(),
-        );
-    }
     println!("configuration {} is valid", config.file.display());
+    let mut problems = 0;
+    let mut say = |what: &str, outcome: std::result::Result<String, String>| match outcome {
+        Ok(found) => println!("  OK    {what}: {found}"),
+        Err(why) => {
+            problems += 1;
+            println!("  FAIL  {what}: {why}");
+        }
+    };
+    let now = chrono::Utc::now();
+    let mut sample = None;
+    for connector in archiver
+        .connectors()
+        .iter()
+        .filter(|c| only.is_none_or(|o| o == c.name))
+    {
+        println!(
+            "connector {}: partner {}, folder \"{}\"",
+            connector.name,
+            connector.partner.as_str(),
+            connector.folder
+        );
+        if let Some(table) = connector.mapper.table() {
+            let mapped = table.mapped_at(now);
+            sample = sample.or_else(|| mapped.first().map(|(_, m)| m.to_string()));
+            say(
+                "mapping",
+                Ok(format!(
+                    "{} read, {} mapped today",
+                    table.file().display(),
+                    crate::report::counted(mapped.len() as u64, "identifier", "identifiers")
+                )),
+            );
+        }
+        let source = connector.source.check(connect).await;
+        say("source", source.map_err(|e| e.to_string()));
+    }
+    println!("stage and mailboxes:");
+    let stage = archiver.stage().probe().await;
+    say(
+        "stage",
+        stage.map_err(|e| format!("{e}; check the [stage] section and its permissions")),
+    );
+    let mailbox = archiver.mailbox().probe(sample.as_deref(), connect).await;
+    say("mailbox", mailbox.map_err(|e| e.to_string()));
+    if problems > 0 {
+        let problems = crate::report::counted(problems as u64, "problem", "problems");
+        println!("{problems}: fix what each FAIL says, then run check again");
+        return Ok(EXIT_CONFIG);
+    }
+    println!("everything checked is ready");
     Ok(EXIT_DONE)
 }
 
@@ -43,11 +85,36 @@ pub(super) async fn verify_stage(
     {
         let found = ledger.verify_day(name, day).await?;
         println!(
-            "{name} {day}: {} staged messages match the ledger, {} changed or missing, {} not imported yet",
+            "{name} {day}: staged and matching the ledger {}, changed or missing {}, not imported yet {}",
             found.matching,
             found.mismatched.len(),
             found.not_imported.len()
         );
+        // Items are staged under their own dates: say where the counts differ from the
+        // report of the day's delivery.
+        for (other, n) in &found.delivered_with {
+            println!(
+                "  {} dated {day} came with the delivery of {other} (`report --date {other}` counts {})",
+                crate::report::counted(*n as u64, "item", "items"),
+                if *n == 1 { "it" } else { "them" }
+            );
+        }
+        if let Ok(Some(log)) = ledger.reconcile(name, day).await {
+            let elsewhere: Vec<String> = log
+                .item_dates
+                .iter()
+                .filter(|d| **d != day)
+                .map(|d| d.to_string())
+                .collect();
+            if !elsewhere.is_empty() {
+                println!(
+                    "  the delivery of {day} also carried items dated {}: they are staged, and \
+                     verified, under those dates (`check --verify-stage --date {}`)",
+                    elsewhere.join(", "),
+                    elsewhere[0]
+                );
+            }
+        }
         for problem in &found.mismatched {
             println!("  MISMATCH {problem}");
         }

@@ -3,6 +3,7 @@
 
 mod check;
 mod report;
+mod summary;
 mod trace;
 mod work;
 
@@ -15,9 +16,27 @@ use chrono::{NaiveDate, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+/// What `--help` ends with: examples, and what the exit codes mean.
+const AFTER_HELP: &str = "\
+Examples:
+  comms-archiver once --config config/demo.toml --date 2026-11-20
+  comms-archiver report --config config/demo.toml --date 2026-11-20 --connector o2
+  comms-archiver trace O2-20261120-0001 --config config/demo.toml --date 2026-11-20
+  comms-archiver redrive --config /etc/comms-archiver/config.toml --from 2026-11-01 --to 2026-11-20
+  comms-archiver check --config /etc/comms-archiver/config.toml --connect
+  comms-archiver run --config /etc/comms-archiver/config.toml
+
+Exit codes:
+  0  everything done, nothing left for anyone
+  1  work remains that a later run retries (a partner not delivered yet, a mailbox
+     unavailable, a record to correct), or a check found a problem
+  2  bad usage or configuration; the message names the file, the line and the key
+  3  every day is complete, but copies are held or failed for good and need a person
+     (`report` and `trace` say which and why)";
+
 /// Archives partner mobile communications (SMS, voice, WhatsApp, CellTrust) into mailboxes.
 #[derive(Debug, Parser)]
-#[command(name = "comms-archiver", version, about)]
+#[command(name = "comms-archiver", version, about, after_help = AFTER_HELP)]
 pub struct Cli {
     /// The configuration file.
     #[arg(
@@ -30,6 +49,12 @@ pub struct Cli {
     /// How log lines are written (to stderr).
     #[arg(long, global = true, value_enum, default_value = "human")]
     pub log_format: LogFormat,
+    /// Fewer log lines: -q warnings and errors only, -qq errors only.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+    /// More log lines: -v debug, -vv trace. RUST_LOG, when set, decides instead.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -38,10 +63,10 @@ pub struct Cli {
 pub enum Command {
     /// Run as a daemon: wake daily and process every day from the checkpoint to yesterday.
     Run,
-    /// Process one day (default: yesterday, UTC) and exit.
+    /// Process one day (default: yesterday, UTC) and exit, with a summary on stdout.
     Once {
-        /// The day, YYYY-MM-DD.
-        #[arg(long)]
+        /// The day, YYYY-MM-DD (UTC), yesterday or earlier.
+        #[arg(long, value_parser = past_day)]
         date: Option<NaiveDate>,
         /// Only this connector.
         #[arg(long)]
@@ -50,10 +75,13 @@ pub enum Command {
     /// Process every day from --from to --to (inclusive), skipping days already complete;
     /// resumable after an interruption.
     Backfill {
-        #[arg(long)]
+        /// The first day, YYYY-MM-DD (UTC).
+        #[arg(long, value_parser = past_day)]
         from: NaiveDate,
-        #[arg(long)]
+        /// The last day, YYYY-MM-DD (UTC), yesterday or earlier.
+        #[arg(long, value_parser = past_day)]
         to: NaiveDate,
+        /// Only this connector.
         #[arg(long)]
         connector: Option<String>,
     },
@@ -62,14 +90,14 @@ pub enum Command {
     /// from --from to --to; each copy exactly once. Only complete days: an open day's next
     /// run reads its whole delivery again.
     Redrive {
-        /// The day, YYYY-MM-DD.
-        #[arg(long, conflicts_with_all = ["from", "to"])]
+        /// The day, YYYY-MM-DD (UTC), yesterday or earlier.
+        #[arg(long, conflicts_with_all = ["from", "to"], value_parser = past_day)]
         date: Option<NaiveDate>,
         /// The first day of a range, YYYY-MM-DD (with --to).
-        #[arg(long, requires = "to")]
+        #[arg(long, requires = "to", value_parser = past_day)]
         from: Option<NaiveDate>,
         /// The last day of a range, YYYY-MM-DD (with --from).
-        #[arg(long, requires = "from")]
+        #[arg(long, requires = "from", value_parser = past_day)]
         to: Option<NaiveDate>,
         /// Only this connector.
         #[arg(long)]
@@ -79,10 +107,18 @@ pub enum Command {
     /// also re-read the staged messages of items of that date and compare them with the
     /// ledger's SHA-256.
     Check {
+        /// Also sign in to every partner and mailbox backend, and say for each whether it
+        /// answered.
+        #[arg(long, conflicts_with = "verify_stage")]
+        connect: bool,
+        /// Re-read the staged messages of items dated --date and compare them with the
+        /// SHA-256 the ledger recorded at import.
         #[arg(long, requires = "date")]
         verify_stage: bool,
-        #[arg(long)]
+        /// The date for --verify-stage, YYYY-MM-DD.
+        #[arg(long, value_parser = day)]
         date: Option<NaiveDate>,
+        /// Only this connector.
         #[arg(long)]
         connector: Option<String>,
     },
@@ -92,7 +128,7 @@ pub enum Command {
     /// run, derived from the run logs and the import records; with --runs, each run's log.
     Report {
         /// The day, YYYY-MM-DD.
-        #[arg(long)]
+        #[arg(long, value_parser = day)]
         date: Option<NaiveDate>,
         /// Only this connector.
         #[arg(long)]
@@ -101,10 +137,10 @@ pub enum Command {
         #[arg(long)]
         runs: bool,
         /// With `--format html`: the first day of the page (default: --date).
-        #[arg(long)]
+        #[arg(long, value_parser = day)]
         from: Option<NaiveDate>,
         /// With `--format html`: the last day of the page (default: --date).
-        #[arg(long)]
+        #[arg(long, value_parser = day)]
         to: Option<NaiveDate>,
         /// `html` writes one self-contained page of the days (it names users: keep it among
         /// the admins).
@@ -117,9 +153,9 @@ pub enum Command {
     Trace {
         /// The partner's item id, the Message-ID (with or without <>), or the item key.
         id: String,
-        /// The day the item was delivered for (its import records are looked for in the
-        /// days around it).
-        #[arg(long)]
+        /// The day the item was delivered for, YYYY-MM-DD (its import records are looked
+        /// for in the days around it).
+        #[arg(long, value_parser = day)]
         date: NaiveDate,
         /// Only this connector.
         #[arg(long)]
@@ -142,9 +178,32 @@ pub enum ReportFormat {
 pub const EXIT_DONE: i32 = 0;
 /// Exit code: work remains that a later run retries.
 pub const EXIT_RETRY: i32 = 1;
+/// Exit code: bad usage or configuration, or an environment that `check` found wanting.
+pub const EXIT_CONFIG: i32 = 2;
 /// Exit code: every day is finished, but copies failed for good and need a person (a cron
 /// job or systemd timer that alerts on a non-zero exit sees them).
 pub const EXIT_ATTENTION: i32 = 3;
+
+/// A day as the command line writes it, or what is wrong with it.
+fn day(text: &str) -> std::result::Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|e| format!("'{text}' is not a day written YYYY-MM-DD, e.g. 2026-11-20 ({e})"))
+}
+
+/// A day that is over (UTC): the partners deliver a day once it has ended, so processing a
+/// day after yesterday would find nothing, or only part of it.
+fn past_day(text: &str) -> std::result::Result<NaiveDate, String> {
+    let given = day(text)?;
+    let today = Utc::now().date_naive();
+    match given < today {
+        true => Ok(given),
+        false => Err(format!(
+            "{given} is not over yet (today is {today} UTC): a day is processed once it has \
+             ended, so give {} or earlier",
+            yesterday()
+        )),
+    }
+}
 
 fn yesterday() -> NaiveDate {
     Utc::now()
@@ -176,8 +235,11 @@ pub async fn execute(cli: Cli) -> Result<i32> {
             verify_stage: true,
             date: Some(day),
             connector,
+            ..
         } => check::verify_stage(&config, day, connector.as_deref()).await,
-        Command::Check { .. } => check::configuration(&config),
+        Command::Check {
+            connect, connector, ..
+        } => check::environment(&config, connector.as_deref(), connect).await,
         Command::Once { date, connector } => {
             work::once(
                 &config,

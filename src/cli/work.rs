@@ -25,6 +25,12 @@ pub(super) async fn once(config: &Config, day: NaiveDate, only: Option<&str>) ->
     let work = archiver.run_days(&days, only);
     let results = within_grace(work, stop, config.schedule.grace()).await;
     archiver.send_digest(&days, started).await;
+    if let Some(results) = &results {
+        print!(
+            "{}",
+            super::summary::summary(config, &archiver, results).await
+        );
+    }
     Ok(exit_code(results.as_deref()))
 }
 
@@ -50,6 +56,12 @@ pub(super) async fn backfill(
     let results = within_grace(work, stop, config.schedule.grace()).await;
     let days: Vec<NaiveDate> = from.iter_days().take_while(|d| *d <= to).collect();
     archiver.send_digest(&days, started).await;
+    if let Some(results) = &results {
+        print!(
+            "{}",
+            super::summary::summary(config, &archiver, results).await
+        );
+    }
     Ok(exit_code(results.as_deref()))
 }
 
@@ -87,9 +99,10 @@ pub(super) async fn redrive(
             Ok(Some(log)) => {
                 let delivered: usize = log.redriven.iter().map(|d| d.delivered.len()).sum();
                 println!(
-                    "{} {}: {delivered} held cop(ies) delivered, {} still held{}",
+                    "{} {}: {} delivered, {} still held{}",
                     r.connector,
                     r.day,
+                    crate::report::counted(delivered as u64, "held copy", "held copies"),
                     log.held,
                     match log.errors.is_empty() {
                         true => String::new(),

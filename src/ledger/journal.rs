@@ -141,7 +141,11 @@ impl Journal {
                 first + n as u64
             );
             let failure = match self.ledger.stage.put_new(&key, &lines).await {
-                Ok(Created::New) => None,
+                Ok(Created::New) => {
+                    tracing::debug!(connector = %self.connector, %key, records = records.len(),
+                        "import records written");
+                    None
+                }
                 Ok(Created::AlreadyExists) => Some(Error::State(format!(
                     "journal batch '{key}' exists already; its records are written again \
                      under the next name"

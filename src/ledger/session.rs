@@ -63,6 +63,7 @@ impl Ledger {
         };
         match self.begin_day(connector, day).await {
             Ok(earlier) => {
+                tracing::debug!(connector, day = %day, ?earlier, "day lease taken");
                 // What stopped the earlier runs of this day, kept in this run's log.
                 let earlier_errors = match self.read_report(connector, day).await {
                     Ok(Some(log)) if !log.complete => {

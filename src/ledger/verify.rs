@@ -16,6 +16,9 @@ pub struct Verification {
     pub mismatched: Vec<String>,
     /// Staged messages with no import record yet (a day still open).
     pub not_imported: Vec<String>,
+    /// Of the matching messages, those that came with another day's delivery (items the
+    /// partner delivered late, or early), by that day.
+    pub delivered_with: std::collections::BTreeMap<NaiveDate, usize>,
 }
 
 impl Ledger {
@@ -73,7 +76,10 @@ impl Ledger {
             };
             match self.stage.get(&staged).await? {
                 Some(bytes) if crate::item::sha256_hex(&bytes) == record.sha256 => {
-                    report.matching += 1
+                    report.matching += 1;
+                    if record.day != day {
+                        *report.delivered_with.entry(record.day).or_default() += 1;
+                    }
                 }
                 Some(bytes) => report.mismatched.push(format!(
                     "{staged}: SHA-256 {} differs from {} recorded at import ({})",

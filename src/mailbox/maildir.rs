@@ -99,6 +99,17 @@ fn subscribe(home: &Path, name: &str) -> std::io::Result<()> {
 
 #[async_trait::async_trait]
 impl Mailbox for MaildirTree {
+    async fn probe(&self, _sample: Option<&str>, _connect: bool) -> Result<String, MailboxError> {
+        let proven = crate::stage::probe_directory(&self.root).map_err(|e| {
+            MailboxError::Unavailable(format!(
+                "the Maildir tree {} cannot be written ({e}): check mailbox.path and its \
+                 permissions",
+                self.root.display()
+            ))
+        })?;
+        Ok(format!("{} {proven}", self.describe()))
+    }
+
     async fn contains(&self, delivery: &Delivery<'_>) -> Result<bool, MailboxError> {
         Self::check(delivery)?;
         let dir = self.folder_path(delivery.mailbox, delivery.folder);

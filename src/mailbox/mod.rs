@@ -60,6 +60,13 @@ pub trait Mailbox: Send + Sync {
     fn destination(&self) -> String;
     /// Lets go of connections kept open between imports (at the end of a run).
     async fn close_idle(&self) {}
+    /// Whether copies can go in (`check`): a local tree that takes writes; with `connect`,
+    /// a server or tenant that lets the archiver sign in as `sample` (a mapped mailbox).
+    /// What was found, in words.
+    async fn probe(&self, sample: Option<&str>, connect: bool) -> Result<String, MailboxError> {
+        let _ = (sample, connect);
+        Ok(format!("{}: not probed", self.describe()))
+    }
 }
 
 /// Builds the mailbox backend its section names. Secrets are read here.

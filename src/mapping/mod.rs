@@ -312,6 +312,11 @@ impl MappingTable {
     }
 
     /// Every identifier and the mailbox it maps to at `at`.
+    /// The file the table was read from.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
     pub fn mapped_at(&self, at: DateTime<Utc>) -> Vec<(&str, &str)> {
         let mut out: Vec<(&str, &str)> = self
             .entries

@@ -161,6 +161,14 @@ impl Archiver {
         &self.ledger
     }
 
+    pub fn stage(&self) -> &Arc<dyn Stage> {
+        &self.stage
+    }
+
+    pub fn mailbox(&self) -> &Arc<dyn Mailbox> {
+        &self.mailbox
+    }
+
     /// Runs the given days for every connector (or the one named), each day to its end.
     /// A connector-day that fails outright is logged and reported as open; the others go on.
     pub async fn run_days(&self, days: &[NaiveDate], only: Option<&str>) -> Vec<DayResult> {

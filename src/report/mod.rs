@@ -10,6 +10,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+/// A number with its noun, singular or plural: "1 copy", "2 copies".
+pub fn counted(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Why an item (or one copy of it) was not imported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -541,8 +547,8 @@ impl StatusLog {
             None if !self.runs.is_empty() => {
                 let _ = writeln!(
                     out,
-                    "  the day over {} run(s): {}",
-                    self.runs.len(),
+                    "  the day over {}: {}",
+                    counted(self.runs.len() as u64, "run", "runs"),
                     self.runs.join(", ")
                 );
             }
@@ -621,8 +627,8 @@ impl StatusLog {
         for user in &self.unmapped_users {
             let _ = writeln!(
                 out,
-                "  unmapped {user}: {} cop(ies) held until the mapping is fixed",
-                self.held_for(user)
+                "  unmapped {user}: {} held until the mapping is fixed",
+                counted(self.held_for(user) as u64, "copy", "copies")
             );
         }
         for x in &self.exclusions {

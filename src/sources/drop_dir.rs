@@ -144,6 +144,7 @@ async fn read_head(path: &Path, bytes: usize) -> std::io::Result<Vec<u8>> {
 #[async_trait]
 impl<F: RecordFormat> Source for DropSource<F> {
     async fn open(&self, day: NaiveDate) -> Result<Box<dyn ItemStream>, SourceError> {
+        super::drop_directory(&self.root).await?;
         let dir = self.root.join(day.format("%Y-%m-%d").to_string());
         let manifest_path = dir.join(MANIFEST);
         let text = match tokio::fs::read_to_string(&manifest_path).await {
@@ -187,6 +188,11 @@ impl<F: RecordFormat> Source for DropSource<F> {
 
     fn describe(&self) -> String {
         format!("export drop {}", self.root.display())
+    }
+
+    async fn check(&self, _connect: bool) -> Result<String, SourceError> {
+        super::drop_directory(&self.root).await?;
+        Ok(format!("{} is there and readable", self.describe()))
     }
 }
 

@@ -67,6 +67,10 @@ pub enum SourceError {
     /// The partner or the drop directory could not be read.
     #[error("{0}")]
     Unavailable(String),
+    /// The drop directory itself is not there: a configuration or mount problem, not a
+    /// partner that has not delivered yet.
+    #[error("{0}")]
+    Missing(String),
     /// The partner refused the credentials or the scope asked for: retrying cannot help
     /// until an admin changes the configuration or the partner account.
     #[error("{0}")]
@@ -84,6 +88,7 @@ impl SourceError {
             SourceError::NotReady(_) => "source_not_ready",
             SourceError::Reconciliation(_) => "reconciliation",
             SourceError::Unavailable(_) => "source_unavailable",
+            SourceError::Missing(_) => "source_missing",
             SourceError::Denied(_) => "access_denied",
             SourceError::TooLarge(_) => "size_exceeded",
         }
@@ -97,6 +102,37 @@ pub trait Source: Send + Sync {
     async fn open(&self, day: NaiveDate) -> Result<Box<dyn ItemStream>, SourceError>;
     /// Where the source is, for logs (never with credentials).
     fn describe(&self) -> String;
+    /// Whether the source can be read (`check`): a drop directory that exists and can be
+    /// listed; with `connect`, a partner that signs in. What was found, in words.
+    async fn check(&self, connect: bool) -> Result<String, SourceError> {
+        let _ = connect;
+        Ok(self.describe())
+    }
+}
+
+/// Whether a drop directory is there to read: the error says it is a configuration or
+/// mount problem when it is not.
+pub async fn drop_directory(root: &std::path::Path) -> Result<(), SourceError> {
+    let missing = |why: String| {
+        SourceError::Missing(format!(
+            "the drop directory {} {why}: a configuration or mount problem (check the \
+             connector's source.path and that its volume is mounted), not a partner that has \
+             not delivered yet",
+            root.display()
+        ))
+    };
+    match tokio::fs::metadata(root).await {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(missing("is not a directory".into())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(missing("does not exist".into()))
+        }
+        Err(e) => return Err(missing(format!("cannot be looked at ({e})"))),
+    }
+    tokio::fs::read_dir(root)
+        .await
+        .map(|_| ())
+        .map_err(|e| missing(format!("cannot be listed ({e})")))
 }
 
 /// The records of one day, one at a time: no day is held in memory.

@@ -187,6 +187,7 @@ fn read_entry(path: &Path, name: &str, cap: u64) -> std::io::Result<Result<Vec<u
 #[async_trait]
 impl Source for ZipDropSource {
     async fn open(&self, day: NaiveDate) -> Result<Box<dyn ItemStream>, SourceError> {
+        super::drop_directory(&self.root).await?;
         let root = self.root.clone();
         let (cap, bound) = (self.max_item_bytes, self.max_delivery_inflated);
         let checked =
@@ -232,6 +233,11 @@ impl Source for ZipDropSource {
 
     fn describe(&self) -> String {
         format!("TeleMessage EML ZIP drop {}", self.root.display())
+    }
+
+    async fn check(&self, _connect: bool) -> Result<String, SourceError> {
+        super::drop_directory(&self.root).await?;
+        Ok(format!("{} is there and readable", self.describe()))
     }
 }
 

@@ -253,6 +253,28 @@ pub fn scrub(text: &str, sas: Option<&Secret>) -> String {
 
 #[async_trait]
 impl Stage for AzureStage {
+    async fn probe(&self) -> Result<String, StageError> {
+        let key = format!("probe/{}", super::probe_name());
+        let options = BlobClientUploadOptions {
+            if_none_match: Some("*".into()),
+            ..Default::default()
+        };
+        self.call("write", &key, self.upload(&key, b"probe", options))
+            .await?;
+        let blob = self.container.blob_client(&key);
+        self.call("delete", &key, blob.delete(None))
+            .await
+            .map_err(|mut e| {
+                e.message = format!(
+                    "{}; the probe blob is left behind (an immutability policy on the container \
+                     refuses deletes: set stage.state_container, see docs/operations.md)",
+                    e.message
+                );
+                e
+            })?;
+        Ok(format!("{} takes writes", self.describe()))
+    }
+
     async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<Created, StageError> {
         let options = BlobClientUploadOptions {
             if_none_match: Some("*".into()),

@@ -194,6 +194,12 @@ impl Stage for LocalStage {
     fn describe(&self) -> String {
         format!("local directory {}", self.root.display())
     }
+
+    async fn probe(&self) -> Result<String, StageError> {
+        let proven = super::probe_directory(&self.root)
+            .map_err(|e| self.error("write", "(a probe file)", e))?;
+        Ok(format!("{} {proven}", self.describe()))
+    }
 }
 
 /// An exclusive lock next to an object, removed on drop. A lock older than 30 s was left by

@@ -69,6 +69,46 @@ pub trait Stage: Send + Sync {
     async fn prepare(&self) -> Result<(), StageError> {
         Ok(())
     }
+    /// Proves the stage takes writes: writes an object and removes it again, leaving nothing
+    /// behind (`check`). What was proven, in words.
+    async fn probe(&self) -> Result<String, StageError> {
+        Ok(format!("{}: not probed", self.describe()))
+    }
+}
+
+/// Proves a directory takes writes, leaving nothing behind: a file written and removed in
+/// it, or, when it does not exist yet, in the nearest directory above it that does (where
+/// the first run will create it). What was proven, in words.
+pub fn probe_directory(dir: &std::path::Path) -> std::io::Result<String> {
+    let existing = dir
+        .ancestors()
+        .find(|a| a.as_os_str().is_empty() || a.is_dir())
+        .map(|a| {
+            if a.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                a
+            }
+        })
+        .unwrap_or(dir);
+    let probe = existing.join(format!(".{}", probe_name()));
+    std::fs::write(&probe, b"probe")?;
+    std::fs::remove_file(&probe)?;
+    Ok(match existing == dir {
+        true => "takes writes".to_string(),
+        false => format!(
+            "does not exist yet; it is created under {}, which takes writes",
+            existing.display()
+        ),
+    })
+}
+
+/// The name of a probe object: unique to this process and moment.
+pub fn probe_name() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("comms-archiver-probe-{}-{nanos}", std::process::id())
 }
 
 /// Builds the stage its section names. Secrets are read here; a missing one is an error

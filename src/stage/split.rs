@@ -24,6 +24,9 @@ pub fn is_evidence(key: &str) -> bool {
     )
 }
 
+/// The one object a probe of the evidence side ever writes.
+pub const EVIDENCE_PROBE: &str = "probe/written-once";
+
 /// A stage whose evidence and state are kept by two backends.
 pub struct SplitStage {
     evidence: Arc<dyn Stage>,
@@ -45,6 +48,18 @@ impl SplitStage {
 
 #[async_trait]
 impl Stage for SplitStage {
+    /// The evidence may sit under an immutability policy that refuses deletes: its probe
+    /// is one create-only write of a fixed key, made the first time and refused as existing
+    /// ever after (which still proves the right to write).
+    async fn probe(&self) -> Result<String, StageError> {
+        self.evidence.put_new(EVIDENCE_PROBE, b"probe").await?;
+        let state = self.state.probe().await?;
+        Ok(format!(
+            "evidence: {} takes create-only writes; state: {state}",
+            self.evidence.describe()
+        ))
+    }
+
     async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<Created, StageError> {
         self.of(key).put_new(key, bytes).await
     }

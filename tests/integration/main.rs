@@ -9,6 +9,7 @@ mod destinations;
 mod disk_full;
 mod dovecot;
 mod evidence;
+mod first_use;
 mod graph;
 mod graph_fake;
 mod hostile;

@@ -158,7 +158,7 @@ fn a_crashed_day_rerun_then_redriven_after_a_mapping_fix_counts_every_copy_once(
     assert!(
         String::from_utf8(o2(dir, &["report", "--date", DEMO_DATE, "--runs"]).stdout)
             .unwrap()
-            .contains(&format!("unmapped {DESK_3}: 1 cop(ies) held")),
+            .contains(&format!("unmapped {DESK_3}: 1 copy held")),
     );
 }
 

@@ -193,6 +193,27 @@ fn segment(raw: &str) -> String {
 
 #[async_trait::async_trait]
 impl Mailbox for GraphMailboxes {
+    async fn probe(&self, sample: Option<&str>, connect: bool) -> Result<String, MailboxError> {
+        let tenant = self.destination();
+        match (connect, sample) {
+            (false, _) => Ok(format!(
+                "{tenant}: not contacted (check --connect signs in)"
+            )),
+            (true, None) => Ok(format!(
+                "{tenant}: not signed in, no mapping CSV names a mailbox to look at"
+            )),
+            (true, Some(mailbox)) => {
+                let url = self.url(&format!("users/{}/mailFolders/inbox", segment(mailbox)));
+                self.call(mailbox, Method::GET, url, None, true)
+                    .await
+                    .map_err(|e| self.error(mailbox, "inbox lookup", e))?;
+                Ok(format!(
+                    "{tenant}: signed in, the Inbox of {mailbox} is readable"
+                ))
+            }
+        }
+    }
+
     async fn contains(&self, d: &Delivery<'_>) -> Result<bool, MailboxError> {
         let folder = self.folder(d.mailbox, d.folder).await?;
         let mut url = self.url(&format!(

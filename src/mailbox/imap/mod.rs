@@ -502,6 +502,25 @@ async fn holds(
 
 #[async_trait::async_trait]
 impl Mailbox for ImapMailboxes {
+    async fn probe(&self, sample: Option<&str>, connect: bool) -> Result<String, MailboxError> {
+        let server = format!("IMAP {}:{}", self.settings.host, self.settings.port);
+        match (connect, sample) {
+            (false, _) => Ok(format!(
+                "{server}: not contacted (check --connect signs in)"
+            )),
+            (true, None) => Ok(format!(
+                "{server}: not signed in, no mapping CSV names a mailbox to sign in as"
+            )),
+            (true, Some(mailbox)) => {
+                let session = tokio::time::timeout(self.settings.timeout, self.connect(mailbox))
+                    .await
+                    .map_err(|_| self.unavailable(mailbox, "no answer in time"))??;
+                log_out(session, self.settings.timeout).await;
+                Ok(format!("{server}: signed in for {mailbox}"))
+            }
+        }
+    }
+
     async fn contains(&self, d: &Delivery<'_>) -> Result<bool, MailboxError> {
         let (mailbox, folder) = (d.mailbox.to_string(), d.folder.to_string());
         let item_key = d.key.to_string();

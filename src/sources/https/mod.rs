@@ -374,6 +374,30 @@ impl<F: RecordFormat> Source for HttpsSource<F> {
     fn describe(&self) -> String {
         self.client.describe()
     }
+
+    /// With `connect`: signs in and asks for yesterday's first page.
+    async fn check(&self, connect: bool) -> Result<String, SourceError> {
+        if !connect {
+            return Ok(format!(
+                "{}: not contacted (check --connect signs in)",
+                self.describe()
+            ));
+        }
+        let yesterday = chrono::Utc::now()
+            .date_naive()
+            .pred_opt()
+            .unwrap_or_default();
+        match self.open(yesterday).await {
+            Ok(_) => Ok(format!(
+                "{}: signed in, {yesterday} readable",
+                self.describe()
+            )),
+            Err(SourceError::NotReady(why)) => {
+                Ok(format!("{}: signed in ({why})", self.describe()))
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 #[derive(Deserialize)]
