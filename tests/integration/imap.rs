@@ -410,3 +410,39 @@ async fn each_mailbox_logs_in_once_while_its_connection_is_kept() {
     // Kept for none, every copy logs in anew.
     assert_eq!(demo_day_logins(0).await, (37, 37));
 }
+
+/// `check --connect` signs in to the IMAP server as a mapped mailbox: OK with the right
+/// password, a FAIL that names the server and what to check with a wrong one (exit 2).
+#[test]
+fn check_connect_signs_in_to_the_imap_server() {
+    let ws = workspace();
+    let dovecot = Dovecot::start(ws.path(), None);
+    configure(ws.path(), dovecot.port, |t| t);
+    let check = |password: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_comms-archiver"))
+            .args(["check", "--connect", "--config", "config/imap.toml"])
+            .current_dir(ws.path())
+            .env_remove("RUST_LOG")
+            .env("COMMS_ARCHIVER_IMAP_PASSWORD", password)
+            .output()
+            .unwrap()
+    };
+    let out = check(PASSWORD);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    let server = format!("IMAP 127.0.0.1:{}", dovecot.port);
+    assert!(
+        said.contains(&format!("OK    mailbox: {server}: signed in for ")),
+        "{said}"
+    );
+
+    let out = check("not the password");
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains(&format!("FAIL  mailbox: {server}")), "{said}");
+    assert!(said.contains("check the credentials"), "{said}");
+    assert!(
+        !said.contains("not the password"),
+        "the password is never shown: {said}"
+    );
+}
