@@ -280,46 +280,59 @@ fn names(people: &[&Person]) -> String {
     }
 }
 
+/// One pattern for every kind (docs/partners/subjects.md):
+/// `[<mark>] <what> from <sender> to <recipients>|in <group> [(<call outcome, length>)]`.
 fn subject(item: &Item, from: &Person, to: &[&Person]) -> String {
     let from = from.label();
-    let to = names(to);
-    let subject = match &item.content {
-        Content::Sms { .. } => format!("SMS from {from} to {to}"),
-        Content::Mms { .. } => format!("MMS from {from} to {to}"),
-        Content::Call(call) => call_subject("Voice call", call, from, &to),
-        Content::WhatsAppCall(call) => call_subject("WhatsApp call", call, from, &to),
+    let to = format!("to {}", names(to));
+    let (what, whom, detail, mark): (String, String, Option<String>, Option<&str>) = match &item
+        .content
+    {
+        Content::Sms { .. } => ("SMS".into(), to, None, None),
+        Content::Mms { .. } => ("MMS".into(), to, None, None),
+        Content::Call(call) => ("Voice call".into(), to, Some(call_detail(call)), None),
+        Content::WhatsAppCall(call) => ("WhatsApp call".into(), to, Some(call_detail(call)), None),
         Content::WhatsApp(m) => {
-            let base = match &m.group {
-                Some(group) => format!(
-                    "WhatsApp message from {from} in {}",
-                    group.name.as_deref().unwrap_or(&group.id)
-                ),
-                None => format!("WhatsApp message from {from} to {to}"),
+            let whom = match &m.group {
+                Some(group) => format!("in {}", group.name.as_deref().unwrap_or(&group.id)),
+                None => to,
             };
-            if m.deleted_at.is_some() {
-                format!("[Deleted by sender] {base}")
-            } else {
-                base
-            }
+            let mark = m.deleted_at.is_some().then_some("[Deleted by sender]");
+            ("WhatsApp message".into(), whom, None, mark)
         }
         Content::CellTrust(c) => {
-            format!(
-                "CellTrust SL2 {} from {from} to {to}",
-                c.channel.to_uppercase()
-            )
+            let what = match c.channel.to_ascii_lowercase().as_str() {
+                "sms" => "SMS".to_string(),
+                "mms" => "MMS".to_string(),
+                "voice" => "voice call".to_string(),
+                "chat" => "chat message".to_string(),
+                "whatsapp" => "WhatsApp message".to_string(),
+                other => format!("{other} message"),
+            };
+            let detail = c.call.as_ref().map(call_detail);
+            (format!("CellTrust SL2 {what}"), to, detail, None)
         }
         Content::Email { .. } => unreachable!("passed through before subjects are made"),
     };
+    let mut subject = format!("{what} from {from} {whom}");
+    if let Some(detail) = detail {
+        subject = format!("{subject} ({detail})");
+    }
+    if let Some(mark) = mark {
+        subject = format!("{mark} {subject}");
+    }
     header_text(&subject)
 }
 
-fn call_subject(what: &str, call: &Call, from: &str, to: &str) -> String {
-    let length = duration_words(call.duration_secs);
+/// A call's outcome, and its length when it was answered or left a voicemail.
+fn call_detail(call: &Call) -> String {
     match call.outcome {
-        CallOutcome::Answered => format!("{what} from {from} to {to} ({length})"),
-        CallOutcome::Missed => format!("Missed {} from {from} to {to}", what.to_lowercase()),
-        CallOutcome::Rejected => format!("Rejected {} from {from} to {to}", what.to_lowercase()),
-        CallOutcome::Voicemail => format!("Voicemail from {from} for {to} ({length})"),
+        CallOutcome::Answered | CallOutcome::Voicemail => format!(
+            "{}, {}",
+            call.outcome.as_str(),
+            duration_words(call.duration_secs)
+        ),
+        CallOutcome::Missed | CallOutcome::Rejected => call.outcome.as_str().to_string(),
     }
 }
 

@@ -229,3 +229,90 @@ fn the_first_item_key_field_is_ours() {
         None
     );
 }
+
+/// Every kind's subject follows the one pattern of docs/partners/subjects.md.
+#[test]
+fn every_kind_has_a_subject_of_one_pattern() {
+    use crate::item::{Call, CallOutcome, CellTrustItem};
+    let call = |outcome, secs| Call {
+        start: Utc.with_ymd_and_hms(2026, 11, 20, 8, 15, 2).unwrap(),
+        duration_secs: secs,
+        outcome,
+        recording: None,
+        transcript: None,
+    };
+    let celltrust = |channel: &str, call: Option<Call>| {
+        Content::CellTrust(CellTrustItem {
+            channel: channel.into(),
+            domain: "contoso".into(),
+            organizational_unit: None,
+            text: Some("hi".into()),
+            media: Vec::new(),
+            call,
+        })
+    };
+    let whatsapp = |group: Option<&str>, deleted: bool| {
+        Content::WhatsApp(WhatsAppMessage {
+            text: Some("hi".into()),
+            group: group.map(|g| Conversation {
+                id: "G-1".into(),
+                name: Some(g.into()),
+            }),
+            deleted_at: deleted.then(|| Utc.with_ymd_and_hms(2026, 11, 20, 9, 0, 0).unwrap()),
+            ..WhatsAppMessage::default()
+        })
+    };
+    let between = "from +44 7700 900555 to Alice Smith";
+    let cases = [
+        (Content::Sms { text: "hi".into() }, format!("SMS {between}")),
+        (
+            Content::Mms {
+                text: None,
+                media: Vec::new(),
+            },
+            format!("MMS {between}"),
+        ),
+        (
+            Content::Call(call(CallOutcome::Answered, 252)),
+            format!("Voice call {between} (answered, 4m 12s)"),
+        ),
+        (
+            Content::Call(call(CallOutcome::Missed, 0)),
+            format!("Voice call {between} (missed)"),
+        ),
+        (
+            Content::Call(call(CallOutcome::Voicemail, 40)),
+            format!("Voice call {between} (voicemail, 0m 40s)"),
+        ),
+        (
+            Content::WhatsAppCall(call(CallOutcome::Rejected, 0)),
+            format!("WhatsApp call {between} (rejected)"),
+        ),
+        (whatsapp(None, false), format!("WhatsApp message {between}")),
+        (
+            whatsapp(Some("Desk"), true),
+            "[Deleted by sender] WhatsApp message from +44 7700 900555 in Desk".to_string(),
+        ),
+        (
+            celltrust("SMS", None),
+            format!("CellTrust SL2 SMS {between}"),
+        ),
+        (
+            celltrust("voice", Some(call(CallOutcome::Answered, 61))),
+            format!("CellTrust SL2 voice call {between} (answered, 1m 1s)"),
+        ),
+        (
+            celltrust("chat", None),
+            format!("CellTrust SL2 chat message {between}"),
+        ),
+    ];
+    for (content, want) in cases {
+        let mut item = sms("");
+        item.content = content;
+        let m = render_sms(&item);
+        let parsed = mail_parser::MessageParser::default()
+            .parse(m.as_bytes())
+            .unwrap();
+        assert_eq!(parsed.subject(), Some(want.as_str()));
+    }
+}

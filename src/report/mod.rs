@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+/// A time as the JSON writes it (RFC 3339 in UTC with `Z`), so the CSV reads the same.
+fn json_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
 /// A number with its noun, singular or plural: "1 copy", "2 copies".
 pub fn counted(n: impl Into<u64>, one: &str, many: &str) -> String {
     let n = n.into();
@@ -413,7 +418,7 @@ impl StatusLog {
             self.failed,
         ]
         .map(|n| n.to_string());
-        let completed = self.completed_at.to_rfc3339();
+        let completed = json_time(&self.completed_at);
         let complete = self.complete.to_string();
         let mut summary = vec!["summary", &self.connector, &day, &completed, &complete];
         summary.extend(numbers.iter().map(String::as_str));
@@ -435,8 +440,8 @@ impl StatusLog {
         if let Some(run) = &self.run {
             let detail = format!(
                 "{} to {} on {}, version {}{}",
-                run.started_at.to_rfc3339(),
-                run.ended_at.to_rfc3339(),
+                json_time(&run.started_at),
+                json_time(&run.ended_at),
                 run.host,
                 run.version,
                 match run.stopped_by.is_empty() {
@@ -503,6 +508,10 @@ impl StatusLog {
                 "exclusion",
                 [&x.item_id, "", "", &x.reason, &x.detail],
             );
+        }
+        for user in &self.unmapped_users {
+            let held = counted(self.held_for(user) as u64, "copy held", "copies held");
+            detail_row(&mut w, "unmapped_user", ["", user, "", "", &held]);
         }
         for e in &self.errors {
             detail_row(&mut w, "error", ["", "", "", &e.reason, &e.detail]);
@@ -669,6 +678,9 @@ mod tests {
         let mut reader = csv::Reader::from_reader(csv.as_bytes());
         let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
         assert_eq!(rows.len(), 2);
+        // Times read as in the JSON.
+        let json: serde_json::Value = serde_json::from_str(&log.to_json()).unwrap();
+        assert_eq!(&rows[0][3], json["completed_at"].as_str().unwrap());
         assert_eq!(&rows[0][0], "summary");
         assert_eq!(&rows[0][6], "3");
         assert_eq!(&rows[1][11], "A, \"quoted\"");

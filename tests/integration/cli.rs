@@ -155,6 +155,12 @@ fn demo_day_imports_every_item_once_and_reports_it() {
     let csv = std::fs::read_to_string(dir.join("var/stage/reports/o2/2026-11-20.csv")).unwrap();
     assert!(csv.starts_with("record,connector,day,"));
     assert_eq!(csv.lines().filter(|l| l.starts_with("held,")).count(), 2);
+    assert_eq!(
+        csv.lines()
+            .filter(|l| l.starts_with("unmapped_user,o2,2026-11-20,"))
+            .count(),
+        1
+    );
 
     // A second run imports nothing new: its own run log reports the copies as duplicates,
     // and the day still reads as the copies imported, once, over both runs.
@@ -305,7 +311,7 @@ print(count)
     let parsed = mail_parser::MessageParser::default().parse(&call).unwrap();
     assert_eq!(
         parsed.subject(),
-        Some("Voice call from Alice Smith to Mr Wong (4m 12s)")
+        Some("Voice call from Alice Smith to Mr Wong (answered, 4m 12s)")
     );
     let body = parsed.body_text(0).unwrap();
     assert!(body.contains("Duration:   252 s (00:04:12)"), "{body}");

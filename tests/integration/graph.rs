@@ -148,7 +148,7 @@ async fn the_demo_day_through_graph_is_received_dated_and_filed() {
     // The call recording came along.
     let call = messages
         .iter()
-        .find(|m| m.json["subject"] == "Voice call from Alice Smith to Mr Wong (4m 12s)")
+        .find(|m| m.json["subject"] == "Voice call from Alice Smith to Mr Wong (answered, 4m 12s)")
         .unwrap();
     assert_eq!(call.attachments.len(), 1);
     assert_eq!(call.attachments[0].1.len(), 32044);
