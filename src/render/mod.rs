@@ -142,10 +142,18 @@ impl Person {
                     .unwrap_or_else(|| "unknown".to_string());
                 format!("{local}@{}", ctx.invalid_domain)
             });
+        // A display name that is only a number says less than the number we know: it is
+        // shown as that number, in international format.
         let name = p
             .display_name
             .as_deref()
-            .map(header_text)
+            .map(|n| match number_only(n) {
+                Some(digits) => p
+                    .phone
+                    .as_deref()
+                    .map_or_else(|| pretty_phone(&format!("+{digits}")), pretty_phone),
+                None => header_text(n),
+            })
             .filter(|n| !n.is_empty())
             .or_else(|| p.phone.as_deref().map(pretty_phone))
             .or_else(|| p.address.as_deref().map(header_text))
@@ -261,6 +269,21 @@ fn file_name(raw: &str) -> String {
 }
 
 /// "+44 7700 900123" for "+447700900123".
+/// The digits of a display name that is only a phone number ("447700900103",
+/// "+44 7700 900103", "(202) 555-0123"), else None.
+fn number_only(name: &str) -> Option<String> {
+    let trimmed = name.trim();
+    let rest = trimmed.strip_prefix('+').unwrap_or(trimmed);
+    if !rest
+        .chars()
+        .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '.' | '(' | ')'))
+    {
+        return None;
+    }
+    let digits: String = rest.chars().filter(char::is_ascii_digit).collect();
+    (6..=15).contains(&digits.len()).then_some(digits)
+}
+
 pub fn pretty_phone(e164: &str) -> String {
     phonenumber::parse(None, e164)
         .map(|n| {

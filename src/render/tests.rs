@@ -316,3 +316,28 @@ fn every_kind_has_a_subject_of_one_pattern() {
         assert_eq!(parsed.subject(), Some(want.as_str()));
     }
 }
+
+/// A partner display name that is only digits does not win over the number: it is shown
+/// as the number, with its "+", in international format.
+#[test]
+fn a_display_name_that_is_a_number_is_shown_as_the_number() {
+    let mut item = sms("hi");
+    item.participants[0].display_name = Some("447700900555".into());
+    let m = render_sms(&item);
+    let parsed = mail_parser::MessageParser::default()
+        .parse(m.as_bytes())
+        .unwrap();
+    assert_eq!(
+        parsed.from().unwrap().first().unwrap().name(),
+        Some("+44 7700 900555")
+    );
+    // Without a phone number known, the name's digits are read as one.
+    item.participants[0].phone = None;
+    item.participants[0].address = Some("wa-123".into());
+    item.participants[0].display_name = Some("447700900103".into());
+    let m = render_sms(&item);
+    assert!(m.contains("+44 7700 900103"), "{m}");
+    // A name with letters is a name.
+    item.participants[0].display_name = Some("Desk 3".into());
+    assert!(render_sms(&item).contains("Desk 3"));
+}
