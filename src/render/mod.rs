@@ -6,7 +6,7 @@
 //! encodes the value, and text bodies are quoted-printable so no partner line can pose as a
 //! MIME boundary.
 
-use crate::item::{Attachment, Call, CallOutcome, Content, Item, ItemKey, Participant, Role};
+use crate::item::{Attachment, Call, Content, Item, ItemKey, Participant, Role};
 use chrono::{DateTime, Utc};
 use lettre::message::header::{
     ContentTransferEncoding, ContentType, HeaderName, HeaderValue, Headers,
@@ -16,6 +16,10 @@ use lettre::Address;
 use std::fmt::Write as _;
 
 pub mod headers;
+mod opening;
+mod subject;
+
+use subject::subject;
 
 /// What the renderer needs to know besides the item.
 #[derive(Debug, Clone, Copy)]
@@ -94,7 +98,11 @@ pub fn render(
         builder = builder.raw_header(value);
     }
 
-    let text = body_text(item, from, &to);
+    let text = format!(
+        "{}{}",
+        opening::block(item, &people, ctx),
+        body_text(item, from, &to)
+    );
     let text_part = SinglePart::builder()
         .header(ContentType::TEXT_PLAIN)
         .header(ContentTransferEncoding::QuotedPrintable)
@@ -300,62 +308,6 @@ fn names(people: &[&Person]) -> String {
         0 => String::new(),
         n if n > 3 => format!("{} and {} others", shown.join(", "), n - 3),
         _ => shown.join(", "),
-    }
-}
-
-/// One pattern for every kind (docs/partners/subjects.md):
-/// `[<mark>] <what> from <sender> to <recipients>|in <group> [(<call outcome, length>)]`.
-fn subject(item: &Item, from: &Person, to: &[&Person]) -> String {
-    let from = from.label();
-    let to = format!("to {}", names(to));
-    let (what, whom, detail, mark): (String, String, Option<String>, Option<&str>) = match &item
-        .content
-    {
-        Content::Sms { .. } => ("SMS".into(), to, None, None),
-        Content::Mms { .. } => ("MMS".into(), to, None, None),
-        Content::Call(call) => ("Voice call".into(), to, Some(call_detail(call)), None),
-        Content::WhatsAppCall(call) => ("WhatsApp call".into(), to, Some(call_detail(call)), None),
-        Content::WhatsApp(m) => {
-            let whom = match &m.group {
-                Some(group) => format!("in {}", group.name.as_deref().unwrap_or(&group.id)),
-                None => to,
-            };
-            let mark = m.deleted_at.is_some().then_some("[Deleted by sender]");
-            ("WhatsApp message".into(), whom, None, mark)
-        }
-        Content::CellTrust(c) => {
-            let what = match c.channel.to_ascii_lowercase().as_str() {
-                "sms" => "SMS".to_string(),
-                "mms" => "MMS".to_string(),
-                "voice" => "voice call".to_string(),
-                "chat" => "chat message".to_string(),
-                "whatsapp" => "WhatsApp message".to_string(),
-                other => format!("{other} message"),
-            };
-            let detail = c.call.as_ref().map(call_detail);
-            (format!("CellTrust SL2 {what}"), to, detail, None)
-        }
-        Content::Email { .. } => unreachable!("passed through before subjects are made"),
-    };
-    let mut subject = format!("{what} from {from} {whom}");
-    if let Some(detail) = detail {
-        subject = format!("{subject} ({detail})");
-    }
-    if let Some(mark) = mark {
-        subject = format!("{mark} {subject}");
-    }
-    header_text(&subject)
-}
-
-/// A call's outcome, and its length when it was answered or left a voicemail.
-fn call_detail(call: &Call) -> String {
-    match call.outcome {
-        CallOutcome::Answered | CallOutcome::Voicemail => format!(
-            "{}, {}",
-            call.outcome.as_str(),
-            duration_words(call.duration_secs)
-        ),
-        CallOutcome::Missed | CallOutcome::Rejected => call.outcome.as_str().to_string(),
     }
 }
 

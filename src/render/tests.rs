@@ -341,3 +341,57 @@ fn a_display_name_that_is_a_number_is_shown_as_the_number() {
     item.participants[0].display_name = Some("Desk 3".into());
     assert!(render_sms(&item).contains("Desk 3"));
 }
+
+/// The body opens with who, where and what: the conversation, each participant with number
+/// and address, the archived line, partner, kind and direction, then the content.
+#[test]
+fn the_body_opens_with_the_conversation_its_people_and_the_archived_line() {
+    let mut item = sms("Running 10 min late");
+    item.participants[1].archived = true;
+    let body = body_of(&render_sms(&item));
+    let opening: Vec<&str> = body.lines().take(10).collect();
+    assert_eq!(
+        opening,
+        [
+            "Conversation:  1:1, thread T-1",
+            "Participants:",
+            "  From  +44 7700 900555 <+447700900555@telemessage.invalid>",
+            "  To    Alice Smith, +44 7700 900101 <alice.smith@contoso.com>  (archived line)",
+            "Archived line: +44 7700 900101",
+            "Partner:       telemessage-o2",
+            "Kind:          sms",
+            "Direction:     inbound",
+            "----",
+            "",
+        ]
+    );
+    assert_eq!(body.lines().nth(10), Some("Running 10 min late"));
+
+    // A group names itself and counts its members.
+    item.content = Content::WhatsApp(WhatsAppMessage {
+        text: Some("hi all".into()),
+        group: Some(Conversation {
+            id: "G-7".into(),
+            name: Some("Desk 3".into()),
+        }),
+        ..WhatsAppMessage::default()
+    });
+    item.participants
+        .push(person(Role::To, "+447700900102", Some("Bob Jones")));
+    let body = body_of(&render_sms(&item));
+    assert!(
+        body.starts_with("Conversation:  group \"Desk 3\" (G-7), 3 members, thread T-1\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("  To    Bob Jones, +44 7700 900102 <"),
+        "{body}"
+    );
+}
+
+fn body_of(message: &str) -> String {
+    let parsed = mail_parser::MessageParser::default()
+        .parse(message.as_bytes())
+        .unwrap();
+    parsed.body_text(0).unwrap().replace("\r\n", "\n")
+}
