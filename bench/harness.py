@@ -215,8 +215,8 @@ def config(sim_port, stage, mailbox):
     text = text.replace("127.0.0.1:18080", f"127.0.0.1:{sim_port}")
     text = text.replace("allow_http_loopback = true", "allow_http_loopback = true\noverlap_hours = 0")
     text = text.replace('"config/', f'"{ROOT}/config/')
-    text = re.sub(r'\[stage\]\nkind = "local"\npath = "var/stage"\n', stage, text)
-    text = re.sub(r'\[mailbox\]\nkind = "maildir"\npath = "var/mail"\n', mailbox, text)
+    text = re.sub(r'\[stage\]\nkind = "local"\npath = "var/https/stage"\n', stage, text)
+    text = re.sub(r'\[mailbox\]\nkind = "maildir"\npath = "var/https/mail"\n', mailbox, text)
     assert stage in text and mailbox in text
     return text
 

@@ -9,7 +9,10 @@ use std::process::Output;
 
 /// config/demo-azurite.toml aimed at this Azurite, with quick retries.
 fn configure(dir: &Path, azurite: &Azurite) {
-    let text = std::fs::read_to_string(dir.join("config/demo-azurite.toml")).unwrap();
+    // The walkthrough's own var/ subtree; each test has a workspace of its own.
+    let text = std::fs::read_to_string(dir.join("config/demo-azurite.toml"))
+        .unwrap()
+        .replace("\"var/on-azurite/", "\"var/");
     let text = azurite_stage(&text, &azurite.endpoint(), 5);
     std::fs::write(dir.join("config/azurite.toml"), text).unwrap();
 }

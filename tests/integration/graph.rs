@@ -480,6 +480,7 @@ async fn bench_graph_throughput() {
     std::fs::write(ws.path().join("graph-secret"), "graph-secret").unwrap();
     let text = std::fs::read_to_string(ws.path().join("config/demo-https.toml"))
         .unwrap()
+        .replace("\"var/https/", "\"var/")
         .replace("127.0.0.1:18080", &sim_addr.to_string())
         .replace("allow_http_loopback = true", "allow_http_loopback = true\noverlap_hours = 0")
         .replace(

@@ -12,7 +12,14 @@ use std::sync::Arc;
 
 pub(crate) fn configure(dir: &Path, port: u16, edit: impl Fn(String) -> String) {
     let text = std::fs::read_to_string(dir.join("config/demo-imap.toml")).unwrap();
-    let text = patched(&text, &[("port = 10143", &format!("port = {port}"))]);
+    // The walkthrough's own var/ subtree; each test has a workspace of its own.
+    let text = patched(
+        &text,
+        &[
+            ("port = 10143", &format!("port = {port}")),
+            ("\"var/imap/stage\"", "\"var/stage\""),
+        ],
+    );
     std::fs::write(dir.join("config/imap.toml"), edit(text)).unwrap();
 }
 

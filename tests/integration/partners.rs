@@ -179,8 +179,10 @@ impl Partners {
     /// the text.
     pub(crate) fn config(&self, dir: &Path, edit: impl Fn(String) -> String) -> Config {
         let d = dir.display();
+        // The walkthrough's own var/ subtree; each test has a workspace of its own.
         let text = std::fs::read_to_string(dir.join("config/demo-https.toml"))
             .unwrap()
+            .replace("\"var/https/", "\"var/")
             .replace("18080", &self.port.to_string())
             .replace(
                 "allow_http_loopback = true",

@@ -27,6 +27,7 @@ async fn no_secret_reaches_logs_errors_or_status_logs_at_any_level() {
     // The configuration as a user writes it: the secret comes from the environment.
     let text = std::fs::read_to_string(dir.join("config/demo-https.toml"))
         .unwrap()
+        .replace("\"var/https/", "\"var/")
         .replace("18080", &partners.port.to_string())
         .replace(
             "allow_http_loopback = true",
