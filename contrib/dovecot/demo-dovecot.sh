@@ -47,4 +47,9 @@ userdb {
 }
 CONF
 dovecot -c "$dir/dovecot.conf"
+# Returns once Dovecot takes connections.
+for _ in $(seq 50); do
+  (exec 3<>/dev/tcp/127.0.0.1/10143) 2>/dev/null && break
+  sleep 0.2
+done
 echo "Dovecot listens on 127.0.0.1:10143; log: $dir/dovecot.log"
