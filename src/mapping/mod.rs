@@ -134,6 +134,8 @@ pub enum Resolution {
 #[derive(Debug, Clone)]
 struct Entry {
     mailbox: String,
+    /// The optional `display_name` column: how the employee is named in the archive.
+    display_name: Option<String>,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
     line: u64,
@@ -207,13 +209,14 @@ impl MappingTable {
                 Some(1),
                 format!(
                     "the header row must name the columns identifier,mailbox \
-                     (and optionally valid_from,valid_to); found '{}'",
+                     (and optionally valid_from,valid_to,display_name); found '{}'",
                     headers.iter().collect::<Vec<_>>().join(",")
                 ),
             ));
         };
         let from_col = column("valid_from");
         let to_col = column("valid_to");
+        let name_col = column("display_name");
 
         let mut table = MappingTable {
             file: path.to_path_buf(),
@@ -275,8 +278,10 @@ impl MappingTable {
                     ));
                 }
             }
+            let display_name = Some(field(name_col).to_string()).filter(|n| !n.is_empty());
             let entry = Entry {
                 mailbox,
+                display_name,
                 from,
                 to,
                 line,
@@ -311,12 +316,21 @@ impl MappingTable {
             .map(|e| (e.mailbox.as_str(), e.line))
     }
 
-    /// Every identifier and the mailbox it maps to at `at`.
+    /// The display name the CSV gives the row that maps `identifier` at `at`, if any.
+    fn name(&self, identifier: &str, at: DateTime<Utc>) -> Option<&str> {
+        self.entries
+            .get(identifier)?
+            .iter()
+            .find(|e| e.covers(at))
+            .and_then(|e| e.display_name.as_deref())
+    }
+
     /// The file the table was read from.
     pub fn file(&self) -> &Path {
         &self.file
     }
 
+    /// Every identifier and the mailbox it maps to at `at`.
     pub fn mapped_at(&self, at: DateTime<Utc>) -> Vec<(&str, &str)> {
         let mut out: Vec<(&str, &str)> = self
             .entries
@@ -392,6 +406,18 @@ impl Mapper {
                 "catch-all mapping.unmapped_mailbox: no participant maps to a mailbox".to_string()
             }
         }
+    }
+
+    /// The name the mapping CSV gives a participant it maps at `at` (its `display_name`
+    /// column), which the archive shows in place of the partner's.
+    pub fn display_name(&self, participant: &Participant, at: DateTime<Utc>) -> Option<String> {
+        let table = self.table.as_ref()?;
+        let by_phone = participant.phone.clone();
+        let by_address = participant.address.as_deref().and_then(normalize_address);
+        by_phone
+            .into_iter()
+            .chain(by_address)
+            .find_map(|key| table.name(&key, at).map(str::to_string))
     }
 
     /// CSV by phone, then CSV by partner address, then the email property.

@@ -183,3 +183,28 @@ fn comments_and_blank_lines_are_ignored() {
             .unwrap();
     assert_eq!(t.len(), 1);
 }
+
+#[test]
+fn the_csv_may_name_the_employee_for_each_period() {
+    let t = table(
+        "identifier,mailbox,valid_from,valid_to,display_name\n\
+         +447700900103,carol.white@contoso.com,,2026-11-20T12:00:00Z,Carol White (Sales)\n\
+         +447700900103,dan.brown@contoso.com,2026-11-20T12:00:00Z,,\n",
+    )
+    .unwrap();
+    let mapper = Mapper::new(Some(t), false, vec!["contoso.com".into()]);
+    let line = phone("07700900103", true);
+    assert_eq!(
+        mapper.display_name(&line, at(9)).as_deref(),
+        Some("Carol White (Sales)")
+    );
+    assert_eq!(
+        mapper.display_name(&line, at(13)),
+        None,
+        "no name for Dan's row"
+    );
+    assert_eq!(
+        mapper.display_name(&phone("07700900199", true), at(9)),
+        None
+    );
+}

@@ -156,7 +156,7 @@ impl<'a> DayRun<'a> {
     /// catch-all's among them when configured and someone maps to no one), and the item to
     /// hold when a copy cannot be delivered yet. An item the source found `too_large` (its
     /// files not read) fails every copy with that.
-    fn item(&mut self, item: Item, too_large: Option<String>) -> Vec<Work> {
+    fn item(&mut self, mut item: Item, too_large: Option<String>) -> Vec<Work> {
         let name = self.connector.name.as_str();
         let key = ItemKey::new(name, &item.partner_id);
         let archived_user = item
@@ -259,6 +259,30 @@ impl<'a> DayRun<'a> {
             self.fail_copies(&item, &key, &every_copy, Reason::SizeExceeded, &detail);
             return Vec::new();
         }
+        // The names the mapping CSV gives the employees it maps are shown in the message;
+        // the item kept (held) stays as the partner delivered it.
+        let named: Vec<Option<String>> = item
+            .participants
+            .iter()
+            .map(|p| self.connector.mapper.display_name(p, item.time))
+            .collect();
+        let rendered = if named.iter().any(Option::is_some) {
+            let shown = item
+                .participants
+                .iter()
+                .zip(&named)
+                .map(|(p, name)| crate::item::Participant {
+                    display_name: name.clone().or_else(|| p.display_name.clone()),
+                    ..p.clone()
+                })
+                .collect();
+            let delivered = std::mem::replace(&mut item.participants, shown);
+            let rendered = self.render_within_limit(&item, &key, &per_participant);
+            item.participants = delivered;
+            rendered
+        } else {
+            self.render_within_limit(&item, &key, &per_participant)
+        };
         let item = Arc::new(item);
         let unmapped_held = |filed_in: Option<String>| -> Vec<Held> {
             unmapped
@@ -275,7 +299,7 @@ impl<'a> DayRun<'a> {
                 })
                 .collect()
         };
-        let (message, left_out) = match self.render_within_limit(&item, &key, &per_participant) {
+        let (message, left_out) = match rendered {
             Ok(fitted) => fitted,
             Err((Reason::SizeExceeded, detail)) => {
                 let mut copies: Vec<Held> = targets[..mapped]

@@ -257,3 +257,43 @@ fn once_ends_with_a_summary_of_each_day() {
         "{again}"
     );
 }
+
+/// A mapped employee may be named by the mapping CSV's optional `display_name` column, in
+/// place of what the partner shows.
+#[test]
+fn the_mapping_csv_may_name_the_employee_in_the_archive() {
+    let ws = workspace();
+    let dir = ws.path();
+    let path = dir.join("config/mapping-o2.csv");
+    let named: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| match l {
+            l if l.starts_with('#') || l.is_empty() => l.to_string(),
+            l if l.starts_with("identifier,") => format!("{l},display_name"),
+            l if l.contains("alice.smith@") => format!("{l},Alice Smith (Equities desk)"),
+            l => format!("{l},"),
+        })
+        .collect();
+    std::fs::write(&path, named.join("\n") + "\n").unwrap();
+    finished(demo(
+        dir,
+        &["once", "--date", DEMO_DATE, "--connector", "o2"],
+    ));
+    let sms = messages(&dir.join("var/mail"), "bob.jones@contoso.com", FOLDER)
+        .into_iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .find(|m| header(m, "X-Comms-Archiver-Item-Id").as_deref() == Some("O2-20261120-0003"))
+        .expect("Alice's SMS to Bob");
+    let parsed = mail_parser::MessageParser::default().parse(&sms).unwrap();
+    let from = parsed.from().unwrap().first().unwrap();
+    assert_eq!(from.name(), Some("Alice Smith (Equities desk)"));
+    assert_eq!(from.address(), Some("alice.smith@contoso.com"));
+    let body = parsed.body_text(0).unwrap();
+    assert!(
+        body.contains(
+            "From  Alice Smith (Equities desk), +44 7700 900101 <alice.smith@contoso.com>"
+        ),
+        "{body}"
+    );
+}

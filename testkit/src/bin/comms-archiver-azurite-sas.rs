@@ -5,7 +5,11 @@ use clap::Parser;
 
 /// Prints an account SAS for Azurite's public development account (devstoreaccount1).
 #[derive(Debug, Parser)]
-#[command(name = "comms-archiver-azurite-sas", version, about)]
+#[command(
+    name = "comms-archiver-azurite-sas",
+    version,
+    about = "Prints an account SAS for Azurite's public development account (devstoreaccount1)"
+)]
 struct Args {
     /// Days until it expires.
     #[arg(long, default_value_t = 7)]

@@ -8,9 +8,19 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
-/// Serves the TeleMessage, CellTrust SL2 and Merge1 APIs from fixtures or generated data.
+/// The partner simulator: serves the TeleMessage, CellTrust SL2 and Merge1 APIs on loopback,
+/// from the fixtures' export drops or from generated days, with switches for the faults real
+/// partners show, so that comms-archiver can be tried and tested without a partner account.
 #[derive(Debug, Parser)]
-#[command(name = "comms-archiver-sim", version, about)]
+#[command(
+    name = "comms-archiver-sim",
+    version,
+    about = "The partner simulator: serves the TeleMessage, CellTrust SL2 and Merge1 APIs on \
+             loopback from fixtures or generated days, with partner faults on demand",
+    after_help = "Example:\n  comms-archiver-sim --fixtures fixtures --listen 127.0.0.1:18080 &\n  \
+                  COMMS_ARCHIVER_SIM_SECRET=simulator comms-archiver once --config \
+                  config/demo-https.toml --date 2026-11-20"
+)]
 struct Args {
     /// Directory holding the partners' export drops (telemessage-o2/, celltrust-sl2/, ...).
     #[arg(long, default_value = "fixtures")]
