@@ -49,7 +49,15 @@ pub(super) fn block(item: &Item, people: &[Person], ctx: &RenderContext<'_>) -> 
         .unwrap_or_else(|| "not named by the partner".to_string());
     let _ = writeln!(out, "Archived line: {line}");
     let _ = writeln!(out, "Partner:       {}", ctx.partner);
-    let _ = writeln!(out, "Kind:          {}", item.content.kind());
+    let kind = match &item.content {
+        Content::CellTrust(c) => format!(
+            "{} ({})",
+            item.content.kind(),
+            header_text(&c.channel.to_ascii_lowercase())
+        ),
+        other => other.kind().to_string(),
+    };
+    let _ = writeln!(out, "Kind:          {kind}");
     let _ = writeln!(out, "Direction:     {}", item.direction.as_str());
     out.push_str("----\n\n");
     out

@@ -140,3 +140,57 @@ async fn no_secret_reaches_logs_errors_or_status_logs_at_any_level() {
         "the stage holds the secret"
     );
 }
+
+/// `check --connect` signs in to every partner over HTTPS and reads a record: OK with the
+/// right secret, all together and one by one; with a wrong one, a FAIL that says the
+/// partner refused, never the secret (exit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_connect_signs_in_to_every_partner() {
+    let ws = workspace();
+    let dir = ws.path().to_path_buf();
+    let partners = Partners::start(&dir, |_| {}).await;
+    let text = std::fs::read_to_string(dir.join("config/demo-https.toml"))
+        .unwrap()
+        .replace("\"var/https/", "\"var/")
+        .replace("18080", &partners.port.to_string())
+        .replace(
+            "allow_http_loopback = true",
+            "allow_http_loopback = true\nretry_initial_ms = 5\nmax_retries = 1",
+        );
+    std::fs::write(dir.join("config/sim.toml"), text).unwrap();
+    let check = |secret: &'static str, connector: &'static str| {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let args = ["check", "--connect", "--config", "config/sim.toml"];
+            std::process::Command::new(env!("CARGO_BIN_EXE_comms-archiver"))
+                .args(args)
+                .args(match connector {
+                    "" => vec![],
+                    c => vec!["--connector", c],
+                })
+                .current_dir(&dir)
+                .env_remove("RUST_LOG")
+                .env("COMMS_ARCHIVER_SIM_SECRET", secret)
+                .output()
+                .unwrap()
+        })
+    };
+    let all = check(SECRET, "").await.unwrap();
+    let said = String::from_utf8_lossy(&all.stdout).to_string();
+    assert_eq!(all.status.code(), Some(0), "{said}");
+    assert_eq!(said.matches(": signed in").count(), 4, "{said}");
+    for connector in ["merge1", "o2", "sl2", "whatsapp"] {
+        let ok = check(SECRET, connector).await.unwrap();
+        let said = String::from_utf8_lossy(&ok.stdout).to_string();
+        assert_eq!(ok.status.code(), Some(0), "{connector}: {said}");
+        assert!(said.contains(": signed in"), "{connector}: {said}");
+
+        let wrong = check("not-the-secret", connector).await.unwrap();
+        let said = String::from_utf8_lossy(&wrong.stdout).to_string();
+        assert_eq!(wrong.status.code(), Some(2), "{connector}: {said}");
+        assert!(said.contains("FAIL  source:"), "{connector}: {said}");
+        assert!(!said.contains("not-the-secret"), "{said}");
+        assert!(!said.contains(SECRET), "{said}");
+    }
+    drop(partners);
+}

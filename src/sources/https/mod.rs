@@ -375,7 +375,8 @@ impl<F: RecordFormat> Source for HttpsSource<F> {
         self.client.describe()
     }
 
-    /// With `connect`: signs in and asks for yesterday's first page.
+    /// With `connect`: signs in and reads yesterday's first record (opening a day alone
+    /// may ask the partner nothing yet).
     async fn check(&self, connect: bool) -> Result<String, SourceError> {
         if !connect {
             return Ok(format!(
@@ -387,11 +388,12 @@ impl<F: RecordFormat> Source for HttpsSource<F> {
             .date_naive()
             .pred_opt()
             .unwrap_or_default();
-        match self.open(yesterday).await {
-            Ok(_) => Ok(format!(
-                "{}: signed in, {yesterday} readable",
-                self.describe()
-            )),
+        let read = match self.open(yesterday).await {
+            Ok(mut stream) => stream.next().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok(()) => Ok(format!("{}: signed in, {yesterday} read", self.describe())),
             Err(SourceError::NotReady(why)) => {
                 Ok(format!("{}: signed in ({why})", self.describe()))
             }
