@@ -55,8 +55,8 @@ say "engine $(dockerd --version | cut -d, -f1) started (pid $engine), storage $(
 # The base image `debian:bookworm-slim`, made from Debian's packages (the mirror apt uses),
 # trimmed of documentation and locales, unless made before.
 if ! "$docker" image inspect debian:bookworm-slim >/dev/null 2>&1; then
-  mirror=$(grep -rhoE 'https?://[^ ]+/debian/?' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
-    | grep -v security | head -1)
+  mirror=$( (grep -rhE '^[[:space:]]*(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/ \
+    2>/dev/null || true) | (grep -oE 'https?://[^ ]+/debian/?( |$)' || true) | head -1 | tr -d ' ')
   mirror=${mirror:-http://deb.debian.org/debian}
   say "making the base image from $mirror"
   rootfs="$state/rootfs"
