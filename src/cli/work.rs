@@ -1,6 +1,7 @@
 //! The commands that process days: `once`, `backfill` and the daemon, `run`. Each stops on
 //! SIGTERM or SIGINT, giving in-flight work `schedule.shutdown_timeout_secs` to finish.
 
+use super::summary::summary;
 use super::{check_connector, EXIT_ATTENTION, EXIT_DONE, EXIT_RETRY};
 use crate::config::Config;
 use crate::pipeline::{Archiver, DayResult};
@@ -13,23 +14,27 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// `once`: one day of every enabled connector (or the one named).
-pub(super) async fn once(config: &Config, day: NaiveDate, only: Option<&str>) -> Result<i32> {
-    check_connector(config, only)?;
+/// An archiver built from `config` and made ready, stopping on SIGTERM or SIGINT, with
+/// metrics recorded: what every command that processes days starts with.
+async fn ready(config: &Config) -> Result<(Archiver, watch::Receiver<bool>)> {
     telemetry::metrics_handle();
     let stop = shutdown_on_signal();
     let archiver = Archiver::from_config(config)?.with_shutdown(stop.clone());
     archiver.prepare().await?;
+    Ok((archiver, stop))
+}
+
+/// `once`: one day of every enabled connector (or the one named).
+pub(super) async fn once(config: &Config, day: NaiveDate, only: Option<&str>) -> Result<i32> {
+    check_connector(config, only)?;
+    let (archiver, stop) = ready(config).await?;
     let days = [day];
     let started = Utc::now();
     let work = archiver.run_days(&days, only);
     let results = within_grace(work, stop, config.schedule.grace()).await;
     archiver.send_digest(&days, started).await;
     if let Some(results) = &results {
-        print!(
-            "{}",
-            super::summary::summary(config, &archiver, results).await
-        );
+        print!("{}", summary(config, &archiver, results).await);
     }
     Ok(exit_code(results.as_deref()))
 }
@@ -47,20 +52,14 @@ pub(super) async fn backfill(
             "backfill needs --from <= --to and --to before today (UTC); got {from} to {to}"
         )));
     }
-    telemetry::metrics_handle();
-    let stop = shutdown_on_signal();
-    let archiver = Archiver::from_config(config)?.with_shutdown(stop.clone());
-    archiver.prepare().await?;
+    let (archiver, stop) = ready(config).await?;
     let started = Utc::now();
     let work = scheduler::backfill(&archiver, from, to, only);
     let results = within_grace(work, stop, config.schedule.grace()).await;
     let days: Vec<NaiveDate> = from.iter_days().take_while(|d| *d <= to).collect();
     archiver.send_digest(&days, started).await;
     if let Some(results) = &results {
-        print!(
-            "{}",
-            super::summary::summary(config, &archiver, results).await
-        );
+        print!("{}", summary(config, &archiver, results).await);
     }
     Ok(exit_code(results.as_deref()))
 }
@@ -80,10 +79,7 @@ pub(super) async fn redrive(
             "redrive needs --from <= --to; got {from} to {to}"
         )));
     }
-    telemetry::metrics_handle();
-    let stop = shutdown_on_signal();
-    let archiver = Archiver::from_config(config)?.with_shutdown(stop.clone());
-    archiver.prepare().await?;
+    let (archiver, stop) = ready(config).await?;
     let started = Utc::now();
     let days: Vec<NaiveDate> = from.iter_days().take_while(|d| *d <= to).collect();
     let work = archiver.redrive_days(&days, only);
