@@ -19,21 +19,28 @@ fn all_text(dir: &Path) -> String {
     out
 }
 
+/// config/sim.toml: the HTTPS demo as a user writes it (the secret from the environment),
+/// aimed at the simulator on `port`, with quick retries.
+fn write_sim_config(dir: &Path, port: u16, max_retries: u32) {
+    let text = std::fs::read_to_string(dir.join("config/demo-https.toml"))
+        .unwrap()
+        .replace("\"var/https/", "\"var/")
+        .replace("18080", &port.to_string())
+        .replace(
+            "allow_http_loopback = true",
+            &format!(
+                "allow_http_loopback = true\nretry_initial_ms = 5\nmax_retries = {max_retries}"
+            ),
+        );
+    std::fs::write(dir.join("config/sim.toml"), text).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_logs_errors_or_status_logs_at_any_level() {
     let ws = workspace();
     let dir = ws.path().to_path_buf();
     let partners = Partners::start(&dir, |_| {}).await;
-    // The configuration as a user writes it: the secret comes from the environment.
-    let text = std::fs::read_to_string(dir.join("config/demo-https.toml"))
-        .unwrap()
-        .replace("\"var/https/", "\"var/")
-        .replace("18080", &partners.port.to_string())
-        .replace(
-            "allow_http_loopback = true",
-            "allow_http_loopback = true\nretry_initial_ms = 5\nmax_retries = 2",
-        );
-    std::fs::write(dir.join("config/sim.toml"), text).unwrap();
+    write_sim_config(&dir, partners.port, 2);
     let run = |args: &'static [&'static str]| {
         let dir = dir.clone();
         tokio::task::spawn_blocking(move || {
@@ -149,15 +156,7 @@ async fn check_connect_signs_in_to_every_partner() {
     let ws = workspace();
     let dir = ws.path().to_path_buf();
     let partners = Partners::start(&dir, |_| {}).await;
-    let text = std::fs::read_to_string(dir.join("config/demo-https.toml"))
-        .unwrap()
-        .replace("\"var/https/", "\"var/")
-        .replace("18080", &partners.port.to_string())
-        .replace(
-            "allow_http_loopback = true",
-            "allow_http_loopback = true\nretry_initial_ms = 5\nmax_retries = 1",
-        );
-    std::fs::write(dir.join("config/sim.toml"), text).unwrap();
+    write_sim_config(&dir, partners.port, 1);
     let check = |secret: &'static str, connector: &'static str| {
         let dir = dir.clone();
         tokio::task::spawn_blocking(move || {
