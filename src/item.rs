@@ -103,22 +103,33 @@ pub enum Content {
     WhatsApp(WhatsAppMessage),
     WhatsAppCall(Call),
     CellTrust(CellTrustItem),
-    /// A message the partner already delivers as RFC 5322 (Merge1, TeleMessage EML exports).
+    /// A message the partner already delivers as RFC 5322 (Merge1, TeleMessage EML exports
+    /// and SMTP forwarding).
     Email {
         #[serde(with = "base64_bytes")]
         raw: Vec<u8>,
+        /// What the message carries when the partner says (TeleMessage's MessageType).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        carries: Option<Kind>,
     },
 }
 
 /// The kind of an item, as named in headers, subjects and status logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kind {
+    #[serde(rename = "sms")]
     Sms,
+    #[serde(rename = "mms")]
     Mms,
+    #[serde(rename = "voice")]
     Voice,
+    #[serde(rename = "whatsapp")]
     WhatsApp,
+    #[serde(rename = "whatsapp-call")]
     WhatsAppCall,
+    #[serde(rename = "celltrust")]
     CellTrust,
+    #[serde(rename = "email")]
     Email,
 }
 
@@ -154,7 +165,7 @@ impl Content {
             Content::Call(call) | Content::WhatsAppCall(call) => recording(call),
             Content::WhatsApp(m) => files(&m.media),
             Content::CellTrust(c) => files(&c.media) + c.call.as_ref().map_or(0, recording),
-            Content::Email { raw } => raw.len() as u64,
+            Content::Email { raw, .. } => raw.len() as u64,
         }
     }
 
@@ -236,7 +247,7 @@ impl Content {
             Content::WhatsApp(_) => Kind::WhatsApp,
             Content::WhatsAppCall(_) => Kind::WhatsAppCall,
             Content::CellTrust(_) => Kind::CellTrust,
-            Content::Email { .. } => Kind::Email,
+            Content::Email { carries, .. } => carries.unwrap_or(Kind::Email),
         }
     }
 }

@@ -49,6 +49,7 @@ pub mod config;
 pub mod events;
 pub mod http_server;
 pub mod incidents;
+pub mod intake;
 pub mod item;
 pub mod ledger;
 pub mod mailbox;

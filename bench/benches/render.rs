@@ -116,7 +116,7 @@ fn floor_all(day: &[Prepared]) -> usize {
             }
             Content::WhatsApp(m) => m.text.clone().unwrap_or_default().len() + files(&m.media),
             Content::CellTrust(c) => c.text.clone().unwrap_or_default().len() + files(&c.media),
-            Content::Email { raw } => raw.clone().len(),
+            Content::Email { raw, .. } => raw.clone().len(),
         })
         .sum()
 }

@@ -132,15 +132,42 @@ pub(super) async fn run(config: &Config) -> Result<i32> {
         tokio::spawn(telemetry::serve(listener, state.clone(), Some(page)));
     }
     let stop = shutdown_on_signal();
+    // The SMTP intake listens for as long as the daemon runs, while days are processed.
+    let intake = match crate::intake::Intake::from_config(config, archiver.stage().clone())? {
+        Some(intake) => {
+            let addr = config
+                .intake
+                .as_ref()
+                .map(|i| i.listen)
+                .expect("configured");
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                Error::from(config.error("intake.listen", format!("cannot listen on {addr}: {e}")))
+            })?;
+            Some(tokio::spawn(crate::intake::serve(
+                Arc::new(intake),
+                listener,
+                stop.clone(),
+            )))
+        }
+        None => None,
+    };
     let archiver = Arc::new(archiver.with_shutdown(stop.clone()));
-    scheduler::run(
+    let outcome = scheduler::run(
         archiver,
         &config.schedule,
         Arc::new(SystemClock),
         stop,
         state,
     )
-    .await?;
+    .await;
+    if let Some(intake) = intake {
+        match outcome.is_ok() {
+            // Stopped by a signal: the intake is closing too, its sessions told 421.
+            true => drop(intake.await),
+            false => intake.abort(),
+        }
+    }
+    outcome?;
     Ok(EXIT_DONE)
 }
 

@@ -19,7 +19,7 @@ use crate::mapping::MappingConfig;
 use crate::pipeline::ArchiverConfig;
 use crate::scheduler::ScheduleConfig;
 use crate::secret::{Secrets, INLINE_SECRET};
-use crate::sources::ConnectorConfig;
+use crate::sources::{ConnectorConfig, SourceConfig};
 use crate::stage::StageConfig;
 use crate::telemetry::TelemetryConfig;
 use serde::Deserialize;
@@ -68,6 +68,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub stage: StageConfig,
     pub mailbox: MailboxConfig,
+    /// The SMTP intake partners deliver to, for connectors with `transport = "smtp"`.
+    pub intake: Option<crate::intake::IntakeConfig>,
     pub connectors: BTreeMap<String, ConnectorConfig>,
     /// The file this configuration was read from (for error messages).
     #[serde(skip)]
@@ -216,6 +218,43 @@ impl Config {
                 ));
             }
             connector.validate().map_err(|e| located(&section, e))?;
+        }
+        self.validate_intake()
+            .map_err(|(section, e)| located(&section, e))
+    }
+
+    /// The intake and the connectors it routes to agree: an SMTP connector needs the
+    /// `[intake]` table, and each recipient goes to one connector.
+    fn validate_intake(&self) -> Result<(), (String, Invalid)> {
+        if let Some(intake) = &self.intake {
+            intake.validate().map_err(|e| ("intake".to_string(), e))?;
+        }
+        let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+        for (name, connector) in &self.connectors {
+            let SourceConfig::Smtp { recipients, .. } = &connector.source else {
+                continue;
+            };
+            let section = format!("connectors.{name}");
+            if self.intake.is_none() {
+                return Err((
+                    section,
+                    Invalid::new(
+                        "source.transport",
+                        "transport \"smtp\" needs an [intake] table with the listen address",
+                    ),
+                ));
+            }
+            for recipient in recipients {
+                if let Some(other) = seen.insert(recipient.to_ascii_lowercase(), name) {
+                    return Err((
+                        section,
+                        Invalid::new(
+                            "source.recipients",
+                            format!("{recipient} already goes to connector {other}"),
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
     }

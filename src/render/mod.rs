@@ -45,8 +45,8 @@ pub fn render(
     mailboxes: &[Option<String>],
 ) -> Result<Vec<u8>, RenderError> {
     let tracking = tracking_headers(item, key, ctx);
-    if let Content::Email { raw } = &item.content {
-        return Ok(pass_through(raw, key, &tracking));
+    if let Content::Email { raw, .. } = &item.content {
+        return Ok(pass_through(raw, key, &tracking, thread_ids(item, ctx)));
     }
 
     let people: Vec<Person> = item
@@ -500,21 +500,42 @@ fn tracking_headers(item: &Item, key: &ItemKey, ctx: &RenderContext<'_>) -> Vec<
 }
 
 /// A message the partner already rendered: our tracking headers in front, the rest unchanged
-/// (a Message-ID of ours only where the partner gave none).
-fn pass_through(raw: &[u8], key: &ItemKey, tracking: &[HeaderValue]) -> Vec<u8> {
+/// (a Message-ID of ours only where the partner gave none, and the conversation's thread
+/// fields only where the partner threaded nothing).
+fn pass_through(
+    raw: &[u8],
+    key: &ItemKey,
+    tracking: &[HeaderValue],
+    thread: Option<Thread>,
+) -> Vec<u8> {
     let mut block = Headers::new();
     for value in tracking {
         block.insert_raw(value.clone());
     }
     let header_end = crate::message_bytes::header_fields(raw).len();
-    let has_message_id = raw[..header_end]
-        .split(|&b| b == b'\n')
-        .any(|line| line.len() >= 11 && line[..11].eq_ignore_ascii_case(b"message-id:"));
-    if !has_message_id {
+    let has = |name: &[u8]| {
+        raw[..header_end].split(|&b| b == b'\n').any(|line| {
+            line.len() > name.len()
+                && line[..name.len()].eq_ignore_ascii_case(name)
+                && line[name.len()] == b':'
+        })
+    };
+    if !has(b"message-id") {
         block.insert_raw(HeaderValue::new(
             HeaderName::new_from_ascii_str("Message-ID"),
             key.message_id(),
         ));
+    }
+    if let Some(thread) = thread.filter(|_| !has(b"in-reply-to") && !has(b"references")) {
+        for (name, value) in [
+            ("In-Reply-To", thread.in_reply_to),
+            ("References", thread.references),
+        ] {
+            block.insert_raw(HeaderValue::new(
+                HeaderName::new_from_ascii_str(name),
+                value,
+            ));
+        }
     }
     let mut out = block.to_string().into_bytes();
     out.reserve(raw.len() + 64);

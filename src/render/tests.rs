@@ -180,6 +180,7 @@ fn pass_through_keeps_the_partner_message() {
     let mut item = sms("");
     item.content = Content::Email {
         raw: b"From: a@contoso.com\r\nMessage-ID: <p@partner>\r\n\r\nhi\r\n".to_vec(),
+        carries: None,
     };
     let key = ItemKey::new("merge1", "M-1");
     let out = String::from_utf8(render(&item, &key, &CTX, &[]).unwrap()).unwrap();
@@ -200,6 +201,7 @@ fn partner_fields_named_like_ours_are_kept_renamed() {
              X-Comms-Archiver-Item-Key: {forged}\r\n"
         )
         .into_bytes(),
+        carries: None,
     };
     let key = ItemKey::new("merge1", "M-1");
     let out = render(&item, &key, &CTX, &[]).unwrap();

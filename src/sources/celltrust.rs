@@ -24,6 +24,7 @@ pub const PARTNER: Descriptor = Descriptor {
     auth: AuthKind::ClientCredentials,
     transports: &[Transport::Drop, Transport::Https],
     celltrust_table: true,
+    email: None,
     build,
 };
 

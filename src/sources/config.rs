@@ -49,6 +49,17 @@ pub enum SourceConfig {
     ZipDrop { path: PathBuf },
     /// The partner's HTTPS API.
     Https(Box<HttpsConfig>),
+    /// Messages the partner sends to the SMTP intake (`[intake]`), for these recipients.
+    Smtp {
+        /// The addresses the partner sends this connector's messages to, e.g.
+        /// `o2-archive@archive.contoso.com`.
+        recipients: Vec<String>,
+        /// Hours after a day ends (UTC) that its messages may still arrive: TeleMessage
+        /// forwards between 00:00 and 03:00 and sends threaded emails at 01:00 the next
+        /// day. The day is read once they have passed. Default 3.
+        #[serde(default = "default_settle_hours")]
+        settle_hours: u32,
+    },
 }
 
 /// A partner API and its credentials.
@@ -96,6 +107,10 @@ fn default_overlap_hours() -> u32 {
     6
 }
 
+fn default_settle_hours() -> u32 {
+    3
+}
+
 fn default_timeout_secs() -> u64 {
     60
 }
@@ -118,6 +133,7 @@ impl SourceConfig {
             SourceConfig::Drop { .. } => Transport::Drop,
             SourceConfig::ZipDrop { .. } => Transport::ZipDrop,
             SourceConfig::Https(_) => Transport::Https,
+            SourceConfig::Smtp { .. } => Transport::Smtp,
         }
     }
 }
@@ -185,6 +201,32 @@ impl ConnectorConfig {
                 takers.join(" or ")
             );
             return Err(Invalid::new("source.transport", why));
+        }
+        if let SourceConfig::Smtp {
+            recipients,
+            settle_hours,
+        } = &self.source
+        {
+            if recipients.is_empty() {
+                return Err(Invalid::new(
+                    "source.recipients",
+                    "list the addresses the partner sends this connector's messages to",
+                ));
+            }
+            if let Some(bad) = recipients.iter().find(|r| {
+                let (local, domain) = r.rsplit_once('@').unwrap_or(("", ""));
+                local.is_empty()
+                    || !checks::is_domain(&domain.to_ascii_lowercase())
+                    || r.chars().any(char::is_whitespace)
+            }) {
+                return Err(Invalid::new(
+                    "source.recipients",
+                    format!("'{bad}' is not an address (local@domain)"),
+                ));
+            }
+            if *settle_hours > 48 {
+                return Err(Invalid::new("source.settle_hours", "must be 0 to 48"));
+            }
         }
         if let SourceConfig::Https(https) = &self.source {
             checks::endpoint(&https.url, https.allow_http_loopback)

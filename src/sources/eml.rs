@@ -4,7 +4,7 @@
 //! items' email property. Contracts: `docs/partners/merge1.md`, `docs/partners/telemessage.md`.
 
 use super::{Decoded, MediaRef, RecordFormat, Wire};
-use crate::item::{Attachment, Content, Direction, Item, Participant, Role};
+use crate::item::{Attachment, Content, Conversation, Direction, Item, Kind, Participant, Role};
 use crate::mapping::{normalize_address, normalize_phone};
 use crate::message_bytes::field;
 use chrono::{DateTime, Utc};
@@ -27,7 +27,76 @@ pub struct EmlRecord {
     pub id: String,
     pub time: DateTime<Utc>,
     pub participants: Vec<Participant>,
+    /// TeleMessage's thread or group, when the message names one.
+    pub conversation: Option<Conversation>,
+    /// What TeleMessage's MessageType says the message carries.
+    pub carries: Option<Kind>,
+    /// The message itself: for a journal envelope, the original it carries.
     pub raw: Vec<u8>,
+}
+
+/// The message a journal envelope carries, when `raw` is one: a message with the
+/// X-MS-Journal-Report field (Exchange's journal report) or, from TeleMessage, one without
+/// X-TELEMESSAGE-ArchiveMessageID whose attached message/rfc822 part has it. None when
+/// `raw` is the message itself.
+pub fn unwrap_journal(raw: &[u8], flavor: EmlFlavor) -> Result<Option<Vec<u8>>, String> {
+    let journal = field(raw, "X-MS-Journal-Report").is_some();
+    let maybe_telemessage = flavor == EmlFlavor::TeleMessage
+        && field(raw, "X-TELEMESSAGE-ArchiveMessageID").is_none()
+        && field(raw, "Content-Type").is_some_and(|t| {
+            t.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/")
+        });
+    if !journal && !maybe_telemessage {
+        return Ok(None);
+    }
+    let message = MessageParser::default()
+        .parse(raw)
+        .ok_or("the journal envelope is not an RFC 5322 message")?;
+    let inner = message.parts.iter().find_map(|part| match &part.body {
+        mail_parser::PartType::Message(inner) => Some(inner.raw_message.to_vec()),
+        _ => None,
+    });
+    match (inner, journal) {
+        (Some(inner), true) => Ok(Some(inner)),
+        (Some(inner), false) if field(&inner, "X-TELEMESSAGE-ArchiveMessageID").is_some() => {
+            Ok(Some(inner))
+        }
+        (None, true) => Err("the journal envelope carries no message/rfc822 part".into()),
+        _ => Ok(None),
+    }
+}
+
+/// TeleMessage's MessageType, read leniently: the names seen are "SMS", "MMS", "Voice",
+/// "Call", "WhatsApp", "WhatsApp Call"; anything else is carried as an email.
+fn carried_kind(message_type: &str) -> Option<Kind> {
+    let t = message_type.to_ascii_lowercase();
+    let call = t.contains("call") || t.contains("voice");
+    Some(match () {
+        _ if t.contains("whatsapp") && call => Kind::WhatsAppCall,
+        _ if t.contains("whatsapp") => Kind::WhatsApp,
+        _ if t.contains("mms") => Kind::Mms,
+        _ if call => Kind::Voice,
+        _ if t.contains("sms") => Kind::Sms,
+        _ => return None,
+    })
+}
+
+/// TeleMessage's thread: THREAD_ID (named by ThreadName) or, for a group, GroupID (named by
+/// GROUP_NAME).
+fn telemessage_thread(raw: &[u8]) -> Option<Conversation> {
+    let nonempty = |name: &str| field(raw, name).filter(|v| !v.is_empty());
+    let group = nonempty("X-TELEMESSAGE-GroupID").map(|id| Conversation {
+        id,
+        name: nonempty("X-TELEMESSAGE-GROUP_NAME"),
+    });
+    group.or_else(|| {
+        nonempty("X-TELEMESSAGE-THREAD_ID").map(|id| Conversation {
+            id,
+            name: nonempty("X-TELEMESSAGE-ThreadName"),
+        })
+    })
 }
 
 /// The EML record format.
@@ -42,6 +111,8 @@ impl RecordFormat for EmlFormat {
     const WIRE: Wire = Wire::Mime;
 
     fn decode(&self, bytes: &[u8]) -> Result<EmlRecord, String> {
+        let unwrapped = unwrap_journal(bytes, self.flavor)?;
+        let bytes = unwrapped.as_deref().unwrap_or(bytes);
         let message = MessageParser::default()
             .parse_headers(bytes)
             .ok_or("not an RFC 5322 message")?;
@@ -85,10 +156,19 @@ impl RecordFormat for EmlFormat {
                 ));
             }
         }
+        let (conversation, carries) = match self.flavor {
+            EmlFlavor::TeleMessage => (
+                telemessage_thread(bytes),
+                field(bytes, "X-TELEMESSAGE-MessageType").and_then(|t| carried_kind(&t)),
+            ),
+            EmlFlavor::Merge1 => (None, None),
+        };
         Ok(EmlRecord {
             id,
             time,
             participants,
+            conversation,
+            carries,
             raw: bytes.to_vec(),
         })
     }
@@ -111,9 +191,12 @@ impl RecordFormat for EmlFormat {
             partner_id: record.id,
             time: record.time,
             direction,
-            conversation: None,
+            conversation: record.conversation,
             participants: record.participants,
-            content: Content::Email { raw: record.raw },
+            content: Content::Email {
+                raw: record.raw,
+                carries: record.carries,
+            },
         })))
     }
 }
@@ -173,7 +256,96 @@ Subject: SMS\r\n\r\nhello\r\n";
             panic!()
         };
         assert_eq!(item.direction, Direction::Outbound);
-        assert_eq!(item.content, Content::Email { raw: TM.to_vec() });
+        assert_eq!(
+            item.content,
+            Content::Email {
+                raw: TM.to_vec(),
+                carries: None
+            }
+        );
+    }
+
+    fn telemessage() -> EmlFormat {
+        EmlFormat {
+            flavor: EmlFlavor::TeleMessage,
+            region: country::Id::GB,
+        }
+    }
+
+    #[test]
+    fn telemessage_threads_and_kinds_are_read_case_insensitively() {
+        let threaded = String::from_utf8_lossy(TM).replace(
+            "Subject: SMS\r\n",
+            "Subject: SMS\r\nX-TeleMessage-Thread_ID: T-9\r\nx-telemessage-threadname: Desk\r\n\
+             X-TELEMESSAGE-MessageType: WhatsApp Call\r\n",
+        );
+        let r = telemessage().decode(threaded.as_bytes()).unwrap();
+        assert_eq!(
+            r.conversation,
+            Some(Conversation {
+                id: "T-9".into(),
+                name: Some("Desk".into())
+            })
+        );
+        assert_eq!(r.carries, Some(Kind::WhatsAppCall));
+        let grouped = threaded.replace(
+            "X-TeleMessage-Thread_ID: T-9",
+            "X-TELEMESSAGE-GroupID: G-1\r\nX-TELEMESSAGE-GROUP_NAME: Clients",
+        );
+        let r = telemessage().decode(grouped.as_bytes()).unwrap();
+        assert_eq!(r.conversation.unwrap().id, "G-1");
+        assert_eq!(carried_kind("SMS"), Some(Kind::Sms));
+        assert_eq!(carried_kind("Voice"), Some(Kind::Voice));
+        assert_eq!(carried_kind("Fax"), None);
+    }
+
+    /// A journal envelope as Exchange writes one: a report part and the original attached.
+    fn envelope(original: &[u8], journal_field: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(
+            b"From: journal@telemessage.example\r\nTo: o2-archive@archive.example\r\n",
+        );
+        if journal_field {
+            out.extend_from_slice(b"X-MS-Journal-Report:\r\n");
+        }
+        out.extend_from_slice(
+            b"Subject: SMS\r\nDate: Fri, 20 Nov 2026 08:02:12 +0000\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"J\"\r\n\r\n--J\r\nContent-Type: text/plain\r\n\r\n\
+Sender: alice.smith@contoso.com\r\nMessage-Id: <tm-1@telemessage.example>\r\n\r\n--J\r\n\
+Content-Type: message/rfc822\r\n\r\n",
+        );
+        out.extend_from_slice(original);
+        out.extend_from_slice(b"\r\n--J--\r\n");
+        out
+    }
+
+    #[test]
+    fn a_journal_envelope_is_unwrapped_to_the_original_it_carries() {
+        for journal_field in [true, false] {
+            let r = telemessage().decode(&envelope(TM, journal_field)).unwrap();
+            assert_eq!(r.id, "TM-123");
+            assert!(
+                r.raw.starts_with(b"From: \"447700900101\""),
+                "{journal_field}"
+            );
+            assert!(r.raw.windows(5).any(|w| w == b"hello"));
+            assert!(!r.raw.windows(9).any(|w| w == b"journal@t"));
+        }
+        // Merge1 unwraps only what says it is a journal report.
+        let merge1 = EmlFormat {
+            flavor: EmlFlavor::Merge1,
+            region: country::Id::GB,
+        };
+        assert_eq!(
+            merge1.decode(&envelope(TM, true)).unwrap().id,
+            "tm-1@telemessage.example"
+        );
+        let empty =
+            String::from_utf8_lossy(&envelope(b"", true)).replace("message/rfc822", "text/plain");
+        assert!(telemessage()
+            .decode(empty.as_bytes())
+            .unwrap_err()
+            .contains("no message/rfc822"));
     }
 
     #[test]

@@ -12,8 +12,9 @@ pub const PARTNER: Descriptor = Descriptor {
     vendor: "merge1",
     feed: "items",
     auth: AuthKind::ApiKey,
-    transports: &[Transport::Drop, Transport::Https],
+    transports: &[Transport::Drop, Transport::Https, Transport::Smtp],
     celltrust_table: false,
+    email: Some(EmlFlavor::Merge1),
     build: |building: &Building<'_>| {
         let format = EmlFormat {
             flavor: EmlFlavor::Merge1,

@@ -12,6 +12,7 @@ mod config;
 mod drop_dir;
 pub mod eml;
 pub mod https;
+mod intake;
 pub mod merge1;
 pub mod partner;
 mod record;
@@ -20,6 +21,7 @@ mod zip_drop;
 
 pub use config::{ConnectorConfig, HttpsConfig, SourceConfig};
 pub use drop_dir::DropSource;
+pub use intake::IntakeSource;
 pub use partner::{Building, Partner};
 pub use zip_drop::ZipDropSource;
 

@@ -4,7 +4,8 @@
 //! in the crate names a partner.
 
 use super::config::{ConnectorConfig, HttpsConfig, SourceConfig};
-use super::{https, DropSource, RecordFormat, Source, ZipDropSource};
+use super::eml::{EmlFlavor, EmlFormat};
+use super::{https, DropSource, IntakeSource, RecordFormat, Source, ZipDropSource};
 use crate::secret::Secrets;
 use std::fmt;
 
@@ -35,6 +36,8 @@ pub struct Descriptor {
     pub transports: &'static [Transport],
     /// Whether the connector needs a `[connectors.<name>.celltrust]` table.
     pub celltrust_table: bool,
+    /// How the partner's own email (EML files, SMTP) is read, when it sends any.
+    pub email: Option<EmlFlavor>,
     /// The connector's source, its format behind its transport.
     pub build: fn(&Building<'_>) -> crate::Result<Box<dyn Source>>,
 }
@@ -70,6 +73,8 @@ pub enum Transport {
     ZipDrop,
     /// Our HTTPS contract.
     Https,
+    /// Email the partner sends to the SMTP intake.
+    Smtp,
 }
 
 impl Transport {
@@ -78,6 +83,7 @@ impl Transport {
             Transport::Drop => "drop",
             Transport::ZipDrop => "zip-drop",
             Transport::Https => "https",
+            Transport::Smtp => "smtp",
         }
     }
 }
@@ -146,6 +152,8 @@ pub struct Building<'a> {
     pub region: phonenumber::country::Id,
     pub max_item_bytes: u64,
     pub secrets: &'a Secrets,
+    /// Where the SMTP intake keeps what it accepted.
+    pub stage: std::sync::Arc<dyn crate::stage::Stage>,
 }
 
 impl Building<'_> {
@@ -163,6 +171,27 @@ impl Building<'_> {
             }
             SourceConfig::ZipDrop { path } => {
                 Box::new(ZipDropSource::new(path, self.region).with_max_item_bytes(limit))
+            }
+            SourceConfig::Smtp { settle_hours, .. } => {
+                let flavor = self.connector.partner.descriptor().email.ok_or_else(|| {
+                    crate::Error::Usage(format!(
+                        "connectors.{}: partner {} sends no email",
+                        self.name,
+                        self.connector.partner.as_str()
+                    ))
+                })?;
+                let format = EmlFormat {
+                    flavor,
+                    region: self.region,
+                };
+                let settle = chrono::Duration::hours(i64::from(*settle_hours));
+                Box::new(IntakeSource::new(
+                    self.stage.clone(),
+                    self.name,
+                    format,
+                    settle,
+                    limit,
+                ))
             }
             SourceConfig::Https(settings) => {
                 let client = self.client(settings)?;
@@ -226,6 +255,13 @@ mod tests {
         for d in REGISTRY {
             assert!(d.invalid_domain.ends_with(".invalid"), "{}", d.name);
             assert!(!d.transports.is_empty(), "{}", d.name);
+            let smtp = d.transports.contains(&Transport::Smtp);
+            assert_eq!(
+                smtp,
+                d.email.is_some(),
+                "{}: smtp needs an email flavor",
+                d.name
+            );
             assert!(crate::checks::folder_name(d.default_folder).is_ok());
             assert_eq!(Partner::named(d.name).map(Partner::as_str), Some(d.name));
         }

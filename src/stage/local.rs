@@ -53,7 +53,7 @@ impl LocalStage {
 
 /// Writes and syncs `temp`, creating the directory when needed.
 fn write_temp(temp: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    fs::create_dir_all(temp.parent().expect("keys have a parent"))?;
+    create_dirs(temp.parent().expect("keys have a parent"))?;
     let mut file = fs::File::create(temp)?;
     file.write_all(bytes)?;
     file.sync_all()
@@ -66,6 +66,23 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
+/// Creates `dir` and any missing parents, syncing each parent a directory was made in, so
+/// that a new day's directory outlives a power cut with the file synced into it.
+fn create_dirs(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        create_dirs(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => parent.map_or(Ok(()), sync_dir),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {

@@ -8,10 +8,11 @@ use async_trait::async_trait;
 use std::sync::Arc;
 
 /// Whether a stage key (or a listing prefix) holds evidence: a staged message
-/// (`staged/`), a journal batch of import records (`ledger/<connector>/journal/`), or a
-/// run log (`runs/`). Everything else is state.
+/// (`staged/`), a journal batch of import records (`ledger/<connector>/journal/`), a run
+/// log (`runs/`), a held copy (`held/`), or what the SMTP intake accepted (`intake/`).
+/// Everything else is state.
 pub fn is_evidence(key: &str) -> bool {
-    if ["staged/", "runs/", "held/"]
+    if ["staged/", "runs/", "held/", "intake/"]
         .iter()
         .any(|p| key.starts_with(p))
     {

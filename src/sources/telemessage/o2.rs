@@ -22,8 +22,14 @@ pub const PARTNER: Descriptor = Descriptor {
     vendor: "telemessage",
     feed: "o2/items",
     auth: AuthKind::Session,
-    transports: &[Transport::Drop, Transport::ZipDrop, Transport::Https],
+    transports: &[
+        Transport::Drop,
+        Transport::ZipDrop,
+        Transport::Https,
+        Transport::Smtp,
+    ],
     celltrust_table: false,
+    email: Some(super::super::eml::EmlFlavor::TeleMessage),
     build: |building: &Building<'_>| {
         building.source(
             O2Format {
