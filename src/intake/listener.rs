@@ -73,6 +73,20 @@ pub fn tls_config(tls: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, String> 
     Ok(Arc::new(config))
 }
 
+/// Tells a client it is not served and closes, reading what it sent meanwhile first, so
+/// that the close does not reset the connection before the client has read why.
+async fn turn_away(mut stream: tokio::net::TcpStream, refusal: String) {
+    use tokio::io::AsyncReadExt;
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        stream.write_all(refusal.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+}
+
 /// Serves connections until `shutdown` turns true, then lets sessions finish (up to
 /// [`DRAIN`]) and returns.
 pub async fn serve(
@@ -95,7 +109,7 @@ pub async fn serve(
             _ = shutdown.wait_for(|stop| *stop) => break,
             Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
         };
-        let (mut stream, peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!(error = %e, "the intake could not accept a connection");
@@ -112,18 +126,13 @@ pub async fn serve(
         {
             tracing::warn!(peer = %peer.ip(), "refused a client outside intake.allow");
             let refusal = format!("554 5.7.1 {} is not allowed to send here\r\n", peer.ip());
-            let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                let _ = stream.write_all(refusal.as_bytes()).await;
-                let _ = stream.shutdown().await;
-            })
-            .await;
+            tokio::spawn(turn_away(stream, refusal));
             continue;
         }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::warn!("the intake is at max_connections; told a client to come back");
-            let _ = stream
-                .write_all(b"421 4.3.2 too many connections; please try again later\r\n")
-                .await;
+            let refusal = "421 4.3.2 too many connections; please try again later\r\n";
+            tokio::spawn(turn_away(stream, refusal.to_string()));
             continue;
         };
         let (intake, stop) = (intake.clone(), shutdown.clone());

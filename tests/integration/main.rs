@@ -22,4 +22,5 @@ mod scheduler;
 mod secrets;
 mod service;
 mod sizes;
+mod smtp;
 mod support;

@@ -428,7 +428,8 @@ fn telemessage_eml_zips_are_reconciled_before_import() {
     );
     assert_eq!(
         header(&raw, "X-Comms-Archiver-Kind").as_deref(),
-        Some("email")
+        Some("sms"),
+        "what TeleMessage's MessageType says the message carries"
     );
 
     // A ZIP whose manifest does not match its contents: nothing imported, the day open.

@@ -78,11 +78,93 @@ struct Args {
     /// Answer everything with 503.
     #[arg(long)]
     down: bool,
+    /// Instead of serving: send the day's TeleMessage email to this SMTP server
+    /// (HOST:PORT), as TeleMessage's SMTP destination would, and exit.
+    #[arg(long, value_name = "HOST:PORT")]
+    smtp_to: Option<String>,
+    /// The recipient the messages are sent to.
+    #[arg(
+        long,
+        default_value = "o2-archive@archive.contoso.com",
+        requires = "smtp_to"
+    )]
+    smtp_rcpt: String,
+    /// The day sent: the EML files of its TeleMessage ZIPs under --fixtures/telemessage-zip.
+    #[arg(long, default_value = "2026-11-20", requires = "smtp_to")]
+    smtp_date: chrono::NaiveDate,
+    /// One email per conversation per day instead of one per message.
+    #[arg(long, requires = "smtp_to")]
+    threaded: bool,
+    /// Each email wrapped in a journal envelope.
+    #[arg(long, requires = "smtp_to")]
+    journal: bool,
+    /// STARTTLS, trusting this CA certificate (PEM) for the server's.
+    #[arg(long, value_name = "CA.pem", requires = "smtp_to")]
+    starttls: Option<PathBuf>,
+    /// A client certificate and key (PEM) presented over TLS.
+    #[arg(long, num_args = 2, value_names = ["CERT.pem", "KEY.pem"], requires = "starttls")]
+    client_cert: Option<Vec<PathBuf>>,
+    /// AUTH PLAIN as this user after STARTTLS; the password is COMMS_ARCHIVER_SIM_SMTP_PASSWORD.
+    #[arg(long, requires = "starttls")]
+    smtp_user: Option<String>,
+    /// Connections used at once.
+    #[arg(long, default_value_t = 1, requires = "smtp_to")]
+    connections: usize,
+}
+
+async fn send_day(args: &Args, server: &str) -> std::process::ExitCode {
+    use comms_archiver_testkit::smtp;
+    let dir = args.fixtures.join("telemessage-zip");
+    let messages = match smtp::day_messages(&dir, args.smtp_date) {
+        Ok(m) if !m.is_empty() => m,
+        Ok(_) => {
+            eprintln!(
+                "comms-archiver-sim: no TeleMessage ZIP for {} in {}",
+                args.smtp_date,
+                dir.display()
+            );
+            return std::process::ExitCode::from(1);
+        }
+        Err(e) => {
+            eprintln!("comms-archiver-sim: {}: {e}", dir.display());
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let password = std::env::var("COMMS_ARCHIVER_SIM_SMTP_PASSWORD").unwrap_or_default();
+    let options = smtp::SendOptions {
+        threaded: args.threaded,
+        journal: args.journal,
+        starttls_ca: args.starttls.clone(),
+        client_identity: args
+            .client_cert
+            .as_ref()
+            .map(|pair| (pair[0].clone(), pair[1].clone())),
+        auth: args.smtp_user.clone().map(|user| (user, password)),
+        connections: args.connections,
+    };
+    let messages = smtp::prepared(messages, args.smtp_date, &options);
+    let count = messages.len();
+    match smtp::send(server, &args.smtp_rcpt, messages, &options).await {
+        Ok(sent) => {
+            println!(
+                "sent {sent} of {count} message(s) for {} to {server}",
+                args.smtp_date
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("comms-archiver-sim: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if let Some(server) = args.smtp_to.clone() {
+        return send_day(&args, &server).await;
+    }
     if !args.listen.ip().is_loopback() {
         eprintln!("comms-archiver-sim: --listen must be a loopback address");
         return std::process::ExitCode::from(2);
