@@ -51,12 +51,18 @@ impl LocalStage {
     }
 }
 
-/// Writes and syncs `temp`, creating the directory when needed.
+/// Writes and syncs `temp`, creating the directory when needed. A write that fails (a full
+/// disk) leaves no part of itself behind.
 fn write_temp(temp: &Path, bytes: &[u8]) -> std::io::Result<()> {
     create_dirs(temp.parent().expect("keys have a parent"))?;
-    let mut file = fs::File::create(temp)?;
-    file.write_all(bytes)?;
-    file.sync_all()
+    let written = fs::File::create(temp).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    if written.is_err() {
+        let _ = fs::remove_file(temp);
+    }
+    written
 }
 
 /// Runs blocking file work off the async threads.

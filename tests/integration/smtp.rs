@@ -715,3 +715,241 @@ fn tls_with_certificates_and_auth_is_what_the_intake_asks_and_swaks_and_smtplib_
         assert!(header(m, "References").is_some_and(|r| r.starts_with("<conv-")));
     }
 }
+
+#[test]
+fn a_stop_tells_senders_421_and_the_run_refuses_an_intake_that_lost_a_message() {
+    let ws = workspace();
+    let dir = ws.path();
+    let port = free_port();
+    smtp_config(dir, port, &[]);
+    let running = daemon(dir, port);
+    std::fs::write(dir.join("one.eml"), message("TM-STOP-1", "kept")).unwrap();
+    std::fs::write(dir.join("two.eml"), message("TM-STOP-2", "kept too")).unwrap();
+    let sent = python(&[
+        "send",
+        &port.to_string(),
+        RCPT,
+        dir.join("one.eml").to_str().unwrap(),
+        dir.join("two.eml").to_str().unwrap(),
+    ]);
+    assert!(sent.iter().all(|r| r["code"] == 250), "{sent:?}");
+    // SIGTERM while a sender is in the middle of its message: it is told 421, and what it
+    // sent so far is not kept.
+    let mut partial = in_data(port);
+    partial
+        .write_all(&message("TM-STOP-3", "never finished").as_bytes()[..150])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let waiting = std::thread::spawn(move || reply(&mut partial));
+    std::thread::sleep(Duration::from_millis(100));
+    let _ = Command::new("kill")
+        .args(["-TERM", &running.id().to_string()])
+        .status();
+    let told = waiting.join().unwrap();
+    assert!(told.starts_with("421 4.3.2"), "{told}");
+    stop(running);
+
+    // One acknowledged message goes missing from the stage: the day is not imported.
+    let kept = dir.join("var/stage/intake/o2/2026-11-20/messages");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&kept)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 2, "TM-STOP-3 was not kept");
+    files.sort();
+    let lost = files.pop().unwrap();
+    let saved = std::fs::read(&lost).unwrap();
+    std::fs::remove_file(&lost).unwrap();
+    let out = once(dir);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = o2_log(dir);
+    assert!(!log.complete);
+    assert_eq!(log.errors[0].reason, "reconciliation");
+    assert!(
+        log.errors[0].detail.contains(
+            "acknowledged 2 message(s) for 2026-11-20, but 1 of them are not in the stage"
+        ),
+        "{}",
+        log.errors[0].detail
+    );
+    assert!(
+        !dir.join("var/mail").exists(),
+        "nothing of the day is imported"
+    );
+    // Restored, the day goes through.
+    std::fs::write(&lost, saved).unwrap();
+    let out = once(dir);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(o2_log(dir).imported, 2);
+}
+
+#[test]
+fn a_message_for_a_finished_day_is_filed_in_the_next_open_day() {
+    let ws = workspace();
+    let dir = ws.path();
+    let port = free_port();
+    smtp_config(dir, port, &[]);
+    // The day is run and finished with nothing in the intake.
+    let out = once(dir);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(o2_log(dir).complete);
+    let running = daemon(dir, port);
+    std::fs::write(
+        dir.join("late.eml"),
+        message("TM-LATE", "arrived after its day"),
+    )
+    .unwrap();
+    let sent = python(&[
+        "send",
+        &port.to_string(),
+        RCPT,
+        dir.join("late.eml").to_str().unwrap(),
+    ]);
+    assert_eq!(sent[0]["code"], 250, "{sent:?}");
+    stop(running);
+    assert!(
+        !dir.join("var/stage/intake/o2/2026-11-20/messages").exists(),
+        "not filed where no run reads again"
+    );
+    let out = cli(
+        dir,
+        &[
+            "once",
+            "--config",
+            "config/smtp.toml",
+            "--date",
+            "2026-11-21",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log: comms_archiver::report::StatusLog = serde_json::from_slice(
+        &std::fs::read(dir.join("var/stage/reports/o2/2026-11-21.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!((log.available_from_source, log.imported), (1, 1));
+    let alice = messages(&dir.join("var/mail"), "alice.smith@contoso.com", FOLDER);
+    assert_eq!(alice.len(), 1);
+    let raw = std::fs::read(&alice[0]).unwrap();
+    assert_eq!(
+        header(&raw, "Date").as_deref(),
+        Some("Fri, 20 Nov 2026 10:00:00 +0000"),
+        "its own time"
+    );
+    let record = std::fs::read_dir(dir.join("var/stage/intake/o2/2026-11-21/accepted"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+    assert_eq!(record["accepted"][0]["late_for"], "2026-11-20");
+}
+
+/// A real full disk under the stage: a 4 MiB tmpfs in a private mount namespace (as in
+/// `disk_full.rs`), filled while the daemon listens, emptied, then the day run, all inside
+/// the namespace.
+#[test]
+fn a_full_intake_disk_answers_451_and_nothing_half_written_is_read() {
+    let ws = workspace();
+    let dir = ws.path();
+    let port = free_port();
+    smtp_config(dir, port, &[]);
+    std::fs::create_dir_all(dir.join("var/stage")).unwrap();
+    std::fs::create_dir_all(dir.join("out")).unwrap();
+    let body = "z".repeat(64 * 1024);
+    let mut files = Vec::new();
+    for i in 0..3 {
+        let path = dir.join(format!("full-{i}.eml"));
+        std::fs::write(&path, message(&format!("TM-FULL-{i}"), &body)).unwrap();
+        files.push(path.to_string_lossy().into_owned());
+    }
+    let binary = env!("CARGO_BIN_EXE_comms-archiver");
+    let client = client_script();
+    let client = client.display();
+    let files = files.join(" ");
+    let script = format!(
+        r#"set -u
+mount -t tmpfs -o size=4m tmpfs var/stage || exit 90
+"{binary}" run --config config/smtp.toml >out/daemon.txt 2>&1 &
+daemon=$!
+for i in $(seq 1 600); do
+  python3 -c "import socket; socket.create_connection(('127.0.0.1', {port}), 1)" 2>/dev/null && break
+  sleep 0.1
+done
+sleep 1
+dd if=/dev/zero of=var/stage/filler bs=4k status=none 2>/dev/null
+python3 "{client}" send {port} {RCPT} {files} >out/full.json 2>&1
+rm var/stage/filler
+python3 "{client}" send {port} {RCPT} {files} >out/freed.json 2>&1
+kill -TERM $daemon; wait $daemon
+echo $? >out/daemon.code
+find var/stage/intake -type f >out/files.txt
+"{binary}" once --config config/smtp.toml --date 2026-11-20 >out/once.txt 2>&1
+echo $? >out/once.code
+cp -r var/stage/reports out/reports
+"#
+    );
+    let status = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c", &script])
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .status()
+        .expect("unshare runs (util-linux)");
+    assert_eq!(status.code(), Some(0), "the namespace could not be set up");
+    let read = |name: &str| std::fs::read_to_string(dir.join("out").join(name)).unwrap();
+    let replies = |name: &str| -> Vec<serde_json::Value> {
+        read(name)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let full = replies("full.json");
+    assert_eq!(full.len(), 3, "{}", read("full.json"));
+    assert!(
+        full.iter().all(|r| r["code"] == 451),
+        "{full:?}\n{}",
+        read("daemon.txt")
+    );
+    let freed = replies("freed.json");
+    assert!(freed.iter().all(|r| r["code"] == 250), "{freed:?}");
+    assert_eq!(read("daemon.code").trim(), "0", "{}", read("daemon.txt"));
+    assert!(
+        read("daemon.txt").contains("No space left on device"),
+        "the operator is told why: {}",
+        read("daemon.txt")
+    );
+    // What is in the intake: the three messages and their records, nothing partial.
+    let kept: Vec<String> = read("files.txt").lines().map(str::to_string).collect();
+    assert!(kept.iter().all(|f| !f.contains("/.tmp")), "{kept:?}");
+    assert_eq!(
+        kept.iter().filter(|f| f.ends_with(".eml")).count(),
+        3,
+        "{kept:?}"
+    );
+    assert_eq!(read("once.code").trim(), "0", "{}", read("once.txt"));
+    let log: comms_archiver::report::StatusLog =
+        serde_json::from_slice(&std::fs::read(dir.join("out/reports/o2/2026-11-20.json")).unwrap())
+            .unwrap();
+    assert_eq!((log.available_from_source, log.imported), (3, 3));
+}
