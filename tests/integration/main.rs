@@ -21,6 +21,7 @@ mod redrive;
 mod scheduler;
 mod secrets;
 mod service;
+mod sftp;
 mod sizes;
 mod smtp;
 mod support;
