@@ -480,7 +480,30 @@ def azurite_metadata():
             "measure the emulator")
 
 
-def write(path, command, results, render, graph):
+SMTP_BEGIN = "<!-- smtp-bench -->"
+SMTP_END = "<!-- /smtp-bench -->"
+
+
+def smtp_section(smtp):
+    import smtp_bench
+    peer = version(["dpkg-query", "-W", "-f=${Version}", "opensmtpd"])
+    return f"{SMTP_BEGIN}\n{smtp_bench.section(smtp, f'OpenSMTPD {peer}')}\n{SMTP_END}\n"
+
+
+def write_smtp_only(path, smtp):
+    """Replaces the SMTP section of an existing docs/performance.md, leaving the rest."""
+    text = Path(path).read_text()
+    block = smtp_section(smtp)
+    if SMTP_BEGIN in text and SMTP_END in text:
+        head, _, rest = text.partition(SMTP_BEGIN)
+        _, _, tail = rest.partition(SMTP_END + "\n")
+        text = head + block + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    Path(path).write_text(text)
+
+
+def write(path, command, results, render, graph, smtp=None):
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -574,6 +597,8 @@ def write(path, command, results, render, graph):
           f"{graph['messages_per_s']:.0f} | {graph['floor_s']:.1f} s | {graph['of_allowed'] * 100:.1f}% | "
           f"{graph['most_at_once']} | {graph['throttled']} |")
         w("")
+    if smtp:
+        w(smtp_section(smtp))
     Path(path).write_text("\n".join(L))
 
 
@@ -585,9 +610,23 @@ def main():
     parser.add_argument("--graph", type=Path)
     parser.add_argument("--out", default=str(ROOT / "docs/performance.md"))
     parser.add_argument("--command", default="bash bench/run.sh")
+    parser.add_argument("--smtp", action="store_true",
+                        help="also run the SMTP intake against OpenSMTPD")
+    parser.add_argument("--smtp-only", action="store_true",
+                        help="run only the SMTP bench and replace its section of --out")
     args = parser.parse_args()
     scratch = Path(args.scratch)
     scratch.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(ROOT / "bench"))
+    smtp = None
+    if args.smtp or args.smtp_only:
+        import smtp_bench
+        smtp = smtp_bench.run(ROOT, RELEASE, scratch, free_port, wait_listening)
+        (scratch / "smtp.json").write_text(json.dumps(smtp, indent=1))
+    if args.smtp_only:
+        write_smtp_only(args.out, smtp)
+        print(f"wrote the SMTP section of {args.out}")
+        return
     results = {spec.partition(":")[0]: size_run(spec, scratch) for spec in args.sizes.split()}
     render = criterion(args.criterion) if args.criterion else None
     graph = None
@@ -595,9 +634,9 @@ def main():
         for line in args.graph.read_text().splitlines():
             if line.startswith("graph-bench "):
                 graph = json.loads(line[len("graph-bench "):])
-    write(args.out, args.command, results, render, graph)
+    write(args.out, args.command, results, render, graph, smtp)
     (scratch / "results.json").write_text(json.dumps(
-        {"sizes": results, "render": render, "graph": graph}, indent=1))
+        {"sizes": results, "render": render, "graph": graph, "smtp": smtp}, indent=1))
     print(f"wrote {args.out}")
 
 

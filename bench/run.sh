@@ -4,6 +4,8 @@
 #   bash bench/run.sh                    # render bench, Graph at 50 ms, sizes S and L
 #   BENCH_SIZES="S L:a" bash bench/run.sh  # S in full, L only on the embedded default
 #   BENCH_SIZES=XS bash bench/run.sh       # a smoke run of the harness
+#   bash bench/run.sh smtp               # only the SMTP intake against OpenSMTPD, replacing
+#                                        # that section of docs/performance.md
 #
 # Installs what it needs where missing (Debian: dovecot-imapd, isync for mbsync, rclone, time,
 # mariadb-server for Azurite's metadata; npm: Azurite 3.35.0 into .ci/node), builds the
@@ -24,12 +26,15 @@ command -v rclone >/dev/null 2>&1 || missing+=(rclone)
 [ -x /usr/bin/time ] || missing+=(time)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v mariadbd >/dev/null 2>&1 || missing+=(mariadb-server)
+[ -x /usr/sbin/smtpd ] || missing+=(opensmtpd)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 # The packages' own services would share the machine with the measured ones.
-if command -v systemctl >/dev/null 2>&1; then systemctl stop dovecot mariadb 2>/dev/null || true; fi
+if command -v systemctl >/dev/null 2>&1; then
+  systemctl stop dovecot mariadb opensmtpd 2>/dev/null || true
+fi
 if [ ! -x .ci/node/node_modules/.bin/azurite-blob ]; then
   npm install --no-audit --no-fund --prefix .ci/node "azurite@3.35.0"
 fi
@@ -37,12 +42,15 @@ export AZURITE_BLOB="$PWD/.ci/node/node_modules/.bin/azurite-blob"
 
 cargo build --release --locked --workspace --bins
 mkdir -p "$scratch"
+if [ "${1:-}" = smtp ]; then
+  exec python3 bench/harness.py --smtp-only --scratch "$scratch"
+fi
 echo "render bench (criterion)"
 cargo bench --manifest-path bench/Cargo.toml --bench render -- --noplot >"$scratch/criterion.txt"
 echo "Graph at 50 ms per request"
 GRAPH_BENCH_LATENCY_MS=50 cargo test --release --locked --test integration bench_graph_throughput \
   -- --ignored --nocapture >"$scratch/graph.txt" 2>&1 || { cat "$scratch/graph.txt"; exit 1; }
 grep '^graph-bench ' "$scratch/graph.txt"
-python3 bench/harness.py --sizes "$sizes" --scratch "$scratch" \
+python3 bench/harness.py --smtp --sizes "$sizes" --scratch "$scratch" \
   --criterion bench/target/criterion --graph "$scratch/graph.txt" \
   --command "${BENCH_SIZES:+BENCH_SIZES=\"$sizes\" }bash bench/run.sh"
