@@ -103,7 +103,9 @@ impl crate::intake::Intake {
             idle: std::time::Duration::from_secs(intake.idle_timeout_secs),
             networks: intake.networks(),
             max_connections: intake.max_connections,
+            client_certificates: intake.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
         };
-        Ok(Some(Intake::new(settings, routes, Keeper::new(stage))))
+        let keeper = Keeper::new(stage, config.schedule.catch_up_days);
+        Ok(Some(Intake::new(settings, routes, keeper)))
     }
 }

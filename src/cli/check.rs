@@ -61,6 +61,17 @@ pub(super) async fn environment(config: &Config, only: Option<&str>, connect: bo
     );
     let mailbox = archiver.mailbox().probe(sample.as_deref(), connect).await;
     say("mailbox", mailbox.map_err(|e| e.to_string()));
+    if let Some(listen) = config.intake.as_ref().map(|i| i.listen) {
+        println!("SMTP intake:");
+        let intake = crate::intake::Intake::from_config(config, archiver.stage().clone());
+        say(
+            "intake",
+            intake
+                .map(|i| i.map(|i| i.describe()).unwrap_or_default())
+                .map_err(|e| e.to_string()),
+        );
+        say("listen", intake_port(listen).await);
+    }
     if problems > 0 {
         let problems = crate::report::counted(problems as u64, "problem", "problems");
         println!("{problems}: fix what each FAIL says, then run check again");
@@ -68,6 +79,33 @@ pub(super) async fn environment(config: &Config, only: Option<&str>, connect: bo
     }
     println!("everything checked is ready");
     Ok(EXIT_DONE)
+}
+
+/// Whether the intake's address can be listened on, or is the daemon's already.
+async fn intake_port(listen: std::net::SocketAddr) -> std::result::Result<String, String> {
+    use tokio::io::AsyncReadExt;
+    match tokio::net::TcpListener::bind(listen).await {
+        Ok(_) => Ok(format!("{listen} is free to listen on")),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let greeting = async {
+                let mut stream = tokio::net::TcpStream::connect(listen).await?;
+                let mut buf = [0u8; 256];
+                let n = stream.read(&mut buf).await?;
+                Ok::<String, std::io::Error>(String::from_utf8_lossy(&buf[..n]).into_owned())
+            };
+            match tokio::time::timeout(std::time::Duration::from_secs(5), greeting).await {
+                Ok(Ok(g)) if g.starts_with("220 ") && g.contains("ESMTP comms-archiver") => {
+                    Ok(format!("{listen}: the daemon is listening there"))
+                }
+                _ => Err(format!(
+                    "{listen} is in use by another program; stop it or change intake.listen"
+                )),
+            }
+        }
+        Err(e) => Err(format!(
+            "cannot listen on {listen}: {e} (check intake.listen)"
+        )),
+    }
 }
 
 /// Re-reads the staged messages of `day` and compares them with what the ledger recorded.

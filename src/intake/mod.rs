@@ -33,6 +33,8 @@ pub struct Settings {
     pub idle: Duration,
     pub networks: Vec<Network>,
     pub max_connections: usize,
+    /// Whether TLS clients must present a certificate (`client_ca`).
+    pub client_certificates: bool,
 }
 
 /// The one account AUTH accepts.
@@ -85,6 +87,32 @@ impl Intake {
             routes,
             keeper,
         }
+    }
+
+    /// What the intake is, for `check`: its security and its routes, never a secret.
+    pub fn describe(&self) -> String {
+        let s = &self.settings;
+        let tls = match (&s.tls, s.require_tls) {
+            (None, _) => "plain SMTP (no STARTTLS)",
+            (Some(_), false) => "STARTTLS offered",
+            (Some(_), true) => "STARTTLS required",
+        };
+        format!(
+            "{tls}{}{}, {} recipient(s) routed, {} client network(s) allowed, up to {} bytes",
+            if s.client_certificates {
+                ", client certificates required"
+            } else {
+                ""
+            },
+            if s.auth.is_some() {
+                ", AUTH after STARTTLS"
+            } else {
+                ""
+            },
+            self.routes.len(),
+            s.networks.len(),
+            s.max_message_bytes
+        )
     }
 
     /// The route of a recipient address, compared without case.

@@ -9,7 +9,9 @@
 //!
 //! A local stage syncs each file and its directory; an Azure stage commits each blob. The
 //! day is the UTC date of the message's time, unless that day is already complete: then the
-//! first later day still open, so that nothing waits in a day no run will read again.
+//! first later day still open. A day before the daemon's catch-up window, which its wakes
+//! would not reach, is noted (`ledger/<connector>/intake-behind/<day>.json`) and run at
+//! the next wake: nothing waits where no one looks.
 
 use crate::item::{sha256_hex, ItemKey};
 use crate::ledger::Ledger;
@@ -49,6 +51,26 @@ pub fn records_prefix(connector: &str, day: NaiveDate) -> String {
     format!("intake/{connector}/{day}/accepted/")
 }
 
+/// State: a day behind the connector's checkpoint that holds intake messages.
+fn pending_key(connector: &str, day: NaiveDate) -> String {
+    format!("ledger/{connector}/intake-behind/{day}.json")
+}
+
+/// The days behind the connector's checkpoint that hold messages of the intake: the daemon
+/// runs them at its next wake, as it does the days of its window.
+pub async fn days_behind(stage: &dyn Stage, connector: &str) -> Result<Vec<NaiveDate>, String> {
+    let prefix = format!("ledger/{connector}/intake-behind/");
+    let mut days: Vec<NaiveDate> = stage
+        .list(&prefix)
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .filter_map(|k| k.strip_prefix(&prefix)?.strip_suffix(".json")?.parse().ok())
+        .collect();
+    days.sort();
+    Ok(days)
+}
+
 pub fn message_key(connector: &str, day: NaiveDate, key: &str) -> String {
     format!("{}{key}.eml", messages_prefix(connector, day))
 }
@@ -74,16 +96,23 @@ pub struct Keeper {
     stage: Arc<dyn Stage>,
     ledger: Arc<Ledger>,
     records: mpsc::Sender<Pending>,
+    /// `schedule.catch_up_days`, which with the checkpoint says where the daemon's window
+    /// starts.
+    catch_up_days: u32,
+    /// Connector-days already checked by [`Keeper::note_if_behind`].
+    noted: Arc<std::sync::Mutex<std::collections::HashSet<(String, NaiveDate)>>>,
 }
 
 impl Keeper {
-    pub fn new(stage: Arc<dyn Stage>) -> Keeper {
+    pub fn new(stage: Arc<dyn Stage>, catch_up_days: u32) -> Keeper {
         let (records, pending) = mpsc::channel(4096);
         tokio::spawn(commit_records(stage.clone(), pending));
         Keeper {
             ledger: Arc::new(Ledger::new(stage.clone())),
             stage,
             records,
+            catch_up_days,
+            noted: Default::default(),
         }
     }
 
@@ -142,6 +171,7 @@ impl Keeper {
                 late_for: (day != own_day).then_some(own_day),
             };
             self.record(connector, day, entry).await?;
+            self.note_if_behind(connector, day).await?;
             // A day that became complete while the message was kept may not have read it:
             // it is kept again in the next open day too (the journal imports it once).
             if day >= today || !self.is_complete(connector, day).await? {
@@ -162,6 +192,38 @@ impl Keeper {
             day = day.succ_opt().unwrap_or(today);
         }
         Ok(day)
+    }
+
+    /// Notes `day` as one the daemon must read although its wakes would not reach it: before
+    /// the first day its catch-up window starts at now (`scheduler::days_due`), which only
+    /// moves forward. Once per connector-day and process.
+    async fn note_if_behind(&self, connector: &str, day: NaiveDate) -> Result<(), String> {
+        if self
+            .noted
+            .lock()
+            .expect("not poisoned")
+            .contains(&(connector.to_string(), day))
+        {
+            return Ok(());
+        }
+        let checkpoint = self
+            .ledger
+            .checkpoint(connector)
+            .await
+            .map_err(|e| e.to_string())?;
+        let today = Utc::now().date_naive();
+        let window = crate::scheduler::days_due(today, checkpoint, self.catch_up_days);
+        if day < window.first().copied().unwrap_or(today) {
+            self.stage
+                .put(&pending_key(connector, day), b"{}")
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        self.noted
+            .lock()
+            .expect("not poisoned")
+            .insert((connector.to_string(), day));
+        Ok(())
     }
 
     async fn is_complete(&self, connector: &str, day: NaiveDate) -> Result<bool, String> {

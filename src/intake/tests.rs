@@ -34,6 +34,7 @@ fn settings() -> Settings {
         idle: Duration::from_secs(30),
         networks: vec![],
         max_connections: 10,
+        client_certificates: false,
     }
 }
 
@@ -51,7 +52,7 @@ fn trial_with(settings: Settings, stage: Option<Arc<dyn Stage>>) -> Trial {
     let intake = Arc::new(Intake::new(
         settings,
         vec![route],
-        Keeper::new(stage.clone()),
+        Keeper::new(stage.clone(), 7),
     ));
     let (stop, _) = tokio::sync::watch::channel(false);
     Trial {

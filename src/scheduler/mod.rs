@@ -168,6 +168,16 @@ async fn connector_catch_up(
                 "days between the checkpoint and the catch-up window are left for backfill");
         }
     }
+    // Days behind the checkpoint where the SMTP intake kept messages come first.
+    let behind = crate::intake::store::days_behind(archiver.stage().as_ref(), &connector.name)
+        .await
+        .map_err(crate::Error::State)?;
+    let window = due;
+    let due: Vec<NaiveDate> = behind
+        .into_iter()
+        .filter(|d| !window.contains(d))
+        .chain(window.iter().copied())
+        .collect();
     let mut complete = true;
     for day in due {
         if archiver.is_shutting_down() {
