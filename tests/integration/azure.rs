@@ -44,7 +44,7 @@ fn once(dir: &Path, extra_env: &[(&str, &str)]) -> Output {
     command.output().unwrap()
 }
 
-fn stage(azurite: &Azurite) -> comms_archiver::stage::AzureStage {
+pub fn stage(azurite: &Azurite) -> comms_archiver::stage::AzureStage {
     container(azurite, "comms-archiver")
 }
 

@@ -14,6 +14,7 @@ mod graph;
 mod graph_fake;
 mod hostile;
 mod imap;
+mod kubernetes;
 mod overlap;
 mod partners;
 mod recovery;

@@ -44,11 +44,15 @@ pub fn smtp_config(dir: &Path, port: u16, edits: &[(&str, &str)]) {
 
 /// `run` in `dir`, once its intake accepts connections on `port`.
 pub fn daemon(dir: &Path, port: u16) -> Child {
-    let log = std::fs::File::create(dir.join(format!(
-        "daemon-{}.log",
-        Instant::now().elapsed().as_nanos()
-    )))
-    .unwrap();
+    daemon_with(dir, port, &[])
+}
+
+/// `run` in `dir` with `envs` set, once its intake accepts connections on `port`; its log
+/// is `daemon-<n>.log`, one per start.
+pub fn daemon_with(dir: &Path, port: u16, envs: &[(&str, &str)]) -> Child {
+    static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let log = std::fs::File::create(dir.join(format!("daemon-{n}.log"))).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_comms-archiver"))
         .args([
             "--log-format",
@@ -59,6 +63,7 @@ pub fn daemon(dir: &Path, port: u16) -> Child {
         ])
         .current_dir(dir)
         .env_remove("RUST_LOG")
+        .envs(envs.iter().copied())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
