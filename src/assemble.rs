@@ -104,6 +104,7 @@ impl crate::intake::Intake {
             networks: intake.networks(),
             max_connections: intake.max_connections,
             client_certificates: intake.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+            max_buffered_bytes: intake.max_buffered_bytes,
         };
         let keeper = Keeper::new(stage, config.schedule.catch_up_days);
         Ok(Some(Intake::new(settings, routes, keeper)))

@@ -26,6 +26,10 @@ pub struct IntakeConfig {
     /// Refuse MAIL before STARTTLS.
     #[serde(default)]
     pub require_tls: bool,
+    /// What the messages being received may hold in memory together; a message that would
+    /// go past it is told 451 (try again). Default 256 MiB, and at least max_message_bytes.
+    #[serde(default = "default_max_buffered_bytes")]
+    pub max_buffered_bytes: u64,
     /// Connections served at once; more are told 421 and closed. Default 200.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -61,6 +65,10 @@ fn default_hostname() -> String {
 
 fn default_max_message_bytes() -> u64 {
     50 * 1024 * 1024
+}
+
+fn default_max_buffered_bytes() -> u64 {
+    256 * 1024 * 1024
 }
 
 fn default_allow() -> Vec<String> {
@@ -150,6 +158,15 @@ impl IntakeConfig {
         }
         if self.max_message_bytes < 1024 {
             return Err(Invalid::new("max_message_bytes", "must be at least 1024"));
+        }
+        if self.max_buffered_bytes < self.max_message_bytes {
+            return Err(Invalid::new(
+                "max_buffered_bytes",
+                format!(
+                    "must be at least max_message_bytes ({}), or no message that large could be received",
+                    self.max_message_bytes
+                ),
+            ));
         }
         if self.max_connections == 0 {
             return Err(Invalid::new("max_connections", "must be at least 1"));

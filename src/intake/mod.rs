@@ -35,6 +35,46 @@ pub struct Settings {
     pub max_connections: usize,
     /// Whether TLS clients must present a certificate (`client_ca`).
     pub client_certificates: bool,
+    /// What every session's messages may hold in memory together.
+    pub max_buffered_bytes: u64,
+}
+
+/// A session's share of [`Settings::max_buffered_bytes`], given back when dropped.
+pub struct Reservation {
+    held: u64,
+    buffered: Arc<std::sync::atomic::AtomicU64>,
+    budget: u64,
+}
+
+impl Reservation {
+    /// Takes `bytes` more of the budget; false (taking nothing) when it is spent.
+    pub fn grow(&mut self, bytes: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        let bytes = bytes as u64;
+        let taken = self
+            .buffered
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                (now + bytes <= self.budget).then_some(now + bytes)
+            });
+        if taken.is_ok() {
+            self.held += bytes;
+        }
+        taken.is_ok()
+    }
+
+    /// Gives back everything taken.
+    pub fn release(&mut self) {
+        self.buffered.fetch_sub(
+            std::mem::take(&mut self.held),
+            std::sync::atomic::Ordering::AcqRel,
+        );
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// The one account AUTH accepts.
@@ -78,6 +118,8 @@ pub struct Intake {
     pub settings: Settings,
     routes: Vec<Route>,
     keeper: Keeper,
+    /// The bytes every session's messages hold now.
+    buffered: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Intake {
@@ -86,6 +128,16 @@ impl Intake {
             settings,
             routes,
             keeper,
+            buffered: Arc::default(),
+        }
+    }
+
+    /// An empty share of the buffer budget, for one message.
+    pub fn reservation(&self) -> Reservation {
+        Reservation {
+            held: 0,
+            buffered: self.buffered.clone(),
+            budget: self.settings.max_buffered_bytes,
         }
     }
 

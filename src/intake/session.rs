@@ -25,7 +25,11 @@ enum Line {
 
 /// How the DATA that followed ended.
 enum Data {
-    Message(Vec<u8>),
+    /// The message, and the share of the intake's buffer budget it holds until dropped.
+    Message(Vec<u8>, super::Reservation),
+    /// Every session's messages together would hold more than `max_buffered_bytes`: read
+    /// to its end and dropped, the sender told to come back (451).
+    Busy,
     /// Over the size limit: read to its end and dropped.
     TooLarge,
     /// A line ended in LF alone, which would let a message hide a second one (SMTP
@@ -367,7 +371,12 @@ impl Session {
                 self.reply(552, "5.3.4", &text);
                 Ok(())
             }
-            Data::Message(message) => {
+            Data::Busy => {
+                tracing::warn!("the intake's buffers are full (intake.max_buffered_bytes); told a sender to retry");
+                self.reply(451, "4.3.1", "too busy just now; please retry");
+                Ok(())
+            }
+            Data::Message(message, _reservation) => {
                 let (code, enhanced, text) = match self.intake.accept(&connectors, &message).await {
                     Accepted::Kept { again: false } => (250, "2.0.0", "Ok: kept".to_string()),
                     Accepted::Kept { again: true } => (
@@ -468,6 +477,8 @@ impl Session {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let mut message = Vec::new();
         let mut too_large = false;
+        let mut reservation = self.intake.reservation();
+        let mut busy = false;
         loop {
             // One line: where it starts in `message`, its length, and its last two octets.
             let start = message.len();
@@ -495,7 +506,12 @@ impl Session {
                     too_large = true;
                     message = Vec::new();
                 }
-                if !too_large {
+                if !too_large && !busy && !reservation.grow(chunk.len()) {
+                    busy = true;
+                    message = Vec::new();
+                    reservation.release();
+                }
+                if !too_large && !busy {
                     message.extend_from_slice(chunk);
                 }
                 let used = chunk.len();
@@ -511,10 +527,13 @@ impl Session {
                 if too_large {
                     return Ok(Data::TooLarge);
                 }
+                if busy {
+                    return Ok(Data::Busy);
+                }
                 message.truncate(start);
-                return Ok(Data::Message(message));
+                return Ok(Data::Message(message, reservation));
             }
-            if too_large {
+            if too_large || busy {
                 continue;
             }
             if head[0] == b'.' {

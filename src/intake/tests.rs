@@ -35,6 +35,7 @@ fn settings() -> Settings {
         networks: vec![],
         max_connections: 10,
         client_certificates: false,
+        max_buffered_bytes: 1 << 20,
     }
 }
 
@@ -442,4 +443,48 @@ async fn a_stop_tells_a_sender_in_the_middle_of_data_421_and_keeps_nothing() {
     assert!(answer.starts_with("421 4.3.2"), "{answer}");
     session.await.unwrap();
     assert_eq!(kept(trial.stage.as_ref()).await, (vec![], 0));
+}
+
+#[tokio::test]
+async fn messages_held_in_memory_together_stay_within_the_budget() {
+    let mut small = settings();
+    small.max_buffered_bytes = 8 * 1024;
+    let trial = trial_with(small, None);
+    // One sender is in the middle of a 6 KB message, holding most of the budget.
+    let (mut first, _) = Client::connect(&trial);
+    open_transaction(&mut first).await;
+    let big = MESSAGE.replace("Good morning.", &"x".repeat(6 * 1024));
+    let bytes = data(&big);
+    first.send(&bytes[..bytes.len() - 3]).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A second sender's 4 KB message does not fit beside it: 451, read to its end.
+    let (mut second, _) = Client::connect(&trial);
+    open_transaction(&mut second).await;
+    let other = MESSAGE
+        .replace("TM-1", "TM-2")
+        .replace("Good morning.", &"y".repeat(4 * 1024));
+    let answer = second.says(&data(&other)).await;
+    assert!(answer.starts_with("451 4.3.1"), "{answer}");
+    // The first finishes; its share is given back, and the second sender's retry fits.
+    assert_eq!(
+        first.says(&bytes[bytes.len() - 3..]).await,
+        "250 2.0.0 Ok: kept\r\n"
+    );
+    assert!(second
+        .says(b"MAIL FROM:<a@b.example>\r\n")
+        .await
+        .starts_with("250"));
+    assert!(second
+        .says(b"RCPT TO:<o2-archive@archive.test>\r\n")
+        .await
+        .starts_with("250"));
+    assert!(second.says(b"DATA\r\n").await.starts_with("354"));
+    assert_eq!(second.says(&data(&other)).await, "250 2.0.0 Ok: kept\r\n");
+    assert_eq!(
+        trial
+            .intake
+            .buffered
+            .load(std::sync::atomic::Ordering::Acquire),
+        0
+    );
 }
