@@ -445,11 +445,7 @@ impl Session {
             if !self.fill().await? {
                 return Ok(Line::Closed);
             }
-            let buf = self.reader.buffer();
-            let (chunk, found) = match buf.iter().position(|&b| b == b'\n') {
-                Some(at) => (&buf[..at + 1], true),
-                None => (buf, false),
-            };
+            let (chunk, found) = up_to_line_end(self.reader.buffer());
             let used = chunk.len();
             if !too_long && line.len() + used <= MAX_COMMAND_LINE {
                 line.extend_from_slice(chunk);
@@ -488,11 +484,7 @@ impl Session {
                 if !self.fill().await? {
                     return Ok(Data::Closed);
                 }
-                let buf = self.reader.buffer();
-                let (chunk, found) = match buf.iter().position(|&b| b == b'\n') {
-                    Some(at) => (&buf[..at + 1], true),
-                    None => (buf, false),
-                };
+                let (chunk, found) = up_to_line_end(self.reader.buffer());
                 for (i, &b) in chunk.iter().enumerate().take(3usize.saturating_sub(length)) {
                     head[length + i] = b;
                 }
@@ -544,6 +536,14 @@ impl Session {
                 message = Vec::new();
             }
         }
+    }
+}
+
+/// The buffered input up to and including its first LF, and whether there was one.
+fn up_to_line_end(buf: &[u8]) -> (&[u8], bool) {
+    match buf.iter().position(|&b| b == b'\n') {
+        Some(at) => (&buf[..at + 1], true),
+        None => (buf, false),
     }
 }
 

@@ -43,11 +43,7 @@ pub struct Azurite {
 impl Azurite {
     /// Starts Azurite on a free port with its data in `location`.
     pub fn start(location: &Path) -> Azurite {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::support::free_port();
         let mut azurite = Azurite {
             child: None,
             port,

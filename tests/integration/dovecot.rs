@@ -31,11 +31,7 @@ impl Dovecot {
     /// good for every mailbox of the domain the token info names, like an app-only token).
     pub fn start(dir: &Path, tokeninfo: Option<&str>) -> Dovecot {
         use std::os::unix::fs::PermissionsExt;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::support::free_port();
         let dir = dir.join("dovecot");
         let mail = dir.join("mail");
         std::fs::create_dir_all(dir.join("run")).unwrap();

@@ -43,11 +43,7 @@ fn keygen(path: &Path) {
 impl Sshd {
     fn start(work: &Path) -> Sshd {
         use std::os::unix::fs::PermissionsExt;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::support::free_port();
         let base = Path::new("/var/lib/comms-archiver-sftp-check");
         let chroot = base.join(format!("{}-{port}", std::process::id()));
         std::fs::create_dir_all(chroot.join("telemessage")).unwrap();

@@ -22,14 +22,6 @@ use std::time::{Duration, Instant};
 
 pub const RCPT: &str = "o2-archive@archive.contoso.com";
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The workspace's config/smtp.toml: config/demo-smtp.toml on `port`, with `edits`.
 pub fn smtp_config(dir: &Path, port: u16, edits: &[(&str, &str)]) {
     let demo = std::fs::read_to_string(dir.join("config/demo-smtp.toml")).unwrap();

@@ -9,6 +9,15 @@ use std::process::{Command, Output};
 
 pub const FOLDER: &str = "O2 SMS and Voice Network Archiver";
 
+/// A port on 127.0.0.1 that nothing listens on just now, for a service a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
