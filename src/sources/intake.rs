@@ -153,22 +153,9 @@ impl ItemStream for IntakeStream {
                 )));
             }
         }
-        let no_media = |m: super::MediaRef, _left: u64| async move {
-            Err(SourceError::Unavailable(format!(
-                "unexpected media {}",
-                m.location
-            )))
-        };
         let location = format!("intake {key}");
         Ok(Some(
-            super::pull(
-                &self.format,
-                &bytes,
-                location,
-                self.max_item_bytes,
-                no_media,
-            )
-            .await?,
+            super::pull_message(&self.format, &bytes, location, self.max_item_bytes).await?,
         ))
     }
 }

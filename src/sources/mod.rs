@@ -311,6 +311,22 @@ where
     Ok(pulled(format.to_item(record, media), location, partner_id))
 }
 
+/// [`pull`] for a record that is a whole message and names no separate media (an EML).
+pub async fn pull_message<F: RecordFormat>(
+    format: &F,
+    bytes: &[u8],
+    location: String,
+    limit: u64,
+) -> Result<Pulled, SourceError> {
+    let no_media = |m: MediaRef, _left: u64| async move {
+        Err(SourceError::Unavailable(format!(
+            "unexpected media {}",
+            m.location
+        )))
+    };
+    pull(format, bytes, location, limit, no_media).await
+}
+
 /// The record's outcome as the pipeline sees it.
 pub fn pulled(decoded: Result<Decoded, String>, location: String, partner_id: String) -> Pulled {
     match decoded {

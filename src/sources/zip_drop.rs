@@ -280,22 +280,8 @@ impl ItemStream for ZipStream {
                 )));
             }
         };
-        // EML records carry no separate media.
-        let no_media = |m: super::MediaRef, _left: u64| async move {
-            Err(SourceError::Unavailable(format!(
-                "unexpected media {}",
-                m.location
-            )))
-        };
         Ok(Some(
-            super::pull(
-                &self.format,
-                &bytes,
-                location,
-                self.max_item_bytes,
-                no_media,
-            )
-            .await?,
+            super::pull_message(&self.format, &bytes, location, self.max_item_bytes).await?,
         ))
     }
 }
