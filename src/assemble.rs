@@ -40,7 +40,9 @@ impl Archiver {
         let archiver = Archiver::new(connectors, stage, mailbox, config.archiver.max_item_bytes)
             .with_oversize(config.archiver.oversize)
             .with_max_in_flight(config.max_in_flight())
-            .with_max_in_flight_bytes(config.archiver.max_in_flight_bytes);
+            .with_max_in_flight_bytes(config.archiver.max_in_flight_bytes)
+            .with_delivery_shards(config.archiver.delivery_shards)
+            .with_lease_secs(config.archiver.lease_secs);
         Ok(
             match crate::alerts::Alerter::build(&config.alerts, &secrets)? {
                 Some(alerter) => archiver.with_alerts(alerter, config.alerts.clone()),

@@ -5,8 +5,13 @@
 //! `held/<connector>/<day>/<item-key>.json` is evidence, written once by the first run that
 //! holds the item; a re-drive reads it, maps and renders the item again with the
 //! configuration of its own time, and delivers what can now be delivered.
+//!
+//! A copy its mailbox refuses or does not know is found out while delivering, from the
+//! stage, when the item itself is no longer in hand: what is held then is the copy
+//! (`held/<connector>/<day>/copies/<mailbox>/<item-key>.json`, [`HeldCopy`]), its rendered
+//! message staged already. A re-drive delivers that message to that mailbox.
 
-use super::Ledger;
+use super::{Ledger, StagedCopy};
 use crate::item::{Item, ItemKey};
 use crate::stage::Created;
 use crate::{Error, Result};
@@ -26,7 +31,57 @@ pub struct HeldItem {
     pub item: Item,
 }
 
+/// One held copy: a staged message its mailbox could not take yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldCopy {
+    pub connector: String,
+    pub day: NaiveDate,
+    pub item_key: String,
+    pub run: String,
+    pub held_at: DateTime<Utc>,
+    pub copy: StagedCopy,
+}
+
 impl Ledger {
+    /// Where a copy of an item of a connector-day is held.
+    pub fn held_copy_key(connector: &str, day: NaiveDate, mailbox: &str, key: &str) -> String {
+        format!("held/{connector}/{day}/copies/{mailbox}/{key}.json")
+    }
+
+    /// Whether a held key is a copy's ([`HeldCopy`]) rather than an item's.
+    pub fn is_held_copy(key: &str) -> bool {
+        key.split('/').nth(3) == Some("copies")
+    }
+
+    /// Keeps a staged copy its mailbox could not take, once; the held copy's stage key.
+    pub async fn hold_copy(
+        &self,
+        connector: &str,
+        day: NaiveDate,
+        run: &str,
+        copy: &StagedCopy,
+    ) -> Result<String> {
+        let at = Self::held_copy_key(connector, day, &copy.mailbox, &copy.item_key);
+        let held = HeldCopy {
+            connector: connector.to_string(),
+            day,
+            item_key: copy.item_key.clone(),
+            run: run.to_string(),
+            held_at: Utc::now(),
+            copy: copy.clone(),
+        };
+        let bytes = serde_json::to_vec(&held).expect("a held copy serializes");
+        self.stage.put_new(&at, &bytes).await?;
+        Ok(at)
+    }
+
+    /// A held copy read back.
+    pub async fn read_held_copy(&self, key: &str) -> Result<HeldCopy> {
+        self.read::<HeldCopy>(key)
+            .await?
+            .ok_or_else(|| Error::State(format!("the held copy {key} is listed but missing")))
+    }
+
     /// Where an item of a connector-day is held.
     pub fn held_key(connector: &str, day: NaiveDate, key: &ItemKey) -> String {
         format!("held/{connector}/{day}/{key}.json")

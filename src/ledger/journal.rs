@@ -111,6 +111,11 @@ impl Journal {
         }
     }
 
+    /// Whether every record added so far is written.
+    pub async fn is_flushed(&self) -> bool {
+        self.state.lock().await.pending.is_empty()
+    }
+
     /// Writes every pending record (one batch per date of the items). On failure the records
     /// stay pending for the next try.
     pub async fn flush(&self) -> Result<()> {

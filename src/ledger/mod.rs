@@ -27,6 +27,7 @@
 //! lives apart ([`crate::stage::is_evidence`]), so an immutability policy on the evidence
 //! breaks nothing.
 
+mod collect;
 mod held;
 mod journal;
 mod reconcile;
@@ -34,7 +35,8 @@ mod runs;
 mod session;
 mod verify;
 
-pub use held::HeldItem;
+pub use collect::{shard_of, CollectIndex, Collected, Round, StagedCopy};
+pub use held::{HeldCopy, HeldItem};
 pub use journal::{CopyPlace, Journal};
 pub use session::{DaySession, Finished, Opened, Place};
 pub use verify::Verification;
@@ -118,7 +120,8 @@ struct Checkpoint {
     last_complete_day: NaiveDate,
 }
 
-/// The right to process one connector-day, held by one daemon until it expires.
+/// The right to process one connector-day, or one delivery shard of it, held by one daemon
+/// until it expires.
 #[derive(Debug, Clone)]
 pub struct DayLease {
     key: String,
@@ -139,11 +142,10 @@ impl DayLease {
     }
 }
 
-/// How long a lease lasts without renewal. The pipeline renews it every
-/// [`LEASE_RENEW_EVERY`]; a daemon that died loses it after this long.
-pub const LEASE_TTL: chrono::Duration = chrono::Duration::minutes(5);
-/// How often a lease is renewed while the day is processed.
-pub const LEASE_RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a lease lasts without renewal unless configured (`archiver.lease_secs`); a
+/// daemon that died loses it after this long (at once to a daemon on the same host, which
+/// sees that its process is gone).
+pub const DEFAULT_LEASE_SECS: u64 = 300;
 
 /// Whether a lease owner ran on this host and its process no longer exists (a daemon that
 /// was killed and restarted takes its day back at once instead of waiting for the expiry).
@@ -165,8 +167,12 @@ pub fn owner_id() -> String {
     static OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     OWNER
         .get_or_init(|| {
-            let host = std::fs::read_to_string("/etc/hostname")
+            // The kernel's name for this host (its UTS namespace's: a pod's or a
+            // container's own), then the file, then the environment.
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .ok()
+                .filter(|h| !h.trim().is_empty())
+                .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
                 .or_else(|| std::env::var("HOSTNAME").ok())
                 .map(|h| h.trim().to_string())
                 .filter(|h| !h.is_empty())
@@ -184,11 +190,36 @@ pub fn owner_id() -> String {
 #[derive(Clone)]
 pub struct Ledger {
     stage: Arc<dyn Stage>,
+    lease_ttl: chrono::Duration,
 }
 
 impl Ledger {
     pub fn new(stage: Arc<dyn Stage>) -> Self {
-        Ledger { stage }
+        Ledger {
+            stage,
+            lease_ttl: chrono::Duration::seconds(DEFAULT_LEASE_SECS as i64),
+        }
+    }
+
+    /// The same ledger, leases and all, kept through another stage.
+    pub fn on(&self, stage: Arc<dyn Stage>) -> Self {
+        Ledger {
+            stage,
+            lease_ttl: self.lease_ttl,
+        }
+    }
+
+    /// The same ledger with leases that last `secs` without renewal.
+    pub fn with_lease_secs(mut self, secs: u64) -> Self {
+        self.lease_ttl = chrono::Duration::seconds(secs.max(1) as i64);
+        self
+    }
+
+    /// How often a lease is renewed while its work goes on: a tenth of its life.
+    pub fn lease_renew_every(&self) -> std::time::Duration {
+        (self.lease_ttl / 10)
+            .to_std()
+            .unwrap_or(std::time::Duration::from_secs(30))
     }
 
     /// Where a rendered copy is staged.
@@ -232,10 +263,19 @@ impl Ledger {
         day: NaiveDate,
         owner: &str,
     ) -> Result<std::result::Result<DayLease, String>> {
-        let key = Self::lease_key(connector, day);
+        self.acquire(Self::lease_key(connector, day), owner).await
+    }
+
+    /// Takes the lease at `key` for `owner` (a day's, or one of its delivery shards'),
+    /// unless another live owner holds it: then Err with the holder and its expiry.
+    async fn acquire(
+        &self,
+        key: String,
+        owner: &str,
+    ) -> Result<std::result::Result<DayLease, String>> {
         let holder = LeaseHolder {
             owner: owner.to_string(),
-            expires_at: Utc::now() + LEASE_TTL,
+            expires_at: Utc::now() + self.lease_ttl,
         };
         let bytes = serde_json::to_vec(&holder).expect("a lease serializes");
         // Two tries: the lease may be released or expire between reading and writing.
@@ -252,8 +292,7 @@ impl Ledger {
                                 && !holder_is_gone(&h.owner) =>
                         {
                             return Ok(Err(format!(
-                                "another comms-archiver ({}) is processing this day, its lease \
-                                 runs until {}",
+                                "another comms-archiver ({}) is on it, its lease runs until {}",
                                 h.owner,
                                 h.expires_at.format("%Y-%m-%d %H:%M:%S UTC")
                             )))
@@ -271,7 +310,7 @@ impl Ledger {
             }
         }
         Ok(Err(
-            "another comms-archiver took this day's lease at the same moment".into(),
+            "another comms-archiver took the lease at the same moment".into(),
         ))
     }
 
@@ -279,7 +318,7 @@ impl Ledger {
     pub async fn renew(&self, lease: &mut DayLease) -> Result<bool> {
         let holder = LeaseHolder {
             owner: lease.holder.owner.clone(),
-            expires_at: Utc::now() + LEASE_TTL,
+            expires_at: Utc::now() + self.lease_ttl,
         };
         let bytes = serde_json::to_vec(&holder).expect("a lease serializes");
         match self

@@ -104,7 +104,8 @@ impl Ledger {
             .flat_map(|r| r.errors.iter().cloned())
             .filter(|e| e.reason != "busy")
             .collect();
-        log.resumed = runs.len() > 1;
+        // Resumed: more than one run, or a run that found an earlier attempt which left no log.
+        log.resumed = runs.len() > 1 || runs.iter().any(|r| r.resumed);
         log.mapped_by = BTreeMap::new();
         for record in &imported {
             let way = match record.mapped_by.as_deref() {

@@ -6,7 +6,7 @@
 //! day's reconciliation is derived from every run, and the lease is let go last, whatever
 //! happened before.
 
-use super::{DayLease, Earlier, Journal, Ledger, LEASE_RENEW_EVERY};
+use super::{DayLease, Earlier, Journal, Ledger};
 use crate::report::{DayError, RunInfo, RunKind, StatusLog};
 use crate::Result;
 use chrono::NaiveDate;
@@ -121,7 +121,7 @@ impl DaySession {
     pub async fn keep(&self) -> Result<bool> {
         let mut hold = self.hold.lock().await;
         let (lease, renewed_at) = &mut *hold;
-        if renewed_at.elapsed() < LEASE_RENEW_EVERY {
+        if renewed_at.elapsed() < self.ledger.lease_renew_every() {
             return Ok(true);
         }
         *renewed_at = Instant::now();

@@ -44,6 +44,14 @@ pub enum MailboxError {
     Unavailable(String),
 }
 
+/// How deliveries suit a store: how many copies of one mailbox go in at once, and how many
+/// mailboxes at once at most (None: as many as the run's `max_in_flight` allows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryShape {
+    pub per_mailbox: usize,
+    pub mailboxes: Option<usize>,
+}
+
 /// A store of mailboxes that messages are imported into.
 #[async_trait]
 pub trait Mailbox: Send + Sync {
@@ -60,6 +68,14 @@ pub trait Mailbox: Send + Sync {
     fn destination(&self) -> String;
     /// Lets go of connections kept open between imports (at the end of a run).
     async fn close_idle(&self) {}
+    /// How copies are best delivered: one at a time per mailbox unless said otherwise.
+    fn delivery_shape(&self) -> DeliveryShape {
+        DeliveryShape {
+            per_mailbox: 1,
+            mailboxes: None,
+        }
+    }
+
     /// Whether copies can go in (`check`): a local tree that takes writes; with `connect`,
     /// a server or tenant that lets the archiver sign in as `sample` (a mapped mailbox).
     /// What was found, in words.

@@ -98,7 +98,8 @@ impl fmt::Display for MappingError {
 }
 
 /// How a participant's mailbox was found: what an auditor asks of a copy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "way")]
 pub enum Via {
     /// A row of the connector's mapping CSV (its line in the file).
     Csv { line: u64 },

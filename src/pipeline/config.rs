@@ -8,6 +8,10 @@ pub use crate::item::DEFAULT_MAX_ITEM_BYTES;
 /// Bytes of rendered messages in flight unless configured (`archiver.max_in_flight_bytes`).
 pub const DEFAULT_MAX_IN_FLIGHT_BYTES: u64 = 48 * 1024 * 1024;
 
+/// Mailbox shards a day's delivery is split into unless configured
+/// (`archiver.delivery_shards`).
+pub const DEFAULT_DELIVERY_SHARDS: u32 = 16;
+
 /// Limits that apply to every connector.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +39,15 @@ pub struct ArchiverConfig {
     /// times its size in memory while it is held.
     #[serde(default = "default_max_original_bytes")]
     pub max_original_bytes: u64,
+    /// Mailbox shards a day's delivery is split into: the pieces daemons sharing a stage
+    /// take from one another. A mailbox's copies of a day are all in one shard. A day keeps
+    /// the count its first run gave it.
+    #[serde(default = "default_delivery_shards")]
+    pub delivery_shards: u32,
+    /// How long a lease on a day or a delivery shard lasts without renewal (renewed every
+    /// tenth of it): how long a daemon that dies on another host keeps others waiting.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
 }
 
 /// What becomes of a copy over `archiver.max_item_bytes`.
@@ -60,6 +73,8 @@ impl Default for ArchiverConfig {
             max_in_flight_bytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
             oversize: Oversize::Skip,
             max_original_bytes: DEFAULT_MAX_ORIGINAL_BYTES,
+            delivery_shards: DEFAULT_DELIVERY_SHARDS,
+            lease_secs: crate::ledger::DEFAULT_LEASE_SECS,
         }
     }
 }
@@ -67,8 +82,17 @@ impl Default for ArchiverConfig {
 impl ArchiverConfig {
     /// Checks the limits are ones a day can work with.
     pub fn validate(&self) -> Result<(), Invalid> {
-        if self.max_in_flight.is_some_and(|n| !(1..=256).contains(&n)) {
-            return Err(Invalid::new("max_in_flight", "must be 1 to 256"));
+        if self.max_in_flight.is_some_and(|n| !(1..=1024).contains(&n)) {
+            return Err(Invalid::new("max_in_flight", "must be 1 to 1024"));
+        }
+        if !(1..=4096).contains(&self.delivery_shards) {
+            return Err(Invalid::new("delivery_shards", "must be 1 to 4096"));
+        }
+        if !(10..=3600).contains(&self.lease_secs) {
+            return Err(Invalid::new(
+                "lease_secs",
+                "must be 10 to 3600 (seconds a lease lasts without renewal)",
+            ));
         }
         if self.max_in_flight_bytes < 1024 * 1024 {
             return Err(Invalid::new(
@@ -98,4 +122,12 @@ fn default_max_in_flight_bytes() -> u64 {
 
 fn default_max_original_bytes() -> u64 {
     DEFAULT_MAX_ORIGINAL_BYTES
+}
+
+fn default_delivery_shards() -> u32 {
+    DEFAULT_DELIVERY_SHARDS
+}
+
+fn default_lease_secs() -> u64 {
+    crate::ledger::DEFAULT_LEASE_SECS
 }

@@ -1,29 +1,29 @@
-//! One copy of an item for one mailbox: stage it, import it, record it. Copies share nothing
-//! mutable, so many run at once; what happened goes back to the day as a [`CopyResult`].
+//! One copy of an item for one mailbox, in the day's two phases. Collecting stages it
+//! (create-only, under the item's date) and lists it in the day's index; delivering imports
+//! the staged message and records it in the run's journal. Copies share nothing mutable, so
+//! many run at once; what happened goes back to the day as a result.
 //!
-//! Crash safety: staged (create-only, under the item's date), then imported, then recorded in
-//! the run's journal. A copy whose staged message did not exist before was never imported by
-//! any run, so it is imported at once: one stage write per copy. Any other copy (staged by an
-//! earlier run, or met again in a day being retried) is imported only if the journal does not
-//! know it and the mailbox does not hold it, so nothing lands twice.
+//! Crash safety: a copy whose staged message did not exist before its collection was never
+//! imported by any run, so a first delivery of it imports it at once. Any other copy (staged
+//! by an earlier run, or in a shard someone took before) is imported only if the journal
+//! does not know it and the mailbox does not hold it, so nothing lands twice.
 //!
-//! A copy that cannot be delivered yet (its mailbox unknown or refusing it) has its item
-//! held in the stage ([`crate::ledger::HeldItem`]) for a re-drive; so does an item whose
-//! copies map to no one ([`HoldJob`]). A hold that cannot be written fails the copy as a
-//! stage error: the day stays open and nothing is dropped.
+//! A copy that cannot be delivered yet (its mailbox unknown or refusing it) is held in the
+//! stage ([`crate::ledger::HeldCopy`]) for a re-drive; so is an item whose copies map to no
+//! one ([`HoldJob`], [`crate::ledger::HeldItem`]). A hold that cannot be written fails the
+//! copy as a stage error: the day stays open and nothing is dropped.
 
 use super::{Archiver, Connector};
 use crate::item::{sha256_hex, Item, ItemKey};
-use crate::ledger::{CopyPlace, ImportRecord, Journal, Ledger};
+use crate::ledger::{CollectIndex, CopyPlace, ImportRecord, Journal, Ledger, StagedCopy};
 use crate::mailbox::{Delivery, MailboxError};
 use crate::report::{LeftOut, Reason};
 use crate::stage::Created;
 use crate::telemetry::Outcome;
 use chrono::{DateTime, NaiveDate, Utc};
-use std::borrow::Cow;
 use std::sync::Arc;
 
-/// A copy to stage and import.
+/// A copy to stage and list for delivery.
 pub(super) struct CopyJob {
     pub item_id: String,
     pub key: ItemKey,
@@ -36,7 +36,7 @@ pub(super) struct CopyJob {
     pub user: String,
     /// The rendered message, shared by the item's copies.
     pub message: Arc<[u8]>,
-    /// The item, to hold it when its mailbox cannot take the copy.
+    /// The item, for the files left out of its message.
     pub item: Arc<Item>,
     /// Files left out of the message to fit the size limit, to keep in the stage: each
     /// one's listing and its index among the item's files.
@@ -56,15 +56,19 @@ pub(super) struct HoldResult {
     pub outcome: Result<String, String>,
 }
 
-/// One piece of a day's work: a copy to deliver, or an item to hold.
+/// One piece of a day's collection: a copy to stage, or an item to hold.
 pub(super) enum Work {
     Copy(CopyJob),
     Hold(HoldJob),
 }
 
-/// What a piece of work did.
+/// What a piece of collection did.
 pub(super) enum Done {
-    Copy(CopyResult),
+    /// The copy is staged and listed, or why it could not be.
+    Staged {
+        job: CopyJob,
+        outcome: Result<(), String>,
+    },
     Hold(HoldResult),
 }
 
@@ -78,15 +82,31 @@ impl Work {
     }
 }
 
-/// Does one piece of work.
-pub(super) async fn perform(ctx: &CopyContext<'_>, work: Work) -> Done {
+/// What every piece of a day's collection shares.
+pub(super) struct CollectContext<'a> {
+    pub archiver: &'a Archiver,
+    pub connector: &'a Connector,
+    pub day: NaiveDate,
+    /// Whether an earlier attempt at the day predates the journal: it staged copies under the
+    /// day rather than their item's date, so a copy staged for the first time now may have
+    /// been imported then.
+    pub check_every_copy: bool,
+    /// The run, for the items it holds.
+    pub run: &'a str,
+    pub index: &'a CollectIndex,
+}
+
+/// Does one piece of collection.
+pub(super) async fn perform(ctx: &CollectContext<'_>, work: Work) -> Done {
     match work {
-        Work::Copy(job) => Done::Copy(deliver(ctx, job).await),
+        Work::Copy(job) => {
+            let outcome = stage(ctx, &job).await;
+            Done::Staged { job, outcome }
+        }
         Work::Hold(job) => {
             let ledger = &ctx.archiver.ledger;
-            let run = ctx.journal.run_id();
             let outcome = ledger
-                .hold(&ctx.connector.name, ctx.day, run, &job.item)
+                .hold(&ctx.connector.name, ctx.day, ctx.run, &job.item)
                 .await
                 .map_err(|e| e.to_string());
             Done::Hold(HoldResult { job, outcome })
@@ -94,42 +114,82 @@ pub(super) async fn perform(ctx: &CopyContext<'_>, work: Work) -> Done {
     }
 }
 
-/// What happened to a copy.
-pub(super) struct CopyResult {
-    pub job: CopyJob,
-    pub outcome: Result<Outcome, (Reason, String)>,
-    /// Where the item is held, when the copy failed for a reason a later run can cure.
-    pub held: Option<String>,
+/// Stages a copy (the files left out of it first) and lists it in the day's index.
+async fn stage(ctx: &CollectContext<'_>, job: &CopyJob) -> Result<(), String> {
+    let name = ctx.connector.name.as_str();
+    let stage = &ctx.archiver.stage;
+    let files = job.item.content.files();
+    for (listing, at) in job.left_out.iter() {
+        let data = &files[*at].data;
+        if stage
+            .put_new(&listing.kept, data)
+            .await
+            .map_err(|e| e.to_string())?
+            == Created::New
+        {
+            crate::events::Moved::Staged.emit(name, data.len());
+        }
+    }
+    let date = job.time.date_naive();
+    let staged = Ledger::staged_key(name, date, &job.mailbox, &job.key);
+    let created = stage
+        .put_new(&staged, &job.message)
+        .await
+        .map_err(|e| e.to_string())?;
+    if created == Created::New {
+        crate::events::Moved::Staged.emit(name, job.message.len());
+    }
+    let copy = StagedCopy {
+        item_id: job.item_id.clone(),
+        item_key: job.key.to_string(),
+        time: job.time,
+        mailbox: job.mailbox.clone(),
+        via: job.via,
+        mapped_by: job.mapped_by.clone(),
+        user: job.user.clone(),
+        staged,
+        bytes: job.message.len() as u64,
+        left_out: job.left_out.iter().map(|(l, _)| l.clone()).collect(),
+        fresh: created == Created::New && !ctx.check_every_copy,
+    };
+    ctx.index
+        .add(copy)
+        .await
+        .map_err(|e| format!("the copy is staged, but the day's index could not list it ({e})"))
 }
 
-/// What every copy of a connector-day shares.
-pub(super) struct CopyContext<'a> {
+/// What every copy of a delivery shard shares.
+pub(super) struct DeliverContext<'a> {
     pub archiver: &'a Archiver,
     pub connector: &'a Connector,
     pub day: NaiveDate,
-    /// Whether an earlier attempt at the day exists.
-    pub recovering: bool,
-    /// Whether an earlier attempt at the day predates the journal: it staged copies under the
-    /// day rather than their item's date, so a copy staged for the first time now may have
-    /// been imported then.
-    pub check_every_copy: bool,
     pub journal: &'a Journal,
     /// The store copies go into ([`crate::mailbox::Mailbox::destination`]).
     pub destination: String,
+    /// Someone may have imported copies of the shard without recording them: every copy is
+    /// looked for before it is imported.
+    pub recovering: bool,
 }
 
-/// Stages and imports one copy, unless the journal records it or the mailbox holds it
-/// already.
+/// What delivering a copy did.
+pub(super) struct Delivered {
+    pub copy: StagedCopy,
+    pub outcome: Result<Outcome, (Reason, String)>,
+    /// Where the copy is held, when it failed for a reason a later run can cure.
+    pub held: Option<String>,
+}
+
+/// Imports one staged copy, unless the journal records it or the mailbox holds it already.
 /// A copy its mailbox cannot take now (unknown, refused) is held for a later run.
-async fn deliver(ctx: &CopyContext<'_>, job: CopyJob) -> CopyResult {
-    let mut outcome = attempt(ctx, &job).await;
+pub(super) async fn deliver(ctx: &DeliverContext<'_>, copy: StagedCopy) -> Delivered {
+    let mut outcome = import(ctx, &copy).await;
     let mut held = None;
     if let Err((reason, detail)) = &outcome {
         if reason.is_holdable() {
             let ledger = &ctx.archiver.ledger;
             let run = ctx.journal.run_id();
             match ledger
-                .hold(&ctx.connector.name, ctx.day, run, &job.item)
+                .hold_copy(&ctx.connector.name, ctx.day, run, &copy)
                 .await
             {
                 Ok(kept) => held = Some(kept),
@@ -140,99 +200,70 @@ async fn deliver(ctx: &CopyContext<'_>, job: CopyJob) -> CopyResult {
             }
         }
     }
-    CopyResult { job, outcome, held }
+    Delivered {
+        copy,
+        outcome,
+        held,
+    }
 }
 
-async fn attempt(ctx: &CopyContext<'_>, job: &CopyJob) -> Result<Outcome, (Reason, String)> {
-    let name = ctx.connector.name.as_str();
+async fn import(ctx: &DeliverContext<'_>, copy: &StagedCopy) -> Result<Outcome, (Reason, String)> {
     let (stage, mailbox) = (&ctx.archiver.stage, &ctx.archiver.mailbox);
-    let stage_failure = |e: crate::Error| (Reason::StageError, e.to_string());
-    let date = job.time.date_naive();
+    let stage_failure = |e: String| (Reason::StageError, e);
+    let date = copy.time.date_naive();
     let place = CopyPlace {
         destination: ctx.destination.clone(),
-        mailbox: job.mailbox.clone(),
+        mailbox: copy.mailbox.clone(),
         folder: ctx.connector.folder.clone(),
-        item_key: job.key.to_string(),
+        item_key: copy.item_key.clone(),
     };
-    // A retried day skips what its earlier attempts recorded without touching the stage.
-    if ctx.recovering
+    let check = ctx.recovering || !copy.fresh;
+    if check
         && ctx
-            .journal
-            .recorded(date, &place)
-            .await
-            .map_err(stage_failure)?
-    {
-        return Ok(Outcome::SkippedDuplicate);
-    }
-    // The files left out of the message are kept whole before the message goes anywhere.
-    let files = job.item.content.files();
-    for (listing, at) in job.left_out.iter() {
-        let data = &files[*at].data;
-        if stage
-            .put_new(&listing.kept, data)
-            .await
-            .map_err(|e| stage_failure(e.into()))?
-            == Created::New
-        {
-            crate::events::Moved::Staged.emit(name, data.len());
-        }
-    }
-    let staged = Ledger::staged_key(name, date, &job.mailbox, &job.key);
-    let rendered: &[u8] = &job.message;
-    let created = stage
-        .put_new(&staged, rendered)
-        .await
-        .map_err(|e| stage_failure(e.into()))?;
-    let first_attempt = created == Created::New && !ctx.check_every_copy;
-    let mut message: Cow<[u8]> = Cow::Borrowed(rendered);
-    if created == Created::New {
-        crate::events::Moved::Staged.emit(name, rendered.len());
-    }
-    if !first_attempt {
-        if ctx
             .journal
             .knows(date, &place)
             .await
-            .map_err(stage_failure)?
-        {
-            return Ok(Outcome::SkippedDuplicate);
-        }
-        // Staged by an earlier run: the stage is what gets imported.
-        if created == Created::AlreadyExists {
-            if let Some(bytes) = stage
-                .get(&staged)
-                .await
-                .map_err(|e| stage_failure(e.into()))?
-            {
-                message = Cow::Owned(bytes);
-            }
-        }
+            .map_err(|e| stage_failure(e.to_string()))?
+    {
+        return Ok(Outcome::SkippedDuplicate);
     }
+    let message = stage
+        .get(&copy.staged)
+        .await
+        .map_err(|e| stage_failure(e.to_string()))?
+        .ok_or_else(|| {
+            stage_failure(format!(
+                "the staged message {} is missing from {}; restore it, and the day's next run \
+                 collects and delivers it again",
+                copy.staged,
+                stage.describe()
+            ))
+        })?;
+    let key = ItemKey::from_hex(&copy.item_key);
     let delivery = Delivery {
-        mailbox: &job.mailbox,
+        mailbox: &copy.mailbox,
         folder: &ctx.connector.folder,
-        key: &job.key,
-        time: job.time,
+        key: &key,
+        time: copy.time,
         message: &message,
     };
-    let already_there =
-        !first_attempt && mailbox.contains(&delivery).await.map_err(mailbox_failure)?;
+    let already_there = check && mailbox.contains(&delivery).await.map_err(mailbox_failure)?;
     if !already_there {
         mailbox.append(&delivery).await.map_err(mailbox_failure)?;
     }
     let record = ImportRecord {
-        item_id: job.item_id.clone(),
-        item_key: job.key.to_string(),
+        item_id: copy.item_id.clone(),
+        item_key: copy.item_key.clone(),
         day: ctx.day,
         destination: Some(place.destination),
         mailbox: place.mailbox,
         folder: place.folder,
-        mapped_by: Some(job.mapped_by.clone()),
+        mapped_by: Some(copy.mapped_by.clone()),
         run: None,
-        staged,
+        staged: copy.staged.clone(),
         sha256: sha256_hex(&message),
         bytes: message.len() as u64,
-        left_out: job.left_out.iter().map(|(l, _)| l.clone()).collect(),
+        left_out: copy.left_out.clone(),
         imported_at: Utc::now(),
     };
     ctx.journal.record(date, record).await.map_err(|e| {
@@ -247,8 +278,8 @@ async fn attempt(ctx: &CopyContext<'_>, job: &CopyJob) -> Result<Outcome, (Reaso
     if already_there {
         return Ok(Outcome::SkippedDuplicate);
     }
-    crate::events::Moved::Imported.emit(name, message.len());
-    Ok(match job.left_out.is_empty() {
+    crate::events::Moved::Imported.emit(&ctx.connector.name, message.len());
+    Ok(match copy.left_out.is_empty() {
         true => Outcome::Imported,
         false => Outcome::PartiallyImported,
     })

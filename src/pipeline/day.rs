@@ -2,17 +2,17 @@
 //! gate: copies to deliver, copies to hold), and what the work did becomes the status log.
 //! Only this module changes the log, so the counts add up however much work runs at once.
 
-use super::copy::{CopyJob, CopyResult, Done, HoldJob, HoldResult, Work};
+use super::copy::{CopyJob, Done, HoldJob, HoldResult, Work};
 use super::{Archiver, Connector, Oversize};
 use crate::item::{Item, ItemKey};
 use crate::mapping::{Resolution, Via};
 use crate::render::{render, RenderContext};
 use crate::report::StatusLog;
-use crate::report::{DayError, Exclusion, Failure, Held, PartialImport, Reason, Redriven};
+use crate::report::{DayError, Exclusion, Failure, Held, Reason, Redriven};
 use crate::sources::Pulled;
 use crate::telemetry::{ItemOutcome, Outcome};
 use chrono::NaiveDate;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// A rendered message and the files left out of it to fit the size limit (an index into
@@ -31,9 +31,8 @@ pub(super) struct DayRun<'a> {
     /// Set when the stage failed: the rest of the day is left for the next run instead of
     /// failing item after item against a store that is down.
     pub stage_down: Option<String>,
-    /// A re-drive of held items: where each one's copies went, by item key (an index into
-    /// the log's `redriven`).
-    redrive: Option<HashMap<String, usize>>,
+    /// A re-drive of held items: the log lists where each one's copies went.
+    redrive: bool,
 }
 
 impl<'a> DayRun<'a> {
@@ -46,13 +45,17 @@ impl<'a> DayRun<'a> {
             reported_unmapped: HashSet::new(),
             seen: HashSet::new(),
             stage_down: None,
-            redrive: None,
+            redrive: false,
         }
+    }
+
+    pub fn is_redrive(&self) -> bool {
+        self.redrive
     }
 
     /// A run re-driving the day's held items rather than reading its delivery.
     pub fn redriving(mut self) -> Self {
-        self.redrive = Some(HashMap::new());
+        self.redrive = true;
         self
     }
 
@@ -236,8 +239,7 @@ impl<'a> DayRun<'a> {
             }
             return Vec::new();
         }
-        if let Some(redriven) = &mut self.redrive {
-            redriven.insert(key.to_string(), self.log.redriven.len());
+        if self.redrive {
             self.log.redriven.push(Redriven {
                 item_id: item.partner_id.clone(),
                 item_key: key.to_string(),
@@ -421,11 +423,58 @@ impl<'a> DayRun<'a> {
         }
     }
 
-    /// Counts what a piece of work did.
+    /// Counts what a piece of collection did: a copy staged and listed is counted when it
+    /// is delivered; one that could not be staged fails as a stage error.
     pub fn apply(&mut self, done: Done) {
         match done {
-            Done::Copy(result) => self.copied(result),
+            Done::Staged {
+                outcome: Ok(()), ..
+            } => {}
+            Done::Staged {
+                job,
+                outcome: Err(why),
+            } => {
+                let detail = format!("the copy could not be staged ({why})");
+                if self.stage_down.is_none() {
+                    self.stage_down = Some(detail.clone());
+                }
+                let (id, key) = (job.item_id.as_str(), job.key.as_str());
+                let mailbox = Some(job.mailbox.as_str());
+                self.fail(
+                    id,
+                    key,
+                    job.user.clone(),
+                    mailbox,
+                    Reason::StageError,
+                    detail,
+                );
+            }
             Done::Hold(result) => self.held(result),
+        }
+    }
+
+    /// In a re-drive, a held copy to deliver again as it was staged.
+    pub fn restaged(&mut self, held: crate::ledger::HeldCopy) -> crate::ledger::StagedCopy {
+        self.log.available_from_source += 1;
+        let copy = held.copy;
+        self.log.note_item_date(copy.time.date_naive());
+        if self.redrive
+            && !self
+                .log
+                .redriven
+                .iter()
+                .any(|r| r.item_key == copy.item_key)
+        {
+            self.log.redriven.push(Redriven {
+                item_id: copy.item_id.clone(),
+                item_key: copy.item_key.clone(),
+                delivered: Vec::new(),
+                already: Vec::new(),
+            });
+        }
+        crate::ledger::StagedCopy {
+            fresh: false,
+            ..copy
         }
     }
 
@@ -453,99 +502,6 @@ impl<'a> DayRun<'a> {
                     self.fail(id, key, user, mailbox, Reason::StageError, detail.clone());
                 }
             }
-        }
-    }
-
-    /// Counts what happened to a copy.
-    fn copied(&mut self, result: CopyResult) {
-        let job = &result.job;
-        match result.outcome {
-            Ok(outcome) => {
-                self.log.available_for_import += 1;
-                let detail = match outcome {
-                    Outcome::Imported | Outcome::PartiallyImported => {
-                        if outcome == Outcome::Imported {
-                            self.log.imported += 1;
-                        } else {
-                            self.log.partially_imported += 1;
-                            self.log.partial_imports.push(PartialImport {
-                                item_id: job.item_id.clone(),
-                                mailbox: job.mailbox.clone(),
-                                left_out: job.left_out.iter().map(|(l, _)| l.clone()).collect(),
-                            });
-                        }
-                        *self
-                            .log
-                            .mapped_by
-                            .entry(job.via.label().to_string())
-                            .or_default() += 1;
-                        ""
-                    }
-                    _ => {
-                        self.log.skipped_duplicates += 1;
-                        "already in the mailbox"
-                    }
-                };
-                self.redriven(job, outcome);
-                self.emit(
-                    job.key.as_str(),
-                    &job.item_id,
-                    Some(&job.mailbox),
-                    outcome,
-                    detail,
-                );
-            }
-            Err((reason, detail)) => {
-                if reason == Reason::StageError && self.stage_down.is_none() {
-                    self.stage_down = Some(detail.clone());
-                }
-                // A mapped address with no mailbox in the tenant: reported once per day.
-                if reason == Reason::UserMapping
-                    && self.reported_unmapped.insert(job.mailbox.clone())
-                {
-                    tracing::warn!(connector = %self.connector.name, day = %self.day, mailbox = %job.mailbox,
-                        "the mapped address has no mailbox; fix the mapping or create the mailbox");
-                    self.log.unmapped_users.push(job.mailbox.clone());
-                }
-                let (id, key, mailbox) = (
-                    job.item_id.clone(),
-                    job.key.to_string(),
-                    job.mailbox.clone(),
-                );
-                match result.held {
-                    Some(kept) => {
-                        self.emit(&key, &id, Some(&mailbox), Outcome::Held(reason), &detail);
-                        self.log.hold(Held {
-                            item_id: id,
-                            item_key: key,
-                            source_user: job.user.clone(),
-                            mailbox: Some(mailbox),
-                            reason,
-                            detail,
-                            filed_in: None,
-                            kept,
-                        });
-                    }
-                    None => self.fail(&id, &key, job.user.clone(), Some(&mailbox), reason, detail),
-                }
-            }
-        }
-    }
-
-    /// In a re-drive, notes where a held item's copy went (the catch-all's aside).
-    fn redriven(&mut self, job: &CopyJob, outcome: Outcome) {
-        let Some(at) = self.redrive.as_ref().and_then(|r| r.get(job.key.as_str())) else {
-            return;
-        };
-        if job.via == Via::CatchAll {
-            return;
-        }
-        let entry = &mut self.log.redriven[*at];
-        match outcome {
-            Outcome::Imported | Outcome::PartiallyImported => {
-                entry.delivered.push(job.mailbox.clone())
-            }
-            _ => entry.already.push(job.mailbox.clone()),
         }
     }
 }

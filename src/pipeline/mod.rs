@@ -1,32 +1,37 @@
-//! One connector-day, end to end: pull, map, render, gate on size, stage, import, record.
+//! One connector-day, end to end, in two phases that meet at the stage. Collecting pulls,
+//! maps, renders, gates on size and stages every copy, listing it in the day's index by
+//! mailbox shard; delivering takes the index shard by shard and imports each mailbox's
+//! copies together, and records them.
 //!
 //! Records stream from the source one at a time (read ahead by one); up to `max_in_flight`
-//! copies are staged and imported at once, so memory stays bounded by a few messages however
-//! large the day. [`day`] turns records into copy jobs and copy results into the status log;
-//! [`copy`] stages, imports and records one copy.
+//! copies are staged at once, and delivered at once, within `max_in_flight_bytes`, so memory
+//! stays bounded by a few messages and one shard's index however large the day. [`day`]
+//! turns records into copy jobs and their results into the status log; [`copy`] stages one
+//! copy, and imports and records one; [`deliver`] takes the shards.
 
 mod config;
 mod copy;
 mod day;
+mod deliver;
 mod oversize;
 mod redrive;
 
 pub use config::{
-    ArchiverConfig, Oversize, DEFAULT_MAX_IN_FLIGHT_BYTES, DEFAULT_MAX_ITEM_BYTES,
-    DEFAULT_MAX_ORIGINAL_BYTES,
+    ArchiverConfig, Oversize, DEFAULT_DELIVERY_SHARDS, DEFAULT_MAX_IN_FLIGHT_BYTES,
+    DEFAULT_MAX_ITEM_BYTES, DEFAULT_MAX_ORIGINAL_BYTES,
 };
 pub use redrive::Redrive;
 
-use crate::ledger::{DaySession, Ledger, Opened, Place};
+use crate::ledger::{Collected, DaySession, Ledger, Opened, Place};
 use crate::mailbox::Mailbox;
 use crate::mapping::Mapper;
-use crate::report::{DayError, StatusLog};
+use crate::report::StatusLog;
 use crate::sources::Partner;
 use crate::sources::{ItemStream, Pulled, Source};
 use crate::stage::Stage;
 use crate::Result;
 use chrono::NaiveDate;
-use copy::CopyContext;
+use copy::CollectContext;
 use day::DayRun;
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::sync::Arc;
@@ -57,6 +62,8 @@ pub struct Archiver {
     max_in_flight: usize,
     /// Bytes of rendered messages in flight at once (a larger single message goes alone).
     max_in_flight_bytes: u64,
+    /// Mailbox shards a day's delivery is split into (the day's first collection fixes it).
+    delivery_shards: u32,
     shutdown: watch::Receiver<bool>,
     /// Where the digest of what needs a person goes after each run, if anywhere.
     alerts: Option<(Arc<crate::alerts::Alerter>, crate::alerts::AlertsConfig)>,
@@ -80,6 +87,7 @@ impl Archiver {
             oversize: Oversize::Skip,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_in_flight_bytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
+            delivery_shards: DEFAULT_DELIVERY_SHARDS,
             shutdown,
             alerts: None,
         }
@@ -123,6 +131,18 @@ impl Archiver {
         self
     }
 
+    /// The same archiver splitting a day's delivery into `n` mailbox shards.
+    pub fn with_delivery_shards(mut self, n: u32) -> Self {
+        self.delivery_shards = n.max(1);
+        self
+    }
+
+    /// The same archiver with leases that last `secs` without renewal.
+    pub fn with_lease_secs(mut self, secs: u64) -> Self {
+        self.ledger = self.ledger.clone().with_lease_secs(secs);
+        self
+    }
+
     /// The same archiver, stopping between items once `shutdown` turns true: the day in
     /// progress is left open and the next run finishes it.
     pub fn with_shutdown(mut self, shutdown: watch::Receiver<bool>) -> Self {
@@ -148,7 +168,7 @@ impl Archiver {
 
     /// The same archiver keeping its stage, and so its ledger, elsewhere.
     pub fn with_stage(mut self, stage: Arc<dyn Stage>) -> Self {
-        self.ledger = Ledger::new(stage.clone());
+        self.ledger = self.ledger.on(stage.clone());
         self.stage = stage;
         self
     }
@@ -198,52 +218,24 @@ impl Archiver {
         results
     }
 
-    /// Why the day must stop taking records now, if it must: the lease was lost, the stage
-    /// is down, or a shutdown was asked for. Renews the lease when it is due.
-    async fn stop_reason(
-        &self,
-        run: &mut DayRun<'_>,
-        session: &DaySession,
-    ) -> Result<Option<(&'static str, String)>> {
-        if !session.keep().await? {
-            let detail = "another comms-archiver took over this day's lease; the rest of the \
-                          day is left to it";
-            return Ok(Some(("lease_lost", detail.into())));
+    /// Processes one connector-day and writes its status log. The day is checkpointed only
+    /// when nothing in it is left to retry. A day another daemon holds is shared: this one
+    /// delivers shards of it until none is left.
+    pub async fn run_day(&self, connector: &Connector, day: NaiveDate) -> Result<StatusLog> {
+        match self.ledger.open_day(&connector.name, day).await? {
+            Opened::Session(session) => self.run_session(connector, *session).await,
+            Opened::Busy(busy) => self.help_with_day(connector, day, busy).await,
         }
-        if let Some(why) = run.stage_down.take() {
-            let detail = format!("{why}; the rest of the day is left for the next run");
-            return Ok(Some(("stage_unavailable", detail)));
-        }
-        if self.is_shutting_down() {
-            let detail =
-                "shutdown requested before the day was finished; the next run continues it";
-            return Ok(Some(("interrupted", detail.into())));
-        }
-        Ok(None)
     }
 
-    /// Processes one connector-day and writes its status log. The day is checkpointed only
-    /// when nothing in it is left to retry.
-    pub async fn run_day(&self, connector: &Connector, day: NaiveDate) -> Result<StatusLog> {
+    /// Runs a day this daemon holds to its end: collects it (or takes the collection an
+    /// earlier run of it left whole), delivers it, and finishes it.
+    async fn run_session(&self, connector: &Connector, session: DaySession) -> Result<StatusLog> {
         let started = std::time::Instant::now();
-        let session = match self.ledger.open_day(&connector.name, day).await? {
-            Opened::Session(session) => session,
-            Opened::Busy(busy) => {
-                // Another daemon is on it: leave its day, its ledger and its report alone.
-                tracing::warn!(connector = %connector.name, day = %day, %busy, "day skipped");
-                let mut log = StatusLog::new(&connector.name, day);
-                log.errors.push(DayError {
-                    reason: "busy".into(),
-                    detail: busy,
-                });
-                log.finish(false);
-                return Ok(log);
-            }
-        };
         let incidents = crate::incidents::Recorder::default();
         let run = crate::incidents::within(
             Some(incidents.clone()),
-            self.take_records(connector, &session),
+            self.collect_and_deliver(connector, &session),
         )
         .await;
         let mut log = match run {
@@ -253,7 +245,7 @@ impl Archiver {
                 return Err(e);
             }
         };
-        log.incidents = incidents.list();
+        log.incidents.extend(incidents.list());
         let place = Place {
             destination: self.mailbox.destination(),
             folder: connector.folder.clone(),
@@ -269,35 +261,116 @@ impl Archiver {
         Ok(log)
     }
 
-    /// Pulls the day's records and delivers their copies until the records end or the day
-    /// must stop; the status log so far, to finish.
-    async fn take_records(&self, connector: &Connector, session: &DaySession) -> Result<StatusLog> {
-        let day = session.day();
-        tracing::info!(connector = %connector.name, day = %day, recovering = session.recovering(),
-            source = %connector.source.describe(), "starting day");
-        let run = DayRun::new(self, connector, day);
-        let records = connector.source.open(day).await;
-        self.work_through(run, session, records).await
+    /// The day's newest collection, when a run that stopped before its end left it whole:
+    /// it is delivered rather than read from the partner again.
+    async fn resumable_collection(
+        &self,
+        connector: &str,
+        day: NaiveDate,
+    ) -> Result<Option<Collected>> {
+        let Some(collected) = self.ledger.newest_collection(connector, day).await? else {
+            return Ok(None);
+        };
+        if !collected.whole || collected.redrive || self.ledger.is_complete(connector, day).await? {
+            return Ok(None);
+        }
+        // A run that ended after the collection delivered it as far as it could: the next
+        // run reads the day again.
+        let ended_since = self
+            .ledger
+            .run_logs(connector, day)
+            .await?
+            .iter()
+            .any(|r| r.completed_at >= collected.collected_at);
+        Ok((!ended_since).then_some(collected))
     }
 
-    /// Takes records from `records` and does their work, at most `max_in_flight` pieces
-    /// and `max_in_flight_bytes` at once, until the records end or the day must stop.
-    async fn work_through(
+    /// Collects the day (unless a whole collection of it waits) and delivers it; the
+    /// status log, to finish.
+    async fn collect_and_deliver(
+        &self,
+        connector: &Connector,
+        session: &DaySession,
+    ) -> Result<StatusLog> {
+        let (name, day) = (connector.name.as_str(), session.day());
+        tracing::info!(connector = name, day = %day, recovering = session.recovering(),
+            source = %connector.source.describe(), "starting day");
+        let collected = match self.resumable_collection(name, day).await? {
+            Some(collected) => {
+                tracing::info!(connector = name, day = %day, collected = %collected.attempt,
+                    "an earlier run collected the whole day; delivering what is left of it");
+                collected
+            }
+            None => {
+                let run = DayRun::new(self, connector, day);
+                let records = connector.source.open(day).await;
+                match self.collect(run, session, records, Vec::new()).await? {
+                    Ok(collected) => collected,
+                    Err(log) => return Ok(log),
+                }
+            }
+        };
+        self.deliver_collection(connector, session, collected).await
+    }
+
+    /// Why the day must stop taking records now, if it must: the lease was lost, the stage
+    /// is down, or a shutdown was asked for. Renews the lease when it is due.
+    async fn stop_reason(
+        &self,
+        run: &mut DayRun<'_>,
+        session: &DaySession,
+    ) -> Result<Option<(&'static str, String)>> {
+        if let Some(why) = run.stage_down.take() {
+            let detail = format!("{why}; the rest of the day is left for the next run");
+            return Ok(Some(("stage_unavailable", detail)));
+        }
+        Ok(self
+            .delivery_stop(Some(session))
+            .await?
+            .map(|s| (s.reason, s.detail)))
+    }
+
+    /// Collects: takes records from `records` (and, in a re-drive, the held copies
+    /// `restaged`) and stages their copies, at most `max_in_flight` pieces and
+    /// `max_in_flight_bytes` at once, until the records end or the day must stop. Then writes
+    /// the index's last batches and its marker: the collection, to deliver; or the status
+    /// log, to finish, when what was collected is not to be delivered now (the lease lost,
+    /// the stage down, a shutdown).
+    async fn collect(
         &self,
         mut run: DayRun<'_>,
         session: &DaySession,
         records: std::result::Result<Box<dyn ItemStream>, crate::sources::SourceError>,
-    ) -> Result<StatusLog> {
+        restaged: Vec<crate::ledger::HeldCopy>,
+    ) -> Result<std::result::Result<Collected, StatusLog>> {
         let (connector, day) = (run.connector, run.day);
-        let ctx = CopyContext {
+        let index = self
+            .ledger
+            .collect_index(
+                &connector.name,
+                day,
+                session.journal().run_id(),
+                self.delivery_shards,
+            )
+            .await?;
+        let ctx = CollectContext {
             archiver: self,
             connector,
             day,
-            recovering: session.recovering(),
             check_every_copy: session.earlier() == crate::ledger::Earlier::BeforeJournal,
-            journal: session.journal(),
-            destination: self.mailbox.destination(),
+            run: session.journal().run_id(),
+            index: &index,
         };
+        for held in restaged {
+            let copy = run.restaged(held);
+            if let Err(e) = index.add(copy).await {
+                run.day_error(
+                    "stage_unavailable",
+                    format!("the day's index could not list a held copy ({e})"),
+                );
+            }
+        }
+        let mut stopped = false;
         match records {
             Err(e) => run.day_error(e.reason(), e.to_string()),
             Ok(stream) => {
@@ -315,6 +388,7 @@ impl Archiver {
                     if taking {
                         if let Some((reason, detail)) = self.stop_reason(&mut run, session).await? {
                             run.day_error(reason, detail);
+                            stopped = true;
                             taking = false;
                             continue;
                         }
@@ -355,10 +429,36 @@ impl Archiver {
                 reader.abort();
             }
         }
-        Ok(std::mem::replace(
-            &mut run.log,
-            StatusLog::new(&connector.name, day),
-        ))
+        // A stage error that came with the last copies stops the day as one before them would.
+        if let Some(why) = run.stage_down.take() {
+            let detail = format!("{why}; the rest of the day is left for the next run");
+            run.day_error("stage_unavailable", detail);
+            stopped = true;
+        }
+        let log = std::mem::replace(&mut run.log, StatusLog::new(&connector.name, day));
+        if stopped {
+            return Ok(Err(log));
+        }
+        let listed = index.listed().await;
+        let whole = log.nothing_to_retry();
+        match index.finish(whole, run.is_redrive(), &log).await {
+            Ok(collected) => {
+                tracing::info!(connector = %connector.name, day = %day, copies = listed,
+                    shards = collected.shards, whole, "day collected");
+                Ok(Ok(collected))
+            }
+            Err(e) => {
+                let mut log = log;
+                log.errors.push(crate::report::DayError {
+                    reason: "stage_unavailable".into(),
+                    detail: format!(
+                        "the day's index could not be written ({e}); nothing of it is \
+                         delivered, and the next run collects the day again"
+                    ),
+                });
+                Ok(Err(log))
+            }
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Re-driving held copies: a run of its own over the items a day's runs held, mapped,
-//! rendered and delivered again with today's configuration, so that a mapping fixed or a
+//! rendered and delivered again with today's configuration (a copy held as staged, because
+//! its mailbox refused it or did not exist, is delivered again as it was staged), so that a mapping fixed or a
 //! mailbox created since brings them home. Copies a run already imported are skipped by the
 //! journal, so a re-drive delivers each held copy exactly once however often it runs; the
 //! day's reconciliation moves what it delivered from held to imported.
@@ -79,14 +80,41 @@ impl Archiver {
                 return Ok(None);
             }
         };
-        tracing::info!(connector = name, day = %day, items = still_held.len(),
+        tracing::info!(connector = name, day = %day, held = still_held.len(),
             "re-driving held copies");
+        let (copies, items): (Vec<String>, Vec<String>) = still_held
+            .into_iter()
+            .partition(|k| Ledger::is_held_copy(k));
+        let mut restaged = Vec::with_capacity(copies.len());
+        for key in &copies {
+            match self.ledger.read_held_copy(key).await {
+                Ok(held) => restaged.push(held),
+                Err(e) => {
+                    session.abandon().await;
+                    return Err(e);
+                }
+            }
+        }
         let held: Box<dyn ItemStream> = Box::new(HeldItems {
             ledger: self.ledger.clone(),
-            keys: still_held.into_iter(),
+            keys: items.into_iter(),
         });
         let run = DayRun::new(self, connector, day).redriving();
-        let mut log = match self.work_through(run, &session, Ok(held)).await {
+        let collected = match self.collect(run, &session, Ok(held), restaged).await {
+            Ok(collected) => collected,
+            Err(e) => {
+                session.abandon().await;
+                return Err(e);
+            }
+        };
+        let delivered = match collected {
+            Ok(collected) => {
+                self.deliver_collection(connector, &session, collected)
+                    .await
+            }
+            Err(log) => Ok(log),
+        };
+        let mut log = match delivered {
             Ok(log) => log,
             Err(e) => {
                 session.abandon().await;
@@ -108,7 +136,7 @@ impl Archiver {
 /// The held items of a day, read one at a time.
 struct HeldItems {
     ledger: Ledger,
-    keys: std::collections::btree_set::IntoIter<String>,
+    keys: std::vec::IntoIter<String>,
 }
 
 #[async_trait]

@@ -311,6 +311,43 @@ impl StatusLog {
             && self.excluded == self.exclusions.len() as u64
     }
 
+    /// Adds what delivering one shard of the day did (its copies' counts and lists, the
+    /// errors that stopped it) to the day's log. A re-drive's entries are merged by item.
+    pub fn absorb(&mut self, shard: StatusLog) {
+        self.available_for_import += shard.available_for_import;
+        self.imported += shard.imported;
+        self.partially_imported += shard.partially_imported;
+        self.skipped_duplicates += shard.skipped_duplicates;
+        self.failed += shard.failed;
+        self.failures.extend(shard.failures);
+        self.held += shard.held;
+        self.held_copies.extend(shard.held_copies);
+        self.partial_imports.extend(shard.partial_imports);
+        for (way, n) in shard.mapped_by {
+            *self.mapped_by.entry(way).or_default() += n;
+        }
+        for user in shard.unmapped_users {
+            if !self.unmapped_users.contains(&user) {
+                self.unmapped_users.push(user);
+            }
+        }
+        for went in shard.redriven {
+            match self
+                .redriven
+                .iter_mut()
+                .find(|r| r.item_key == went.item_key)
+            {
+                Some(entry) => {
+                    entry.delivered.extend(went.delivered);
+                    entry.already.extend(went.already);
+                }
+                None => self.redriven.push(went),
+            }
+        }
+        self.errors.extend(shard.errors);
+        self.incidents.extend(shard.incidents);
+    }
+
     /// Records an excluded item.
     pub fn exclude(&mut self, exclusion: Exclusion) {
         self.excluded += 1;

@@ -41,6 +41,8 @@ struct State {
     served: HashMap<String, usize>,
     /// Time those requests spent counted against the mailbox's four, by mailbox.
     busy: HashMap<String, std::time::Duration>,
+    /// When the first served request came in and the last one was answered.
+    span: Option<(std::time::Instant, std::time::Instant)>,
     next: usize,
 }
 
@@ -139,6 +141,15 @@ impl FakeGraph {
         self.state.lock().unwrap().busy.clone()
     }
 
+    /// From the first served request to the last answer: how long the mailboxes were worked.
+    pub fn span(&self) -> std::time::Duration {
+        self.state
+            .lock()
+            .unwrap()
+            .span
+            .map_or(std::time::Duration::ZERO, |(first, last)| last - first)
+    }
+
     pub fn max_in_flight(&self) -> usize {
         self.state.lock().unwrap().max_in_flight
     }
@@ -178,6 +189,8 @@ impl FakeGraph {
             let now = *n;
             state.max_in_flight = state.max_in_flight.max(now);
             *state.served.entry(mailbox.clone()).or_default() += 1;
+            let first = state.span.map_or(since, |(first, _)| first);
+            state.span = Some((first, since));
         }
         let latency = self.latency_ms.load(Ordering::SeqCst);
         if latency > 0 {
@@ -202,6 +215,9 @@ impl FakeGraph {
         let mut state = self.state.lock().unwrap();
         *state.in_flight.get_mut(&mailbox).unwrap() -= 1;
         *state.busy.entry(mailbox).or_default() += since.elapsed();
+        if let Some((_, last)) = &mut state.span {
+            *last = std::time::Instant::now();
+        }
         response
     }
 

@@ -193,6 +193,14 @@ fn segment(raw: &str) -> String {
 
 #[async_trait::async_trait]
 impl Mailbox for GraphMailboxes {
+    /// Graph takes four requests at once per mailbox: four copies of each, many mailboxes.
+    fn delivery_shape(&self) -> super::DeliveryShape {
+        super::DeliveryShape {
+            per_mailbox: CONCURRENCY_PER_MAILBOX,
+            mailboxes: None,
+        }
+    }
+
     async fn probe(&self, sample: Option<&str>, connect: bool) -> Result<String, MailboxError> {
         let tenant = self.destination();
         match (connect, sample) {

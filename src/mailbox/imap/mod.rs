@@ -583,6 +583,17 @@ impl Mailbox for ImapMailboxes {
         futures::future::join_all(idle.into_iter().map(|i| log_out(i.session, timeout))).await;
     }
 
+    /// One connection per mailbox, and never more mailboxes at once than can stay logged in
+    /// between their copies: each mailbox logs in once for all its copies.
+    fn delivery_shape(&self) -> super::DeliveryShape {
+        let s = &self.settings;
+        let mailboxes = s.max_connections.min(s.idle_connections).max(1);
+        super::DeliveryShape {
+            per_mailbox: 1,
+            mailboxes: Some(mailboxes),
+        }
+    }
+
     fn describe(&self) -> String {
         format!("IMAP {}:{}", self.settings.host, self.settings.port)
     }

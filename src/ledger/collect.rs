@@ -1,0 +1,615 @@
+//! The day between its two phases. Collecting stages every copy (create-only, as always) and
+//! lists it in the day's index, in batches per mailbox shard; delivering takes the index
+//! shard by shard, each shard's copies grouped by mailbox, under a lease of its own so that
+//! several daemons can share one day.
+//!
+//! Keys in the stage (state, not evidence: the evidence is the staged copy and its import
+//! record), under `ledger/<connector>/collect/<day>/`:
+//! - `<attempt>/index/<shard>/<n>.jsonl`: the copies one collection staged, one JSON line
+//!   each, in batches of [`INDEX_BATCH`] per shard (create-only);
+//! - `<attempt>/collected.json`: written once the collection ended and its batches are
+//!   written: how many shards, whether it read the whole delivery, and the status log of
+//!   what it did ([`Collected`]);
+//! - `round.json`: the delivery round under way ([`Round`]): which collection, which shards;
+//! - `<attempt>/rounds/<round>/started/<shard>`: a shard was taken in that round (create-only:
+//!   whoever finds it there already takes over from someone, and checks every copy);
+//! - `<attempt>/rounds/<round>/done/<shard>.json`: what delivering the shard did, as a status
+//!   log of its copies, written after their import records.
+//!
+//! Shard leases are `ledger/<connector>/leases/<day>/shard-<n>.json`, taken, renewed and
+//! released like the day's lease. A mailbox always falls in the same shard of a day (the
+//! first collection of the day fixes how many there are), so no two deliveries of one
+//! mailbox's copies ever run at once, whichever collection or round they belong to.
+
+use super::{DayLease, Ledger};
+use crate::mapping::Via;
+use crate::report::{LeftOut, StatusLog};
+use crate::stage::Created;
+use crate::{Error, Result};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+/// Copies an index batch holds at most; a shard's batch is written when it is full.
+pub const INDEX_BATCH: usize = 256;
+
+/// One staged copy, as the day's index lists it for delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedCopy {
+    pub item_id: String,
+    pub item_key: String,
+    /// The item's own time: the message's date in the mailbox, and the date its staged
+    /// message and import record are kept under.
+    pub time: DateTime<Utc>,
+    pub mailbox: String,
+    pub via: Via,
+    /// How the mailbox was found, in words, for the import record.
+    pub mapped_by: String,
+    /// The archived employee, for failure reports.
+    pub user: String,
+    /// The stage key of the rendered message.
+    pub staged: String,
+    pub bytes: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<LeftOut>,
+    /// The collection created the staged message: no run can have imported it before.
+    pub fresh: bool,
+}
+
+/// What a collection left for delivery.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Collected {
+    pub attempt: String,
+    pub shards: u32,
+    /// The collection read the whole delivery and left nothing to retry: a later run of an
+    /// unfinished day delivers it rather than reading the partner again.
+    pub whole: bool,
+    /// A re-drive of held copies rather than the day's delivery.
+    pub redrive: bool,
+    /// What collecting did: every count but the delivered copies'.
+    pub log: StatusLog,
+    pub collected_at: DateTime<Utc>,
+}
+
+/// One delivery round of a collection: the shards it delivers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Round {
+    pub attempt: String,
+    pub round: String,
+    /// The collection's shard count.
+    pub of: u32,
+    pub shards: Vec<u32>,
+    /// The collection's first round: a fresh copy in a shard nobody took before in it is
+    /// imported without asking the mailbox first.
+    pub first: bool,
+    /// A re-drive's round: its status log lists where each held copy went.
+    #[serde(default)]
+    pub redrive: bool,
+}
+
+/// The mailbox shard a mailbox's copies fall into, out of `shards`.
+pub fn shard_of(mailbox: &str, shards: u32) -> u32 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(mailbox.as_bytes());
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % shards.max(1)
+}
+
+fn prefix(connector: &str, day: NaiveDate) -> String {
+    format!("ledger/{connector}/collect/{day}/")
+}
+
+fn shard_lease_key(connector: &str, day: NaiveDate, shard: u32) -> String {
+    format!("ledger/{connector}/leases/{day}/shard-{shard:04}.json")
+}
+
+fn done_key(connector: &str, day: NaiveDate, round: &Round, shard: u32) -> String {
+    format!(
+        "{}{}/rounds/{}/done/{shard:04}.json",
+        prefix(connector, day),
+        round.attempt,
+        round.round
+    )
+}
+
+/// The day's index as one collection writes it: a pending batch per shard.
+pub struct CollectIndex {
+    ledger: Ledger,
+    connector: String,
+    day: NaiveDate,
+    attempt: String,
+    shards: u32,
+    state: tokio::sync::Mutex<IndexState>,
+}
+
+#[derive(Default)]
+struct IndexState {
+    pending: HashMap<u32, Vec<StagedCopy>>,
+    written: HashMap<u32, u32>,
+    listed: u64,
+}
+
+impl CollectIndex {
+    pub fn attempt(&self) -> &str {
+        &self.attempt
+    }
+
+    /// Lists a staged copy; writes its shard's batch when it is full. A batch that cannot be
+    /// written stays pending, and the error is the copy's.
+    pub async fn add(&self, copy: StagedCopy) -> Result<()> {
+        let shard = shard_of(&copy.mailbox, self.shards);
+        let batch = {
+            let mut state = self.state.lock().await;
+            state.listed += 1;
+            let pending = state.pending.entry(shard).or_default();
+            pending.push(copy);
+            if pending.len() < INDEX_BATCH {
+                return Ok(());
+            }
+            std::mem::take(pending)
+        };
+        self.write_batch(shard, batch).await
+    }
+
+    async fn write_batch(&self, shard: u32, batch: Vec<StagedCopy>) -> Result<()> {
+        let n = {
+            let mut state = self.state.lock().await;
+            let n = state.written.entry(shard).or_default();
+            *n += 1;
+            *n
+        };
+        let mut lines = Vec::with_capacity(batch.len() * 400);
+        for copy in &batch {
+            serde_json::to_writer(&mut lines, copy).expect("a staged copy serializes");
+            lines.push(b'\n');
+        }
+        let key = format!(
+            "{}{}/index/{shard:04}/{n:06}.jsonl",
+            prefix(&self.connector, self.day),
+            self.attempt
+        );
+        match self.ledger.stage.put_new(&key, &lines).await {
+            Ok(Created::New) => Ok(()),
+            Ok(Created::AlreadyExists) => Err(Error::State(format!(
+                "the index batch {key} exists already: two collections share the id {}",
+                self.attempt
+            ))),
+            Err(e) => {
+                // Kept for the next try: the copies are staged, and must be listed.
+                self.state
+                    .lock()
+                    .await
+                    .pending
+                    .entry(shard)
+                    .or_default()
+                    .extend(batch);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Writes every pending batch, then the collection's marker: from then on its shards
+    /// can be delivered. Nothing of a collection without a marker is ever delivered; the
+    /// day's next run collects again.
+    pub async fn finish(&self, whole: bool, redrive: bool, log: &StatusLog) -> Result<Collected> {
+        let pending: Vec<(u32, Vec<StagedCopy>)> = {
+            let mut state = self.state.lock().await;
+            let mut pending: Vec<_> = state.pending.drain().collect();
+            pending.sort_by_key(|(shard, _)| *shard);
+            pending
+        };
+        for (shard, batch) in pending {
+            if !batch.is_empty() {
+                self.write_batch(shard, batch).await?;
+            }
+        }
+        let collected = Collected {
+            attempt: self.attempt.clone(),
+            shards: self.shards,
+            whole,
+            redrive,
+            log: log.clone(),
+            collected_at: Utc::now(),
+        };
+        let key = format!(
+            "{}{}/collected.json",
+            prefix(&self.connector, self.day),
+            self.attempt
+        );
+        let bytes = serde_json::to_vec(&collected).expect("a collection serializes");
+        self.ledger.stage.put_new(&key, &bytes).await?;
+        Ok(collected)
+    }
+
+    /// Copies listed so far.
+    pub async fn listed(&self) -> u64 {
+        self.state.lock().await.listed
+    }
+}
+
+impl Ledger {
+    /// An index for a new collection of `day`, named `attempt`. The day keeps the shard count
+    /// its first collection had; a first collection takes `shards`.
+    pub async fn collect_index(
+        &self,
+        connector: &str,
+        day: NaiveDate,
+        attempt: &str,
+        shards: u32,
+    ) -> Result<CollectIndex> {
+        let shards = match self.newest_collection(connector, day).await? {
+            Some(earlier) => earlier.shards,
+            None => shards.max(1),
+        };
+        Ok(CollectIndex {
+            ledger: self.clone(),
+            connector: connector.to_string(),
+            day,
+            attempt: attempt.to_string(),
+            shards,
+            state: Default::default(),
+        })
+    }
+
+    /// The day's newest collection with a marker, if any.
+    pub async fn newest_collection(
+        &self,
+        connector: &str,
+        day: NaiveDate,
+    ) -> Result<Option<Collected>> {
+        let mut markers: Vec<String> = self
+            .stage
+            .list(&prefix(connector, day))
+            .await?
+            .into_iter()
+            .filter(|k| k.ends_with("/collected.json"))
+            .collect();
+        markers.sort();
+        match markers.last() {
+            Some(key) => self.read(key).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The copies of one shard of a collection, each once, grouped by mailbox and in the
+    /// order of their items' times.
+    pub async fn shard_copies(
+        &self,
+        connector: &str,
+        day: NaiveDate,
+        attempt: &str,
+        shard: u32,
+    ) -> Result<BTreeMap<String, Vec<StagedCopy>>> {
+        let at = format!("{}{attempt}/index/{shard:04}/", prefix(connector, day));
+        let mut batches = self.stage.list(&at).await?;
+        batches.sort();
+        let mut by_mailbox: BTreeMap<String, BTreeMap<String, StagedCopy>> = BTreeMap::new();
+        for batch in batches {
+            let bytes = self.stage.get(&batch).await?.unwrap_or_default();
+            let unreadable = |line: usize, why: String| {
+                Error::State(format!(
+                    "{} holds an unreadable index batch '{batch}' (line {line}: {why}); remove \
+                     {}{attempt}/collected.json and the day's next run collects it again",
+                    self.stage.describe(),
+                    prefix(connector, day)
+                ))
+            };
+            let text = std::str::from_utf8(&bytes).map_err(|e| unreadable(1, e.to_string()))?;
+            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
+                let copy: StagedCopy =
+                    serde_json::from_str(line).map_err(|e| unreadable(i + 1, e.to_string()))?;
+                let copies = by_mailbox.entry(copy.mailbox.clone()).or_default();
+                match copies.get_mut(&copy.item_key) {
+                    // Listed twice: a copy is fresh only if every listing says so.
+                    Some(seen) => seen.fresh &= copy.fresh,
+                    None => {
+                        copies.insert(copy.item_key.clone(), copy);
+                    }
+                }
+            }
+        }
+        Ok(by_mailbox
+            .into_iter()
+            .map(|(mailbox, copies)| {
+                let mut copies: Vec<StagedCopy> = copies.into_values().collect();
+                copies.sort_by(|a, b| (a.time, &a.item_key).cmp(&(b.time, &b.item_key)));
+                (mailbox, copies)
+            })
+            .collect())
+    }
+
+    /// Starts a delivery round of `collected`: every shard of it that no earlier round
+    /// delivered with nothing left to retry.
+    pub async fn start_round(
+        &self,
+        connector: &str,
+        day: NaiveDate,
+        collected: &Collected,
+        round: &str,
+    ) -> Result<Round> {
+        let settled = self
+            .settled_shards(connector, day, &collected.attempt)
+            .await?;
+        let first = !self
+            .stage
+            .list(&format!(
+                "{}{}/rounds/",
+                prefix(connector, day),
+                collected.attempt
+            ))
+            .await?
+            .iter()
+            .any(|k| k.contains("/started/"));
+        let round = Round {
+            attempt: collected.attempt.clone(),
+            round: round.to_string(),
+            of: collected.shards,
+            shards: (0..collected.shards)
+                .filter(|s| !settled.contains_key(s))
+                .collect(),
+            first,
+            redrive: collected.redrive,
+        };
+        self.write(&format!("{}round.json", prefix(connector, day)), &round)
+            .await?;
+        Ok(round)
+    }
+
+    /// The day's delivery round under way, if any.
+    pub async fn current_round(&self, connector: &str, day: NaiveDate) -> Result<Option<Round>> {
+        self.read(&format!("{}round.json", prefix(connector, day)))
+            .await
+    }
+
+    /// The shards of a collection some round delivered with nothing left to retry, each with
+    /// what delivering it did (the newest such round's).
+    pub async fn settled_shards(
+        &self,
+        connector: &str,
+        day: NaiveDate,
+        attempt: &str,
+    ) -> Result<BTreeMap<u32, StatusLog>> {
+        let mut done: Vec<String> = self
+            .stage
+            .list(&format!("{}{attempt}/rounds/", prefix(connector, day)))
+            .await?
+            .into_iter()
+            .filter(|k| k.contains("/done/"))
+            .collect();
+        done.sort();
+        let mut settled = BTreeMap::new();
+        for key in done {
+            let shard = key
+                .rsplit('/')
+                .next()
+                .and_then(|name| name.strip_suffix(".json"))
+                .and_then(|n| n.parse::<u32>().ok());
+            let (Some(shard), Some(log)) = (shard, self.read::<StatusLog>(&key).await?) else {
+                continue;
+            };
+            if log.nothing_to_retry() {
+                settled.insert(shard, log);
+            }
+        }
+        Ok(settled)
+    }
+
+    /// The shards of a round delivered so far, with what delivering each did.
+    pub async fn round_done(
+        &self,
+        connector: &str,
+        day: NaiveDate,
+        round: &Round,
+    ) -> Result<BTreeMap<u32, StatusLog>> {
+        let at = format!(
+            "{}{}/rounds/{}/done/",
+            prefix(connector, day),
+            round.attempt,
+            round.round
+        );
+        let mut done = BTreeMap::new();
+        for key in self.stage.list(&at).await? {
+            let shard = key
+                .rsplit('/')
+                .next()
+                .and_then(|name| name.strip_suffix(".json"))
+                .and_then(|n| n.parse::<u32>().ok());
+            if let (Some(shard), Some(log)) = (shard, self.read::<StatusLog>(&key).await?) {
+                done.insert(shard, log);
+            }
+        }
+        Ok(done)
+    }
+
+    /// Whether a shard of the round is delivered.
+    pub async fn shard_is_done(
+        &self,
+        connector: &str,
+        day: NaiveDate,
+        round: &Round,
+        shard: u32,
+    ) -> Result<bool> {
+        Ok(self
+            .stage
+            .get(&done_key(connector, day, round, shard))
+            .await?
+            .is_some())
+    }
+
+    /// Marks a shard taken in the round; false when someone took it before (and may have
+    /// imported some of its copies without recording them).
+    pub async fn start_shard(
+        &self,
+        connector: &str,
+        day: NaiveDate,
+        round: &Round,
+        shard: u32,
+        owner: &str,
+    ) -> Result<bool> {
+        let key = format!(
+            "{}{}/rounds/{}/started/{shard:04}",
+            prefix(connector, day),
+            round.attempt,
+            round.round
+        );
+        Ok(self.stage.put_new(&key, owner.as_bytes()).await? == Created::New)
+    }
+
+    /// Records what delivering a shard did; written once its import records are.
+    pub async fn finish_shard(
+        &self,
+        connector: &str,
+        day: NaiveDate,
+        round: &Round,
+        shard: u32,
+        log: &StatusLog,
+    ) -> Result<()> {
+        let key = done_key(connector, day, round, shard);
+        let bytes = serde_json::to_vec(log).expect("a status log serializes");
+        self.stage.put_new(&key, &bytes).await?;
+        Ok(())
+    }
+
+    /// Takes a shard's lease for `owner`, unless another live owner holds it.
+    pub async fn acquire_shard(
+        &self,
+        connector: &str,
+        day: NaiveDate,
+        shard: u32,
+        owner: &str,
+    ) -> Result<std::result::Result<DayLease, String>> {
+        self.acquire(shard_lease_key(connector, day, shard), owner)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stage::LocalStage;
+    use std::sync::Arc;
+
+    fn copy(mailbox: &str, key: &str, fresh: bool) -> StagedCopy {
+        StagedCopy {
+            item_id: format!("id-{key}"),
+            item_key: key.into(),
+            time: "2026-11-20T10:00:00Z".parse().unwrap(),
+            mailbox: mailbox.into(),
+            via: Via::Csv { line: 2 },
+            mapped_by: "mapping CSV m.csv line 2".into(),
+            user: "+447700900123".into(),
+            staged: format!("staged/o2/2026-11-20/{mailbox}/{key}.eml"),
+            bytes: 10,
+            left_out: Vec::new(),
+            fresh,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_collection_lists_each_copy_in_its_mailbox_shard_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::new(Arc::new(LocalStage::new(dir.path())));
+        let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+        let index = ledger.collect_index("o2", day, "a1", 4).await.unwrap();
+        let mailboxes: Vec<String> = (0..20).map(|n| format!("u{n}@contoso.com")).collect();
+        for n in 0..600 {
+            let mailbox = &mailboxes[n % mailboxes.len()];
+            index
+                .add(copy(mailbox, &format!("{n:032x}"), true))
+                .await
+                .unwrap();
+        }
+        // Listed twice (a repeat): still one copy, and not fresh.
+        index
+            .add(copy(&mailboxes[0], &format!("{:032x}", 0), false))
+            .await
+            .unwrap();
+        let log = StatusLog::new("o2", day);
+        let collected = index.finish(true, false, &log).await.unwrap();
+        assert_eq!(collected.shards, 4);
+        assert_eq!(
+            ledger
+                .newest_collection("o2", day)
+                .await
+                .unwrap()
+                .unwrap()
+                .attempt,
+            "a1"
+        );
+        let mut total = 0;
+        for shard in 0..4 {
+            let copies = ledger.shard_copies("o2", day, "a1", shard).await.unwrap();
+            for (mailbox, list) in &copies {
+                assert_eq!(shard_of(mailbox, 4), shard);
+                assert!(list.windows(2).all(|w| w[0].time <= w[1].time));
+                total += list.len();
+            }
+        }
+        assert_eq!(total, 600, "every copy once");
+        let first = ledger
+            .shard_copies("o2", day, "a1", shard_of(&mailboxes[0], 4))
+            .await
+            .unwrap();
+        let zero = first[&mailboxes[0]]
+            .iter()
+            .find(|c| c.item_key == format!("{:032x}", 0));
+        assert!(
+            !zero.unwrap().fresh,
+            "a copy listed as not fresh is checked"
+        );
+        // A later collection of the day keeps its shard count, whatever it is asked for.
+        let again = ledger.collect_index("o2", day, "a2", 16).await.unwrap();
+        assert_eq!(again.shards, 4);
+    }
+
+    #[tokio::test]
+    async fn a_round_leaves_out_the_shards_delivered_with_nothing_to_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::new(Arc::new(LocalStage::new(dir.path())));
+        let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+        let index = ledger.collect_index("o2", day, "a1", 3).await.unwrap();
+        let collected = index
+            .finish(true, false, &StatusLog::new("o2", day))
+            .await
+            .unwrap();
+        let round = ledger
+            .start_round("o2", day, &collected, "r1")
+            .await
+            .unwrap();
+        assert_eq!((round.shards.clone(), round.first), (vec![0, 1, 2], true));
+        assert!(ledger
+            .start_shard("o2", day, &round, 0, "me")
+            .await
+            .unwrap());
+        assert!(!ledger
+            .start_shard("o2", day, &round, 0, "you")
+            .await
+            .unwrap());
+        ledger
+            .finish_shard("o2", day, &round, 0, &StatusLog::new("o2", day))
+            .await
+            .unwrap();
+        let mut retry = StatusLog::new("o2", day);
+        retry.errors.push(crate::report::DayError {
+            reason: "stage_unavailable".into(),
+            detail: "down".into(),
+        });
+        ledger
+            .finish_shard("o2", day, &round, 1, &retry)
+            .await
+            .unwrap();
+        let next = ledger
+            .start_round("o2", day, &collected, "r2")
+            .await
+            .unwrap();
+        assert_eq!((next.shards, next.first), (vec![1, 2], false));
+        assert_eq!(
+            ledger
+                .current_round("o2", day)
+                .await
+                .unwrap()
+                .unwrap()
+                .round,
+            "r2"
+        );
+    }
+}
