@@ -23,6 +23,7 @@ mod scheduler;
 mod secrets;
 mod service;
 mod sftp;
+mod shards;
 mod sizes;
 mod smtp;
 mod support;
