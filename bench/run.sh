@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The benchmark harness: one command measures comms-archiver and writes docs/performance.md.
 #
-#   bash bench/run.sh                    # render bench, Graph at 50 ms, sizes S and L
+#   bash bench/run.sh                    # render bench, Graph at 50 ms, sizes S and L (S also
+#                                        # with three daemons sharing its day, one killed)
 #   BENCH_SIZES="S L:a" bash bench/run.sh  # S in full, L only on the embedded default
+#   BENCH_SEED=7 bash bench/run.sh         # the three daemons' run as BENCH_SEED=7 printed it
 #   BENCH_SIZES=XS bash bench/run.sh       # a smoke run of the harness
 #   bash bench/run.sh smtp               # only the SMTP intake against OpenSMTPD, replacing
 #                                        # that section of docs/performance.md
@@ -48,7 +50,8 @@ fi
 echo "render bench (criterion)"
 cargo bench --manifest-path bench/Cargo.toml --bench render -- --noplot >"$scratch/criterion.txt"
 echo "Graph at 50 ms per request"
-GRAPH_BENCH_LATENCY_MS=50 cargo test --release --locked --test integration bench_graph_throughput \
+GRAPH_BENCH_LATENCY_MS=50 GRAPH_BENCH_MAILBOXES=100 GRAPH_BENCH_ITEMS="${GRAPH_BENCH_ITEMS:-10000}" \
+  GRAPH_BENCH_IN_FLIGHT=400 cargo test --release --locked --test integration bench_graph_throughput \
   -- --ignored --nocapture >"$scratch/graph.txt" 2>&1 || { cat "$scratch/graph.txt"; exit 1; }
 grep '^graph-bench ' "$scratch/graph.txt"
 python3 bench/harness.py --smtp --sizes "$sizes" --scratch "$scratch" \

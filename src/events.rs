@@ -65,8 +65,10 @@ impl DayFinished<'_> {
             available_from_source = log.available_from_source,
             available_for_import = log.available_for_import,
             imported = log.imported,
+            partially_imported = log.partially_imported,
             skipped_duplicates = log.skipped_duplicates,
             failed = log.failed,
+            held = log.held,
             "day finished"
         );
     }

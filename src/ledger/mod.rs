@@ -12,7 +12,10 @@
 //!   under the items' date ([`Journal`])
 //! - `ledger/<connector>/days/<day>.json`: the day's state (open or complete, attempts)
 //! - `ledger/<connector>/leases/<day>.json`: who is processing the day, until when; taken
-//!   and renewed with ETag conditions, so two daemons never work on one day at once
+//!   and renewed with ETag conditions, so two daemons never collect one day at once; and
+//!   `ledger/<connector>/leases/<day>/shard-<n>.json`, the same for one delivery shard
+//! - `ledger/<connector>/collect/<day>/`: the day's index of staged copies by mailbox shard,
+//!   and its delivery rounds ([`CollectIndex`], `collect.rs`)
 //! - `runs/<connector>/<day>/<run>.json`: each run's own run log, written once when the run
 //!   ends (create-only)
 //! - `held/<connector>/<day>/<item-key>.json`: items with copies not delivered yet, kept
