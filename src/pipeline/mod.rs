@@ -384,6 +384,10 @@ impl Archiver {
                 let mut copies = FuturesUnordered::new();
                 let mut bytes_in_flight = 0u64;
                 let mut taking = true;
+                // A partner that stalls between records (its retries, a slow page) must not
+                // let the day's lease lapse: while waiting, the lease is renewed on time.
+                let mut renew = tokio::time::interval(self.ledger.lease_renew_every());
+                renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 while taking || !copies.is_empty() {
                     if taking {
                         if let Some((reason, detail)) = self.stop_reason(&mut run, session).await? {
@@ -394,6 +398,7 @@ impl Archiver {
                         }
                     }
                     tokio::select! {
+                        _ = renew.tick(), if taking => {}
                         Some((bytes, result)) = copies.next(), if !copies.is_empty() => {
                             bytes_in_flight -= bytes;
                             run.apply(result);

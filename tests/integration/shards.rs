@@ -21,6 +21,15 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const DAY: &str = "2026-11-25";
+
+/// A line on the test's stderr as such, not captured: the seed and who did what show in CI's
+/// log even when the test passes.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 const SHARDS: u32 = 12;
 const LEASE_SECS: u64 = 10;
 
@@ -169,7 +178,7 @@ async fn three_daemons_share_a_day_and_one_killed_mid_shard_loses_and_repeats_no
     let (items, mailboxes) = (900usize, 30usize);
     let victim = (seed % 3) as usize;
     let kill_after = 2 + (seed / 3 % 6) as usize;
-    eprintln!(
+    say!(
         "shards: SHARDS_SEED={seed} items={items} mailboxes={mailboxes} shards={SHARDS} \
          victim=daemon-{victim} killed after {kill_after} imports into its shard"
     );
@@ -260,7 +269,7 @@ async fn three_daemons_share_a_day_and_one_killed_mid_shard_loses_and_repeats_no
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    eprintln!("shards: daemon-{victim} SIGKILLed in shard {killed_shard} of {killed_connector}");
+    say!("shards: daemon-{victim} SIGKILLed in shard {killed_shard} of {killed_connector}");
 
     let deadline = Instant::now() + Duration::from_secs(300);
     for (n, daemon) in daemons.iter_mut().enumerate() {
@@ -281,7 +290,7 @@ async fn three_daemons_share_a_day_and_one_killed_mid_shard_loses_and_repeats_no
     for daemon in &daemons {
         let delivered = daemon.shards_delivered();
         let started = daemon.shards_started();
-        eprintln!(
+        say!(
             "shards: {} started {} shard(s), recorded {} as delivered: {:?}",
             daemon.name,
             started.len(),
@@ -320,9 +329,11 @@ async fn three_daemons_share_a_day_and_one_killed_mid_shard_loses_and_repeats_no
                 && e["shard"].as_u64() == Some(killed_shard)
         })
         .unwrap();
-    eprintln!(
+    say!(
         "shards: {} took shard {killed_shard} over: imported {}, found {} already there",
-        taker[0], taken["imported"], taken["skipped"]
+        taker[0],
+        taken["imported"],
+        taken["skipped"]
     );
     assert!(
         taken["imported"].as_u64().unwrap() > 0,
@@ -333,7 +344,7 @@ async fn three_daemons_share_a_day_and_one_killed_mid_shard_loses_and_repeats_no
     // victim may leave the temporary drafts it was making (no item key, not in the folder).
     let copies = graph_copies(&graph);
     let drafts = graph.messages().iter().filter(|m| m.is_draft).count();
-    eprintln!("shards: {drafts} temporary draft(s) left by the killed daemon");
+    say!("shards: {drafts} temporary draft(s) left by the killed daemon");
     let twice: Vec<_> = copies.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "imported twice: {twice:?}");
     let stage = crate::azure::stage(&azurite);
@@ -368,7 +379,7 @@ async fn three_daemons_share_a_day_and_one_killed_mid_shard_loses_and_repeats_no
         reconciled += log.imported + log.partially_imported;
     }
     assert_eq!(reconciled as usize, imported.len());
-    eprintln!(
+    say!(
         "shards: {} copies imported once each, {} staged; all four days complete",
         imported.len(),
         staged.len()
