@@ -172,12 +172,23 @@ impl Keeper {
             };
             self.record(connector, day, entry).await?;
             self.note_if_behind(connector, day).await?;
-            // A day that became complete while the message was kept may not have read it:
-            // it is kept again in the next open day too (the journal imports it once).
-            if day >= today || !self.is_complete(connector, day).await? {
+            // A day that became complete while the message was kept, or that a run is
+            // collecting and delivering now, may not have read it: it is kept again in the
+            // next open day too (the journal imports it once).
+            let busy = day < today
+                && self
+                    .ledger
+                    .is_leased(connector, day)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            if day >= today || (!busy && !self.is_complete(connector, day).await?) {
                 return Ok(kept.unwrap_or(Kept::New));
             }
-            day = self.open_day(connector, day, today).await?;
+            let after = match busy {
+                true => day.succ_opt().unwrap_or(today),
+                false => day,
+            };
+            day = self.open_day(connector, after, today).await?;
         }
     }
 

@@ -317,6 +317,12 @@ impl Ledger {
         ))
     }
 
+    /// Whether a live run holds the day's lease now (it is collecting or delivering it).
+    pub async fn is_leased(&self, connector: &str, day: NaiveDate) -> Result<bool> {
+        let held: Option<LeaseHolder> = self.read(&Self::lease_key(connector, day)).await?;
+        Ok(held.is_some_and(|h| h.expires_at > Utc::now() && !holder_is_gone(&h.owner)))
+    }
+
     /// Extends the lease; false when it was lost (another daemon took it after it expired).
     pub async fn renew(&self, lease: &mut DayLease) -> Result<bool> {
         let holder = LeaseHolder {
