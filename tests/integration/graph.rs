@@ -483,6 +483,13 @@ async fn bench_graph_throughput() {
         ),
         Err(_) => text,
     };
+    let text = match std::env::var("GRAPH_BENCH_SHARDS") {
+        Ok(n) => text.replace(
+            "[archiver]\n",
+            &format!("[archiver]\ndelivery_shards = {n}\n"),
+        ),
+        Err(_) => text,
+    };
     let config = Config::from_toml(Path::new("graph-bench.toml"), &text, &[]).unwrap();
     let archiver = Archiver::from_config(&config).unwrap();
 
