@@ -1,0 +1,130 @@
+//! The day's index and its delivery rounds, against a local stage.
+
+use super::*;
+use crate::stage::LocalStage;
+use std::sync::Arc;
+
+fn copy(mailbox: &str, key: &str, fresh: bool) -> StagedCopy {
+    StagedCopy {
+        item_id: format!("id-{key}"),
+        item_key: key.into(),
+        time: "2026-11-20T10:00:00Z".parse().unwrap(),
+        mailbox: mailbox.into(),
+        via: Via::Csv { line: 2 },
+        mapped_by: "mapping CSV m.csv line 2".into(),
+        user: "+447700900123".into(),
+        staged: format!("staged/o2/2026-11-20/{mailbox}/{key}.eml"),
+        bytes: 10,
+        left_out: Vec::new(),
+        fresh,
+    }
+}
+
+#[tokio::test]
+async fn a_collection_lists_each_copy_in_its_mailbox_shard_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::new(Arc::new(LocalStage::new(dir.path())));
+    let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+    let index = ledger.collect_index("o2", day, "a1", 4).await.unwrap();
+    let mailboxes: Vec<String> = (0..20).map(|n| format!("u{n}@contoso.com")).collect();
+    for n in 0..600 {
+        let mailbox = &mailboxes[n % mailboxes.len()];
+        index
+            .add(copy(mailbox, &format!("{n:032x}"), true))
+            .await
+            .unwrap();
+    }
+    // Listed twice (a repeat): still one copy, and not fresh.
+    index
+        .add(copy(&mailboxes[0], &format!("{:032x}", 0), false))
+        .await
+        .unwrap();
+    let log = StatusLog::new("o2", day);
+    let collected = index.finish(true, false, &log).await.unwrap();
+    assert_eq!(collected.shards, 4);
+    assert_eq!(
+        ledger
+            .newest_collection("o2", day)
+            .await
+            .unwrap()
+            .unwrap()
+            .attempt,
+        "a1"
+    );
+    let mut total = 0;
+    for shard in 0..4 {
+        let copies = ledger.shard_copies("o2", day, "a1", shard).await.unwrap();
+        for (mailbox, list) in &copies {
+            assert_eq!(shard_of(mailbox, 4), shard);
+            assert!(list.windows(2).all(|w| w[0].time <= w[1].time));
+            total += list.len();
+        }
+    }
+    assert_eq!(total, 600, "every copy once");
+    let first = ledger
+        .shard_copies("o2", day, "a1", shard_of(&mailboxes[0], 4))
+        .await
+        .unwrap();
+    let zero = first[&mailboxes[0]]
+        .iter()
+        .find(|c| c.item_key == format!("{:032x}", 0));
+    assert!(
+        !zero.unwrap().fresh,
+        "a copy listed as not fresh is checked"
+    );
+    // A later collection of the day keeps its shard count, whatever it is asked for.
+    let again = ledger.collect_index("o2", day, "a2", 16).await.unwrap();
+    assert_eq!(again.shards, 4);
+}
+
+#[tokio::test]
+async fn a_round_leaves_out_the_shards_delivered_with_nothing_to_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::new(Arc::new(LocalStage::new(dir.path())));
+    let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+    let index = ledger.collect_index("o2", day, "a1", 3).await.unwrap();
+    let collected = index
+        .finish(true, false, &StatusLog::new("o2", day))
+        .await
+        .unwrap();
+    let round = ledger
+        .start_round("o2", day, &collected, "r1")
+        .await
+        .unwrap();
+    assert_eq!((round.shards.clone(), round.first), (vec![0, 1, 2], true));
+    assert!(ledger
+        .start_shard("o2", day, &round, 0, "me")
+        .await
+        .unwrap());
+    assert!(!ledger
+        .start_shard("o2", day, &round, 0, "you")
+        .await
+        .unwrap());
+    ledger
+        .finish_shard("o2", day, &round, 0, &StatusLog::new("o2", day))
+        .await
+        .unwrap();
+    let mut retry = StatusLog::new("o2", day);
+    retry.errors.push(crate::report::DayError {
+        reason: "stage_unavailable".into(),
+        detail: "down".into(),
+    });
+    ledger
+        .finish_shard("o2", day, &round, 1, &retry)
+        .await
+        .unwrap();
+    let next = ledger
+        .start_round("o2", day, &collected, "r2")
+        .await
+        .unwrap();
+    assert_eq!((next.shards, next.first), (vec![1, 2], false));
+    assert_eq!(
+        ledger
+            .current_round("o2", day)
+            .await
+            .unwrap()
+            .unwrap()
+            .round,
+        "r2"
+    );
+}
