@@ -14,6 +14,7 @@ mod tally;
 use super::copy::{self, DeliverContext, Delivered};
 use super::{Archiver, Connector};
 use crate::ledger::{Collected, DayLease, DaySession, Journal, Opened, Round, StagedCopy};
+use crate::mailbox::DeliveryShape;
 use crate::report::StatusLog;
 use crate::Result;
 use chrono::NaiveDate;
@@ -57,10 +58,20 @@ pub(super) struct Unrecorded {
     log: StatusLog,
 }
 
-/// How one shard's delivery ended.
-enum ShardEnd {
-    Done(Box<StatusLog>),
-    Stopped(Stopped),
+/// A shard this daemon leases and has started: its copies by mailbox.
+struct Taken {
+    shard: u32,
+    lease: DayLease,
+    /// Whether this daemon started the shard (no one delivered any of it before).
+    first_taker: bool,
+    mailboxes: std::collections::BTreeMap<String, Vec<StagedCopy>>,
+}
+
+/// How delivering a group of shards ended: each shard's lease and counts, or why it
+/// stopped, what it had delivered, and the leases to let go.
+enum GroupEnd {
+    Done(Vec<(u32, DayLease, StatusLog)>),
+    Stopped(Stopped, Vec<DayLease>),
 }
 
 impl Archiver {
@@ -300,12 +311,20 @@ impl Archiver {
             if pending.is_empty() {
                 return Ok(RoundEnd::Delivered);
             }
-            let mut took = false;
+            // Shards are taken until their mailboxes fill what the daemon delivers at once:
+            // with few mailboxes per shard, several shards go side by side.
+            let at_once = self.mailboxes_at_once();
+            let mut group: Vec<Taken> = Vec::new();
+            let mut mailboxes = 0;
             for shard in pending {
+                if mailboxes >= at_once {
+                    break;
+                }
                 if let Some(stopped) = self.delivery_stop(session).await? {
+                    self.release_taken(name, day, group).await;
                     return Ok(RoundEnd::Stopped(stopped));
                 }
-                let mut lease = match self.ledger.acquire_shard(name, day, shard, &owner).await? {
+                let lease = match self.ledger.acquire_shard(name, day, shard, &owner).await? {
                     Ok(lease) => lease,
                     Err(_held) => continue,
                 };
@@ -314,21 +333,32 @@ impl Archiver {
                     let _ = self.ledger.release(lease).await;
                     continue;
                 }
-                took = true;
+                let taken = self.take_shard(name, day, round, shard, lease).await;
+                match taken {
+                    Ok(taken) => {
+                        mailboxes += taken.mailboxes.len();
+                        group.push(taken);
+                    }
+                    Err((lease, e)) => {
+                        let _ = self.ledger.release(lease).await;
+                        self.release_taken(name, day, group).await;
+                        return Err(e);
+                    }
+                }
+            }
+            let took = !group.is_empty();
+            if took {
+                let shards: Vec<u32> = group.iter().map(|t| t.shard).collect();
                 let end = self
-                    .deliver_shard(
-                        connector, day, round, shard, &mut lease, session, journal, unrecorded,
-                    )
-                    .await;
+                    .deliver_shards(connector, day, round, group, session, journal, unrecorded)
+                    .await?;
                 match end {
-                    Ok(ShardEnd::Done(log)) => {
-                        mine.shards += 1;
-                        mine.log.absorb((*log).clone());
-                        unrecorded.push(Unrecorded {
-                            shard,
-                            lease,
-                            log: *log,
-                        });
+                    GroupEnd::Done(delivered) => {
+                        for (shard, lease, log) in delivered {
+                            mine.shards += 1;
+                            mine.log.absorb(log.clone());
+                            unrecorded.push(Unrecorded { shard, lease, log });
+                        }
                         // Recorded as soon as the journal has written their copies' records
                         // (it writes in batches, not after every shard).
                         if journal.is_flushed().await {
@@ -340,14 +370,14 @@ impl Archiver {
                             }
                         }
                     }
-                    other => {
-                        if let Err(e) = self.ledger.release(lease).await {
-                            tracing::warn!(connector = name, day = %day, shard, error = %e,
-                                "could not release the shard's lease; it expires on its own");
+                    GroupEnd::Stopped(stopped, leases) => {
+                        for lease in leases {
+                            if let Err(e) = self.ledger.release(lease).await {
+                                tracing::warn!(connector = name, day = %day, ?shards, error = %e,
+                                    "could not release a shard's lease; it expires on its own");
+                            }
                         }
-                        if let ShardEnd::Stopped(stopped) = other? {
-                            return Ok(RoundEnd::Stopped(stopped));
-                        }
+                        return Ok(RoundEnd::Stopped(stopped));
                     }
                 }
             }
@@ -443,51 +473,103 @@ impl Archiver {
         Ok(None)
     }
 
-    /// Delivers one shard: its copies grouped by mailbox, several mailboxes at once, each
-    /// mailbox's copies as many at once as its store takes. The lease is renewed on the way.
+    /// Mailboxes delivered at once: as many as the store takes side by side within
+    /// `max_in_flight`, each with as many copies at once as the store takes for one mailbox.
+    fn mailboxes_at_once(&self) -> usize {
+        let shape = self.mailbox.delivery_shape();
+        (self.max_in_flight / shape.per_mailbox.max(1))
+            .max(1)
+            .min(shape.mailboxes.unwrap_or(usize::MAX))
+    }
+
+    /// Starts a shard whose lease this daemon holds: marks it started (or finds it started
+    /// by a holder before: a takeover) and reads its copies, by mailbox.
+    async fn take_shard(
+        &self,
+        name: &str,
+        day: NaiveDate,
+        round: &Round,
+        shard: u32,
+        lease: DayLease,
+    ) -> std::result::Result<Taken, (DayLease, crate::Error)> {
+        let owner = crate::ledger::owner_id();
+        let first_taker = match self
+            .ledger
+            .start_shard(name, day, round, shard, &owner)
+            .await
+        {
+            Ok(first) => first,
+            Err(e) => return Err((lease, e)),
+        };
+        let mailboxes = match self
+            .ledger
+            .shard_copies(name, day, &round.attempt, shard)
+            .await
+        {
+            Ok(mailboxes) => mailboxes,
+            Err(e) => return Err((lease, e)),
+        };
+        let copies: usize = mailboxes.values().map(Vec::len).sum();
+        tracing::info!(connector = name, day = %day, shard, mailboxes = mailboxes.len(), copies,
+            taken_over = !first_taker, "delivering shard");
+        Ok(Taken {
+            shard,
+            lease,
+            first_taker,
+            mailboxes,
+        })
+    }
+
+    /// Lets the leases of shards taken but not delivered go (their next taker finds them
+    /// started, and looks for every copy).
+    async fn release_taken(&self, name: &str, day: NaiveDate, group: Vec<Taken>) {
+        for taken in group {
+            if let Err(e) = self.ledger.release(taken.lease).await {
+                tracing::warn!(connector = name, day = %day, shard = taken.shard, error = %e,
+                    "could not release the shard's lease; it expires on its own");
+            }
+        }
+    }
+
+    /// Delivers the shards taken: their copies grouped by mailbox, several mailboxes at once,
+    /// each mailbox's copies as many at once as its store takes. Their leases (and those of
+    /// shards delivered but not recorded yet) are renewed on the way; should any be lost, or
+    /// the stage fail, or the daemon stop, none of the group is recorded as delivered.
     #[allow(clippy::too_many_arguments)]
-    async fn deliver_shard(
+    async fn deliver_shards(
         &self,
         connector: &Connector,
         day: NaiveDate,
         round: &Round,
-        shard: u32,
-        lease: &mut DayLease,
+        group: Vec<Taken>,
         session: Option<&DaySession>,
         journal: &Journal,
         unrecorded: &mut [Unrecorded],
-    ) -> Result<ShardEnd> {
+    ) -> Result<GroupEnd> {
         let name = connector.name.as_str();
-        let owner = crate::ledger::owner_id();
-        let first_taker = self
-            .ledger
-            .start_shard(name, day, round, shard, &owner)
-            .await?;
-        let mailboxes = self
-            .ledger
-            .shard_copies(name, day, &round.attempt, shard)
-            .await?;
-        let copies: usize = mailboxes.values().map(Vec::len).sum();
-        tracing::info!(connector = name, day = %day, shard, mailboxes = mailboxes.len(), copies,
-            taken_over = !first_taker, "delivering shard");
-        let redrive = round.redrive;
-        let ctx = DeliverContext {
-            archiver: self,
-            connector,
-            day,
-            journal,
-            destination: self.mailbox.destination(),
-            recovering: !round.first || !first_taker,
-        };
+        let destination = self.mailbox.destination();
         let shape = self.mailbox.delivery_shape();
-        let per_mailbox = shape.per_mailbox.max(1);
-        let at_once = (self.max_in_flight / per_mailbox)
-            .max(1)
-            .min(shape.mailboxes.unwrap_or(usize::MAX));
+        let at_once = self.mailboxes_at_once();
+        let mut contexts = Vec::with_capacity(group.len());
+        let mut tallies = Vec::with_capacity(group.len());
+        let mut leases = Vec::with_capacity(group.len());
+        let mut waiting = Vec::new();
+        for (i, taken) in group.into_iter().enumerate() {
+            contexts.push(DeliverContext {
+                archiver: self,
+                connector,
+                day,
+                journal,
+                destination: destination.clone(),
+                recovering: !round.first || !taken.first_taker,
+            });
+            tallies.push(Tally::new(name, day, round.redrive));
+            leases.push((taken.shard, taken.lease));
+            waiting.extend(taken.mailboxes.into_values().map(|copies| (i, copies)));
+        }
         let budget = Arc::new(tokio::sync::Semaphore::new(kib(self.max_in_flight_bytes)));
         let stop = AtomicBool::new(false);
-        let mut tally = Tally::new(name, day, redrive);
-        let mut waiting = mailboxes.into_iter();
+        let mut waiting = waiting.into_iter();
         let mut running = FuturesUnordered::new();
         let mut renew = tokio::time::interval(self.ledger.lease_renew_every());
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -495,17 +577,20 @@ impl Archiver {
         let mut stopped: Option<(&'static str, String)> = None;
         loop {
             while running.len() < at_once && !stop.load(Ordering::Relaxed) {
-                let Some((_, copies)) = waiting.next() else {
+                let Some((i, copies)) = waiting.next() else {
                     break;
                 };
-                let (ctx, budget, stop) = (&ctx, budget.clone(), &stop);
-                running.push(deliver_mailbox(ctx, copies, per_mailbox, budget, stop));
+                let (ctx, budget, stop) = (&contexts[i], budget.clone(), &stop);
+                running.push(async move {
+                    (i, deliver_mailbox(ctx, copies, shape, budget, stop).await)
+                });
             }
             if running.is_empty() {
                 break;
             }
             tokio::select! {
-                Some(results) = running.next() => {
+                Some((i, results)) = running.next() => {
+                    let tally = &mut tallies[i];
                     for result in results {
                         tally.delivered(result);
                     }
@@ -519,15 +604,24 @@ impl Archiver {
                     for waiting in unrecorded.iter_mut() {
                         let _ = self.ledger.renew(&mut waiting.lease).await;
                     }
-                    let why = match self.ledger.renew(lease).await {
-                        Ok(true) => self.delivery_stop(session).await?.map(|s| (s.reason, s.detail)),
-                        Ok(false) => Some(("lease_lost", format!(
-                            "another comms-archiver took over delivery shard {shard} of the \
-                             day; the rest of it is left to it"))),
-                        Err(e) => Some(("stage_unavailable", format!(
-                            "the shard's lease could not be renewed ({e}); the rest of the day \
-                             is left for the next run"))),
-                    };
+                    let mut why = None;
+                    for (shard, lease) in leases.iter_mut() {
+                        why = match self.ledger.renew(lease).await {
+                            Ok(true) => None,
+                            Ok(false) => Some(("lease_lost", format!(
+                                "another comms-archiver took over delivery shard {shard} of \
+                                 the day; the rest of it is left to it"))),
+                            Err(e) => Some(("stage_unavailable", format!(
+                                "the lease of delivery shard {shard} could not be renewed \
+                                 ({e}); the rest of the day is left for the next run"))),
+                        };
+                        if why.is_some() {
+                            break;
+                        }
+                    }
+                    if why.is_none() {
+                        why = self.delivery_stop(session).await?.map(|s| (s.reason, s.detail));
+                    }
                     if let Some(why) = why {
                         stop.store(true, Ordering::Relaxed);
                         stopped.get_or_insert(why);
@@ -538,13 +632,24 @@ impl Archiver {
         if let Some((reason, detail)) = stopped {
             // What it imported is in the journal's next batch.
             let _ = journal.flush().await;
-            return Ok(ShardEnd::Stopped(Stopped {
+            let mut partial = StatusLog::new(name, day);
+            for tally in tallies {
+                partial.absorb(tally.log);
+            }
+            let leases = leases.into_iter().map(|(_, lease)| lease).collect();
+            let stopped = Stopped {
                 reason,
                 detail,
-                partial: Some(Box::new(tally.log)),
-            }));
+                partial: Some(Box::new(partial)),
+            };
+            return Ok(GroupEnd::Stopped(stopped, leases));
         }
-        Ok(ShardEnd::Done(Box::new(tally.log)))
+        let delivered = leases
+            .into_iter()
+            .zip(tallies)
+            .map(|((shard, lease), tally)| (shard, lease, tally.log))
+            .collect();
+        Ok(GroupEnd::Done(delivered))
     }
 }
 
@@ -553,33 +658,62 @@ fn kib(bytes: u64) -> usize {
     (bytes / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS as u64) as usize
 }
 
-/// Delivers one mailbox's copies in order, up to `per_mailbox` at once, each within the
-/// run's budget of bytes in flight (a copy larger than all of it goes alone); stops taking
-/// copies once `stop` is set.
+/// Delivers one mailbox's copies in order, up to `per_mailbox` at once (or, where the store
+/// takes several in one request, `batch` copies per request), each within the run's budget
+/// of bytes in flight (a copy larger than all of it goes alone); stops taking copies once
+/// `stop` is set.
 async fn deliver_mailbox(
     ctx: &DeliverContext<'_>,
     copies: Vec<StagedCopy>,
-    per_mailbox: usize,
+    shape: DeliveryShape,
     budget: Arc<tokio::sync::Semaphore>,
     stop: &AtomicBool,
 ) -> Vec<Delivered> {
-    let results = futures::stream::iter(copies)
+    let whole = budget_size(ctx);
+    // A batch takes at most an eighth of the budget, so that mailboxes share it.
+    let batches = batches(copies, shape.batch, (whole / 8).max(1));
+    let results: Vec<Vec<Delivered>> = futures::stream::iter(batches)
         .take_while(|_| std::future::ready(!stop.load(Ordering::Relaxed)))
-        .map(|copy| {
+        .map(|batch| {
             let budget = budget.clone();
             async move {
-                let want = kib(copy.bytes).min(budget_size(ctx));
+                let bytes: u64 = batch.iter().map(|c| c.bytes).sum();
+                let want = kib(bytes).min(whole);
                 let _permit = budget
                     .acquire_many_owned(want as u32)
                     .await
                     .expect("the budget is never closed");
-                copy::deliver(ctx, copy).await
+                match batch.len() {
+                    1 => vec![copy::deliver(ctx, batch.into_iter().next().expect("one")).await],
+                    _ => copy::deliver_all(ctx, batch).await,
+                }
             }
         })
-        .buffered(per_mailbox)
+        .buffered(shape.per_mailbox.max(1))
         .collect()
         .await;
-    results
+    results.into_iter().flatten().collect()
+}
+
+/// A mailbox's copies in order, in batches of at most `most` copies and (unless one copy is
+/// larger) `kib_at_most` KiB.
+fn batches(copies: Vec<StagedCopy>, most: usize, kib_at_most: usize) -> Vec<Vec<StagedCopy>> {
+    let mut batches: Vec<Vec<StagedCopy>> = Vec::new();
+    let mut size = 0;
+    for copy in copies {
+        let this = kib(copy.bytes);
+        match batches.last_mut() {
+            Some(last) if last.len() < most.max(1) && size + this <= kib_at_most => {
+                size += this;
+                last.push(copy);
+            }
+            _ => {
+                size = this;
+                batches.push(vec![copy]);
+            }
+        }
+    }
+    batches
 }
 
 fn budget_size(ctx: &DeliverContext<'_>) -> usize {
