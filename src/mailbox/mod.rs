@@ -44,12 +44,14 @@ pub enum MailboxError {
     Unavailable(String),
 }
 
-/// How deliveries suit a store: how many copies of one mailbox go in at once, and how many
-/// mailboxes at once at most (None: as many as the run's `max_in_flight` allows).
+/// How deliveries suit a store: how many copies of one mailbox go in at once, how many
+/// mailboxes at once at most (None: as many as the run's `max_in_flight` allows), and how
+/// many of a mailbox's copies one request can carry ([`Mailbox::append_all`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeliveryShape {
     pub per_mailbox: usize,
     pub mailboxes: Option<usize>,
+    pub batch: usize,
 }
 
 /// A store of mailboxes that messages are imported into.
@@ -60,6 +62,16 @@ pub trait Mailbox: Send + Sync {
     /// Imports the message into the folder as read, with the item's time as its date;
     /// creates the folder when needed. Importing a message that is there already is a no-op.
     async fn append(&self, delivery: &Delivery<'_>) -> Result<(), MailboxError>;
+    /// Imports several messages into one folder of one mailbox (every delivery names the
+    /// same), as `append` does each; where the store takes them in one request, all of them
+    /// or none. An error leaves it unknown which went in only when the store said nothing
+    /// (`Unavailable`); a refusal (`Rejected`, `NoSuchMailbox`) means none did.
+    async fn append_all(&self, deliveries: &[Delivery<'_>]) -> Result<(), MailboxError> {
+        for delivery in deliveries {
+            self.append(delivery).await?;
+        }
+        Ok(())
+    }
     /// Where the mailboxes are, for logs (never with credentials).
     fn describe(&self) -> String;
     /// Which store copies land in: backend and server, tree or tenant (never credentials).
@@ -73,6 +85,7 @@ pub trait Mailbox: Send + Sync {
         DeliveryShape {
             per_mailbox: 1,
             mailboxes: None,
+            batch: 1,
         }
     }
 

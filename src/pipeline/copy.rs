@@ -182,7 +182,57 @@ pub(super) struct Delivered {
 /// Imports one staged copy, unless the journal records it or the mailbox holds it already.
 /// A copy its mailbox cannot take now (unknown, refused) is held for a later run.
 pub(super) async fn deliver(ctx: &DeliverContext<'_>, copy: StagedCopy) -> Delivered {
-    let mut outcome = import(ctx, &copy).await;
+    let outcome = match prepare(ctx, &copy).await {
+        Ok(Prepared::Known) => Ok(Outcome::SkippedDuplicate),
+        Ok(Prepared::Ready(ready)) => import(ctx, &copy, ready).await,
+        Err(failure) => Err(failure),
+    };
+    held_if_curable(ctx, copy, outcome).await
+}
+
+/// Delivers copies of one mailbox as [`deliver`] does each, those to import in one request
+/// where the store takes several ([`crate::mailbox::Mailbox::append_all`]). When the store
+/// refuses the request, each copy goes alone, so that only a copy refused itself is held.
+pub(super) async fn deliver_all(
+    ctx: &DeliverContext<'_>,
+    copies: Vec<StagedCopy>,
+) -> Vec<Delivered> {
+    let mut delivered = Vec::with_capacity(copies.len());
+    let mut ready = Vec::with_capacity(copies.len());
+    for copy in copies {
+        let outcome = match prepare(ctx, &copy).await {
+            Ok(Prepared::Known) => Ok(Outcome::SkippedDuplicate),
+            Ok(Prepared::Ready(r)) if !r.already_there => {
+                ready.push((copy, r));
+                continue;
+            }
+            Ok(Prepared::Ready(r)) => record(ctx, &copy, &r).await,
+            Err(failure) => Err(failure),
+        };
+        delivered.push(held_if_curable(ctx, copy, outcome).await);
+    }
+    let appended = {
+        let deliveries: Vec<Delivery<'_>> = ready.iter().map(|(c, r)| r.delivery(ctx, c)).collect();
+        ctx.archiver.mailbox.append_all(&deliveries).await
+    };
+    let alone = matches!(appended, Err(MailboxError::Rejected { .. })) && ready.len() > 1;
+    for (copy, r) in ready {
+        let outcome = match (&appended, alone) {
+            (_, true) => import(ctx, &copy, r).await,
+            (Ok(()), _) => record(ctx, &copy, &r).await,
+            (Err(e), _) => Err(mailbox_failure(e)),
+        };
+        delivered.push(held_if_curable(ctx, copy, outcome).await);
+    }
+    delivered
+}
+
+/// Holds a copy whose delivery failed for a reason a later run can cure.
+async fn held_if_curable(
+    ctx: &DeliverContext<'_>,
+    copy: StagedCopy,
+    mut outcome: Result<Outcome, (Reason, String)>,
+) -> Delivered {
     let mut held = None;
     if let Err((reason, detail)) = &outcome {
         if reason.is_holdable() {
@@ -207,10 +257,42 @@ pub(super) async fn deliver(ctx: &DeliverContext<'_>, copy: StagedCopy) -> Deliv
     }
 }
 
-async fn import(ctx: &DeliverContext<'_>, copy: &StagedCopy) -> Result<Outcome, (Reason, String)> {
-    let (stage, mailbox) = (&ctx.archiver.stage, &ctx.archiver.mailbox);
+/// Where a copy stands before its import.
+enum Prepared {
+    /// The journal records it imported.
+    Known,
+    Ready(Ready),
+}
+
+/// A copy's staged message, read for its import.
+struct Ready {
+    place: CopyPlace,
+    key: ItemKey,
+    message: Vec<u8>,
+    /// The mailbox holds it already (looked for only when the copy may have been imported).
+    already_there: bool,
+}
+
+impl Ready {
+    fn delivery<'a>(&'a self, ctx: &'a DeliverContext<'_>, copy: &'a StagedCopy) -> Delivery<'a> {
+        Delivery {
+            mailbox: &copy.mailbox,
+            folder: &ctx.connector.folder,
+            key: &self.key,
+            time: copy.time,
+            message: &self.message,
+        }
+    }
+}
+
+/// Looks the copy up where it may have been imported already (the journal, then the
+/// mailbox) unless it is fresh, and reads its staged message.
+async fn prepare(
+    ctx: &DeliverContext<'_>,
+    copy: &StagedCopy,
+) -> Result<Prepared, (Reason, String)> {
+    let stage = &ctx.archiver.stage;
     let stage_failure = |e: String| (Reason::StageError, e);
-    let date = copy.time.date_naive();
     let place = CopyPlace {
         destination: ctx.destination.clone(),
         mailbox: copy.mailbox.clone(),
@@ -221,11 +303,11 @@ async fn import(ctx: &DeliverContext<'_>, copy: &StagedCopy) -> Result<Outcome, 
     if check
         && ctx
             .journal
-            .knows(date, &place)
+            .knows(copy.time.date_naive(), &place)
             .await
             .map_err(|e| stage_failure(e.to_string()))?
     {
-        return Ok(Outcome::SkippedDuplicate);
+        return Ok(Prepared::Known);
     }
     let message = stage
         .get(&copy.staged)
@@ -239,43 +321,76 @@ async fn import(ctx: &DeliverContext<'_>, copy: &StagedCopy) -> Result<Outcome, 
                 stage.describe()
             ))
         })?;
-    let key = ItemKey::from_hex(&copy.item_key);
-    let delivery = Delivery {
-        mailbox: &copy.mailbox,
-        folder: &ctx.connector.folder,
-        key: &key,
-        time: copy.time,
-        message: &message,
+    let mut ready = Ready {
+        place,
+        key: ItemKey::from_hex(&copy.item_key),
+        message,
+        already_there: false,
     };
-    let already_there = check && mailbox.contains(&delivery).await.map_err(mailbox_failure)?;
-    if !already_there {
-        mailbox.append(&delivery).await.map_err(mailbox_failure)?;
+    if check {
+        let delivery = ready.delivery(ctx, copy);
+        ready.already_there = ctx
+            .archiver
+            .mailbox
+            .contains(&delivery)
+            .await
+            .map_err(|e| mailbox_failure(&e))?;
     }
+    Ok(Prepared::Ready(ready))
+}
+
+/// Imports a copy (unless the mailbox holds it already) and records it.
+async fn import(
+    ctx: &DeliverContext<'_>,
+    copy: &StagedCopy,
+    ready: Ready,
+) -> Result<Outcome, (Reason, String)> {
+    if !ready.already_there {
+        let delivery = ready.delivery(ctx, copy);
+        ctx.archiver
+            .mailbox
+            .append(&delivery)
+            .await
+            .map_err(|e| mailbox_failure(&e))?;
+    }
+    record(ctx, copy, &ready).await
+}
+
+/// Records an imported copy (or one found in its mailbox) in the journal.
+async fn record(
+    ctx: &DeliverContext<'_>,
+    copy: &StagedCopy,
+    ready: &Ready,
+) -> Result<Outcome, (Reason, String)> {
+    let Ready { place, message, .. } = ready;
     let record = ImportRecord {
         item_id: copy.item_id.clone(),
         item_key: copy.item_key.clone(),
         day: ctx.day,
-        destination: Some(place.destination),
-        mailbox: place.mailbox,
-        folder: place.folder,
+        destination: Some(place.destination.clone()),
+        mailbox: place.mailbox.clone(),
+        folder: place.folder.clone(),
         mapped_by: Some(copy.mapped_by.clone()),
         run: None,
         staged: copy.staged.clone(),
-        sha256: sha256_hex(&message),
+        sha256: sha256_hex(message),
         bytes: message.len() as u64,
         left_out: copy.left_out.clone(),
         imported_at: Utc::now(),
     };
-    ctx.journal.record(date, record).await.map_err(|e| {
-        (
-            Reason::StageError,
-            format!(
-                "imported, but the ledger could not record it ({e}); the next run \
-                 checks the mailbox before importing again"
-            ),
-        )
-    })?;
-    if already_there {
+    ctx.journal
+        .record(copy.time.date_naive(), record)
+        .await
+        .map_err(|e| {
+            (
+                Reason::StageError,
+                format!(
+                    "imported, but the ledger could not record it ({e}); the next run \
+                     checks the mailbox before importing again"
+                ),
+            )
+        })?;
+    if ready.already_there {
         return Ok(Outcome::SkippedDuplicate);
     }
     crate::events::Moved::Imported.emit(&ctx.connector.name, message.len());
@@ -285,8 +400,8 @@ async fn import(ctx: &DeliverContext<'_>, copy: &StagedCopy) -> Result<Outcome, 
     })
 }
 
-fn mailbox_failure(e: MailboxError) -> (Reason, String) {
-    let reason = match &e {
+fn mailbox_failure(e: &MailboxError) -> (Reason, String) {
+    let reason = match e {
         MailboxError::NoSuchMailbox(_) => Reason::UserMapping,
         MailboxError::Rejected { .. } => Reason::Rejected,
         MailboxError::Unavailable(_) => Reason::ImportError,

@@ -198,6 +198,7 @@ impl Mailbox for GraphMailboxes {
         super::DeliveryShape {
             per_mailbox: CONCURRENCY_PER_MAILBOX,
             mailboxes: None,
+            batch: 1,
         }
     }
 

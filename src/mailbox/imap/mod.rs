@@ -115,7 +115,13 @@ pub struct ImapMailboxes {
     idle: Mutex<std::collections::VecDeque<Idle>>,
     delimiters: Mutex<HashMap<String, String>>,
     folders: Mutex<HashSet<(String, String)>>,
+    /// Whether the server takes several messages in one APPEND (RFC 3502 MULTIAPPEND) sent
+    /// without waiting for a continuation per message (RFC 7888 LITERAL+): asked once.
+    multiappend: Mutex<Option<bool>>,
 }
+
+/// Messages of one mailbox sent in one APPEND at most, where the server takes several.
+const BATCH: usize = 32;
 
 /// Whether an error means the connection is unusable (and the operation may be retried on a
 /// new one).
@@ -136,6 +142,7 @@ impl ImapMailboxes {
             idle: Mutex::new(std::collections::VecDeque::new()),
             delimiters: Mutex::new(HashMap::new()),
             folders: Mutex::new(HashSet::new()),
+            multiappend: Mutex::new(None),
         })
     }
 
@@ -339,6 +346,21 @@ impl ImapMailboxes {
         Ok(full)
     }
 
+    /// Whether the server takes several messages in one APPEND, asked of the first session.
+    async fn takes_multiappend(
+        &self,
+        session: &mut ImapSession,
+    ) -> Result<bool, async_imap::error::Error> {
+        if let Some(known) = *self.multiappend.lock().await {
+            return Ok(known);
+        }
+        let capabilities = session.capabilities().await?;
+        let takes = capabilities.has_str("MULTIAPPEND") && capabilities.has_str("LITERAL+");
+        tracing::debug!(server = %self.describe(), multiappend = takes, "IMAP capabilities");
+        *self.multiappend.lock().await = Some(takes);
+        Ok(takes)
+    }
+
     fn failure(&self, mailbox: &str, e: async_imap::error::Error) -> MailboxError {
         match e {
             async_imap::error::Error::No(why)
@@ -453,6 +475,68 @@ async fn holds(
     Ok(confirmed)
 }
 
+/// One message of an APPEND: its INTERNALDATE (quoted) and its bytes.
+struct Appended {
+    item_key: String,
+    date: String,
+    message: Arc<[u8]>,
+}
+
+/// Appends the messages to `folder` in one command (RFC 3502), each as a non-synchronizing
+/// literal (RFC 7888), so the whole batch is one round trip; the server stores all of them or
+/// none.
+async fn append_in_one(
+    session: &mut ImapSession,
+    folder: &str,
+    messages: &[&Appended],
+) -> Result<(), async_imap::error::Error> {
+    use async_imap::error::Error;
+    use async_imap::imap_proto::{Response, Status};
+    use tokio::io::AsyncWriteExt;
+    let Some((first, rest)) = messages.split_first() else {
+        return Ok(());
+    };
+    let tag = session
+        .run_command(format!(
+            "APPEND {} (\\Seen) {} {{{}+}}",
+            quoted(folder),
+            first.date,
+            first.message.len()
+        ))
+        .await?;
+    let stream = session.get_mut();
+    stream.write_all(&first.message).await?;
+    for next in rest {
+        let head = format!(" (\\Seen) {} {{{}+}}\r\n", next.date, next.message.len());
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(&next.message).await?;
+    }
+    stream.write_all(b"\r\n").await?;
+    stream.flush().await?;
+    loop {
+        let Some(response) = session.read_response().await? else {
+            return Err(Error::ConnectionLost);
+        };
+        if let Response::Done {
+            tag: done,
+            status,
+            code,
+            information,
+        } = response.parsed()
+        {
+            if *done != tag {
+                continue;
+            }
+            let why = format!("{code:?} {}", information.as_deref().unwrap_or_default());
+            return match status {
+                Status::Ok => Ok(()),
+                Status::No => Err(Error::No(why)),
+                _ => Err(Error::Bad(why)),
+            };
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Mailbox for ImapMailboxes {
     async fn probe(&self, sample: Option<&str>, connect: bool) -> Result<String, MailboxError> {
@@ -529,6 +613,63 @@ impl Mailbox for ImapMailboxes {
         .await
     }
 
+    /// Several copies of one mailbox on one connection: in one APPEND where the server takes
+    /// it (Dovecot does; Exchange does not), else one APPEND after the other.
+    async fn append_all(&self, deliveries: &[Delivery<'_>]) -> Result<(), MailboxError> {
+        let Some(first) = deliveries.first() else {
+            return Ok(());
+        };
+        let (mailbox, folder) = (first.mailbox.to_string(), first.folder.to_string());
+        debug_assert!(deliveries
+            .iter()
+            .all(|d| d.mailbox == first.mailbox && d.folder == first.folder));
+        let messages: Arc<[Appended]> = deliveries
+            .iter()
+            .map(|d| Appended {
+                item_key: d.key.to_string(),
+                date: internal_date(d.time),
+                message: Arc::from(d.message),
+            })
+            .collect();
+        self.with_session(first.mailbox, move |this, session, retry| {
+            let (mailbox, folder, messages) = (mailbox.clone(), folder.clone(), messages.clone());
+            Box::pin(async move {
+                let full = this.folder(session, &mailbox, &folder).await?;
+                let mut left: Vec<&Appended> = messages.iter().collect();
+                // The connection broke during the first try: some (or, in one APPEND, all)
+                // may be stored already.
+                if retry {
+                    session.examine(&full).await?;
+                    let mut missing = Vec::new();
+                    for appended in left {
+                        if !holds(session, &appended.item_key).await? {
+                            missing.push(appended);
+                            continue;
+                        }
+                        tracing::info!(mailbox, item_key = appended.item_key,
+                            "the message arrived before the connection broke; not appending it again");
+                        crate::incidents::note(
+                            "mailbox",
+                            "message stored before the connection broke; not appended again",
+                            || format!("{mailbox}: {}", appended.item_key),
+                        );
+                    }
+                    left = missing;
+                }
+                if left.len() > 1 && this.takes_multiappend(session).await? {
+                    return append_in_one(session, &full, &left).await;
+                }
+                for appended in left {
+                    session
+                        .append(&full, Some("(\\Seen)"), Some(&appended.date), &*appended.message)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
     /// Logs out every idle connection (the next run is a day away).
     async fn close_idle(&self) {
         let idle: Vec<Idle> = self.idle.lock().await.drain(..).collect();
@@ -537,13 +678,15 @@ impl Mailbox for ImapMailboxes {
     }
 
     /// One connection per mailbox, and never more mailboxes at once than can stay logged in
-    /// between their copies: each mailbox logs in once for all its copies.
+    /// between their copies: each mailbox logs in once for all its copies, sent up to
+    /// `BATCH` at a time.
     fn delivery_shape(&self) -> super::DeliveryShape {
         let s = &self.settings;
         let mailboxes = s.max_connections.min(s.idle_connections).max(1);
         super::DeliveryShape {
             per_mailbox: 1,
             mailboxes: Some(mailboxes),
+            batch: BATCH,
         }
     }
 
