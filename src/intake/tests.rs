@@ -488,3 +488,51 @@ async fn messages_held_in_memory_together_stay_within_the_budget() {
         0
     );
 }
+
+/// A message for a day a run holds (collecting or delivering it, its read of the intake
+/// perhaps done) is kept in that day and in the next open one too: a run that read the day
+/// before the message came misses it there, and the next day's run takes it (the journal
+/// imports it once). Without a run on the day, it is kept there alone.
+#[tokio::test]
+async fn a_message_for_a_day_a_run_holds_is_kept_in_the_next_open_day_too() {
+    use crate::intake::store::{message_key, read_day, Keeper};
+    let dir = tempfile::tempdir().unwrap();
+    let stage: Arc<dyn Stage> = Arc::new(LocalStage::new(dir.path()));
+    let keeper = Keeper::new(stage.clone(), 7);
+    let day = chrono::Utc::now().date_naive() - chrono::Days::new(3);
+    let next = day.succ_opt().unwrap();
+    let time = day.and_hms_opt(8, 0, 0).unwrap().and_utc();
+    let key = |id: &str| crate::item::ItemKey::new("o2", id).as_str().to_string();
+    let kept_in = |day, id: &str| {
+        let (stage, key) = (stage.clone(), key(id));
+        async move {
+            let kept = stage.get(&message_key("o2", day, &key)).await.unwrap();
+            let recorded = read_day(&*stage, "o2", day).await.unwrap().recorded;
+            assert_eq!(
+                kept.is_some(),
+                recorded.contains_key(&key),
+                "kept is recorded"
+            );
+            kept.is_some()
+        }
+    };
+
+    keeper.keep("o2", "one", time, b"first").await.unwrap();
+    assert!(kept_in(day, "one").await);
+    assert!(!kept_in(next, "one").await, "no run holds the day");
+
+    let ledger = crate::ledger::Ledger::new(stage.clone());
+    let lease = ledger
+        .acquire_day("o2", day, &crate::ledger::owner_id())
+        .await
+        .unwrap()
+        .expect("no one holds the day");
+    keeper.keep("o2", "two", time, b"second").await.unwrap();
+    assert!(kept_in(day, "two").await, "kept in its own day");
+    assert!(kept_in(next, "two").await, "and in the next open day");
+
+    ledger.release(lease).await.unwrap();
+    keeper.keep("o2", "three", time, b"third").await.unwrap();
+    assert!(kept_in(day, "three").await);
+    assert!(!kept_in(next, "three").await, "the run is over");
+}
