@@ -179,24 +179,12 @@ pub(super) struct Delivered {
     pub held: Option<String>,
 }
 
-/// Imports one staged copy, unless the journal records it or the mailbox holds it already.
-/// A copy its mailbox cannot take now (unknown, refused) is held for a later run.
-pub(super) async fn deliver(ctx: &DeliverContext<'_>, copy: StagedCopy) -> Delivered {
-    let outcome = match prepare(ctx, &copy).await {
-        Ok(Prepared::Known) => Ok(Outcome::SkippedDuplicate),
-        Ok(Prepared::Ready(ready)) => import(ctx, &copy, ready).await,
-        Err(failure) => Err(failure),
-    };
-    held_if_curable(ctx, copy, outcome).await
-}
-
-/// Delivers copies of one mailbox as [`deliver`] does each, those to import in one request
-/// where the store takes several ([`crate::mailbox::Mailbox::append_all`]). When the store
-/// refuses the request, each copy goes alone, so that only a copy refused itself is held.
-pub(super) async fn deliver_all(
-    ctx: &DeliverContext<'_>,
-    copies: Vec<StagedCopy>,
-) -> Vec<Delivered> {
+/// Imports staged copies of one mailbox, each unless the journal records it or the mailbox
+/// holds it already, those to import in one request where the store takes several
+/// ([`crate::mailbox::Mailbox::append_all`]). When the store refuses the request, each copy
+/// goes alone, so that only a copy refused itself is held; a copy its mailbox cannot take
+/// now (unknown, refused) is held for a later run.
+pub(super) async fn deliver(ctx: &DeliverContext<'_>, copies: Vec<StagedCopy>) -> Vec<Delivered> {
     let mut delivered = Vec::with_capacity(copies.len());
     let mut ready = Vec::with_capacity(copies.len());
     for copy in copies {

@@ -393,13 +393,13 @@ async fn dovecot_dropping_the_connection_mid_append_loses_and_duplicates_nothing
         .unwrap();
     // Dovecot takes a mailbox's copies for a connector in one APPEND (MULTIAPPEND), 14 of
     // them for the day: one of several messages and one of a single message break after
-    // Dovecot stored them (due from the first APPENDs on, they go to the first that fit),
-    // and two break mid-message.
+    // Dovecot stored them, and two break mid-message. All are due from the first APPENDs
+    // on, and go to the first that fit, however the mailboxes' APPENDs interleave.
     let plan = &[
         (1, Break::StoredMany),
         (2, Break::StoredOne),
+        (3, Break::MidMessage),
         (4, Break::MidMessage),
-        (7, Break::MidMessage),
     ];
     let (port, proxy) = breaking_proxy(dovecot.port, plan).await;
     configure(ws.path(), port, |t| t);
