@@ -137,7 +137,7 @@ impl Mailbox for MaildirTree {
             .join("tmp")
             .join(format!("{}.{}.{n}", name, std::process::id()));
         let target = dir.join("cur").join(&name);
-        let message = delivery.message.to_vec();
+        let message = delivery.message.clone();
         let time: SystemTime = delivery.time.into();
         let stored = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             let mut file = fs::File::create(&temp)?;
@@ -187,7 +187,7 @@ mod tests {
             folder: "O2 SMS and Voice Network Archiver",
             key: &key,
             time,
-            message: b"Subject: hi\r\n\r\nbody\r\n",
+            message: &bytes::Bytes::from_static(b"Subject: hi\r\n\r\nbody\r\n"),
         };
         assert!(!tree.contains(&d).await.unwrap());
         tree.append(&d).await.unwrap();

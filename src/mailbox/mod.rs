@@ -26,8 +26,9 @@ pub struct Delivery<'a> {
     pub key: &'a ItemKey,
     /// The item's own time: the message's received date in the mailbox.
     pub time: DateTime<Utc>,
-    /// The rendered RFC 5322 message.
-    pub message: &'a [u8],
+    /// The rendered RFC 5322 message (shared, not copied, by the stores that keep it for
+    /// a moment).
+    pub message: &'a bytes::Bytes,
 }
 
 /// Why a mailbox did not take a message.

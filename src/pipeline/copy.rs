@@ -133,7 +133,7 @@ async fn stage(ctx: &CollectContext<'_>, job: &CopyJob) -> Result<(), String> {
     let date = job.time.date_naive();
     let staged = Ledger::staged_key(name, date, &job.mailbox, &job.key);
     let created = stage
-        .put_new(&staged, &job.message)
+        .put_new_shared(&staged, bytes::Bytes::from_owner(job.message.clone()))
         .await
         .map_err(|e| e.to_string())?;
     if created == Created::New {
@@ -256,7 +256,7 @@ enum Prepared {
 struct Ready {
     place: CopyPlace,
     key: ItemKey,
-    message: Vec<u8>,
+    message: bytes::Bytes,
     /// The mailbox holds it already (looked for only when the copy may have been imported).
     already_there: bool,
 }
@@ -301,6 +301,7 @@ async fn prepare(
         .get(&copy.staged)
         .await
         .map_err(|e| stage_failure(e.to_string()))?
+        .map(bytes::Bytes::from)
         .ok_or_else(|| {
             stage_failure(format!(
                 "the staged message {} is missing from {}; restore it, and the day's next run \

@@ -20,6 +20,7 @@ use azure_core::http::{
 };
 use azure_storage_blob::models::{BlobClientUploadOptions, BlobContainerClientListBlobsOptions};
 use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
+use bytes::Bytes;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -181,15 +182,15 @@ impl AzureStage {
         }
     }
 
+    /// Uploads `bytes` as they are (the SDK sends a `Bytes` body without copying it).
     async fn upload(
         &self,
         key: &str,
-        bytes: &[u8],
+        bytes: Bytes,
         options: BlobClientUploadOptions<'_>,
     ) -> azure_core::Result<Option<Version>> {
         let blob = self.container.blob_client(key);
-        let content: RequestContent<bytes::Bytes, azure_core::http::NoFormat> =
-            bytes::Bytes::copy_from_slice(bytes).into();
+        let content: RequestContent<Bytes, azure_core::http::NoFormat> = bytes.into();
         let result = blob.upload(content, Some(options)).await?;
         Ok(result.etag.map(|e| Version(e.to_string())))
     }
@@ -259,8 +260,12 @@ impl Stage for AzureStage {
             if_none_match: Some("*".into()),
             ..Default::default()
         };
-        self.call("write", &key, self.upload(&key, b"probe", options))
-            .await?;
+        self.call(
+            "write",
+            &key,
+            self.upload(&key, Bytes::from_static(b"probe"), options),
+        )
+        .await?;
         let blob = self.container.blob_client(&key);
         self.call("delete", &key, blob.delete(None))
             .await
@@ -276,6 +281,11 @@ impl Stage for AzureStage {
     }
 
     async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<Created, StageError> {
+        self.put_new_shared(key, Bytes::copy_from_slice(bytes))
+            .await
+    }
+
+    async fn put_new_shared(&self, key: &str, bytes: Bytes) -> Result<Created, StageError> {
         let options = BlobClientUploadOptions {
             if_none_match: Some("*".into()),
             ..Default::default()
@@ -296,7 +306,11 @@ impl Stage for AzureStage {
         self.call(
             "write",
             key,
-            self.upload(key, bytes, BlobClientUploadOptions::default()),
+            self.upload(
+                key,
+                Bytes::copy_from_slice(bytes),
+                BlobClientUploadOptions::default(),
+            ),
         )
         .await
         .map(|_| ())
@@ -319,8 +333,9 @@ impl Stage for AzureStage {
                             .map(|e| e.to_string())
                             .unwrap_or_default(),
                     );
+                    // The body as it came, without a copy when it came in one piece.
                     let bytes = result.body.collect().await?;
-                    Ok(Some((bytes.to_vec(), version)))
+                    Ok(Some((Vec::from(bytes), version)))
                 }
                 Err(e) if not_found(&e) => Ok(None),
                 Err(e) => Err(e),
@@ -345,7 +360,12 @@ impl Stage for AzureStage {
                 ..Default::default()
             },
         };
-        match tokio::time::timeout(self.timeout, self.upload(key, bytes, options)).await {
+        match tokio::time::timeout(
+            self.timeout,
+            self.upload(key, Bytes::copy_from_slice(bytes), options),
+        )
+        .await
+        {
             Ok(Ok(version)) => Ok(Some(version.unwrap_or(Version(String::new())))),
             Ok(Err(e)) if conflict(&e) => Ok(None),
             Ok(Err(e)) => Err(self.error("write", key, describe(&e, self.sas.as_ref()))),

@@ -47,6 +47,11 @@ pub struct StageError {
 pub trait Stage: Send + Sync {
     /// Writes `bytes` under `key` unless the key exists already; never overwrites.
     async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<Created, StageError>;
+    /// [`Stage::put_new`] of bytes the caller shares: a store that sends them over the
+    /// network sends them as they are, without a copy of its own.
+    async fn put_new_shared(&self, key: &str, bytes: bytes::Bytes) -> Result<Created, StageError> {
+        self.put_new(key, &bytes).await
+    }
     /// Writes `bytes` under `key`, atomically replacing what was there.
     async fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StageError>;
     /// The bytes under `key`, or None when there is no such object.

@@ -65,6 +65,10 @@ impl Stage for SplitStage {
         self.of(key).put_new(key, bytes).await
     }
 
+    async fn put_new_shared(&self, key: &str, bytes: bytes::Bytes) -> Result<Created, StageError> {
+        self.of(key).put_new_shared(key, bytes).await
+    }
+
     async fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StageError> {
         self.of(key).put(key, bytes).await
     }

@@ -236,7 +236,7 @@ async fn import_mms(graph: &Arc<FakeGraph>, files: Vec<File>) -> usize {
         folder: "O2 SMS and Voice Network Archiver",
         key: &key,
         time: item.time,
-        message: &message,
+        message: &bytes::Bytes::from(message),
     };
     let uploads = graph.uploads_done.load(Ordering::SeqCst);
     mailboxes.append(&delivery).await.unwrap();

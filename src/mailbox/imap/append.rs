@@ -6,7 +6,6 @@ use super::syntax::{modified_utf7, quoted};
 use super::{ImapMailboxes, ImapSession};
 use crate::mailbox::Mailbox;
 use futures::StreamExt;
-use std::sync::Arc;
 
 impl ImapMailboxes {
     /// The full name of the connector's folder, created and subscribed when missing.
@@ -116,7 +115,7 @@ pub(super) async fn holds(
 pub(super) struct Appended {
     pub(super) item_key: String,
     pub(super) date: String,
-    pub(super) message: Arc<[u8]>,
+    pub(super) message: bytes::Bytes,
 }
 
 /// Appends the messages to `folder` in one command (RFC 3502), each as a non-synchronizing

@@ -428,7 +428,7 @@ impl Mailbox for ImapMailboxes {
             .map(|d| Appended {
                 item_key: d.key.to_string(),
                 date: internal_date(d.time),
-                message: Arc::from(d.message),
+                message: d.message.clone(),
             })
             .collect();
         self.with_session(first.mailbox, move |this, session, retry| {
