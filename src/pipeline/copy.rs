@@ -149,6 +149,7 @@ async fn stage(ctx: &CollectContext<'_>, job: &CopyJob) -> Result<(), String> {
         user: job.user.clone(),
         staged,
         bytes: job.message.len() as u64,
+        sha256: (created == Created::New).then(|| sha256_hex(&job.message)),
         left_out: job.left_out.iter().map(|(l, _)| l.clone()).collect(),
         fresh: created == Created::New && !ctx.check_every_copy,
     };
@@ -257,6 +258,8 @@ struct Ready {
     place: CopyPlace,
     key: ItemKey,
     message: bytes::Bytes,
+    /// The message's SHA-256, for its import record.
+    sha256: String,
     /// The mailbox holds it already (looked for only when the copy may have been imported).
     already_there: bool,
 }
@@ -310,10 +313,21 @@ async fn prepare(
                 stage.describe()
             ))
         })?;
+    let sha256 = sha256_hex(&message);
+    if let Some(expected) = copy.sha256.as_ref().filter(|e| **e != sha256) {
+        return Err(stage_failure(format!(
+            "the staged message {} in {} is not what this day's collection staged (SHA-256 \
+             {expected}, now {sha256}): it was changed after staging; restore it from the \
+             storage's versions or backups, and the day's next run delivers it",
+            copy.staged,
+            stage.describe()
+        )));
+    }
     let mut ready = Ready {
         place,
         key: ItemKey::from_hex(&copy.item_key),
         message,
+        sha256,
         already_there: false,
     };
     if check {
@@ -351,7 +365,12 @@ async fn record(
     copy: &StagedCopy,
     ready: &Ready,
 ) -> Result<Outcome, (Reason, String)> {
-    let Ready { place, message, .. } = ready;
+    let Ready {
+        place,
+        message,
+        sha256,
+        ..
+    } = ready;
     let record = ImportRecord {
         item_id: copy.item_id.clone(),
         item_key: copy.item_key.clone(),
@@ -362,7 +381,7 @@ async fn record(
         mapped_by: Some(copy.mapped_by.clone()),
         run: None,
         staged: copy.staged.clone(),
-        sha256: sha256_hex(message),
+        sha256: sha256.clone(),
         bytes: message.len() as u64,
         left_out: copy.left_out.clone(),
         imported_at: Utc::now(),

@@ -65,7 +65,21 @@ pub struct AzureStageConfig {
     /// Seconds one operation may take, retries included. Default 30.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// A local directory where this daemon keeps the messages it stages until it delivers
+    /// them, so that delivering does not download them again; unset: no cache.
+    #[serde(default)]
+    pub cache_path: Option<PathBuf>,
+    /// Bytes the cache holds at most; the oldest messages are let go first. Default 4 GiB.
+    #[serde(default = "default_cache_max_bytes")]
+    pub cache_max_bytes: u64,
 }
+
+fn default_cache_max_bytes() -> u64 {
+    super::cache::DEFAULT_CACHE_MAX_BYTES
+}
+
+/// The smallest cache worth having: a few messages at the size gate.
+const MIN_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 fn default_retries() -> u32 {
     4
@@ -163,6 +177,16 @@ impl AzureStageConfig {
                     ),
                 ));
             }
+        }
+        if self.cache_path.is_some() && self.cache_max_bytes < MIN_CACHE_BYTES {
+            return Err(Invalid::new(
+                "cache_max_bytes",
+                format!(
+                    "{} bytes would not hold one large message; give at least {MIN_CACHE_BYTES} \
+                     (64 MiB), or leave cache_path unset for no cache",
+                    self.cache_max_bytes
+                ),
+            ));
         }
         if let Some(endpoint) = &self.endpoint {
             checks::endpoint(endpoint, self.allow_http_loopback)

@@ -5,12 +5,14 @@
 //! replaced without losing state.
 
 pub mod azure;
+mod cache;
 pub mod certificate;
 mod config;
 mod local;
 mod split;
 
 pub use azure::AzureStage;
+pub use cache::CachedStage;
 pub use config::{AzureAuthKind, AzureCloud, AzureStageConfig, StageConfig};
 pub use local::LocalStage;
 pub use split::{is_evidence, SplitStage};
@@ -215,9 +217,24 @@ pub fn build(config: &StageConfig, secrets: &Secrets) -> crate::Result<std::sync
         )
         .map_err(|why| secrets.error("stage", why))
     };
-    let Some(state) = &azure.state_container else {
-        return Ok(std::sync::Arc::new(container(&azure.container, auth)?));
+    let stage: std::sync::Arc<dyn Stage> = match &azure.state_container {
+        None => std::sync::Arc::new(container(&azure.container, auth)?),
+        Some(state) => split_containers(&container, &azure.container, state, auth, secrets)?,
     };
+    Ok(match &azure.cache_path {
+        Some(path) => std::sync::Arc::new(CachedStage::new(stage, path, azure.cache_max_bytes)),
+        None => stage,
+    })
+}
+
+/// The evidence in one container, state in another, both under `auth`.
+fn split_containers(
+    container: &dyn Fn(&str, azure::AzureAuth) -> Result<AzureStage, crate::secret::SettingError>,
+    evidence: &str,
+    state: &str,
+    auth: azure::AzureAuth,
+    secrets: &Secrets,
+) -> crate::Result<std::sync::Arc<dyn Stage>> {
     if let azure::AzureAuth::Sas(sas) = &auth {
         if sas.expose().trim().starts_with("http") {
             return Err(secrets
@@ -231,7 +248,7 @@ pub fn build(config: &StageConfig, secrets: &Secrets) -> crate::Result<std::sync
         }
     }
     Ok(std::sync::Arc::new(SplitStage::new(
-        std::sync::Arc::new(container(&azure.container, auth.clone())?),
+        std::sync::Arc::new(container(evidence, auth.clone())?),
         std::sync::Arc::new(container(state, auth)?),
     )))
 }

@@ -406,3 +406,43 @@ async fn state_apart_leaves_the_evidence_container_write_once() {
     assert_eq!(state.list("staged/").await.unwrap().len(), 0);
     assert_eq!(counts(&dir.join("var/mail"), FOLDER), expected());
 }
+
+/// With `cache_path`, the daemon delivers the messages it staged from its local copies (each
+/// taken once, so none is left), and the container holds every one of them all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_cache_serves_delivery_and_the_container_keeps_everything() {
+    let ws = workspace();
+    let dir = ws.path().to_path_buf();
+    let azurite = Azurite::start(&dir.join("azurite"));
+    configure(&dir, &azurite);
+    let path = dir.join("config/azurite.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "kind = \"azure\"",
+        "kind = \"azure\"\ncache_path = \"var/cache\"\ncache_max_bytes = 67108864",
+    );
+    std::fs::write(&path, text).unwrap();
+    let d = dir.clone();
+    let out = succeeds(move || once(&d, &[])).await;
+    assert_eq!(imported_events(&out.stderr), COPIES);
+    assert_eq!(counts(&dir.join("var/mail"), FOLDER), expected());
+    let left: Vec<_> = walkdir(&dir.join("var/cache"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+        .collect();
+    assert!(dir.join("var/cache").is_dir(), "the cache was used");
+    assert!(left.is_empty(), "every local copy was delivered: {left:?}");
+    let staged = stage(&azurite).list("staged/").await.unwrap();
+    assert_eq!(staged.len(), COPIES, "the container is the record");
+}
+
+fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        match path.is_dir() {
+            true => files.extend(walkdir(&path)),
+            false => files.push(path),
+        }
+    }
+    files
+}

@@ -25,5 +25,6 @@ mod service;
 mod sftp;
 mod shards;
 mod sizes;
+mod staged_reads;
 mod smtp;
 mod support;

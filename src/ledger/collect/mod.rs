@@ -50,6 +50,10 @@ pub struct StagedCopy {
     /// The stage key of the rendered message.
     pub staged: String,
     pub bytes: u64,
+    /// The SHA-256 of the staged message, when this collection staged it (a message staged
+    /// before is whatever that run rendered): delivery imports only those bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub left_out: Vec<LeftOut>,
     /// The collection created the staged message: no run can have imported it before.

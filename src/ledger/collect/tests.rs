@@ -15,6 +15,7 @@ fn copy(mailbox: &str, key: &str, fresh: bool) -> StagedCopy {
         user: "+447700900123".into(),
         staged: format!("staged/o2/2026-11-20/{mailbox}/{key}.eml"),
         bytes: 10,
+        sha256: None,
         left_out: Vec::new(),
         fresh,
     }

@@ -1,0 +1,424 @@
+//! A local copy of the messages this daemon stages, so that delivering them does not read
+//! them back from a remote stage (`stage.cache_path`).
+//!
+//! A day is collected, then delivered: every staged message is written to the stage and,
+//! some time later, read back from it. With an Azure stage that is one download per copy.
+//! The cache keeps each message this daemon created in the stage (a create-only write that
+//! found nothing there) in a local directory as well, and a read of it takes the local copy
+//! once and removes it; a message someone else staged, or one the cache let go, is read from
+//! the stage as before. The stage stays the record: the cache never answers for a key the
+//! stage does not hold, never holds a state object, and delivery checks every message it
+//! reads against the SHA-256 the collection listed for it.
+//!
+//! The cache is bounded (`stage.cache_max_bytes`): when a message would overflow it, the
+//! oldest are let go first. It is scratch: whatever a previous process left in the directory
+//! is removed when the daemon starts, and a file that cannot be written or read is simply not
+//! used (with a warning): the stage has the message.
+
+use super::{Created, Stage, StageError, Version};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// The prefix of the keys the cache keeps: staged messages (and the files left out of them).
+const CACHED: &str = "staged/";
+
+/// Bytes the cache holds at most unless configured (`stage.cache_max_bytes`).
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+
+/// A stage whose staged messages written by this process are also kept locally, read once
+/// from there.
+pub struct CachedStage {
+    inner: Arc<dyn Stage>,
+    root: PathBuf,
+    most: u64,
+    /// This process's own folder under `root`, made at the first message kept (so that
+    /// `check` or `report` leave the directory alone); None when it could not be made.
+    own: OnceLock<Option<Own>>,
+    entries: Mutex<Entries>,
+    /// Whether a failure of the directory was logged already (one warning, not one per copy).
+    warned: AtomicBool,
+}
+
+/// A process's folder in the cache, locked for as long as the process lives, so that
+/// daemons sharing one `cache_path` never remove each other's messages.
+struct Own {
+    dir: PathBuf,
+    _lock: std::fs::File,
+}
+
+/// The lock file in a process's folder.
+const LOCK: &str = "lock";
+
+/// What the cache holds: each key's size and age, the oldest first.
+#[derive(Default)]
+struct Entries {
+    by_key: HashMap<String, (u64, u64)>,
+    by_age: BTreeMap<u64, String>,
+    held: u64,
+    next: u64,
+}
+
+impl Entries {
+    fn insert(&mut self, key: &str, size: u64) {
+        let age = self.next;
+        self.next += 1;
+        self.by_key.insert(key.to_string(), (size, age));
+        self.by_age.insert(age, key.to_string());
+        self.held += size;
+    }
+
+    fn remove(&mut self, key: &str) -> bool {
+        let Some((size, age)) = self.by_key.remove(key) else {
+            return false;
+        };
+        self.by_age.remove(&age);
+        self.held -= size;
+        true
+    }
+
+    /// The oldest key, let go.
+    fn pop_oldest(&mut self) -> Option<String> {
+        let (_, key) = self.by_age.pop_first()?;
+        let (size, _) = self.by_key.remove(&key)?;
+        self.held -= size;
+        Some(key)
+    }
+}
+
+impl CachedStage {
+    /// `inner` with a cache of at most `most` bytes under `root`; nothing is made on disk
+    /// until a message is kept.
+    pub fn new(inner: Arc<dyn Stage>, root: &Path, most: u64) -> CachedStage {
+        CachedStage {
+            inner,
+            root: root.to_path_buf(),
+            most,
+            own: OnceLock::new(),
+            entries: Mutex::new(Entries::default()),
+            warned: AtomicBool::new(false),
+        }
+    }
+
+    /// This process's folder, made (and the folders of processes gone swept) on first use.
+    fn own(&self) -> Option<&Path> {
+        let own = self.own.get_or_init(|| match open_own(&self.root) {
+            Ok(own) => Some(own),
+            Err(e) => {
+                self.warn("cannot be made", &e);
+                None
+            }
+        });
+        own.as_ref().map(|o| o.dir.as_path())
+    }
+
+    /// The bytes the cache holds now.
+    pub fn held(&self) -> u64 {
+        self.entries.lock().expect("never poisoned").held
+    }
+
+    fn warn(&self, what: &str, e: &std::io::Error) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(cache = %self.root.display(), error = %e,
+                "the stage cache {what}; messages are read from the stage instead");
+        }
+    }
+
+    /// Keeps `bytes` as `key`, letting the oldest go to make room; a message larger than the
+    /// whole cache is not kept.
+    async fn keep(&self, key: &str, bytes: Bytes) {
+        let size = bytes.len() as u64;
+        if size > self.most || super::check_key(key).is_err() {
+            return;
+        }
+        let Some(own) = self.own() else {
+            return;
+        };
+        let evicted = {
+            let mut entries = self.entries.lock().expect("never poisoned");
+            if entries.by_key.contains_key(key) {
+                return;
+            }
+            let mut evicted = Vec::new();
+            while entries.held + size > self.most {
+                match entries.pop_oldest() {
+                    Some(old) => evicted.push(own.join(old)),
+                    None => break,
+                }
+            }
+            // Counted now, so that writers at once share the bound.
+            entries.insert(key, size);
+            evicted
+        };
+        let target = own.join(key);
+        let temp = own.join(format!("tmp-{}", next_temp()));
+        let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            for old in evicted {
+                let _ = std::fs::remove_file(old);
+            }
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&temp, &bytes)?;
+            let placed = std::fs::rename(&temp, &target);
+            if placed.is_err() {
+                let _ = std::fs::remove_file(&temp);
+            }
+            placed
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(e) = written {
+            self.entries.lock().expect("never poisoned").remove(key);
+            self.warn("cannot write", &e);
+        }
+    }
+
+    /// The local copy of `key`, removed from the cache; None when it holds none.
+    async fn take(&self, key: &str) -> Option<Vec<u8>> {
+        if !self.entries.lock().expect("never poisoned").remove(key) {
+            return None;
+        }
+        let path = self.own()?.join(key);
+        let read = tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&path);
+            let _ = std::fs::remove_file(&path);
+            bytes
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match read {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                self.warn("cannot read", &e);
+                None
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Stage for CachedStage {
+    async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<Created, StageError> {
+        self.put_new_shared(key, Bytes::copy_from_slice(bytes))
+            .await
+    }
+
+    async fn put_new_shared(&self, key: &str, bytes: Bytes) -> Result<Created, StageError> {
+        let created = self.inner.put_new_shared(key, bytes.clone()).await?;
+        if created == Created::New && key.starts_with(CACHED) {
+            self.keep(key, bytes).await;
+        }
+        Ok(created)
+    }
+
+    async fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StageError> {
+        self.inner.put(key, bytes).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StageError> {
+        if key.starts_with(CACHED) {
+            if let Some(bytes) = self.take(key).await {
+                return Ok(Some(bytes));
+            }
+        }
+        self.inner.get(key).await
+    }
+
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StageError> {
+        self.inner.get_versioned(key).await
+    }
+
+    async fn put_if(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        expected: Option<&Version>,
+    ) -> Result<Option<Version>, StageError> {
+        self.inner.put_if(key, bytes, expected).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StageError> {
+        self.inner.list(prefix).await
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    async fn prepare(&self) -> Result<(), StageError> {
+        self.inner.prepare().await
+    }
+
+    async fn probe(&self) -> Result<String, StageError> {
+        let stage = self.inner.probe().await?;
+        let cache = super::probe_directory(&self.root).unwrap_or_else(|e| {
+            format!("cannot be written ({e}); messages are read from the stage")
+        });
+        Ok(format!(
+            "{stage}; the local cache {} {cache}",
+            self.root.display()
+        ))
+    }
+}
+
+/// A name for a file being written, unique within the process.
+fn next_temp() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Makes this process's folder under `root`, locked, after removing the folders of
+/// processes that are gone (their lock is free: the kernel let it go with them).
+fn open_own(root: &Path) -> std::io::Result<Own> {
+    std::fs::create_dir_all(root)?;
+    for entry in std::fs::read_dir(root)? {
+        let path = entry?.path();
+        if !path.is_dir() {
+            continue;
+        }
+        let gone = match std::fs::File::open(path.join(LOCK)) {
+            Ok(lock) => lock.try_lock().is_ok(),
+            // A folder without its lock never got one: its process died making it.
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        };
+        if gone {
+            match std::fs::remove_dir_all(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir = root.join(format!("p{}-{nanos}", std::process::id()));
+    std::fs::create_dir(&dir)?;
+    let lock = std::fs::File::create(dir.join(LOCK))?;
+    lock.try_lock().map_err(std::io::Error::other)?;
+    Ok(Own { dir, _lock: lock })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stage::LocalStage;
+
+    fn stage(most: u64) -> (tempfile::TempDir, Arc<LocalStage>, CachedStage) {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = Arc::new(LocalStage::new(dir.path().join("stage")));
+        let cached = CachedStage::new(inner.clone(), &dir.path().join("cache"), most);
+        (dir, inner, cached)
+    }
+
+    /// Where the cache keeps `key`, if it made its folder.
+    fn local(cached: &CachedStage, key: &str) -> PathBuf {
+        cached.own().unwrap().join(key)
+    }
+
+    const KEY: &str = "staged/o2/2026-11-20/alice@contoso.com/ab.eml";
+
+    #[tokio::test]
+    async fn a_message_staged_here_is_read_once_from_the_cache_then_from_the_stage() {
+        let (dir, inner, cached) = stage(1 << 20);
+        assert_eq!(
+            cached.put_new(KEY, b"rendered").await.unwrap(),
+            Created::New
+        );
+        assert_eq!(cached.held(), 8);
+        assert!(local(&cached, KEY).exists());
+        // The stage holds it too: the cache is never the only copy.
+        assert_eq!(inner.get(KEY).await.unwrap().unwrap(), b"rendered");
+        // What the cache answers is its own copy: change the stage's behind its back.
+        std::fs::write(dir.path().join("stage").join(KEY), b"changed!").unwrap();
+        assert_eq!(cached.get(KEY).await.unwrap().unwrap(), b"rendered");
+        assert_eq!(cached.held(), 0);
+        assert!(!local(&cached, KEY).exists());
+        assert_eq!(cached.get(KEY).await.unwrap().unwrap(), b"changed!");
+    }
+
+    #[tokio::test]
+    async fn only_messages_this_process_created_are_kept() {
+        let (dir, inner, cached) = stage(1 << 20);
+        inner.put_new(KEY, b"staged before").await.unwrap();
+        assert_eq!(
+            cached.put_new(KEY, b"rendered again").await.unwrap(),
+            Created::AlreadyExists
+        );
+        assert_eq!(cached.held(), 0);
+        assert_eq!(cached.get(KEY).await.unwrap().unwrap(), b"staged before");
+        // State is never cached, and reading makes nothing on disk.
+        cached.put_new("days/o2/2026-11-20.json", b"{}").await.unwrap();
+        cached.put("checkpoints/o2.json", b"{}").await.unwrap();
+        assert_eq!(cached.held(), 0);
+        assert!(!dir.path().join("cache").exists());
+    }
+
+    #[tokio::test]
+    async fn the_oldest_go_first_when_the_cache_is_full() {
+        let (_dir, _inner, cached) = stage(25);
+        let key = |n: usize| format!("staged/o2/2026-11-20/a@c.com/{n}.eml");
+        for n in 0..4 {
+            cached.put_new(&key(n), &[b'x'; 10]).await.unwrap();
+        }
+        assert_eq!(cached.held(), 20);
+        let kept: Vec<bool> = (0..4).map(|n| local(&cached, &key(n)).exists()).collect();
+        assert_eq!(kept, [false, false, true, true]);
+        // Larger than the whole cache: staged, not kept.
+        let big = "staged/o2/2026-11-20/a@c.com/big.eml";
+        cached.put_new(big, &[b'x'; 26]).await.unwrap();
+        assert_eq!(cached.held(), 20);
+        assert!(!local(&cached, big).exists());
+        // Every message reads, from wherever it is.
+        for n in 0..4 {
+            assert_eq!(cached.get(&key(n)).await.unwrap().unwrap(), [b'x'; 10]);
+        }
+        assert_eq!(cached.get(big).await.unwrap().unwrap(), [b'x'; 26]);
+    }
+
+    #[tokio::test]
+    async fn what_a_process_gone_left_is_removed_and_a_live_ones_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner: Arc<dyn Stage> = Arc::new(LocalStage::new(dir.path().join("stage")));
+        let root = dir.path().join("cache");
+        // A daemon that is still running (its lock held) and one that died mid-write.
+        let live = CachedStage::new(inner.clone(), &root, 100);
+        live.put_new(KEY, b"live").await.unwrap();
+        let gone = root.join("p1-1");
+        std::fs::create_dir_all(gone.join("staged")).unwrap();
+        std::fs::write(gone.join(LOCK), b"").unwrap();
+        std::fs::write(gone.join("staged/partial.eml"), b"par").unwrap();
+        let half_made = root.join("p2-2");
+        std::fs::create_dir_all(&half_made).unwrap();
+
+        let next = CachedStage::new(inner, &root, 100);
+        let other = "staged/o2/2026-11-20/bob@contoso.com/cd.eml";
+        next.put_new(other, b"next").await.unwrap();
+        assert!(!gone.exists());
+        assert!(!half_made.exists());
+        assert!(local(&live, KEY).exists(), "a running daemon's cache is its own");
+        assert_eq!(live.get(KEY).await.unwrap().unwrap(), b"live");
+        assert_eq!(next.get(other).await.unwrap().unwrap(), b"next");
+    }
+
+    #[tokio::test]
+    async fn a_cache_that_cannot_be_written_reads_from_the_stage() {
+        let (dir, _inner, cached) = stage(1 << 20);
+        // A file where the cache's folder goes.
+        std::fs::write(dir.path().join("cache"), b"not a directory").unwrap();
+        cached.put_new(KEY, b"rendered").await.unwrap();
+        assert_eq!(cached.held(), 0);
+        assert_eq!(cached.get(KEY).await.unwrap().unwrap(), b"rendered");
+    }
+
+    #[tokio::test]
+    async fn a_cached_file_lost_underneath_is_read_from_the_stage() {
+        let (_dir, _inner, cached) = stage(1 << 20);
+        cached.put_new(KEY, b"rendered").await.unwrap();
+        std::fs::remove_file(local(&cached, KEY)).unwrap();
+        assert_eq!(cached.get(KEY).await.unwrap().unwrap(), b"rendered");
+    }
+}
