@@ -351,7 +351,10 @@ mod tests {
         assert_eq!(cached.held(), 0);
         assert_eq!(cached.get(KEY).await.unwrap().unwrap(), b"staged before");
         // State is never cached, and reading makes nothing on disk.
-        cached.put_new("days/o2/2026-11-20.json", b"{}").await.unwrap();
+        cached
+            .put_new("days/o2/2026-11-20.json", b"{}")
+            .await
+            .unwrap();
         cached.put("checkpoints/o2.json", b"{}").await.unwrap();
         assert_eq!(cached.held(), 0);
         assert!(!dir.path().join("cache").exists());
@@ -399,7 +402,10 @@ mod tests {
         next.put_new(other, b"next").await.unwrap();
         assert!(!gone.exists());
         assert!(!half_made.exists());
-        assert!(local(&live, KEY).exists(), "a running daemon's cache is its own");
+        assert!(
+            local(&live, KEY).exists(),
+            "a running daemon's cache is its own"
+        );
         assert_eq!(live.get(KEY).await.unwrap().unwrap(), b"live");
         assert_eq!(next.get(other).await.unwrap().unwrap(), b"next");
     }

@@ -283,77 +283,84 @@ async fn breaking_proxy(
                 // The APPEND whose answer must not arrive, if any, on this connection.
                 let (cut_tx, mut cut_rx) = tokio::sync::watch::channel(false);
                 let (pending, broken) = (pending.clone(), broken.clone());
-                let upward = async move {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    let mut cut_mid = false;
-                    let mut user: Option<String> = None;
-                    loop {
-                        let n = match cr.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        let chunk = &buf[..n];
-                        if cut_mid {
-                            let _ = sw.write_all(&chunk[..n / 2]).await;
-                            return; // drops both halves of this side: the connection breaks
-                        }
-                        if let Some(at) = find(chunk, b" LOGIN ") {
-                            user = chunk[at + 7..]
-                                .split(|b| *b == b' ')
-                                .next()
-                                .map(|u| String::from_utf8_lossy(u).into_owned());
-                        }
-                        if let Some(at) = find(chunk, b" APPEND ") {
-                            let number = appends.fetch_add(1, Ordering::SeqCst) + 1;
-                            let cut = {
-                                let mut pending = pending.lock().unwrap();
-                                if let Some((_, kind)) = plan.iter().find(|(n, _)| *n == number) {
-                                    pending.push_back(*kind);
-                                }
-                                // LITERAL+ ("{n+}") is how several messages go in one APPEND.
-                                let many = find(chunk, b"+}\r\n").is_some();
-                                let fits = |kind: &Break| match kind {
-                                    Break::MidMessage => true,
-                                    Break::StoredOne => !many,
-                                    Break::StoredMany => many,
-                                };
-                                let folder = chunk[at + 8..].split(|b| *b == b' ').next();
-                                let pair = user
-                                    .clone()
-                                    .zip(folder)
-                                    .map(|(u, f)| format!("{u} {}", String::from_utf8_lossy(f)));
-                                let mut broken = broken.lock().unwrap();
-                                match pair {
-                                    Some(pair) if !broken.contains(&pair) => {
-                                        let due = pending.iter().position(fits);
-                                        let cut = due.and_then(|i| pending.remove(i));
-                                        if cut.is_some() {
-                                            broken.insert(pair);
-                                        }
-                                        cut
-                                    }
-                                    _ => None,
-                                }
+                let upward =
+                    async move {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        let mut cut_mid = false;
+                        let mut user: Option<String> = None;
+                        loop {
+                            let n = match cr.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
                             };
-
-                            if cut == Some(Break::MidMessage) {
-                                let line_end = find(&chunk[at..], b"\r\n").map(|e| at + e + 2);
-                                match line_end {
-                                    Some(end) if end < n => {
-                                        let _ = sw.write_all(&chunk[..end + (n - end) / 2]).await;
-                                        return;
+                            let chunk = &buf[..n];
+                            if cut_mid {
+                                let _ = sw.write_all(&chunk[..n / 2]).await;
+                                return; // drops both halves of this side: the connection breaks
+                            }
+                            if let Some(at) = command(chunk, b"LOGIN ") {
+                                user = chunk[at..]
+                                    .split(|b| *b == b' ')
+                                    .next()
+                                    .map(|u| String::from_utf8_lossy(u).into_owned());
+                            }
+                            if let Some(at) = command(chunk, b"APPEND ") {
+                                let number = appends.fetch_add(1, Ordering::SeqCst) + 1;
+                                let cut = {
+                                    let mut pending = pending.lock().unwrap();
+                                    if let Some((_, kind)) = plan.iter().find(|(n, _)| *n == number)
+                                    {
+                                        pending.push_back(*kind);
                                     }
-                                    _ => cut_mid = true,
+                                    // LITERAL+ ("{n+}") is how several messages go in one APPEND.
+                                    let many = find(chunk, b"+}\r\n").is_some();
+                                    let fits = |kind: &Break| match kind {
+                                        Break::MidMessage => true,
+                                        Break::StoredOne => !many,
+                                        Break::StoredMany => many,
+                                    };
+                                    let folder = chunk[at..].split(|b| *b == b' ').next();
+                                    let pair = user.clone().zip(folder).map(|(u, f)| {
+                                        format!("{u} {}", String::from_utf8_lossy(f))
+                                    });
+                                    let mut broken = broken.lock().unwrap();
+                                    match pair {
+                                        Some(pair) if !broken.contains(&pair) => {
+                                            let due = pending.iter().position(fits);
+                                            let cut = due.and_then(|i| pending.remove(i));
+                                            if cut.is_some() {
+                                                broken.insert(pair);
+                                            }
+                                            cut
+                                        }
+                                        _ => None,
+                                    }
+                                };
+
+                                eprintln!(
+                                "proxy: APPEND #{number} of {:?} ({} message(s)): break {cut:?}",
+                                user,
+                                if find(chunk, b"+}\r\n").is_some() { "several" } else { "one" }
+                            );
+                                if cut == Some(Break::MidMessage) {
+                                    let line_end = find(&chunk[at..], b"\r\n").map(|e| at + e + 2);
+                                    match line_end {
+                                        Some(end) if end < n => {
+                                            let _ =
+                                                sw.write_all(&chunk[..end + (n - end) / 2]).await;
+                                            return;
+                                        }
+                                        _ => cut_mid = true,
+                                    }
+                                } else if cut.is_some() {
+                                    let _ = cut_tx.send(true);
                                 }
-                            } else if cut.is_some() {
-                                let _ = cut_tx.send(true);
+                            }
+                            if sw.write_all(chunk).await.is_err() {
+                                return;
                             }
                         }
-                        if sw.write_all(chunk).await.is_err() {
-                            return;
-                        }
-                    }
-                };
+                    };
                 let downward = async move {
                     let mut buf = vec![0u8; 64 * 1024];
                     loop {
@@ -378,6 +385,16 @@ async fn breaking_proxy(
         }
     });
     (port, task)
+}
+
+/// Where the arguments of the IMAP command `name` start in `chunk`: the client writes a tag
+/// and its command together or apart, so the name starts the chunk or follows a space.
+fn command(chunk: &[u8], name: &[u8]) -> Option<usize> {
+    let at = match chunk.starts_with(name) {
+        true => 0,
+        false => find(chunk, &[b" ", name].concat())? + 1,
+    };
+    Some(at + name.len())
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -25,6 +25,6 @@ mod service;
 mod sftp;
 mod shards;
 mod sizes;
-mod staged_reads;
 mod smtp;
+mod staged_reads;
 mod support;
