@@ -1,6 +1,7 @@
 //! A small HTTP/1.1 server for loopback endpoints: the health and metrics endpoint and the
-//! partner simulator. One request per connection (`connection: close`), bodies sized by
-//! Content-Length, heads of at most 16 KiB and bodies of at most 16 MiB.
+//! partner simulator. Connections are kept for further requests (HTTP/1.1's default) until
+//! the client asks to close or stays idle for 10 s; bodies sized by Content-Length, heads of
+//! at most 16 KiB and bodies of at most 16 MiB.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -101,47 +102,66 @@ where
     }
 }
 
+/// How long a connection may wait for (the rest of) a request.
+const IDLE: Duration = Duration::from_secs(10);
+
 async fn connection<H, F>(mut stream: TcpStream, handler: &H) -> std::io::Result<()>
 where
     H: Fn(Request) -> F,
     F: Future<Output = Response>,
 {
-    let request =
-        match tokio::time::timeout(Duration::from_secs(10), read_request(&mut stream)).await {
-            Ok(Ok(request)) => request,
+    // Bytes read past one request belong to the next.
+    let mut buf = Vec::with_capacity(8 * 1024);
+    loop {
+        let read = tokio::time::timeout(IDLE, read_request(&mut stream, &mut buf)).await;
+        let (request, keep) = match read {
+            Ok(Ok(Some(read))) => read,
+            // The client closed between requests, or stayed idle.
+            Ok(Ok(None)) | Err(_) => return Ok(()),
             Ok(Err(e)) => {
                 let response = Response::text(400, format!("{e}\n"));
-                return write_response(&mut stream, &response, false).await;
+                return write_response(&mut stream, &response, false, false).await;
             }
-            Err(_) => return Ok(()),
         };
-    let head_only = request.method == "HEAD";
-    let response = handler(request).await;
-    write_response(&mut stream, &response, head_only).await
+        let head_only = request.method == "HEAD";
+        let response = handler(request).await;
+        write_response(&mut stream, &response, head_only, keep).await?;
+        if !keep {
+            return Ok(());
+        }
+    }
 }
 
-async fn read_request(stream: &mut TcpStream) -> std::io::Result<Request> {
+/// The next request on `stream` (with `buf` holding what was read past the last one), and
+/// whether the connection is kept after it; None when the client closed between requests.
+async fn read_request(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<(Request, bool)>> {
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
+    let mut scanned = 0;
     let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
+        if let Some(i) = buf[scanned..].windows(4).position(|w| w == b"\r\n\r\n") {
+            break scanned + i;
         }
+        scanned = buf.len().saturating_sub(3);
         if buf.len() > 16 * 1024 {
             return Err(bad("request head too large"));
         }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(bad("connection closed before the request head ended"));
+        buf.reserve(8 * 1024);
+        if stream.read_buf(buf).await? == 0 {
+            return match buf.is_empty() {
+                true => Ok(None),
+                false => Err(bad("connection closed before the request head ended")),
+            };
         }
-        buf.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let mut lines = head.split("\r\n");
     let mut first = lines.next().unwrap_or("").split_whitespace();
     let method = first.next().ok_or_else(|| bad("no method"))?.to_string();
     let target = first.next().ok_or_else(|| bad("no target"))?;
+    let version = first.next().unwrap_or("HTTP/1.0");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let headers: HashMap<String, String> = lines
         .filter_map(|l| l.split_once(':'))
@@ -155,16 +175,20 @@ async fn read_request(stream: &mut TcpStream) -> std::io::Result<Request> {
     if length > 16 * 1024 * 1024 {
         return Err(bad("request body too large"));
     }
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < length {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
+    let end = head_end + 4 + length;
+    buf.reserve(end.saturating_sub(buf.len()));
+    while buf.len() < end {
+        if stream.read_buf(buf).await? == 0 {
             return Err(bad("connection closed inside the body"));
         }
-        body.extend_from_slice(&chunk[..n]);
     }
-    body.truncate(length);
-    Ok(Request {
+    let body = buf[head_end + 4..end].to_vec();
+    buf.drain(..end);
+    let close = headers
+        .get("connection")
+        .is_some_and(|c| c.eq_ignore_ascii_case("close"));
+    let keep = version == "HTTP/1.1" && !close;
+    let request = Request {
         method,
         path: percent_decode(path),
         query: url::form_urlencoded::parse(query.as_bytes())
@@ -172,7 +196,8 @@ async fn read_request(stream: &mut TcpStream) -> std::io::Result<Request> {
             .collect(),
         headers,
         body,
-    })
+    };
+    Ok(Some((request, keep)))
 }
 
 /// `%XX` escapes decoded; anything else (including '+') kept as it is.
@@ -202,13 +227,15 @@ async fn write_response(
     stream: &mut TcpStream,
     response: &Response,
     head_only: bool,
+    keep: bool,
 ) -> std::io::Result<()> {
     let mut out = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n",
+        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: {}\r\n",
         response.status,
         reason(response.status),
         response.content_type,
-        response.body.len()
+        response.body.len(),
+        if keep { "keep-alive" } else { "close" }
     );
     for (name, value) in &response.headers {
         out.push_str(&format!("{name}: {value}\r\n"));
@@ -219,7 +246,10 @@ async fn write_response(
         bytes.extend_from_slice(&response.body);
     }
     stream.write_all(&bytes).await?;
-    stream.shutdown().await
+    match keep {
+        true => stream.flush().await,
+        false => stream.shutdown().await,
+    }
 }
 
 /// GETs `path` from a server on `addr`; returns the status code and body.
@@ -245,4 +275,76 @@ pub async fn get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16
         .map_or("", |x| x.1)
         .to_string();
     Ok((status, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server answering each request with its method, path and body length.
+    async fn echo() -> std::net::SocketAddr {
+        let listener = bind("127.0.0.1:0".parse().unwrap(), "test").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handler = |r: Request| async move {
+            Response::text(200, format!("{} {} {}", r.method, r.path, r.body.len()))
+        };
+        tokio::spawn(serve(listener, Arc::new(handler)));
+        addr
+    }
+
+    /// Reads one response off `stream`: its connection header and body.
+    async fn response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> (String, String) {
+        loop {
+            if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&pending[..end]).to_string();
+                let field = |name: &str| {
+                    head.lines()
+                        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                let length: usize = field("content-length").parse().unwrap();
+                while pending.len() < end + 4 + length {
+                    assert!(stream.read_buf(pending).await.unwrap() > 0);
+                }
+                let body = String::from_utf8_lossy(&pending[end + 4..end + 4 + length]);
+                let body = body.to_string();
+                pending.drain(..end + 4 + length);
+                return (field("connection"), body);
+            }
+            assert!(stream.read_buf(pending).await.unwrap() > 0, "closed early");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_serves_requests_one_after_another_until_asked_to_close() {
+        let addr = echo().await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut pending = Vec::new();
+        // Two requests in one write: the second's bytes are read with the first's.
+        stream
+            .write_all(
+                b"POST /a HTTP/1.1\r\ncontent-length: 5\r\n\r\nhelloGET /b?x=1 HTTP/1.1\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let first = response(&mut stream, &mut pending).await;
+        assert_eq!(first, ("keep-alive".into(), "POST /a 5".into()));
+        let second = response(&mut stream, &mut pending).await;
+        assert_eq!(second, ("keep-alive".into(), "GET /b 0".into()));
+        stream
+            .write_all(b"GET /c HTTP/1.1\r\nConnection: Close\r\n\r\n")
+            .await
+            .unwrap();
+        let third = response(&mut stream, &mut pending).await;
+        assert_eq!(third, ("close".into(), "GET /c 0".into()));
+        assert_eq!(stream.read_buf(&mut pending).await.unwrap(), 0, "closed");
+
+        // HTTP/1.0 is one request per connection.
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(b"GET /d HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut pending = Vec::new();
+        assert_eq!(response(&mut stream, &mut pending).await.0, "close");
+        assert_eq!(stream.read_buf(&mut pending).await.unwrap(), 0, "closed");
+    }
 }

@@ -265,6 +265,24 @@ impl Stage for CachedStage {
     }
 }
 
+/// Takes an exclusive lock on `file` without waiting; the kernel lets it go when the process
+/// ends, however it ends.
+#[cfg(unix)]
+fn try_lock(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor the File owns, open for the call's length.
+    match unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+/// Without flock, no folder is known to be gone: none is removed.
+#[cfg(not(unix))]
+fn try_lock(_file: &std::fs::File) -> std::io::Result<()> {
+    Err(std::io::Error::other("no file locks here"))
+}
+
 /// A name for a file being written, unique within the process.
 fn next_temp() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -281,7 +299,7 @@ fn open_own(root: &Path) -> std::io::Result<Own> {
             continue;
         }
         let gone = match std::fs::File::open(path.join(LOCK)) {
-            Ok(lock) => lock.try_lock().is_ok(),
+            Ok(lock) => try_lock(&lock).is_ok(),
             // A folder without its lock never got one: its process died making it.
             Err(e) => e.kind() == std::io::ErrorKind::NotFound,
         };
@@ -298,7 +316,7 @@ fn open_own(root: &Path) -> std::io::Result<Own> {
     let dir = root.join(format!("p{}-{nanos}", std::process::id()));
     std::fs::create_dir(&dir)?;
     let lock = std::fs::File::create(dir.join(LOCK))?;
-    lock.try_lock().map_err(std::io::Error::other)?;
+    try_lock(&lock)?;
     Ok(Own { dir, _lock: lock })
 }
 

@@ -68,6 +68,48 @@ fn error(status: u16, code: &str, message: &str) -> Response {
     )
 }
 
+/// A message's attachments: name and bytes.
+type Attachments = Vec<(String, Vec<u8>)>;
+
+/// A draft's JSON (without its id) and attachments, from base64 MIME as Graph takes it.
+fn draft_from_mime(body: &[u8]) -> Result<(Value, Attachments), Response> {
+    let Ok(mime) = base64::engine::general_purpose::STANDARD.decode(body.trim_ascii()) else {
+        return Err(error(
+            400,
+            "ErrorMimeContentInvalidBase64String",
+            "Invalid base64 string for MIME content.",
+        ));
+    };
+    let Some(parsed) = MessageParser::default().parse(&mime) else {
+        return Err(error(400, "ErrorMimeContentInvalid", "not a message"));
+    };
+    let list = |a: Option<&mail_parser::Address<'_>>| -> Value {
+        Value::Array(
+            a.map(|a| a.iter().map(address).collect())
+                .unwrap_or_default(),
+        )
+    };
+    let attachments: Attachments = parsed
+        .attachments()
+        .map(|p| {
+            (
+                p.attachment_name().unwrap_or("attachment").to_string(),
+                p.contents().to_vec(),
+            )
+        })
+        .collect();
+    let json = json!({
+        "isDraft": true,
+        "subject": parsed.subject().unwrap_or_default(),
+        "body": {"contentType": "text", "content": parsed.body_text(0).unwrap_or_default()},
+        "from": parsed.from().and_then(|a| a.first()).map(address),
+        "toRecipients": list(parsed.to()), "ccRecipients": list(parsed.cc()),
+        "internetMessageId": parsed.message_id().map(|m| format!("<{m}>")),
+        "hasAttachments": !attachments.is_empty(),
+    });
+    Ok((json, attachments))
+}
+
 fn address(a: &mail_parser::Addr<'_>) -> Value {
     json!({"emailAddress": {"name": a.name().unwrap_or_default(), "address": a.address().unwrap_or_default()}})
 }
@@ -230,6 +272,15 @@ impl FakeGraph {
                 "the request is larger than 4 MB",
             );
         }
+        // What takes time is done before the fake's state is locked, as Graph serves a
+        // tenant's requests side by side.
+        let mut draft = None;
+        let mut body = Value::Null;
+        match (request.method.as_str(), rest.as_slice()) {
+            ("POST", ["messages"]) => draft = Some(draft_from_mime(&request.body)),
+            ("POST", _) => body = serde_json::from_slice(&request.body).unwrap_or_default(),
+            _ => {}
+        }
         let mut state = self.state.lock().unwrap();
         match (request.method.as_str(), rest.as_slice()) {
             ("GET", ["mailFolders", "inbox", "childFolders"]) => {
@@ -250,7 +301,6 @@ impl FakeGraph {
                 Response::json(200, &json!({"value": found}))
             }
             ("POST", ["mailFolders", "inbox", "childFolders"]) => {
-                let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
                 let name = body["displayName"].as_str().unwrap_or_default().to_string();
                 let folders = state.folders.entry(mailbox.to_string()).or_default();
                 if folders.iter().any(|(_, n)| *n == name) {
@@ -265,44 +315,13 @@ impl FakeGraph {
                 Response::json(201, &json!({"id": id, "displayName": name}))
             }
             ("POST", ["messages"]) => {
-                let Ok(mime) =
-                    base64::engine::general_purpose::STANDARD.decode(request.body.trim_ascii())
-                else {
-                    return error(
-                        400,
-                        "ErrorMimeContentInvalidBase64String",
-                        "Invalid base64 string for MIME content.",
-                    );
-                };
-                let Some(parsed) = MessageParser::default().parse(&mime) else {
-                    return error(400, "ErrorMimeContentInvalid", "not a message");
+                let (mut json, attachments) = match draft.take().expect("parsed above") {
+                    Ok(draft) => draft,
+                    Err(refused) => return refused,
                 };
                 state.next += 1;
                 let id = format!("msg-{}", state.next);
-                let list = |a: Option<&mail_parser::Address<'_>>| -> Value {
-                    Value::Array(
-                        a.map(|a| a.iter().map(address).collect())
-                            .unwrap_or_default(),
-                    )
-                };
-                let attachments: Vec<(String, Vec<u8>)> = parsed
-                    .attachments()
-                    .map(|p| {
-                        (
-                            p.attachment_name().unwrap_or("attachment").to_string(),
-                            p.contents().to_vec(),
-                        )
-                    })
-                    .collect();
-                let json = json!({
-                    "id": id, "isDraft": true,
-                    "subject": parsed.subject().unwrap_or_default(),
-                    "body": {"contentType": "text", "content": parsed.body_text(0).unwrap_or_default()},
-                    "from": parsed.from().and_then(|a| a.first()).map(address),
-                    "toRecipients": list(parsed.to()), "ccRecipients": list(parsed.cc()),
-                    "internetMessageId": parsed.message_id().map(|m| format!("<{m}>")),
-                    "hasAttachments": !attachments.is_empty(),
-                });
+                json["id"] = json!(id);
                 state.messages.insert(
                     id.clone(),
                     Message {
@@ -329,7 +348,6 @@ impl FakeGraph {
                 None => error(404, "ErrorItemNotFound", "no such message"),
             },
             ("POST", ["mailFolders", folder, "messages"]) => {
-                let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
                 let properties: HashMap<String, String> = body["singleValueExtendedProperties"]
                     .as_array()
                     .into_iter()
@@ -367,7 +385,6 @@ impl FakeGraph {
                 Response::json(201, &json)
             }
             ("POST", ["messages", id, "attachments"]) => {
-                let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
                 let data = base64::engine::general_purpose::STANDARD
                     .decode(body["contentBytes"].as_str().unwrap_or_default())
                     .unwrap_or_default();
@@ -388,7 +405,6 @@ impl FakeGraph {
                 }
             }
             ("POST", ["messages", id, "attachments", "createUploadSession"]) => {
-                let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
                 let item = &body["AttachmentItem"];
                 state.next += 1;
                 let upload = format!("u{}", state.next);
