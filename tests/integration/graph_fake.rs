@@ -192,6 +192,16 @@ impl FakeGraph {
             .map_or(std::time::Duration::ZERO, |(first, last)| last - first)
     }
 
+    /// Forgets what was served so far (requests, busy time, span, most at once), so that the
+    /// next figures are of what follows.
+    pub fn reset_counts(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.served.clear();
+        state.busy.clear();
+        state.span = None;
+        state.max_in_flight = 0;
+    }
+
     pub fn max_in_flight(&self) -> usize {
         self.state.lock().unwrap().max_in_flight
     }

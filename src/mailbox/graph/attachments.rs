@@ -9,14 +9,14 @@ use reqwest::{Method, Url};
 use serde_json::{json, Value};
 
 impl GraphMailboxes {
-    /// Copies the draft's attachments and the `large` ones taken out of its MIME onto the
+    /// Copies the draft's attachments and the `taken` ones taken out of its MIME onto the
     /// message `target`.
     pub(super) async fn copy_attachments(
         &self,
         mailbox: &str,
         draft: &Value,
         target: &str,
-        large: &[mail_parts::Part],
+        taken: &[mail_parts::Part],
     ) -> Result<(), MailboxError> {
         let user = segment(mailbox);
         if draft["hasAttachments"].as_bool().unwrap_or(false) {
@@ -48,7 +48,7 @@ impl GraphMailboxes {
                 self.attach(mailbox, target, copy).await?;
             }
         }
-        for part in large {
+        for part in taken {
             if part.data.len() >= UPLOAD_SESSION_MIN {
                 self.upload(mailbox, target, part).await?;
                 continue;

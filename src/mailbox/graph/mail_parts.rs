@@ -19,22 +19,24 @@ pub fn base64_len(bytes: usize) -> usize {
 }
 
 /// The message made to fit one request as base64 (at most `budget` bytes), and the
-/// attachments taken out for it: every one of `upload_min` bytes or more, then the
-/// largest of the others until the rest fits.
+/// attachments taken out of it: every binary one (posted on its own, its bytes are neither
+/// parsed out of the MIME by Graph nor read back from the draft), every one of `upload_min`
+/// bytes or more, then the largest of the text ones until the rest fits. A text attachment
+/// otherwise stays in the MIME, where Graph reads it in its own charset.
 pub fn split_for_requests(raw: &[u8], budget: usize, upload_min: usize) -> (Vec<u8>, Vec<Part>) {
     let Some(message) = MessageParser::default().parse(raw) else {
         return (raw.to_vec(), Vec::new());
     };
     // Each attachment with the span it takes in the MIME, from the boundary line before
     // its headers to the end of its body.
-    let mut candidates: Vec<(Part, (usize, usize))> = Vec::new();
+    let mut candidates: Vec<(Part, (usize, usize), bool)> = Vec::new();
     for index in message.attachments.iter().copied() {
         let Some(part) = message.parts.get(index as usize) else {
             continue;
         };
-        let data = match &part.body {
-            PartType::Binary(b) | PartType::InlineBinary(b) => b.to_vec(),
-            PartType::Text(t) | PartType::Html(t) => t.as_bytes().to_vec(),
+        let (data, binary) = match &part.body {
+            PartType::Binary(b) | PartType::InlineBinary(b) => (b.to_vec(), true),
+            PartType::Text(t) | PartType::Html(t) => (t.as_bytes().to_vec(), false),
             _ => continue,
         };
         let content_type = part
@@ -61,15 +63,16 @@ pub fn split_for_requests(raw: &[u8], budget: usize, upload_min: usize) -> (Vec<
                 content_id: part.content_id().map(str::to_string),
             },
             (line_start, part.offset_end as usize),
+            binary,
         ));
     }
     // Largest first: the fewest parts leave the MIME.
-    candidates.sort_by_key(|(_, (start, end))| std::cmp::Reverse(end - start));
+    candidates.sort_by_key(|(_, (start, end), _)| std::cmp::Reverse(end - start));
     let mut remaining = raw.len();
     let mut cut: Vec<(usize, usize)> = Vec::new();
     let mut taken = Vec::new();
-    for (part, span) in candidates {
-        if part.data.len() < upload_min && base64_len(remaining) <= budget {
+    for (part, span, binary) in candidates {
+        if !binary && part.data.len() < upload_min && base64_len(remaining) <= budget {
             continue;
         }
         remaining -= span.1 - span.0;

@@ -113,7 +113,7 @@ impl GraphMailboxes {
         d: &Delivery<'_>,
         folder: &str,
         draft: &Value,
-        large: &[mail_parts::Part],
+        taken: &[mail_parts::Part],
     ) -> Result<String, MailboxError> {
         let user = segment(d.mailbox);
         let headers =
@@ -165,7 +165,7 @@ impl GraphMailboxes {
             .map_err(|e| self.error(d.mailbox, "message creation", e))?;
         let id = created["id"].as_str().unwrap_or_default().to_string();
         // The attachments; a message that cannot get all of them is removed again.
-        let copied = self.copy_attachments(d.mailbox, draft, &id, large).await;
+        let copied = self.copy_attachments(d.mailbox, draft, &id, taken).await;
         if let Err(e) = copied {
             let url = self.url(&format!("users/{user}/messages/{}", segment(&id)));
             let _ = self.call(d.mailbox, Method::DELETE, url, None, true).await;
@@ -249,9 +249,9 @@ impl Mailbox for GraphMailboxes {
 
     async fn append(&self, d: &Delivery<'_>) -> Result<(), MailboxError> {
         let folder = self.folder(d.mailbox, d.folder).await?;
-        // A request carries about 4 MB: attachments leave the MIME until it fits one, and are
-        // added one by one (the largest through upload sessions).
-        let (mime, large) =
+        // Binary attachments leave the MIME, and so do text ones until it fits a request
+        // (about 4 MB); they are added one by one (the largest through upload sessions).
+        let (mime, taken) =
             mail_parts::split_for_requests(d.message, REQUEST_BUDGET, UPLOAD_SESSION_MIN);
         let body = base64::engine::general_purpose::STANDARD
             .encode(&mime)
@@ -268,7 +268,7 @@ impl Mailbox for GraphMailboxes {
             .await
             .map_err(|e| self.error(d.mailbox, "draft from MIME", e))?;
         let draft_id = draft["id"].as_str().unwrap_or_default().to_string();
-        let imported = self.import(d, &folder, &draft, &large).await;
+        let imported = self.import(d, &folder, &draft, &taken).await;
         // The draft goes, whatever happened.
         let url = self.url(&format!(
             "users/{}/messages/{}",

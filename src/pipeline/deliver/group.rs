@@ -218,7 +218,7 @@ fn kib(bytes: u64) -> usize {
     (bytes / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS as u64) as usize
 }
 
-/// Delivers one mailbox's copies in order, up to `per_mailbox` at once (or, where the store
+/// Delivers one mailbox's copies, started in order, up to `per_mailbox` at once (or, where the store
 /// takes several in one request, `batch` copies per request), each within the run's budget
 /// of bytes in flight (a copy larger than all of it goes alone); stops taking copies once
 /// `stop` is set.
@@ -246,7 +246,8 @@ async fn deliver_mailbox(
                 copy::deliver(ctx, batch).await
             }
         })
-        .buffered(shape.per_mailbox.max(1))
+        // Whichever ends first makes room for the next: a large copy holds one place only.
+        .buffer_unordered(shape.per_mailbox.max(1))
         .collect()
         .await;
     results.into_iter().flatten().collect()
