@@ -43,6 +43,16 @@ fn the_configmap_is_a_configuration_the_daemon_takes() {
             "{mount}"
         );
     }
+    // The root filesystem is read-only: the stage cache needs a volume of its own.
+    if let comms_archiver::stage::StageConfig::Azure(azure) = &config.stage {
+        if let Some(cache) = &azure.cache_path {
+            assert!(
+                deployment.contains(&format!("mountPath: {}", cache.display())),
+                "the stage cache {} is a mounted volume",
+                cache.display()
+            );
+        }
+    }
     for line in text
         .lines()
         .filter(|l| l.contains("file = \"") || l.contains("= \"/run"))
