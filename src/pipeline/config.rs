@@ -23,8 +23,9 @@ pub struct ArchiverConfig {
     /// Maildir, 16 over IMAP, 64 through Graph).
     #[serde(default)]
     pub max_in_flight: Option<usize>,
-    /// Bytes of rendered messages in flight at once, whatever their number: the bound on the
-    /// memory a day takes. A single larger message still goes, alone.
+    /// Bytes of rendered messages in flight at once, whatever their number, shared by every
+    /// connector-day at work: the bound on the memory they take together. A message may start
+    /// while any room is left.
     #[serde(default = "default_max_in_flight_bytes")]
     pub max_in_flight_bytes: u64,
     /// What becomes of a copy over `max_item_bytes`: "skip" (held, not imported: what

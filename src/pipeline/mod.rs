@@ -4,11 +4,13 @@
 //! copies together, and records them.
 //!
 //! Records stream from the source one at a time (read ahead by one); up to `max_in_flight`
-//! copies are staged at once, and delivered at once, within `max_in_flight_bytes`, so memory
-//! stays bounded by a few messages and one shard's index however large the day. [`day`]
+//! copies are staged at once, and delivered at once, within `max_in_flight_bytes` (one budget
+//! for every connector-day at work in the process, [`budget`]), so memory stays bounded by a
+//! few messages and one shard's index however large the day and however many connectors. [`day`]
 //! turns records into copy jobs and their results into the status log; [`copy`] stages one
 //! copy, and imports and records one; [`deliver`] takes the shards.
 
+mod budget;
 mod config;
 mod copy;
 mod day;
@@ -62,6 +64,8 @@ pub struct Archiver {
     max_in_flight: usize,
     /// Bytes of rendered messages in flight at once (a larger single message goes alone).
     max_in_flight_bytes: u64,
+    /// Room for them, shared by every connector-day collected or delivered at once.
+    budget: Arc<budget::Budget>,
     /// Mailbox shards a day's delivery is split into (the day's first collection fixes it).
     delivery_shards: u32,
     shutdown: watch::Receiver<bool>,
@@ -87,6 +91,7 @@ impl Archiver {
             oversize: Oversize::Skip,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_in_flight_bytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
+            budget: budget::Budget::new(DEFAULT_MAX_IN_FLIGHT_BYTES),
             delivery_shards: DEFAULT_DELIVERY_SHARDS,
             shutdown,
             alerts: None,
@@ -128,6 +133,7 @@ impl Archiver {
     /// The same archiver with at most `bytes` of rendered messages in flight at once.
     pub fn with_max_in_flight_bytes(mut self, bytes: u64) -> Self {
         self.max_in_flight_bytes = bytes.max(1);
+        self.budget = budget::Budget::new(self.max_in_flight_bytes);
         self
     }
 
@@ -382,7 +388,6 @@ impl Archiver {
                     read_source(stream, records),
                 ));
                 let mut copies = FuturesUnordered::new();
-                let mut bytes_in_flight = 0u64;
                 let mut taking = true;
                 // A partner that stalls between records (its retries, a slow page) must not
                 // let the day's lease lapse: while waiting, the lease is renewed on time.
@@ -399,19 +404,25 @@ impl Archiver {
                     }
                     tokio::select! {
                         _ = renew.tick(), if taking => {}
-                        Some((bytes, result)) = copies.next(), if !copies.is_empty() => {
-                            bytes_in_flight -= bytes;
+                        // Room another connector-day gave back.
+                        _ = self.budget.room(), if taking && !self.budget.has_room() => {}
+                        Some(result) = copies.next(), if !copies.is_empty() => {
                             run.apply(result);
                         }
+                        // The room is shared with the other connector-days at work: a record
+                        // is read while any is left, and its copies count from then on.
                         record = pulled.recv(), if taking
                             && copies.len() < self.max_in_flight
-                            && bytes_in_flight < self.max_in_flight_bytes => match record {
+                            && self.budget.has_room() => match record {
                             Some(Ok(Some(record))) => {
                                 for work in run.pulled(record) {
-                                    let bytes = work.bytes();
-                                    bytes_in_flight += bytes;
+                                    let room = self.budget.take_now(work.bytes());
                                     let ctx = &ctx;
-                                    copies.push(async move { (bytes, copy::perform(ctx, work).await) });
+                                    copies.push(async move {
+                                        let done = copy::perform(ctx, work).await;
+                                        drop(room);
+                                        done
+                                    });
                                 }
                             }
                             Some(Ok(None)) => taking = false,

@@ -3,6 +3,7 @@
 mod alerts;
 mod azure;
 mod azurite;
+mod budget;
 mod chaos;
 mod cli;
 mod destinations;

@@ -14,7 +14,6 @@ use crate::Result;
 use chrono::NaiveDate;
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 /// A shard this daemon leases and has started: its copies by mailbox.
 pub(super) struct Taken {
@@ -127,7 +126,6 @@ impl Archiver {
             leases.push((taken.shard, taken.lease));
             waiting.extend(taken.mailboxes.into_values().map(|copies| (i, copies)));
         }
-        let budget = Arc::new(tokio::sync::Semaphore::new(kib(self.max_in_flight_bytes)));
         let stop = AtomicBool::new(false);
         let mut waiting = waiting.into_iter();
         let mut running = FuturesUnordered::new();
@@ -140,10 +138,8 @@ impl Archiver {
                 let Some((i, copies)) = waiting.next() else {
                     break;
                 };
-                let (ctx, budget, stop) = (&contexts[i], budget.clone(), &stop);
-                running.push(async move {
-                    (i, deliver_mailbox(ctx, copies, shape, budget, stop).await)
-                });
+                let (ctx, stop) = (&contexts[i], &stop);
+                running.push(async move { (i, deliver_mailbox(ctx, copies, shape, stop).await) });
             }
             if running.is_empty() {
                 break;
@@ -219,14 +215,12 @@ fn kib(bytes: u64) -> usize {
 }
 
 /// Delivers one mailbox's copies, started in order, up to `per_mailbox` at once (or, where the store
-/// takes several in one request, `batch` copies per request), each within the run's budget
-/// of bytes in flight (a copy larger than all of it goes alone); stops taking copies once
-/// `stop` is set.
+/// takes several in one request, `batch` copies per request), each within the process's
+/// budget of bytes in flight; stops taking copies once `stop` is set.
 async fn deliver_mailbox(
     ctx: &DeliverContext<'_>,
     copies: Vec<StagedCopy>,
     shape: DeliveryShape,
-    budget: Arc<tokio::sync::Semaphore>,
     stop: &AtomicBool,
 ) -> Vec<Delivered> {
     let whole = budget_size(ctx);
@@ -234,17 +228,10 @@ async fn deliver_mailbox(
     let batches = batches(copies, shape.batch, (whole / 8).max(1));
     let results: Vec<Vec<Delivered>> = futures::stream::iter(batches)
         .take_while(|_| std::future::ready(!stop.load(Ordering::Relaxed)))
-        .map(|batch| {
-            let budget = budget.clone();
-            async move {
-                let bytes: u64 = batch.iter().map(|c| c.bytes).sum();
-                let want = kib(bytes).min(whole);
-                let _permit = budget
-                    .acquire_many_owned(want as u32)
-                    .await
-                    .expect("the budget is never closed");
-                copy::deliver(ctx, batch).await
-            }
+        .map(|batch| async move {
+            let bytes: u64 = batch.iter().map(|c| c.bytes).sum();
+            let _room = ctx.archiver.budget.take(bytes).await;
+            copy::deliver(ctx, batch).await
         })
         // Whichever ends first makes room for the next: a large copy holds one place only.
         .buffer_unordered(shape.per_mailbox.max(1))

@@ -1,0 +1,129 @@
+//! The bytes of messages in flight, one budget for everything the process works on at once:
+//! every connector-day it collects or delivers side by side takes its messages' room from it,
+//! so the memory they take together stays within `archiver.max_in_flight_bytes` (plus the
+//! one message that may start while a little room is left).
+
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// Room for messages in flight, shared.
+pub struct Budget {
+    whole: u64,
+    used: Mutex<u64>,
+    freed: Notify,
+}
+
+/// Room taken for a message (or a batch of them), given back when dropped.
+#[must_use = "the room is given back when dropped"]
+pub struct Room {
+    budget: Arc<Budget>,
+    bytes: u64,
+}
+
+impl Budget {
+    pub fn new(whole: u64) -> Arc<Budget> {
+        Arc::new(Budget {
+            whole: whole.max(1),
+            used: Mutex::new(0),
+            freed: Notify::new(),
+        })
+    }
+
+    /// Whether any room is left: a message may start.
+    pub fn has_room(&self) -> bool {
+        *self.used.lock().expect("never poisoned") < self.whole
+    }
+
+    /// Returns once some room is left (given back by whoever held it).
+    pub async fn room(&self) {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.has_room() {
+                return;
+            }
+            freed.await;
+        }
+    }
+
+    /// Takes room for `bytes` now, whatever is left: for a message already in memory, which
+    /// counts from now on.
+    pub fn take_now(self: &Arc<Self>, bytes: u64) -> Room {
+        *self.used.lock().expect("never poisoned") += bytes;
+        Room {
+            budget: self.clone(),
+            bytes,
+        }
+    }
+
+    /// Takes room for `bytes` once some is left (a message larger than the budget goes when
+    /// any is left, and may take it all).
+    pub async fn take(self: &Arc<Self>, bytes: u64) -> Room {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            {
+                let mut used = self.used.lock().expect("never poisoned");
+                if *used < self.whole {
+                    *used += bytes;
+                    return Room {
+                        budget: self.clone(),
+                        bytes,
+                    };
+                }
+            }
+            freed.await;
+        }
+    }
+
+    /// Bytes taken now.
+    #[cfg(test)]
+    fn used(&self) -> u64 {
+        *self.used.lock().expect("never poisoned")
+    }
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        *self.budget.used.lock().expect("never poisoned") -= self.bytes;
+        self.budget.freed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn room_is_shared_and_given_back() {
+        let budget = Budget::new(100);
+        let a = budget.take(60).await;
+        let b = budget.take(60).await; // some room was left: it goes, past the budget
+        assert_eq!(budget.used(), 120);
+        assert!(!budget.has_room());
+        // A third waits until room is given back.
+        let waiting = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.take(10).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished());
+        drop(a);
+        assert_eq!(budget.used(), 60);
+        let c = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken when room was given back")
+            .unwrap();
+        assert_eq!(budget.used(), 70);
+        drop((b, c));
+        assert_eq!(budget.used(), 0);
+        assert!(budget.has_room());
+        let now = budget.take_now(500);
+        assert!(!budget.has_room());
+        drop(now);
+        assert!(budget.has_room());
+    }
+}
