@@ -61,20 +61,16 @@ impl Budget {
     /// any is left, and may take it all).
     pub async fn take(self: &Arc<Self>, bytes: u64) -> Room {
         loop {
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            {
-                let mut used = self.used.lock().expect("never poisoned");
-                if *used < self.whole {
-                    *used += bytes;
-                    return Room {
-                        budget: self.clone(),
-                        bytes,
-                    };
-                }
+            self.room().await;
+            // Another may have taken the room in between: then wait again.
+            let mut used = self.used.lock().expect("never poisoned");
+            if *used < self.whole {
+                *used += bytes;
+                return Room {
+                    budget: self.clone(),
+                    bytes,
+                };
             }
-            freed.await;
         }
     }
 

@@ -209,9 +209,9 @@ impl Archiver {
     }
 }
 
-/// Bytes as the permits of the in-flight budget (KiB, at least one).
+/// Bytes in KiB (at least one), the unit a mailbox's batches are sized in.
 fn kib(bytes: u64) -> usize {
-    (bytes / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS as u64) as usize
+    usize::try_from(bytes / 1024).unwrap_or(usize::MAX).max(1)
 }
 
 /// Delivers one mailbox's copies, started in order, up to `per_mailbox` at once (or, where the store
