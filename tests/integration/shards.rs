@@ -6,7 +6,7 @@
 //! a shard to take a while.
 //!
 //! The run is seeded (printed; `SHARDS_SEED=<n>` repeats it): the seed makes the day, picks
-//! the victim and how far into its shard it dies.
+//! which daemon is watched first for a shard to die in and how far into it the victim dies.
 
 use crate::azurite::{sas, Azurite};
 use crate::graph_fake::FakeGraph;
@@ -85,7 +85,9 @@ impl Daemon {
             .collect()
     }
 
-    /// (connector, shard, taken over) of every shard it started delivering.
+    /// (connector, shard, recovering) of every shard it started delivering: recovering when
+    /// it may find some of the shard's copies imported already (a takeover within the
+    /// day's round, or a later round of a day whose holder stopped).
     fn shards_started(&self) -> Vec<(String, u64, bool)> {
         self.events()
             .iter()
@@ -94,7 +96,22 @@ impl Daemon {
                 (
                     e["connector"].as_str().unwrap_or_default().to_string(),
                     e["shard"].as_u64().unwrap_or(u64::MAX),
-                    e["taken_over"].as_bool().unwrap_or(false),
+                    e["recovering"].as_bool().unwrap_or(false),
+                )
+            })
+            .collect()
+    }
+
+    /// (connector, shard, copies) of every shard it started delivering.
+    fn shard_sizes(&self) -> Vec<(String, u64, usize)> {
+        self.events()
+            .iter()
+            .filter(|e| e["message"] == "delivering shard")
+            .map(|e| {
+                (
+                    e["connector"].as_str().unwrap_or_default().to_string(),
+                    e["shard"].as_u64().unwrap_or(u64::MAX),
+                    e["copies"].as_u64().unwrap_or(0) as usize,
                 )
             })
             .collect()
@@ -144,6 +161,18 @@ impl Drop for Daemon {
     }
 }
 
+/// The staged copies among stage keys, as (mailbox, item key):
+/// `staged/<connector>/<day>/<mailbox>/<key>.eml`.
+fn staged_pairs(keys: &[String]) -> BTreeSet<(String, String)> {
+    keys.iter()
+        .filter_map(|key| {
+            let parts: Vec<&str> = key.split('/').collect();
+            let file = parts.last()?.strip_suffix(".eml")?;
+            (parts.len() == 5).then(|| (parts[3].to_string(), file.to_string()))
+        })
+        .collect()
+}
+
 /// The copies the fake Graph holds, as (mailbox, item key), with how many times each: the
 /// messages with an item key (a temporary draft from MIME has none).
 fn graph_copies(graph: &FakeGraph) -> BTreeMap<(String, String), usize> {
@@ -176,11 +205,11 @@ async fn three_daemons_share_a_day_and_one_killed_mid_shard_loses_and_repeats_no
                 % 1_000_000
         });
     let (items, mailboxes) = (900usize, 30usize);
-    let victim = (seed % 3) as usize;
+    let first = (seed % 3) as usize;
     let kill_after = 2 + (seed / 3 % 6) as usize;
     say!(
         "shards: SHARDS_SEED={seed} items={items} mailboxes={mailboxes} shards={SHARDS} \
-         victim=daemon-{victim} killed after {kill_after} imports into its shard"
+         daemon-{first} watched first, killed after {kill_after} imports into its shard"
     );
 
     let ws = workspace();
@@ -235,35 +264,60 @@ async fn three_daemons_share_a_day_and_one_killed_mid_shard_loses_and_repeats_no
         .map(|n| Daemon::start(&dir, &format!("daemon-{n}")))
         .collect();
 
-    // The victim dies in the O2 shard it is on once that shard's mailboxes have gained
-    // `kill_after` copies since it started: some of the shard is imported, the rest is not.
+    // The victim is the first daemon, from the seed's pick on, caught in the middle of a
+    // shard: `kill_after` of the shard's copies imported since it was seen started, and at
+    // least half of them still to go. (Whichever daemon it is: the seed cannot tell which of
+    // them holds which day, nor which shards each will take.)
+    let stage = crate::azure::stage(&azurite);
     let deadline = Instant::now() + Duration::from_secs(240);
-    let in_shard = |shard: u64| {
-        graph_copies(&graph)
-            .keys()
-            .filter(|(m, _)| u64::from(shard_of(m, SHARDS)) == shard)
-            .count()
-    };
-    let mut watching: Option<(String, u64, usize)> = None;
-    let (killed_connector, killed_shard) = loop {
-        assert!(
-            Instant::now() < deadline,
-            "daemon-{victim} never delivered a shard"
-        );
-        let started = daemons[victim].shards_started();
-        let delivered = daemons[victim].shards_delivered();
-        // The O2 connector has most of the day: its shards are the ones worth dying in.
-        if let Some((connector, shard, _)) = started.last().cloned() {
-            if connector == "o2" && !delivered.contains(&(connector.clone(), shard)) {
-                let now = in_shard(shard);
-                match &watching {
-                    Some((c, s, base)) if *c == connector && *s == shard => {
-                        if now >= base + kill_after {
-                            daemons[victim].kill();
-                            break (connector, shard);
-                        }
-                    }
-                    _ => watching = Some((connector, shard, now)),
+    let mut staged_of: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
+    let mut seen: BTreeMap<(usize, String, u64), usize> = BTreeMap::new();
+    let (victim, killed_connector, killed_shard) = 'watch: loop {
+        if Instant::now() > deadline {
+            let who: Vec<String> = daemons
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{}: started {:?}, delivered {:?}",
+                        d.name,
+                        d.shards_started(),
+                        d.shards_delivered()
+                    )
+                })
+                .collect();
+            panic!(
+                "no daemon was caught in the middle of a shard (SHARDS_SEED={seed}):\n{}",
+                who.join("\n")
+            );
+        }
+        let copies = graph_copies(&graph);
+        for offset in 0..daemons.len() {
+            let n = (first + offset) % daemons.len();
+            let delivered = daemons[n].shards_delivered();
+            for (connector, shard, total) in daemons[n].shard_sizes() {
+                if delivered.contains(&(connector.clone(), shard)) {
+                    continue;
+                }
+                // A shard is started once its connector's collection is whole: the copies
+                // staged for it are all there to list.
+                if !staged_of.contains_key(&connector) {
+                    let keys = stage
+                        .list(&format!("staged/{connector}/{DAY}/"))
+                        .await
+                        .unwrap();
+                    staged_of.insert(connector.clone(), staged_pairs(&keys));
+                }
+                let staged = &staged_of[&connector];
+                let now = copies
+                    .keys()
+                    .filter(|pair| {
+                        u64::from(shard_of(&pair.0, SHARDS)) == shard && staged.contains(*pair)
+                    })
+                    .count();
+                let base = *seen.entry((n, connector.clone(), shard)).or_insert(now);
+                if now >= base + kill_after && 2 * now <= total {
+                    daemons[n].kill();
+                    break 'watch (n, connector, shard);
                 }
             }
         }
@@ -314,7 +368,7 @@ async fn three_daemons_share_a_day_and_one_killed_mid_shard_loses_and_repeats_no
     assert_eq!(
         taker.len(),
         1,
-        "one daemon took the killed shard over: {by_daemon:?}"
+        "one daemon finished the killed shard, looking for what was there: {by_daemon:?}"
     );
     // The taker imported what the victim had not: it died in the middle of the shard.
     let taken = daemons
@@ -323,6 +377,7 @@ async fn three_daemons_share_a_day_and_one_killed_mid_shard_loses_and_repeats_no
         .unwrap()
         .events()
         .into_iter()
+        .rev()
         .find(|e| {
             e["message"] == "shard delivered"
                 && e["connector"] == killed_connector.as_str()
@@ -330,7 +385,7 @@ async fn three_daemons_share_a_day_and_one_killed_mid_shard_loses_and_repeats_no
         })
         .unwrap();
     say!(
-        "shards: {} took shard {killed_shard} over: imported {}, found {} already there",
+        "shards: {} finished shard {killed_shard}: imported {}, found {} already there",
         taker[0],
         taken["imported"],
         taken["skipped"]
@@ -347,18 +402,7 @@ async fn three_daemons_share_a_day_and_one_killed_mid_shard_loses_and_repeats_no
     say!("shards: {drafts} temporary draft(s) left by the killed daemon");
     let twice: Vec<_> = copies.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "imported twice: {twice:?}");
-    let stage = crate::azure::stage(&azurite);
-    let staged: BTreeSet<(String, String)> = stage
-        .list("staged/")
-        .await
-        .unwrap()
-        .iter()
-        .filter_map(|key| {
-            let parts: Vec<&str> = key.split('/').collect();
-            let file = parts.last()?.strip_suffix(".eml")?;
-            (parts.len() == 5).then(|| (parts[3].to_string(), file.to_string()))
-        })
-        .collect();
+    let staged = staged_pairs(&stage.list("staged/").await.unwrap());
     let imported: BTreeSet<(String, String)> = copies.keys().cloned().collect();
     assert_eq!(
         staged, imported,

@@ -424,6 +424,40 @@ impl Ledger {
         Ok(done)
     }
 
+    /// What an earlier round of the round's collection did with a shard it delivered with
+    /// nothing left to retry (the newest such round's log): a shard that round's daemon
+    /// finished after this round began without it.
+    pub async fn settled_before(
+        &self,
+        connector: &str,
+        day: NaiveDate,
+        round: &Round,
+        shard: u32,
+    ) -> Result<Option<StatusLog>> {
+        let this_round = format!("/rounds/{}/", round.round);
+        let name = format!("/done/{shard:04}.json");
+        let mut earlier: Vec<String> = self
+            .stage
+            .list(&format!(
+                "{}{}/rounds/",
+                prefix(connector, day),
+                round.attempt
+            ))
+            .await?
+            .into_iter()
+            .filter(|k| k.ends_with(&name) && !k.contains(&this_round))
+            .collect();
+        earlier.sort();
+        for key in earlier.iter().rev() {
+            if let Some(log) = self.read::<StatusLog>(key).await? {
+                if log.nothing_to_retry() {
+                    return Ok(Some(log));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Whether a shard of the round is delivered.
     pub async fn shard_is_done(
         &self,

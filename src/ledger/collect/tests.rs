@@ -129,3 +129,64 @@ async fn a_round_leaves_out_the_shards_delivered_with_nothing_to_retry() {
         "r2"
     );
 }
+
+#[tokio::test]
+async fn a_shard_finished_in_an_earlier_round_after_a_later_one_began_carries_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::new(Arc::new(LocalStage::new(dir.path())));
+    let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+    let index = ledger.collect_index("o2", day, "a1", 3).await.unwrap();
+    let collected = index
+        .finish(true, false, &StatusLog::new("o2", day))
+        .await
+        .unwrap();
+    let first = ledger
+        .start_round("o2", day, &collected, "r1")
+        .await
+        .unwrap();
+    // The day's holder stops; another takes the day over while a third daemon is still
+    // delivering shards 1 and 2 of the first round.
+    let later = ledger
+        .start_round("o2", day, &collected, "r2")
+        .await
+        .unwrap();
+    assert_eq!(later.shards, vec![0, 1, 2]);
+    let mut delivered = StatusLog::new("o2", day);
+    delivered.imported = 7;
+    ledger
+        .finish_shard("o2", day, &first, 1, &delivered)
+        .await
+        .unwrap();
+    let mut retry = StatusLog::new("o2", day);
+    retry.errors.push(crate::report::DayError {
+        reason: "stage_unavailable".into(),
+        detail: "down".into(),
+    });
+    ledger
+        .finish_shard("o2", day, &first, 2, &retry)
+        .await
+        .unwrap();
+    let settled = ledger.settled_before("o2", day, &later, 1).await.unwrap();
+    assert_eq!(settled.map(|log| log.imported), Some(7));
+    // Something left to retry, or nothing done before: the later round delivers it.
+    assert!(ledger
+        .settled_before("o2", day, &later, 2)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(ledger
+        .settled_before("o2", day, &later, 0)
+        .await
+        .unwrap()
+        .is_none());
+    // A round's own record is not an earlier round's.
+    ledger
+        .finish_shard("o2", day, &later, 0, &StatusLog::new("o2", day))
+        .await
+        .unwrap();
+    assert!(ledger
+        .settled_before("o2", day, &later, 0)
+        .await
+        .unwrap()
+        .is_none());
+}

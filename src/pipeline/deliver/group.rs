@@ -69,8 +69,12 @@ impl Archiver {
             Err(e) => return Err((lease, e)),
         };
         let copies: usize = mailboxes.values().map(Vec::len).sum();
+        // Taken over: another daemon started the shard in this round. Recovering: some of
+        // its copies may be in their mailboxes already (a takeover, or a later round after a
+        // daemon stopped), so each is looked for before it is imported.
         tracing::info!(connector = name, day = %day, shard, mailboxes = mailboxes.len(), copies,
-            taken_over = !first_taker, "delivering shard");
+            taken_over = !first_taker, recovering = !round.first || !first_taker,
+            "delivering shard");
         Ok(Taken {
             shard,
             lease,

@@ -313,6 +313,21 @@ impl Archiver {
                     let _ = self.ledger.release(lease).await;
                     continue;
                 }
+                // A later round (this day's holder stopped, another took the day over)
+                // lists the shards undelivered when it began; a daemon still on the earlier
+                // round may have finished one since. What it did is the shard's record in
+                // this round too: its copies are not looked for again, nor counted twice.
+                if !round.first {
+                    if let Some(log) = self.ledger.settled_before(name, day, round, shard).await? {
+                        tracing::info!(connector = name, day = %day, shard,
+                            "shard delivered in an earlier round since this one began");
+                        self.ledger
+                            .finish_shard(name, day, round, shard, &log)
+                            .await?;
+                        let _ = self.ledger.release(lease).await;
+                        continue;
+                    }
+                }
                 let taken = self.take_shard(name, day, round, shard, lease).await;
                 match taken {
                     Ok(taken) => {
