@@ -95,6 +95,9 @@ where
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        // A response is written whole: nothing is gained by holding back its last segment
+        // until the client acknowledges the ones before.
+        let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         tokio::spawn(async move {
             let _ = connection(stream, handler.as_ref()).await;

@@ -483,6 +483,13 @@ async fn bench_graph_throughput() {
         ),
         Err(_) => text,
     };
+    let text = match std::env::var("GRAPH_BENCH_IN_FLIGHT_BYTES") {
+        Ok(n) => text.replace(
+            "[archiver]\n",
+            &format!("[archiver]\nmax_in_flight_bytes = {n}\n"),
+        ),
+        Err(_) => text,
+    };
     let text = match std::env::var("GRAPH_BENCH_SHARDS") {
         Ok(n) => text.replace(
             "[archiver]\n",
@@ -538,7 +545,8 @@ async fn bench_graph_throughput() {
         "graph-bench {}",
         serde_json::json!({
             "items": items, "mailboxes": mailboxes, "latency_ms": latency_ms,
-            "max_in_flight": config.max_in_flight(), "imported": imported,
+            "max_in_flight": config.max_in_flight(),
+            "max_in_flight_bytes": config.archiver.max_in_flight_bytes, "imported": imported,
             "requests": requests, "requests_per_message": requests as f64 / imported as f64,
             "busiest_mailbox_requests": busiest_all, "wall_s": wall,
             "messages_per_s": imported as f64 / wall,

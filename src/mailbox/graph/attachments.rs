@@ -2,9 +2,8 @@
 //! MIME, posted back whole, and those taken out of it, posted whole under 2 MiB or uploaded
 //! in chunks through an upload session.
 
-use super::{copy_fields, mail_parts, segment, GraphMailboxes, CHUNK, UPLOAD_SESSION_MIN};
+use super::{copy_fields, mail_parts, segment, GraphMailboxes, CHUNK};
 use crate::mailbox::MailboxError;
-use base64::Engine;
 use reqwest::{Method, Url};
 use serde_json::{json, Value};
 
@@ -16,7 +15,7 @@ impl GraphMailboxes {
         mailbox: &str,
         draft: &Value,
         target: &str,
-        taken: &[mail_parts::Part],
+        taken: &[mail_parts::Taken],
     ) -> Result<(), MailboxError> {
         let user = segment(mailbox);
         if draft["hasAttachments"].as_bool().unwrap_or(false) {
@@ -49,26 +48,18 @@ impl GraphMailboxes {
             }
         }
         for part in taken {
-            if part.data.len() >= UPLOAD_SESSION_MIN {
-                self.upload(mailbox, target, part).await?;
-                continue;
+            match part {
+                mail_parts::Taken::Uploaded(part) => self.upload(mailbox, target, part).await?,
+                mail_parts::Taken::Posted(body) => {
+                    let url = self.url(&format!(
+                        "users/{user}/messages/{}/attachments",
+                        segment(target)
+                    ));
+                    self.post_serialized(mailbox, url, body.clone())
+                        .await
+                        .map_err(|e| self.error(mailbox, "attachment", e))?;
+                }
             }
-            let mut copy = serde_json::Map::new();
-            copy.insert(
-                "@odata.type".into(),
-                json!("#microsoft.graph.fileAttachment"),
-            );
-            copy.insert("name".into(), json!(part.name));
-            copy.insert("contentType".into(), json!(part.content_type));
-            copy.insert(
-                "contentBytes".into(),
-                json!(base64::engine::general_purpose::STANDARD.encode(&part.data)),
-            );
-            copy.insert("isInline".into(), json!(part.inline));
-            if let Some(id) = &part.content_id {
-                copy.insert("contentId".into(), json!(id));
-            }
-            self.attach(mailbox, target, copy).await?;
         }
         Ok(())
     }
@@ -123,7 +114,7 @@ impl GraphMailboxes {
             // The upload URL is pre-authenticated: no token goes with it. A chunk is paced,
             // retried and throttled like every other request to the mailbox.
             let range = format!("bytes {start}-{}/{total}", end - 1);
-            let chunk = part.data[start..end].to_vec();
+            let chunk = bytes::Bytes::copy_from_slice(&part.data[start..end]);
             self.send(
                 mailbox,
                 Method::PUT,

@@ -113,7 +113,7 @@ impl GraphMailboxes {
         mailbox: &str,
         method: Method,
         url: Url,
-        body: Option<(&'static str, Vec<u8>)>,
+        body: Option<(&'static str, bytes::Bytes)>,
         authorized: bool,
     ) -> Result<Value, CallError> {
         self.send(mailbox, method, url, body, authorized, None)
@@ -126,7 +126,7 @@ impl GraphMailboxes {
         mailbox: &str,
         method: Method,
         url: Url,
-        body: Option<(&'static str, Vec<u8>)>,
+        body: Option<(&'static str, bytes::Bytes)>,
         authorized: bool,
         range: Option<&str>,
     ) -> Result<Value, CallError> {
@@ -237,12 +237,22 @@ impl GraphMailboxes {
         url: Url,
         body: &Value,
     ) -> Result<Value, CallError> {
-        let bytes = body.to_string().into_bytes();
+        self.post_serialized(mailbox, url, body.to_string().into_bytes().into())
+            .await
+    }
+
+    /// POSTs a JSON body serialized already.
+    pub(super) async fn post_serialized(
+        &self,
+        mailbox: &str,
+        url: Url,
+        json: bytes::Bytes,
+    ) -> Result<Value, CallError> {
         self.call(
             mailbox,
             Method::POST,
             url,
-            Some(("application/json", bytes)),
+            Some(("application/json", json)),
             true,
         )
         .await

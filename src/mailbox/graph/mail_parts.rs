@@ -1,6 +1,9 @@
-//! Taking attachments out of a MIME message so that it fits one request.
+//! Taking attachments out of a MIME message so that it fits one request, and making the
+//! bodies of the requests that carry the message and what was taken out of it.
 
+use base64::Engine;
 use mail_parser::{MessageParser, MimeHeaders, PartType};
+use serde_json::{json, Value};
 
 /// An attachment taken out of the message.
 #[derive(Debug, Clone)]
@@ -91,4 +94,100 @@ pub fn split_for_requests(raw: &[u8], budget: usize, upload_min: usize) -> (Vec<
     }
     out.extend_from_slice(&raw[at..]);
     (out, taken)
+}
+
+/// A message cut into the requests that import it: the draft's body (the MIME, less what was
+/// taken out, as base64), and each attachment taken out.
+pub struct Cut {
+    pub draft: bytes::Bytes,
+    pub taken: Vec<Taken>,
+}
+
+/// An attachment taken out of the MIME, as it goes to Graph.
+pub enum Taken {
+    /// Posted whole: the request's JSON body.
+    Posted(bytes::Bytes),
+    /// Too large to post whole: uploaded in chunks through an upload session.
+    Uploaded(Part),
+}
+
+/// Cuts `raw` into its requests ([`split_for_requests`]) and makes their bodies: CPU work
+/// (parsing, base64) that is best done off the async threads.
+pub fn cut(raw: &[u8], budget: usize, upload_min: usize) -> Cut {
+    let (mime, parts) = split_for_requests(raw, budget, upload_min);
+    let draft = base64::engine::general_purpose::STANDARD.encode(&mime);
+    let taken = parts
+        .into_iter()
+        .map(|part| match part.data.len() >= upload_min {
+            true => Taken::Uploaded(part),
+            false => Taken::Posted(posted_body(&part).into()),
+        })
+        .collect();
+    Cut {
+        draft: draft.into_bytes().into(),
+        taken,
+    }
+}
+
+/// The JSON of a file attachment posted whole. Its content, base64, is written straight into
+/// the JSON (base64 never needs escaping) rather than scanned as a string value.
+pub fn posted_body(part: &Part) -> Vec<u8> {
+    let mut fields = serde_json::Map::new();
+    fields.insert(
+        "@odata.type".into(),
+        json!("#microsoft.graph.fileAttachment"),
+    );
+    fields.insert("name".into(), json!(part.name));
+    fields.insert("contentType".into(), json!(part.content_type));
+    fields.insert("isInline".into(), json!(part.inline));
+    if let Some(id) = &part.content_id {
+        fields.insert("contentId".into(), json!(id));
+    }
+    let mut body = serde_json::to_vec(&Value::Object(fields)).expect("JSON serializes");
+    let closing = body.pop();
+    debug_assert_eq!(closing, Some(b'}'));
+    body.reserve(base64_len(part.data.len()) + 18);
+    body.extend_from_slice(b",\"contentBytes\":\"");
+    let at = body.len();
+    body.resize(at + base64_len(part.data.len()), 0);
+    let written = base64::engine::general_purpose::STANDARD
+        .encode_slice(&part.data, &mut body[at..])
+        .expect("sized for the base64");
+    body.truncate(at + written);
+    body.extend_from_slice(b"\"}");
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_posted_body_is_the_json_of_the_attachment() {
+        let part = Part {
+            name: "photo \"1\".jpg".into(),
+            content_type: "image/jpeg".into(),
+            data: (0..=255u8).cycle().take(1000).collect(),
+            inline: true,
+            content_id: Some("<a@b>".into()),
+        };
+        let body: Value = serde_json::from_slice(&posted_body(&part)).unwrap();
+        assert_eq!(body["@odata.type"], "#microsoft.graph.fileAttachment");
+        assert_eq!(body["name"], "photo \"1\".jpg");
+        assert_eq!(body["contentType"], "image/jpeg");
+        assert_eq!(body["isInline"], true);
+        assert_eq!(body["contentId"], "<a@b>");
+        let content = base64::engine::general_purpose::STANDARD
+            .decode(body["contentBytes"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(content, part.data);
+        let empty = Part {
+            data: Vec::new(),
+            content_id: None,
+            ..part
+        };
+        let body: Value = serde_json::from_slice(&posted_body(&empty)).unwrap();
+        assert_eq!(body["contentBytes"], "");
+        assert!(body.get("contentId").is_none());
+    }
 }
