@@ -3,6 +3,22 @@
 //! part of the daemon (pass-through, recovery, the EML sources, Graph's transport headers),
 //! CRLF and bare-LF line ends alike.
 
+/// Messages from this size on have their CPU work (parsing, base64, digests) done off the
+/// async threads, which carry every other copy's requests meanwhile.
+const OFF_THREAD: usize = 64 * 1024;
+
+/// `work` on a message: inline when it is small, on the blocking pool when it is large.
+pub async fn work_on<T: Send + 'static>(
+    message: &bytes::Bytes,
+    work: impl FnOnce(&[u8]) -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    if message.len() < OFF_THREAD {
+        return Ok(work(message));
+    }
+    let message = message.clone();
+    tokio::task::spawn_blocking(move || work(&message)).await
+}
+
 /// Where the first empty line is: (the end of the last header line, line end included; the
 /// end of the empty line). A message without one is all header.
 fn empty_line(raw: &[u8]) -> (usize, usize) {

@@ -313,7 +313,7 @@ async fn prepare(
                 stage.describe()
             ))
         })?;
-    let sha256 = digest(&message)
+    let sha256 = crate::message_bytes::work_on(&message, sha256_hex)
         .await
         .map_err(|e| stage_failure(e.to_string()))?;
     if let Some(expected) = copy.sha256.as_ref().filter(|e| **e != sha256) {
@@ -342,17 +342,6 @@ async fn prepare(
             .map_err(|e| mailbox_failure(&e))?;
     }
     Ok(Prepared::Ready(ready))
-}
-
-/// A staged message's SHA-256; a large one's off the async threads, which carry every
-/// other copy's delivery meanwhile.
-async fn digest(message: &bytes::Bytes) -> Result<String, tokio::task::JoinError> {
-    const OFF_THREAD: usize = 64 * 1024;
-    if message.len() < OFF_THREAD {
-        return Ok(sha256_hex(message));
-    }
-    let message = message.clone();
-    tokio::task::spawn_blocking(move || sha256_hex(&message)).await
 }
 
 /// Imports a copy (unless the mailbox holds it already) and records it.

@@ -85,49 +85,44 @@ impl Daemon {
             .collect()
     }
 
-    /// (connector, shard, recovering) of every shard it started delivering: recovering when
-    /// it may find some of the shard's copies imported already (a takeover within the
-    /// day's round, or a later round of a day whose holder stopped).
-    fn shards_started(&self) -> Vec<(String, u64, bool)> {
+    /// (connector, shard, line) of each of its log lines saying `message` of a shard.
+    fn shard_lines(&self, message: &str) -> Vec<(String, u64, Value)> {
         self.events()
-            .iter()
-            .filter(|e| e["message"] == "delivering shard")
+            .into_iter()
+            .filter(|e| e["message"] == message)
             .map(|e| {
                 (
                     e["connector"].as_str().unwrap_or_default().to_string(),
                     e["shard"].as_u64().unwrap_or(u64::MAX),
-                    e["recovering"].as_bool().unwrap_or(false),
+                    e,
                 )
             })
+            .collect()
+    }
+
+    /// (connector, shard, recovering) of every shard it started delivering: recovering when
+    /// it may find some of the shard's copies imported already (a takeover within the
+    /// day's round, or a later round of a day whose holder stopped).
+    fn shards_started(&self) -> Vec<(String, u64, bool)> {
+        self.shard_lines("delivering shard")
+            .into_iter()
+            .map(|(c, s, e)| (c, s, e["recovering"].as_bool().unwrap_or(false)))
             .collect()
     }
 
     /// (connector, shard, copies) of every shard it started delivering.
     fn shard_sizes(&self) -> Vec<(String, u64, usize)> {
-        self.events()
-            .iter()
-            .filter(|e| e["message"] == "delivering shard")
-            .map(|e| {
-                (
-                    e["connector"].as_str().unwrap_or_default().to_string(),
-                    e["shard"].as_u64().unwrap_or(u64::MAX),
-                    e["copies"].as_u64().unwrap_or(0) as usize,
-                )
-            })
+        self.shard_lines("delivering shard")
+            .into_iter()
+            .map(|(c, s, e)| (c, s, e["copies"].as_u64().unwrap_or(0) as usize))
             .collect()
     }
 
     /// (connector, shard) of every shard it recorded as delivered.
     fn shards_delivered(&self) -> Vec<(String, u64)> {
-        self.events()
-            .iter()
-            .filter(|e| e["message"] == "shard delivered")
-            .map(|e| {
-                (
-                    e["connector"].as_str().unwrap_or_default().to_string(),
-                    e["shard"].as_u64().unwrap_or(u64::MAX),
-                )
-            })
+        self.shard_lines("shard delivered")
+            .into_iter()
+            .map(|(c, s, _)| (c, s))
             .collect()
     }
 

@@ -21,6 +21,28 @@ fn copy(mailbox: &str, key: &str, fresh: bool) -> StagedCopy {
     }
 }
 
+/// An O2 day collected (with nothing in it) into three shards, on a local stage in `dir`.
+async fn collected_in_three_shards(dir: &std::path::Path) -> (Ledger, NaiveDate, Collected) {
+    let ledger = Ledger::new(Arc::new(LocalStage::new(dir)));
+    let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+    let index = ledger.collect_index("o2", day, "a1", 3).await.unwrap();
+    let collected = index
+        .finish(true, false, &StatusLog::new("o2", day))
+        .await
+        .unwrap();
+    (ledger, day, collected)
+}
+
+/// A shard's log with something left to retry: its stage went away.
+fn left_to_retry(day: NaiveDate) -> StatusLog {
+    let mut log = StatusLog::new("o2", day);
+    log.errors.push(crate::report::DayError {
+        reason: "stage_unavailable".into(),
+        detail: "down".into(),
+    });
+    log
+}
+
 #[tokio::test]
 async fn a_collection_lists_each_copy_in_its_mailbox_shard_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -81,13 +103,7 @@ async fn a_collection_lists_each_copy_in_its_mailbox_shard_once() {
 #[tokio::test]
 async fn a_round_leaves_out_the_shards_delivered_with_nothing_to_retry() {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::new(Arc::new(LocalStage::new(dir.path())));
-    let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
-    let index = ledger.collect_index("o2", day, "a1", 3).await.unwrap();
-    let collected = index
-        .finish(true, false, &StatusLog::new("o2", day))
-        .await
-        .unwrap();
+    let (ledger, day, collected) = collected_in_three_shards(dir.path()).await;
     let round = ledger
         .start_round("o2", day, &collected, "r1")
         .await
@@ -105,11 +121,7 @@ async fn a_round_leaves_out_the_shards_delivered_with_nothing_to_retry() {
         .finish_shard("o2", day, &round, 0, &StatusLog::new("o2", day))
         .await
         .unwrap();
-    let mut retry = StatusLog::new("o2", day);
-    retry.errors.push(crate::report::DayError {
-        reason: "stage_unavailable".into(),
-        detail: "down".into(),
-    });
+    let retry = left_to_retry(day);
     ledger
         .finish_shard("o2", day, &round, 1, &retry)
         .await
@@ -133,13 +145,7 @@ async fn a_round_leaves_out_the_shards_delivered_with_nothing_to_retry() {
 #[tokio::test]
 async fn a_shard_finished_in_an_earlier_round_after_a_later_one_began_carries_its_record() {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::new(Arc::new(LocalStage::new(dir.path())));
-    let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
-    let index = ledger.collect_index("o2", day, "a1", 3).await.unwrap();
-    let collected = index
-        .finish(true, false, &StatusLog::new("o2", day))
-        .await
-        .unwrap();
+    let (ledger, day, collected) = collected_in_three_shards(dir.path()).await;
     let first = ledger
         .start_round("o2", day, &collected, "r1")
         .await
@@ -157,11 +163,7 @@ async fn a_shard_finished_in_an_earlier_round_after_a_later_one_began_carries_it
         .finish_shard("o2", day, &first, 1, &delivered)
         .await
         .unwrap();
-    let mut retry = StatusLog::new("o2", day);
-    retry.errors.push(crate::report::DayError {
-        reason: "stage_unavailable".into(),
-        detail: "down".into(),
-    });
+    let retry = left_to_retry(day);
     ledger
         .finish_shard("o2", day, &first, 2, &retry)
         .await

@@ -35,8 +35,6 @@ pub const REQUEST_BUDGET: usize = 3584 * 1024;
 /// ErrorAttachmentSizeShouldNotBeLessThanMinimumSize, and a posted one of 2 MiB is a
 /// request of 2.7 MiB).
 pub const UPLOAD_SESSION_MIN: usize = 2 * 1024 * 1024;
-/// Messages from this size on are cut into their requests off the async threads.
-const CUT_OFF_THREAD: usize = 64 * 1024;
 /// Upload session chunks: a multiple of 320 KiB, under 4 MiB.
 const CHUNK: usize = 10 * 320 * 1024;
 /// Graph's base URL (e.g. `https://graph.microsoft.com/v1.0`) and an app-only token source.
@@ -252,18 +250,11 @@ impl Mailbox for GraphMailboxes {
         let folder = self.folder(d.mailbox, d.folder).await?;
         // Binary attachments leave the MIME, and so do text ones until it fits a request
         // (about 4 MB); they are added one by one (the largest through upload sessions).
-        // Parsing and base64 are CPU work: a large message's are done off the async threads,
-        // which carry every other mailbox's requests meanwhile.
-        let cut = if d.message.len() < CUT_OFF_THREAD {
-            mail_parts::cut(d.message, REQUEST_BUDGET, UPLOAD_SESSION_MIN)
-        } else {
-            let message = d.message.clone();
-            tokio::task::spawn_blocking(move || {
-                mail_parts::cut(&message, REQUEST_BUDGET, UPLOAD_SESSION_MIN)
-            })
-            .await
-            .map_err(|e| MailboxError::Unavailable(format!("preparing the requests: {e}")))?
-        };
+        let cut = crate::message_bytes::work_on(d.message, |message| {
+            mail_parts::cut(message, REQUEST_BUDGET, UPLOAD_SESSION_MIN)
+        })
+        .await
+        .map_err(|e| MailboxError::Unavailable(format!("preparing the requests: {e}")))?;
         let url = self.url(&format!("users/{}/messages", segment(d.mailbox)));
         let draft = self
             .call(
