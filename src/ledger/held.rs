@@ -18,6 +18,27 @@ use crate::{Error, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
+/// The memory holding `item` takes while it is written: the item, and its record as written,
+/// its files in base64 (4/3 of their size) with room for the rest of the record.
+pub fn holding_bytes(item: &Item) -> u64 {
+    let payload = item.content.payload_bytes();
+    payload + payload.div_ceil(3) * 4 + 4096
+}
+
+/// Counts the bytes written to it (the size of a record before it is written).
+struct Counted(usize);
+
+impl std::io::Write for Counted {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// One held item, as kept in the stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeldItem {
@@ -117,9 +138,17 @@ impl Ledger {
             held_at: Utc::now(),
             item,
         };
-        let bytes = serde_json::to_vec(&holding)
-            .map_err(|e| Error::State(format!("cannot serialize the held item {at}: {e}")))?;
-        match self.stage.put_new(&at, &bytes).await? {
+        // Written once into a buffer of its exact size, and handed to the stage as it is: an
+        // item held for its size takes no more than itself and one record of it
+        // ([`holding_bytes`]), not a growing buffer and a copy besides.
+        let cannot = |e: serde_json::Error| {
+            Error::State(format!("cannot serialize the held item {at}: {e}"))
+        };
+        let mut size = Counted(0);
+        serde_json::to_writer(&mut size, &holding).map_err(cannot)?;
+        let mut bytes = Vec::with_capacity(size.0);
+        serde_json::to_writer(&mut bytes, &holding).map_err(cannot)?;
+        match self.stage.put_new_shared(&at, bytes.into()).await? {
             Created::New | Created::AlreadyExists => Ok(at),
         }
     }
@@ -177,5 +206,47 @@ mod tests {
         assert_eq!(back.item, item);
         assert_eq!(back.run, "r1", "the first hold is kept");
         assert_eq!(back.item_key, ItemKey::new("o2", "O2-1").as_str());
+    }
+
+    /// The collection's budget counts what holding an item takes from it: the item, and the
+    /// record written for it, whose files are in base64.
+    #[tokio::test]
+    async fn holding_an_item_takes_no_more_than_the_budget_counts_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::new(Arc::new(LocalStage::new(dir.path())));
+        let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+        for (n, size) in [0usize, 1, 2, 3, 1000, 3 * 1024 * 1024 + 1]
+            .into_iter()
+            .enumerate()
+        {
+            let item = Item {
+                partner_id: format!("O2-{n}"),
+                time: day.and_hms_opt(9, 0, 0).unwrap().and_utc(),
+                direction: crate::item::Direction::Outbound,
+                conversation: None,
+                participants: vec![Participant {
+                    phone: Some("+447700900123".into()),
+                    archived: true,
+                    ..Participant::default()
+                }],
+                content: Content::Mms {
+                    text: Some("a \"quoted\" caption\n".repeat(20)),
+                    media: vec![Attachment {
+                        name: "clip.mp4".into(),
+                        content_type: "video/mp4".into(),
+                        data: (0..size).map(|i| i as u8).collect(),
+                    }],
+                },
+            };
+            let at = ledger.hold("o2", day, "r1", &item).await.unwrap();
+            let written = std::fs::metadata(dir.path().join(&at)).unwrap().len();
+            let payload = item.content.payload_bytes();
+            assert!(
+                payload + written <= holding_bytes(&item),
+                "{size} bytes of media: the item ({payload}) and its record ({written}) take \
+                 more than the {} counted",
+                holding_bytes(&item)
+            );
+        }
     }
 }

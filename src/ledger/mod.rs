@@ -40,7 +40,7 @@ mod session;
 mod verify;
 
 pub use collect::{shard_of, CollectIndex, Collected, Round, StagedCopy};
-pub use held::{HeldCopy, HeldItem};
+pub use held::{holding_bytes, HeldCopy, HeldItem};
 pub use journal::{CopyPlace, Journal};
 pub use lease::{owner_id, DayLease, DEFAULT_LEASE_SECS};
 pub use session::{DaySession, Finished, Opened, Place};

@@ -77,7 +77,7 @@ impl Work {
     pub fn bytes(&self) -> u64 {
         match self {
             Work::Copy(job) => job.message.len() as u64,
-            Work::Hold(job) => job.item.content.payload_bytes(),
+            Work::Hold(job) => crate::ledger::holding_bytes(&job.item),
         }
     }
 }
