@@ -30,7 +30,7 @@ pub struct DaySession {
     hold: tokio::sync::Mutex<(DayLease, Instant)>,
     earlier: Earlier,
     earlier_errors: Vec<DayError>,
-    journal: Journal,
+    journal: std::sync::Arc<Journal>,
     started_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -80,7 +80,7 @@ impl Ledger {
                     hold: tokio::sync::Mutex::new((lease, Instant::now())),
                     earlier,
                     earlier_errors,
-                    journal: self.journal(connector),
+                    journal: std::sync::Arc::new(self.journal(connector)),
                     started_at: chrono::Utc::now(),
                 })))
             }
@@ -112,7 +112,7 @@ impl DaySession {
     }
 
     /// Where this run records the copies it imports.
-    pub fn journal(&self) -> &Journal {
+    pub fn journal(&self) -> &std::sync::Arc<Journal> {
         &self.journal
     }
 

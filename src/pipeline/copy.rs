@@ -159,17 +159,49 @@ async fn stage(ctx: &CollectContext<'_>, job: &CopyJob) -> Result<(), String> {
         .map_err(|e| format!("the copy is staged, but the day's index could not list it ({e})"))
 }
 
-/// What every copy of a delivery shard shares.
-pub(super) struct DeliverContext<'a> {
-    pub archiver: &'a Archiver,
-    pub connector: &'a Connector,
+/// What every copy of a delivery shard shares. It owns (by `Arc`) what it shares, so that
+/// each mailbox's copies are delivered by a task of their own, on whichever thread is free.
+pub(super) struct DeliverContext {
+    pub mailbox: Arc<dyn crate::mailbox::Mailbox>,
+    pub stage: Arc<dyn crate::stage::Stage>,
+    pub ledger: Ledger,
+    /// The process's budget of bytes in flight, and its size.
+    pub budget: Arc<super::budget::Budget>,
+    pub max_in_flight_bytes: u64,
+    pub connector: String,
+    pub folder: String,
     pub day: NaiveDate,
-    pub journal: &'a Journal,
+    pub journal: Arc<Journal>,
     /// The store copies go into ([`crate::mailbox::Mailbox::destination`]).
     pub destination: String,
     /// Someone may have imported copies of the shard without recording them: every copy is
     /// looked for before it is imported.
     pub recovering: bool,
+}
+
+impl Archiver {
+    /// What delivering a shard of `connector`'s `day` shares, its copies recorded in `journal`.
+    pub(super) fn deliver_context(
+        &self,
+        connector: &Connector,
+        day: NaiveDate,
+        journal: &Arc<Journal>,
+        recovering: bool,
+    ) -> DeliverContext {
+        DeliverContext {
+            mailbox: self.mailbox.clone(),
+            stage: self.stage.clone(),
+            ledger: self.ledger.clone(),
+            budget: self.budget.clone(),
+            max_in_flight_bytes: self.max_in_flight_bytes,
+            connector: connector.name.clone(),
+            folder: connector.folder.clone(),
+            day,
+            journal: journal.clone(),
+            destination: self.mailbox.destination(),
+            recovering,
+        }
+    }
 }
 
 /// What delivering a copy did.
@@ -185,7 +217,7 @@ pub(super) struct Delivered {
 /// ([`crate::mailbox::Mailbox::append_all`]). When the store refuses the request, each copy
 /// goes alone, so that only a copy refused itself is held; a copy its mailbox cannot take
 /// now (unknown, refused) is held for a later run.
-pub(super) async fn deliver(ctx: &DeliverContext<'_>, copies: Vec<StagedCopy>) -> Vec<Delivered> {
+pub(super) async fn deliver(ctx: &DeliverContext, copies: Vec<StagedCopy>) -> Vec<Delivered> {
     let mut delivered = Vec::with_capacity(copies.len());
     let mut ready = Vec::with_capacity(copies.len());
     for copy in copies {
@@ -202,7 +234,7 @@ pub(super) async fn deliver(ctx: &DeliverContext<'_>, copies: Vec<StagedCopy>) -
     }
     let appended = {
         let deliveries: Vec<Delivery<'_>> = ready.iter().map(|(c, r)| r.delivery(ctx, c)).collect();
-        ctx.archiver.mailbox.append_all(&deliveries).await
+        ctx.mailbox.append_all(&deliveries).await
     };
     let alone = matches!(appended, Err(MailboxError::Rejected { .. })) && ready.len() > 1;
     for (copy, r) in ready {
@@ -218,17 +250,17 @@ pub(super) async fn deliver(ctx: &DeliverContext<'_>, copies: Vec<StagedCopy>) -
 
 /// Holds a copy whose delivery failed for a reason a later run can cure.
 async fn held_if_curable(
-    ctx: &DeliverContext<'_>,
+    ctx: &DeliverContext,
     copy: StagedCopy,
     mut outcome: Result<Outcome, (Reason, String)>,
 ) -> Delivered {
     let mut held = None;
     if let Err((reason, detail)) = &outcome {
         if reason.is_holdable() {
-            let ledger = &ctx.archiver.ledger;
             let run = ctx.journal.run_id();
-            match ledger
-                .hold_copy(&ctx.connector.name, ctx.day, run, &copy)
+            match ctx
+                .ledger
+                .hold_copy(&ctx.connector, ctx.day, run, &copy)
                 .await
             {
                 Ok(kept) => held = Some(kept),
@@ -265,10 +297,10 @@ struct Ready {
 }
 
 impl Ready {
-    fn delivery<'a>(&'a self, ctx: &'a DeliverContext<'_>, copy: &'a StagedCopy) -> Delivery<'a> {
+    fn delivery<'a>(&'a self, ctx: &'a DeliverContext, copy: &'a StagedCopy) -> Delivery<'a> {
         Delivery {
             mailbox: &copy.mailbox,
-            folder: &ctx.connector.folder,
+            folder: &ctx.folder,
             key: &self.key,
             time: copy.time,
             message: &self.message,
@@ -278,16 +310,13 @@ impl Ready {
 
 /// Looks the copy up where it may have been imported already (the journal, then the
 /// mailbox) unless it is fresh, and reads its staged message.
-async fn prepare(
-    ctx: &DeliverContext<'_>,
-    copy: &StagedCopy,
-) -> Result<Prepared, (Reason, String)> {
-    let stage = &ctx.archiver.stage;
+async fn prepare(ctx: &DeliverContext, copy: &StagedCopy) -> Result<Prepared, (Reason, String)> {
+    let stage = &ctx.stage;
     let stage_failure = |e: String| (Reason::StageError, e);
     let place = CopyPlace {
         destination: ctx.destination.clone(),
         mailbox: copy.mailbox.clone(),
-        folder: ctx.connector.folder.clone(),
+        folder: ctx.folder.clone(),
         item_key: copy.item_key.clone(),
     };
     let check = ctx.recovering || !copy.fresh;
@@ -335,7 +364,6 @@ async fn prepare(
     if check {
         let delivery = ready.delivery(ctx, copy);
         ready.already_there = ctx
-            .archiver
             .mailbox
             .contains(&delivery)
             .await
@@ -346,14 +374,13 @@ async fn prepare(
 
 /// Imports a copy (unless the mailbox holds it already) and records it.
 async fn import(
-    ctx: &DeliverContext<'_>,
+    ctx: &DeliverContext,
     copy: &StagedCopy,
     ready: Ready,
 ) -> Result<Outcome, (Reason, String)> {
     if !ready.already_there {
         let delivery = ready.delivery(ctx, copy);
-        ctx.archiver
-            .mailbox
+        ctx.mailbox
             .append(&delivery)
             .await
             .map_err(|e| mailbox_failure(&e))?;
@@ -363,7 +390,7 @@ async fn import(
 
 /// Records an imported copy (or one found in its mailbox) in the journal.
 async fn record(
-    ctx: &DeliverContext<'_>,
+    ctx: &DeliverContext,
     copy: &StagedCopy,
     ready: &Ready,
 ) -> Result<Outcome, (Reason, String)> {
@@ -403,7 +430,7 @@ async fn record(
     if ready.already_there {
         return Ok(Outcome::SkippedDuplicate);
     }
-    crate::events::Moved::Imported.emit(&ctx.connector.name, message.len());
+    crate::events::Moved::Imported.emit(&ctx.connector, message.len());
     Ok(match copy.left_out.is_empty() {
         true => Outcome::Imported,
         false => Outcome::PartiallyImported,

@@ -12,8 +12,9 @@ use crate::pipeline::{Archiver, Connector};
 use crate::report::StatusLog;
 use crate::Result;
 use chrono::NaiveDate;
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::StreamExt;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// A shard this daemon leases and has started: its copies by mailbox.
 pub(super) struct Taken {
@@ -106,11 +107,10 @@ impl Archiver {
         round: &Round,
         group: Vec<Taken>,
         session: Option<&DaySession>,
-        journal: &Journal,
+        journal: &Arc<Journal>,
         unrecorded: &mut [Unrecorded],
     ) -> Result<GroupEnd> {
         let name = connector.name.as_str();
-        let destination = self.mailbox.destination();
         let shape = self.mailbox.delivery_shape();
         let at_once = self.mailboxes_at_once();
         let mut contexts = Vec::with_capacity(group.len());
@@ -118,21 +118,19 @@ impl Archiver {
         let mut leases = Vec::with_capacity(group.len());
         let mut waiting = Vec::new();
         for (i, taken) in group.into_iter().enumerate() {
-            contexts.push(DeliverContext {
-                archiver: self,
-                connector,
-                day,
-                journal,
-                destination: destination.clone(),
-                recovering: !round.first || !taken.first_taker,
-            });
+            let recovering = !round.first || !taken.first_taker;
+            contexts.push(Arc::new(
+                self.deliver_context(connector, day, journal, recovering),
+            ));
             tallies.push(Tally::new(name, day, round.redrive));
             leases.push((taken.shard, taken.lease));
             waiting.extend(taken.mailboxes.into_values().map(|copies| (i, copies)));
         }
-        let stop = AtomicBool::new(false);
+        let stop = Arc::new(AtomicBool::new(false));
         let mut waiting = waiting.into_iter();
-        let mut running = FuturesUnordered::new();
+        // Each mailbox's delivery is a task of its own, so that many mailboxes' requests are
+        // made on every thread of the runtime; the set aborts them all if it is dropped.
+        let mut running = tokio::task::JoinSet::new();
         let mut renew = tokio::time::interval(self.ledger.lease_renew_every());
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         renew.tick().await;
@@ -142,14 +140,32 @@ impl Archiver {
                 let Some((i, copies)) = waiting.next() else {
                     break;
                 };
-                let (ctx, stop) = (&contexts[i], &stop);
-                running.push(async move { (i, deliver_mailbox(ctx, copies, shape, stop).await) });
+                let (ctx, stop) = (contexts[i].clone(), stop.clone());
+                let delivery =
+                    async move { (i, deliver_mailbox(&ctx, copies, shape, &stop).await) };
+                // The day's incidents go with it.
+                running.spawn(crate::incidents::within(
+                    crate::incidents::current(),
+                    delivery,
+                ));
             }
             if running.is_empty() {
                 break;
             }
             tokio::select! {
-                Some((i, results)) = running.next() => {
+                Some(joined) = running.join_next() => {
+                    let (i, results) = match joined {
+                        Ok(delivered) => delivered,
+                        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                        // Cancelled: the runtime is shutting down. What the mailbox's task
+                        // imported is in the journal or found in the mailbox next time.
+                        Err(_) => {
+                            stop.store(true, Ordering::Relaxed);
+                            stopped.get_or_insert(("interrupted", "the daemon stopped before \
+                                the day was delivered; the next run continues it".into()));
+                            continue;
+                        }
+                    };
                     let tally = &mut tallies[i];
                     for result in results {
                         tally.delivered(result);
@@ -222,7 +238,7 @@ fn kib(bytes: u64) -> usize {
 /// takes several in one request, `batch` copies per request), each within the process's
 /// budget of bytes in flight; stops taking copies once `stop` is set.
 async fn deliver_mailbox(
-    ctx: &DeliverContext<'_>,
+    ctx: &DeliverContext,
     copies: Vec<StagedCopy>,
     shape: DeliveryShape,
     stop: &AtomicBool,
@@ -234,7 +250,7 @@ async fn deliver_mailbox(
         .take_while(|_| std::future::ready(!stop.load(Ordering::Relaxed)))
         .map(|batch| async move {
             let bytes: u64 = batch.iter().map(|c| c.bytes).sum();
-            let _room = ctx.archiver.budget.take(bytes).await;
+            let _room = ctx.budget.take(bytes).await;
             copy::deliver(ctx, batch).await
         })
         // Whichever ends first makes room for the next: a large copy holds one place only.
@@ -265,6 +281,6 @@ fn batches(copies: Vec<StagedCopy>, most: usize, kib_at_most: usize) -> Vec<Vec<
     batches
 }
 
-fn budget_size(ctx: &DeliverContext<'_>) -> usize {
-    kib(ctx.archiver.max_in_flight_bytes)
+fn budget_size(ctx: &DeliverContext) -> usize {
+    kib(ctx.max_in_flight_bytes)
 }

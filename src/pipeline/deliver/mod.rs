@@ -18,6 +18,7 @@ use crate::report::StatusLog;
 use crate::Result;
 use chrono::NaiveDate;
 use group::{GroupEnd, Taken};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a daemon waits before looking again at shards others hold.
@@ -66,7 +67,7 @@ impl Archiver {
         busy: String,
     ) -> Result<StatusLog> {
         let name = connector.name.as_str();
-        let journal = self.ledger.journal(name);
+        let journal = Arc::new(self.ledger.journal(name));
         let mut helped = Share {
             log: StatusLog::new(name, day),
             shards: 0,
@@ -238,7 +239,7 @@ impl Archiver {
         day: NaiveDate,
         round: &Round,
         session: Option<&DaySession>,
-        journal: &Journal,
+        journal: &Arc<Journal>,
         mine: &mut Share,
     ) -> Result<RoundEnd> {
         let mut unrecorded = Vec::new();
@@ -270,7 +271,7 @@ impl Archiver {
         day: NaiveDate,
         round: &Round,
         session: Option<&DaySession>,
-        journal: &Journal,
+        journal: &Arc<Journal>,
         mine: &mut Share,
         unrecorded: &mut Vec<Unrecorded>,
     ) -> Result<RoundEnd> {
