@@ -114,6 +114,21 @@ fn address(a: &mail_parser::Addr<'_>) -> Value {
     json!({"emailAddress": {"name": a.name().unwrap_or_default(), "address": a.address().unwrap_or_default()}})
 }
 
+/// The fake served on a runtime of its own ([`FakeGraph::start_apart`]).
+pub struct ServedApart {
+    runtime: Option<tokio::runtime::Runtime>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ServedApart {
+    fn drop(&mut self) {
+        self.task.abort();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 impl FakeGraph {
     pub fn new(mailboxes: &[&str]) -> Arc<FakeGraph> {
         Arc::new(FakeGraph {
@@ -148,6 +163,33 @@ impl FakeGraph {
         (
             port,
             tokio::spawn(http_server::serve(listener, Arc::new(handler))),
+        )
+    }
+
+    /// [`Self::start`] on a runtime of its own, on threads of its own, as a remote service
+    /// would be: its answers are not queued behind the daemon's tasks, nor the daemon's work
+    /// behind its. Served until the returned handle is dropped.
+    pub async fn start_apart(self: &Arc<Self>, threads: usize) -> (u16, ServedApart) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("fake-graph")
+            .enable_all()
+            .build()
+            .unwrap();
+        let (started, port) = tokio::sync::oneshot::channel();
+        let fake = self.clone();
+        let task = runtime.spawn(async move {
+            let (port, served) = fake.start().await;
+            let _ = started.send(port);
+            let _ = served.await;
+        });
+        let port = port.await.unwrap();
+        (
+            port,
+            ServedApart {
+                runtime: Some(runtime),
+                task,
+            },
         )
     }
 
