@@ -318,13 +318,18 @@ impl Ledger {
         connector: &str,
         date: NaiveDate,
     ) -> Result<Vec<ImportRecord>> {
-        let mut batches = self.stage.list(&Journal::prefix(connector, date)).await?;
-        batches.sort();
         let mut records = Vec::new();
-        for batch in batches {
+        for batch in self.import_batches(connector, date).await? {
             records.extend(self.read_batch(&batch).await?);
         }
         Ok(records)
+    }
+
+    /// The journal batches of the copies of `date`, in order.
+    async fn import_batches(&self, connector: &str, date: NaiveDate) -> Result<Vec<String>> {
+        let mut batches = self.stage.list(&Journal::prefix(connector, date)).await?;
+        batches.sort();
+        Ok(batches)
     }
 
     /// The records of one journal batch.

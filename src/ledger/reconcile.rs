@@ -31,18 +31,21 @@ impl Ledger {
         let mut dates: BTreeSet<NaiveDate> = item_dates.clone();
         dates.extend(first.iter_days().take_while(|d| *d <= last));
         let mut imported = BTreeMap::new();
+        // Batch by batch, so that a date's records are never in memory twice (read, and kept).
         for date in dates {
-            for record in self.import_records(connector, date).await? {
-                if record.day != day {
-                    continue;
+            for batch in self.import_batches(connector, date).await? {
+                for record in self.read_batch(&batch).await? {
+                    if record.day != day {
+                        continue;
+                    }
+                    let place = CopyPlace::of(&record).map_or_else(
+                        || format!("{}/{}", record.mailbox, record.folder),
+                        |p| format!("{}/{}/{}", p.destination, p.mailbox, p.folder),
+                    );
+                    imported
+                        .entry((place, record.item_key.clone()))
+                        .or_insert(record);
                 }
-                let place = CopyPlace::of(&record).map_or_else(
-                    || format!("{}/{}", record.mailbox, record.folder),
-                    |p| format!("{}/{}/{}", p.destination, p.mailbox, p.folder),
-                );
-                imported
-                    .entry((place, record.item_key.clone()))
-                    .or_insert(record);
             }
         }
         Ok(imported)
