@@ -833,7 +833,7 @@ def write(path, command, results, render, graph, smtp=None):
           "over the sum of the times the connectors' mailboxes were worked (each from its first "
           "request to Graph to its last answer) is the share of the throughput four concurrent "
           "requests per mailbox allow (target: at least 95%). The fake runs on a runtime of its "
-          "own (two threads), as a remote service would, and shares the machine's two cores with "
+          "own (one thread), as a remote service would, and shares the machine's two cores with "
           "the daemon.\n")
         w("| imported | requests per message | whole day | delivering | messages per second delivering | floor | share of allowed | most at once per mailbox | 429s |")
         w("|---|---|---|---|---|---|---|---|---|")

@@ -175,13 +175,10 @@ mod tests {
     use crate::stage::LocalStage;
     use std::sync::Arc;
 
-    #[tokio::test]
-    async fn a_held_item_comes_back_whole_and_is_kept_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::new(Arc::new(LocalStage::new(dir.path())));
-        let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
-        let item = Item {
-            partner_id: "O2-1".into(),
+    /// An MMS of the day from the archived +447700900123, with one file.
+    fn mms(partner_id: &str, day: NaiveDate, text: &str, file: Attachment) -> Item {
+        Item {
+            partner_id: partner_id.into(),
             time: day.and_hms_opt(9, 0, 0).unwrap().and_utc(),
             direction: crate::item::Direction::Outbound,
             conversation: None,
@@ -191,14 +188,23 @@ mod tests {
                 ..Participant::default()
             }],
             content: Content::Mms {
-                text: Some("photo".into()),
-                media: vec![Attachment {
-                    name: "a.jpg".into(),
-                    content_type: "image/jpeg".into(),
-                    data: (0..=255u8).collect(),
-                }],
+                text: Some(text.into()),
+                media: vec![file],
             },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_held_item_comes_back_whole_and_is_kept_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::new(Arc::new(LocalStage::new(dir.path())));
+        let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+        let photo = Attachment {
+            name: "a.jpg".into(),
+            content_type: "image/jpeg".into(),
+            data: (0..=255u8).collect(),
         };
+        let item = mms("O2-1", day, "photo", photo);
         let at = ledger.hold("o2", day, "r1", &item).await.unwrap();
         assert_eq!(ledger.hold("o2", day, "r2", &item).await.unwrap(), at);
         assert_eq!(ledger.held_keys("o2", day).await.unwrap(), vec![at.clone()]);
@@ -219,25 +225,13 @@ mod tests {
             .into_iter()
             .enumerate()
         {
-            let item = Item {
-                partner_id: format!("O2-{n}"),
-                time: day.and_hms_opt(9, 0, 0).unwrap().and_utc(),
-                direction: crate::item::Direction::Outbound,
-                conversation: None,
-                participants: vec![Participant {
-                    phone: Some("+447700900123".into()),
-                    archived: true,
-                    ..Participant::default()
-                }],
-                content: Content::Mms {
-                    text: Some("a \"quoted\" caption\n".repeat(20)),
-                    media: vec![Attachment {
-                        name: "clip.mp4".into(),
-                        content_type: "video/mp4".into(),
-                        data: (0..size).map(|i| i as u8).collect(),
-                    }],
-                },
+            let clip = Attachment {
+                name: "clip.mp4".into(),
+                content_type: "video/mp4".into(),
+                data: (0..size).map(|i| i as u8).collect(),
             };
+            let caption = "a \"quoted\" caption\n".repeat(20);
+            let item = mms(&format!("O2-{n}"), day, &caption, clip);
             let at = ledger.hold("o2", day, "r1", &item).await.unwrap();
             let written = std::fs::metadata(dir.path().join(&at)).unwrap().len();
             let payload = item.content.payload_bytes();

@@ -29,6 +29,11 @@ impl Budget {
         })
     }
 
+    /// Its size: `archiver.max_in_flight_bytes`.
+    pub fn whole(&self) -> u64 {
+        self.whole
+    }
+
     /// Whether any room is left: a message may start.
     pub fn has_room(&self) -> bool {
         *self.used.lock().expect("never poisoned") < self.whole

@@ -165,9 +165,8 @@ pub(super) struct DeliverContext {
     pub mailbox: Arc<dyn crate::mailbox::Mailbox>,
     pub stage: Arc<dyn crate::stage::Stage>,
     pub ledger: Ledger,
-    /// The process's budget of bytes in flight, and its size.
+    /// The process's budget of bytes in flight.
     pub budget: Arc<super::budget::Budget>,
-    pub max_in_flight_bytes: u64,
     pub connector: String,
     pub folder: String,
     pub day: NaiveDate,
@@ -193,7 +192,6 @@ impl Archiver {
             stage: self.stage.clone(),
             ledger: self.ledger.clone(),
             budget: self.budget.clone(),
-            max_in_flight_bytes: self.max_in_flight_bytes,
             connector: connector.name.clone(),
             folder: connector.folder.clone(),
             day,

@@ -282,5 +282,5 @@ fn batches(copies: Vec<StagedCopy>, most: usize, kib_at_most: usize) -> Vec<Vec<
 }
 
 fn budget_size(ctx: &DeliverContext) -> usize {
-    kib(ctx.max_in_flight_bytes)
+    kib(ctx.budget.whole())
 }
