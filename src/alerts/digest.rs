@@ -302,7 +302,7 @@ async fn silent_users(
         else {
             return Vec::new();
         };
-        with_copies.extend(imported.into_values().map(|r| r.mailbox));
+        with_copies.extend(imported.copies().map(|c| c.mailbox.to_string()));
     }
     let at = last
         .and_hms_opt(12, 0, 0)

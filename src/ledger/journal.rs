@@ -29,6 +29,67 @@ impl CopyPlace {
             item_key: record.item_key.clone(),
         })
     }
+
+    fn digest(&self) -> PlaceDigest {
+        PlaceDigest::new(
+            Some(&self.destination),
+            &self.mailbox,
+            &self.folder,
+            &self.item_key,
+        )
+    }
+}
+
+/// A copy's place, as 128 bits of SHA-256 (as wide as the item keys themselves): what the
+/// journal keeps of each copy it has seen recorded, so that a day of a few hundred thousand
+/// copies is a few megabytes, not the records' strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct PlaceDigest([u8; 16]);
+
+impl PlaceDigest {
+    /// A place without a store (a record written before stores were recorded) is a place of
+    /// its own, never the same as one with a store.
+    pub(super) fn new(
+        destination: Option<&str>,
+        mailbox: &str,
+        folder: &str,
+        item_key: &str,
+    ) -> PlaceDigest {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        match destination {
+            Some(destination) => {
+                hasher.update([1u8]);
+                hasher.update(destination.as_bytes());
+            }
+            None => hasher.update([0u8]),
+        }
+        for part in [mailbox, folder, item_key] {
+            hasher.update([0u8]);
+            hasher.update(part.as_bytes());
+        }
+        let mut digest = [0u8; 16];
+        digest.copy_from_slice(&hasher.finalize()[..16]);
+        PlaceDigest(digest)
+    }
+
+    /// The place a record says its copy went to.
+    pub(super) fn of(record: &ImportRecord) -> PlaceDigest {
+        PlaceDigest::new(
+            record.destination.as_deref(),
+            &record.mailbox,
+            &record.folder,
+            &record.item_key,
+        )
+    }
+}
+
+/// Whether a record says its copy went to `copy`.
+fn records_place(record: &ImportRecord, copy: &CopyPlace) -> bool {
+    record.destination.as_deref() == Some(copy.destination.as_str())
+        && record.mailbox == copy.mailbox
+        && record.folder == copy.folder
+        && record.item_key == copy.item_key
 }
 
 /// Records a journal batch holds at most.
@@ -67,8 +128,18 @@ struct JournalState {
 #[derive(Default)]
 struct DateIndex {
     read: HashSet<String>,
-    copies: HashSet<CopyPlace>,
+    /// The places of the copies recorded, of those records that say their store.
+    copies: HashSet<PlaceDigest>,
     listed_at: Option<Instant>,
+}
+
+impl DateIndex {
+    /// Notes the places of `records` (those that say their store: a record without one is
+    /// left to the mailbox).
+    fn note(&mut self, records: &[ImportRecord]) {
+        let placed = records.iter().filter(|r| r.destination.is_some());
+        self.copies.extend(placed.map(PlaceDigest::of));
+    }
 }
 
 impl Journal {
@@ -167,10 +238,7 @@ impl Journal {
                 state.since.get_or_insert_with(Instant::now);
                 return Err(e);
             }
-            let index = state.dates.entry(date).or_default();
-            index
-                .copies
-                .extend(records.iter().filter_map(CopyPlace::of));
+            state.dates.entry(date).or_default().note(&records);
         }
         Ok(())
     }
@@ -193,15 +261,12 @@ impl Journal {
     /// date.
     pub async fn recorded(&self, date: NaiveDate, copy: &CopyPlace) -> Result<bool> {
         let mut state = self.state.lock().await;
-        if state
-            .pending
-            .iter()
-            .any(|(_, r)| CopyPlace::of(r).as_ref() == Some(copy))
-        {
+        if state.pending.iter().any(|(_, r)| records_place(r, copy)) {
             return Ok(true);
         }
+        let digest = copy.digest();
         let index = state.dates.entry(date).or_default();
-        if index.copies.contains(copy) {
+        if index.copies.contains(&digest) {
             return Ok(true);
         }
         if index
@@ -222,14 +287,12 @@ impl Journal {
             }
             let records = self.ledger.read_batch(&batch).await?;
             let index = state.dates.entry(date).or_default();
-            index
-                .copies
-                .extend(records.iter().filter_map(CopyPlace::of));
+            index.note(&records);
             index.read.insert(batch);
         }
         let index = state.dates.entry(date).or_default();
         index.listed_at = Some(Instant::now());
-        Ok(index.copies.contains(copy))
+        Ok(index.copies.contains(&digest))
     }
 }
 

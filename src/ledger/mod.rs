@@ -43,6 +43,7 @@ pub use collect::{shard_of, CollectIndex, Collected, Round, StagedCopy};
 pub use held::{holding_bytes, HeldCopy, HeldItem};
 pub use journal::{CopyPlace, Journal};
 pub use lease::{owner_id, DayLease, DEFAULT_LEASE_SECS};
+pub use reconcile::{DayCopy, DayImports};
 pub use session::{DaySession, Finished, Opened, Place};
 pub use verify::Verification;
 

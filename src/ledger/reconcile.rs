@@ -3,18 +3,96 @@
 //! finds every copy already imported does not turn the day into "imported 0": the copies an
 //! earlier run imported count as imported, once, and the runs are listed.
 
-use super::{CopyPlace, ImportRecord, Ledger};
+use super::journal::PlaceDigest;
+use super::{ImportRecord, Ledger};
 use crate::incidents::Incident;
 use crate::item::ItemKey;
 use crate::report::{Held, PartialImport, RunKind, StatusLog};
 use crate::{Error, Result};
 use chrono::{Days, NaiveDate};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 /// The dates around a run's day always looked at: the overlap window before the day, and an
 /// item a partner dated a day late.
 const DATES_BEFORE: u64 = 2;
 const DATES_AFTER: u64 = 1;
+
+/// The copies imported for a day by any of its runs, each once: of each import record, what
+/// the day's counts need and no more (a large connector-day has hundreds of thousands), with
+/// the stores, mailboxes and folders that repeat held once.
+#[derive(Default)]
+pub struct DayImports {
+    names: HashSet<Arc<str>>,
+    copies: HashMap<PlaceDigest, DayCopy>,
+}
+
+/// One copy imported for the day.
+#[derive(Debug)]
+pub struct DayCopy {
+    /// The store it went into; None in records written before stores were recorded.
+    pub destination: Option<Arc<str>>,
+    pub mailbox: Arc<str>,
+    pub folder: Arc<str>,
+    pub item_key: Box<str>,
+    /// How its mailbox was found, as the status log counts it.
+    pub mapped_by: &'static str,
+    /// What was left out of it, for a copy imported partially.
+    pub partial: Option<Box<PartialImport>>,
+}
+
+impl DayImports {
+    /// Notes a record's copy, unless the day has it already.
+    fn note(&mut self, record: ImportRecord) {
+        let digest = PlaceDigest::of(&record);
+        if self.copies.contains_key(&digest) {
+            return;
+        }
+        let mapped_by = match record.mapped_by.as_deref() {
+            Some(m) if m.starts_with("mapping CSV") => "mapping_csv",
+            Some(m) if m.starts_with("catch-all") => "catch_all",
+            Some(_) => "email_property",
+            None => "not_recorded",
+        };
+        let copy = DayCopy {
+            destination: record.destination.as_deref().map(|d| self.name(d)),
+            mailbox: self.name(&record.mailbox),
+            folder: self.name(&record.folder),
+            item_key: record.item_key.into_boxed_str(),
+            mapped_by,
+            partial: (!record.left_out.is_empty()).then(|| {
+                Box::new(PartialImport {
+                    item_id: record.item_id,
+                    mailbox: record.mailbox,
+                    left_out: record.left_out,
+                })
+            }),
+        };
+        self.copies.insert(digest, copy);
+    }
+
+    fn name(&mut self, name: &str) -> Arc<str> {
+        if let Some(known) = self.names.get(name) {
+            return known.clone();
+        }
+        let name: Arc<str> = Arc::from(name);
+        self.names.insert(name.clone());
+        name
+    }
+
+    /// Every copy, each once, in no particular order.
+    pub fn copies(&self) -> impl Iterator<Item = &DayCopy> {
+        self.copies.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.copies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.copies.is_empty()
+    }
+}
 
 impl Ledger {
     /// The copies imported for `day` by any of its runs, each once, by where it went. Import
@@ -25,26 +103,19 @@ impl Ledger {
         connector: &str,
         day: NaiveDate,
         item_dates: &BTreeSet<NaiveDate>,
-    ) -> Result<BTreeMap<(String, String), ImportRecord>> {
+    ) -> Result<DayImports> {
         let first = day.checked_sub_days(Days::new(DATES_BEFORE)).unwrap_or(day);
         let last = day.checked_add_days(Days::new(DATES_AFTER)).unwrap_or(day);
         let mut dates: BTreeSet<NaiveDate> = item_dates.clone();
         dates.extend(first.iter_days().take_while(|d| *d <= last));
-        let mut imported = BTreeMap::new();
-        // Batch by batch, so that a date's records are never in memory twice (read, and kept).
+        let mut imported = DayImports::default();
+        // Batch by batch, so that a date's records are never in memory all at once.
         for date in dates {
             for batch in self.import_batches(connector, date).await? {
                 for record in self.read_batch(&batch).await? {
-                    if record.day != day {
-                        continue;
+                    if record.day == day {
+                        imported.note(record);
                     }
-                    let place = CopyPlace::of(&record).map_or_else(
-                        || format!("{}/{}", record.mailbox, record.folder),
-                        |p| format!("{}/{}/{}", p.destination, p.mailbox, p.folder),
-                    );
-                    imported
-                        .entry((place, record.item_key.clone()))
-                        .or_insert(record);
                 }
             }
         }
@@ -87,11 +158,11 @@ impl Ledger {
             .run
             .as_ref()
             .map(|r| (r.destination.clone(), r.folder.clone()));
-        let imported: Vec<&ImportRecord> = all_imported
-            .values()
-            .filter(|r| match (&place, &r.destination) {
+        let imported: Vec<&DayCopy> = all_imported
+            .copies()
+            .filter(|c| match (&place, &c.destination) {
                 (Some((destination, folder)), Some(went)) => {
-                    went == destination && &r.folder == folder
+                    **went == **destination && *c.folder == **folder
                 }
                 _ => true,
             })
@@ -110,25 +181,16 @@ impl Ledger {
         // Resumed: more than one run, or a run that found an earlier attempt which left no log.
         log.resumed = runs.len() > 1 || runs.iter().any(|r| r.resumed);
         log.mapped_by = BTreeMap::new();
-        for record in &imported {
-            let way = match record.mapped_by.as_deref() {
-                Some(m) if m.starts_with("mapping CSV") => "mapping_csv",
-                Some(m) if m.starts_with("catch-all") => "catch_all",
-                Some(_) => "email_property",
-                None => "not_recorded",
-            };
-            *log.mapped_by.entry(way.to_string()).or_default() += 1;
+        for copy in &imported {
+            *log.mapped_by.entry(copy.mapped_by.to_string()).or_default() += 1;
         }
         log.redriven = Vec::new();
         log.partial_imports = imported
             .iter()
-            .filter(|r| !r.left_out.is_empty())
-            .map(|r| PartialImport {
-                item_id: r.item_id.clone(),
-                mailbox: r.mailbox.clone(),
-                left_out: r.left_out.clone(),
-            })
+            .filter_map(|c| c.partial.as_deref().cloned())
             .collect();
+        log.partial_imports
+            .sort_by(|a, b| (&a.mailbox, &a.item_id).cmp(&(&b.mailbox, &b.item_id)));
         let partial = log.partial_imports.len() as u64;
         let total = imported.len() as u64;
         let Some(base) = base else {
@@ -144,7 +206,7 @@ impl Ledger {
         // Failures of that run cured since by a later run (a mailbox back, say).
         let imported_copies: HashSet<(&str, &str)> = imported
             .iter()
-            .map(|r| (r.mailbox.as_str(), r.item_key.as_str()))
+            .map(|c| (&*c.mailbox, &*c.item_key))
             .collect();
         let (cured, kept): (Vec<_>, Vec<_>) = log.failures.drain(..).partition(|f| {
             let key = ItemKey::new(connector, &f.item_id);
@@ -451,5 +513,85 @@ mod tests {
         let mut log = base(vec![desk()], 0);
         after(&mut log, &[&first], &[]);
         assert_eq!((log.available_for_import, log.held), (1, 1));
+    }
+
+    fn record(n: u32, destination: Option<&str>, mailbox: &str) -> ImportRecord {
+        ImportRecord {
+            item_id: format!("O2-{n}"),
+            item_key: ItemKey::new("o2", &format!("O2-{n}")).to_string(),
+            day: chrono::NaiveDate::from_ymd_opt(2026, 11, 20).unwrap(),
+            destination: destination.map(str::to_string),
+            mailbox: mailbox.into(),
+            folder: "O2".into(),
+            mapped_by: Some("mapping CSV mapping.csv line 2".into()),
+            run: Some("run-1".into()),
+            staged: format!("staged/{n}"),
+            left_out: Vec::new(),
+            sha256: "00".into(),
+            bytes: 1,
+            imported_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_day_counts_each_copy_once_by_its_place_and_shares_its_names() {
+        let mut day = DayImports::default();
+        let store = Some("imap mail.contoso.com:993");
+        for run in 0..3 {
+            for n in 0..100 {
+                let mut r = record(n, store, &format!("user{}@contoso.com", n % 5));
+                r.run = Some(format!("run-{run}"));
+                day.note(r);
+            }
+        }
+        assert_eq!(day.len(), 100, "recorded by three runs, imported once");
+        // The same item in another mailbox, another folder, another store, or in a record
+        // that does not say its store, is another copy.
+        day.note(record(0, store, "someone@contoso.com"));
+        day.note(ImportRecord {
+            folder: "O2 renamed".into(),
+            ..record(0, store, "user0@contoso.com")
+        });
+        day.note(record(0, Some("maildir /var/mail"), "user0@contoso.com"));
+        day.note(record(0, None, "user0@contoso.com"));
+        assert_eq!(day.len(), 104);
+        // A mailbox is held once however many copies name it.
+        let user0: Vec<&DayCopy> = day
+            .copies()
+            .filter(|c| &*c.mailbox == "user0@contoso.com")
+            .collect();
+        assert!(user0.len() > 20);
+        assert!(user0
+            .iter()
+            .all(|c| Arc::ptr_eq(&c.mailbox, &user0[0].mailbox)));
+        assert!(day
+            .copies()
+            .all(|c| c.mapped_by == "mapping_csv" && c.partial.is_none()));
+
+        let partial = ImportRecord {
+            left_out: vec![crate::report::LeftOut {
+                name: "video.mp4".into(),
+                content_type: "video/mp4".into(),
+                bytes: 12_000_000,
+                sha256: "11".into(),
+                kept: "staged/left-out/video.mp4".into(),
+            }],
+            mapped_by: None,
+            ..record(200, store, "user1@contoso.com")
+        };
+        day.note(partial.clone());
+        let copy = day
+            .copies()
+            .find(|c| c.partial.is_some())
+            .expect("the partial copy");
+        assert_eq!(copy.mapped_by, "not_recorded");
+        assert_eq!(
+            copy.partial.as_deref(),
+            Some(&PartialImport {
+                item_id: partial.item_id,
+                mailbox: partial.mailbox,
+                left_out: partial.left_out,
+            })
+        );
     }
 }
