@@ -339,8 +339,11 @@ mod base64_bytes {
     use base64::Engine as _;
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Written through as it is encoded (serde_json writes a `collect_str` straight into its
+    /// output), so a file of an item kept whole is never in memory twice in base64.
     pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+        let engine = &base64::engine::general_purpose::STANDARD;
+        s.collect_str(&base64::display::Base64Display::new(bytes, engine))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {

@@ -73,10 +73,12 @@ pub(super) enum Done {
 }
 
 impl Work {
-    /// The bytes it keeps in memory while in flight.
+    /// The bytes it keeps in memory while in flight: a copy keeps its rendered message and
+    /// the item's files (for those left out of it), each counted whole even when the item's
+    /// other copies share them.
     pub fn bytes(&self) -> u64 {
         match self {
-            Work::Copy(job) => job.message.len() as u64,
+            Work::Copy(job) => job.message.len() as u64 + job.item.content.payload_bytes(),
             Work::Hold(job) => crate::ledger::holding_bytes(&job.item),
         }
     }
