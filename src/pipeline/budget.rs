@@ -81,7 +81,7 @@ impl Budget {
 
     /// Bytes taken now.
     #[cfg(test)]
-    fn used(&self) -> u64 {
+    pub(super) fn used(&self) -> u64 {
         *self.used.lock().expect("never poisoned")
     }
 }

@@ -385,7 +385,7 @@ impl Archiver {
                 let (records, mut pulled) = mpsc::channel(1);
                 let mut reader = tokio::spawn(crate::incidents::within(
                     crate::incidents::current(),
-                    read_source(stream, records),
+                    read_source(stream, records, self.budget.clone()),
                 ));
                 let mut copies = FuturesUnordered::new();
                 let mut taking = true;
@@ -404,17 +404,15 @@ impl Archiver {
                     }
                     tokio::select! {
                         _ = renew.tick(), if taking => {}
-                        // Room another connector-day gave back.
-                        _ = self.budget.room(), if taking && !self.budget.has_room() => {}
                         Some(result) = copies.next(), if !copies.is_empty() => {
                             run.apply(result);
                         }
-                        // The room is shared with the other connector-days at work: a record
-                        // is read while any is left, and its copies count from then on.
-                        record = pulled.recv(), if taking
-                            && copies.len() < self.max_in_flight
-                            && self.budget.has_room() => match record {
-                            Some(Ok(Some(record))) => {
+                        // The room is shared with the other connector-days at work: the reader
+                        // reads a record while any is left, its copies take their room as
+                        // they are made, and the record's is given back after.
+                        read = pulled.recv(), if taking
+                            && copies.len() < self.max_in_flight => match read {
+                            Some((Ok(Some(record)), _read_room)) => {
                                 for work in run.pulled(record) {
                                     let room = self.budget.take_now(work.bytes());
                                     let ctx = &ctx;
@@ -425,7 +423,7 @@ impl Archiver {
                                     });
                                 }
                             }
-                            Some(Ok(None)) => taking = false,
+                            Some((Ok(None), _)) => taking = false,
                             // The reader is gone without saying the day ended: whatever it
                             // had not read yet is still at the partner, so the day stays open.
                             None => {
@@ -435,7 +433,7 @@ impl Archiver {
                                 run.day_error("source_reader_died", detail);
                                 taking = false;
                             }
-                            Some(Err(e)) => {
+                            Some((Err(e), _)) => {
                                 run.day_error(e.reason(), e.to_string());
                                 taking = false;
                             }
@@ -478,15 +476,32 @@ impl Archiver {
     }
 }
 
+/// A record read from the partner, with the room its files take until its copies take
+/// their own.
+type Read = (
+    std::result::Result<Option<Pulled>, crate::sources::SourceError>,
+    Option<budget::Room>,
+);
+
 /// Reads a day's records into a channel until the end, an error, or the day stops listening.
+/// A record is read only while the budget has room left, and its files count from then on:
+/// the records read ahead are within the memory bound, not beside it.
 async fn read_source(
     mut stream: Box<dyn ItemStream>,
-    records: mpsc::Sender<std::result::Result<Option<Pulled>, crate::sources::SourceError>>,
+    records: mpsc::Sender<Read>,
+    budget: Arc<budget::Budget>,
 ) {
     loop {
+        budget.room().await;
         let record = stream.next().await;
+        let room = match &record {
+            Ok(Some(Pulled::Item(item))) | Ok(Some(Pulled::TooLarge { item, .. })) => {
+                Some(budget.take_now(item.content.payload_bytes()))
+            }
+            _ => None,
+        };
         let last = !matches!(record, Ok(Some(_)));
-        if records.send(record).await.is_err() || last {
+        if records.send((record, room)).await.is_err() || last {
             return;
         }
     }
@@ -526,5 +541,92 @@ impl DayResult {
     /// Whether the day is finished (nothing left for a later run).
     pub fn is_complete(&self) -> bool {
         self.log.as_ref().is_ok_and(|l| l.complete)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::item::{Attachment, Content, Item, Participant};
+    use crate::sources::SourceError;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// A partner's day of MMS, each with a file of `bytes`, counting the records read.
+    struct Mms {
+        bytes: usize,
+        left: usize,
+        read: Arc<AtomicUsize>,
+    }
+
+    #[async_trait::async_trait]
+    impl ItemStream for Mms {
+        async fn next(&mut self) -> std::result::Result<Option<Pulled>, SourceError> {
+            if self.left == 0 {
+                return Ok(None);
+            }
+            self.left -= 1;
+            let n = self.read.fetch_add(1, Ordering::SeqCst);
+            Ok(Some(Pulled::Item(Box::new(Item {
+                partner_id: format!("MMS-{n}"),
+                time: chrono::Utc::now(),
+                direction: crate::item::Direction::Outbound,
+                conversation: None,
+                participants: vec![Participant {
+                    phone: Some("+447700900123".into()),
+                    archived: true,
+                    ..Participant::default()
+                }],
+                content: Content::Mms {
+                    text: None,
+                    media: vec![Attachment {
+                        name: "photo.jpg".into(),
+                        content_type: "image/jpeg".into(),
+                        data: vec![0; self.bytes],
+                    }],
+                },
+            }))))
+        }
+    }
+
+    #[tokio::test]
+    async fn records_are_read_ahead_only_within_the_budget() {
+        let budget = budget::Budget::new(15_000_000);
+        let read = Arc::new(AtomicUsize::new(0));
+        let stream = Mms {
+            bytes: 10_000_000,
+            left: 4,
+            read: read.clone(),
+        };
+        let (records, mut pulled) = mpsc::channel(1);
+        let reader = tokio::spawn(read_source(Box::new(stream), records, budget.clone()));
+        let settle = || tokio::time::sleep(Duration::from_millis(100));
+        settle().await;
+        // The first record left room, the second took it all: nothing more is read, however
+        // long the day waits.
+        assert_eq!(read.load(Ordering::SeqCst), 2);
+        assert_eq!(budget.used(), 20_000_000);
+        settle().await;
+        assert_eq!(read.load(Ordering::SeqCst), 2);
+        // Its copies take their own room and the record's is given back: the next is read.
+        let (first, room) = pulled.recv().await.expect("a record");
+        assert!(matches!(first, Ok(Some(Pulled::Item(_)))));
+        let copies = budget.take_now(13_000_000);
+        drop(room);
+        settle().await;
+        assert_eq!(read.load(Ordering::SeqCst), 2, "the copies fill the room");
+        drop(copies);
+        settle().await;
+        assert_eq!(read.load(Ordering::SeqCst), 3);
+        // Taken to the end, every record's room is given back.
+        while let Some((record, room)) = pulled.recv().await {
+            drop(room);
+            if matches!(record, Ok(None)) {
+                break;
+            }
+        }
+        reader.await.unwrap();
+        assert_eq!(read.load(Ordering::SeqCst), 4);
+        assert_eq!(budget.used(), 0);
     }
 }
