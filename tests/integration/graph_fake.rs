@@ -57,7 +57,7 @@ pub struct FakeGraph {
     pub uploads_done: AtomicUsize,
     /// The next N upload chunks answer 503 (odd) or 429 (even) with Retry-After: 1.
     pub throttle_uploads: AtomicUsize,
-    /// Milliseconds each request takes.
+    /// Milliseconds from a request read to its answer (the fake's own work included).
     pub latency_ms: AtomicUsize,
 }
 
@@ -286,10 +286,6 @@ impl FakeGraph {
             let first = state.span.map_or(since, |(first, _)| first);
             state.span = Some((first, since));
         }
-        let latency = self.latency_ms.load(Ordering::SeqCst);
-        if latency > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(latency as u64)).await;
-        }
         let response = if self
             .throttle
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -306,6 +302,13 @@ impl FakeGraph {
             let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
             self.route(&mailbox, &rest, &request)
         };
+        // The latency is the service's answer time, its own work included: the answer leaves
+        // `latency_ms` after the request was read, however long making it took.
+        let latency = self.latency_ms.load(Ordering::SeqCst);
+        if latency > 0 {
+            let due = since + std::time::Duration::from_millis(latency as u64);
+            tokio::time::sleep_until(due.into()).await;
+        }
         let mut state = self.state.lock().unwrap();
         *state.in_flight.get_mut(&mailbox).unwrap() -= 1;
         *state.busy.entry(mailbox).or_default() += since.elapsed();
