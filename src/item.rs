@@ -153,6 +153,33 @@ impl fmt::Display for Kind {
     }
 }
 
+#[cfg(test)]
+impl Item {
+    /// An MMS sent by the archived +447700900123, with one file.
+    pub fn archived_mms(
+        partner_id: &str,
+        time: DateTime<Utc>,
+        text: Option<&str>,
+        file: Attachment,
+    ) -> Item {
+        Item {
+            partner_id: partner_id.into(),
+            time,
+            direction: Direction::Outbound,
+            conversation: None,
+            participants: vec![Participant {
+                phone: Some("+447700900123".into()),
+                archived: true,
+                ..Participant::default()
+            }],
+            content: Content::Mms {
+                text: text.map(str::to_string),
+                media: vec![file],
+            },
+        }
+    }
+}
+
 impl Content {
     /// Bytes of the files and raw message the item carries: the rendered message is at least
     /// this large (files are base64-encoded, 4/3 of their size).

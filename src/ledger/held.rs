@@ -171,27 +171,14 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::item::{Attachment, Content, Participant};
+    use crate::item::Attachment;
     use crate::stage::LocalStage;
     use std::sync::Arc;
 
     /// An MMS of the day from the archived +447700900123, with one file.
     fn mms(partner_id: &str, day: NaiveDate, text: &str, file: Attachment) -> Item {
-        Item {
-            partner_id: partner_id.into(),
-            time: day.and_hms_opt(9, 0, 0).unwrap().and_utc(),
-            direction: crate::item::Direction::Outbound,
-            conversation: None,
-            participants: vec![Participant {
-                phone: Some("+447700900123".into()),
-                archived: true,
-                ..Participant::default()
-            }],
-            content: Content::Mms {
-                text: Some(text.into()),
-                media: vec![file],
-            },
-        }
+        let time = day.and_hms_opt(9, 0, 0).unwrap().and_utc();
+        Item::archived_mms(partner_id, time, Some(text), file)
     }
 
     #[tokio::test]

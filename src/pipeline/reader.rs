@@ -1,0 +1,134 @@
+//! Reading a day's partner records ahead of the collection, within the in-flight budget.
+
+use super::budget;
+use crate::sources::{ItemStream, Pulled};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// A record read from the partner, with the room its files take until its copies take
+/// their own.
+pub(super) type Read = (
+    std::result::Result<Option<Pulled>, crate::sources::SourceError>,
+    Option<budget::Room>,
+);
+
+/// Reads a day's records into a channel until the end, an error, or the day stops listening.
+/// A record is read only while the budget has room left, and its files count from then on:
+/// the records read ahead are within the memory bound, not beside it.
+pub(super) async fn read_source(
+    mut stream: Box<dyn ItemStream>,
+    records: mpsc::Sender<Read>,
+    budget: Arc<budget::Budget>,
+) {
+    loop {
+        budget.room().await;
+        let record = stream.next().await;
+        let room = match &record {
+            Ok(Some(Pulled::Item(item))) | Ok(Some(Pulled::TooLarge { item, .. })) => {
+                Some(budget.take_now(item.content.payload_bytes()))
+            }
+            _ => None,
+        };
+        let last = !matches!(record, Ok(Some(_)));
+        if records.send((record, room)).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+/// Why the task reading the partner's records ended without its last message: its panic's
+/// message, or that it was stopped.
+pub(super) async fn reader_died(reader: &mut tokio::task::JoinHandle<()>) -> String {
+    let why = match reader.await {
+        Ok(()) => "it ended without reporting the end of the records".to_string(),
+        Err(e) if e.is_panic() => {
+            let payload = e.into_panic();
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_string());
+            format!("it panicked: {message}")
+        }
+        Err(e) => format!("it was stopped: {e}"),
+    };
+    format!(
+        "reading the partner's records failed ({why}); the records after that point were not \
+         read, and the next run reads the day again"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::item::{Attachment, Item};
+    use crate::sources::SourceError;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// A partner's day of MMS, each with a file of `bytes`, counting the records read.
+    struct Mms {
+        bytes: usize,
+        left: usize,
+        read: Arc<AtomicUsize>,
+    }
+
+    #[async_trait::async_trait]
+    impl ItemStream for Mms {
+        async fn next(&mut self) -> std::result::Result<Option<Pulled>, SourceError> {
+            if self.left == 0 {
+                return Ok(None);
+            }
+            self.left -= 1;
+            let n = self.read.fetch_add(1, Ordering::SeqCst);
+            let photo = Attachment {
+                name: "photo.jpg".into(),
+                content_type: "image/jpeg".into(),
+                data: vec![0; self.bytes],
+            };
+            let item = Item::archived_mms(&format!("MMS-{n}"), chrono::Utc::now(), None, photo);
+            Ok(Some(Pulled::Item(Box::new(item))))
+        }
+    }
+
+    #[tokio::test]
+    async fn records_are_read_ahead_only_within_the_budget() {
+        let budget = budget::Budget::new(15_000_000);
+        let read = Arc::new(AtomicUsize::new(0));
+        let stream = Mms {
+            bytes: 10_000_000,
+            left: 4,
+            read: read.clone(),
+        };
+        let (records, mut pulled) = mpsc::channel(1);
+        let reader = tokio::spawn(read_source(Box::new(stream), records, budget.clone()));
+        let settle = || tokio::time::sleep(Duration::from_millis(100));
+        settle().await;
+        // The first record left room, the second took it all: nothing more is read, however
+        // long the day waits.
+        assert_eq!(read.load(Ordering::SeqCst), 2);
+        assert_eq!(budget.used(), 20_000_000);
+        settle().await;
+        assert_eq!(read.load(Ordering::SeqCst), 2);
+        // Its copies take their own room and the record's is given back: the next is read.
+        let (first, room) = pulled.recv().await.expect("a record");
+        assert!(matches!(first, Ok(Some(Pulled::Item(_)))));
+        let copies = budget.take_now(13_000_000);
+        drop(room);
+        settle().await;
+        assert_eq!(read.load(Ordering::SeqCst), 2, "the copies fill the room");
+        drop(copies);
+        settle().await;
+        assert_eq!(read.load(Ordering::SeqCst), 3);
+        // Taken to the end, every record's room is given back.
+        while let Some((record, room)) = pulled.recv().await {
+            drop(room);
+            if matches!(record, Ok(None)) {
+                break;
+            }
+        }
+        reader.await.unwrap();
+        assert_eq!(read.load(Ordering::SeqCst), 4);
+        assert_eq!(budget.used(), 0);
+    }
+}
