@@ -864,12 +864,19 @@ def write(path, command, results, render, graph, smtp=None):
               f"the daemon reach; those mailboxes' four places were busy "
               f"{graph['busiest_mailbox_occupancy'] * 100:.1f}% of the time.\n")
         if graph.get("connectors"):
-            w("| connector | imported | requests | delivering | floor | share of allowed |")
-            w("|---|---|---|---|---|---|")
+            w("The busiest mailbox's requests, and when it was worked (from its first request "
+              "to its last answer, counted from the connector's first request), show whether "
+              "it started late or went slowly.\n")
+            w("| connector | imported | requests | delivering | floor | share of allowed "
+              "| busiest mailbox: requests | worked |")
+            w("|---|---|---|---|---|---|---|---|")
             for c in graph["connectors"]:
                 share = c["floor_s"] / c["delivering_s"] if c["delivering_s"] else 0.0
+                worked = (f"{c['busiest_from_s']:.2f}-{c['busiest_to_s']:.2f} s"
+                          if "busiest_from_s" in c else "")
                 w(f"| {c['connector']} | {c['imported']:,} | {c['requests']:,} | "
-                  f"{c['delivering_s']:.2f} s | {c['floor_s']:.2f} s | {share * 100:.1f}% |")
+                  f"{c['delivering_s']:.2f} s | {c['floor_s']:.2f} s | {share * 100:.1f}% "
+                  f"| {c['busiest_mailbox_requests']:,} | {worked} |")
             w("")
     if smtp:
         w(smtp_section(smtp))

@@ -522,6 +522,8 @@ async fn bench_graph_throughput() {
         let span = graph.span().as_secs_f64();
         let floor_c = busiest as f64 * latency_ms as f64 / 1000.0 / 4.0;
         let busy = graph.busy().get(&busiest_name).copied().unwrap_or_default();
+        let spans = graph.spans();
+        let (busiest_from, busiest_to) = spans.get(&busiest_name).copied().unwrap_or_default();
         imported += log.imported;
         requests += served.values().sum::<usize>();
         floor += floor_c;
@@ -533,6 +535,7 @@ async fn bench_graph_throughput() {
             "connector": connector.name, "imported": log.imported,
             "requests": served.values().sum::<usize>(), "busiest_mailbox_requests": busiest,
             "floor_s": floor_c, "delivering_s": span,
+            "busiest_from_s": busiest_from.as_secs_f64(), "busiest_to_s": busiest_to.as_secs_f64(),
         }));
     }
     let wall = started.elapsed().as_secs_f64();
@@ -563,32 +566,43 @@ async fn bench_graph_throughput() {
 }
 
 /// config/demo-https.toml rooted in `dir`, reading the partner simulator at `sim` (without
-/// overlap) and importing through the fake Graph on `graph_port`; its secrets in files.
-pub fn generated_day_on_graph(dir: &Path, sim: std::net::SocketAddr, graph_port: u16) -> String {
+/// overlap) and importing into its Maildir; its secret in a file.
+pub fn generated_day(dir: &Path, sim: std::net::SocketAddr) -> String {
     let d = dir.display().to_string();
     std::fs::write(dir.join("sim-secret"), "simulator").unwrap();
-    std::fs::write(dir.join("graph-secret"), "graph-secret").unwrap();
-    let port = graph_port;
     let text = std::fs::read_to_string(dir.join("config/demo-https.toml"))
         .unwrap()
         .replace("\"var/https/", "\"var/")
         .replace("127.0.0.1:18080", &sim.to_string())
-        .replace("allow_http_loopback = true", "allow_http_loopback = true\noverlap_hours = 0")
+        .replace(
+            "allow_http_loopback = true",
+            "allow_http_loopback = true\noverlap_hours = 0",
+        )
         .replace(
             "{ env = \"COMMS_ARCHIVER_SIM_SECRET\" }",
             &format!("{{ file = \"{d}/sim-secret\" }}"),
         )
         .replace("\"config/", &format!("\"{d}/config/"))
         .replace("\"var/stage\"", &format!("\"{d}/var/stage\""))
-        .replace(
-            "[mailbox]\nkind = \"maildir\"\npath = \"var/mail\"",
-            &format!(
-                "[mailbox]\nkind = \"graph\"\ntenant_id = \"tenant\"\nclient_id = \"app\"\n\
-                 client_secret = {{ file = \"{d}/graph-secret\" }}\n\
-                 graph_url = \"http://127.0.0.1:{port}/v1.0\"\ntoken_url = \"http://127.0.0.1:{port}/token\"\n\
-                 allow_http_loopback = true\n"
-            ),
-        );
-    assert!(text.contains("kind = \"graph\"") && text.contains("overlap_hours = 0"));
+        .replace("\"var/mail\"", &format!("\"{d}/var/mail\""));
+    assert!(text.contains("overlap_hours = 0") && text.contains("kind = \"maildir\""));
+    text
+}
+
+/// [`generated_day`] importing through the fake Graph on `graph_port`; its secrets in files.
+pub fn generated_day_on_graph(dir: &Path, sim: std::net::SocketAddr, graph_port: u16) -> String {
+    let d = dir.display().to_string();
+    std::fs::write(dir.join("graph-secret"), "graph-secret").unwrap();
+    let port = graph_port;
+    let text = generated_day(dir, sim).replace(
+        &format!("[mailbox]\nkind = \"maildir\"\npath = \"{d}/var/mail\""),
+        &format!(
+            "[mailbox]\nkind = \"graph\"\ntenant_id = \"tenant\"\nclient_id = \"app\"\n\
+             client_secret = {{ file = \"{d}/graph-secret\" }}\n\
+             graph_url = \"http://127.0.0.1:{port}/v1.0\"\ntoken_url = \"http://127.0.0.1:{port}/token\"\n\
+             allow_http_loopback = true\n"
+        ),
+    );
+    assert!(text.contains("kind = \"graph\""));
     text
 }

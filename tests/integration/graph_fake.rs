@@ -43,6 +43,8 @@ struct State {
     busy: HashMap<String, std::time::Duration>,
     /// When the first served request came in and the last one was answered.
     span: Option<(std::time::Instant, std::time::Instant)>,
+    /// The same, by mailbox.
+    spans: HashMap<String, (std::time::Instant, std::time::Instant)>,
     next: usize,
 }
 
@@ -234,6 +236,20 @@ impl FakeGraph {
             .map_or(std::time::Duration::ZERO, |(first, last)| last - first)
     }
 
+    /// Each mailbox's first request and last answer, as offsets from the first request
+    /// served to any.
+    pub fn spans(&self) -> HashMap<String, (std::time::Duration, std::time::Duration)> {
+        let state = self.state.lock().unwrap();
+        let Some((start, _)) = state.span else {
+            return HashMap::new();
+        };
+        state
+            .spans
+            .iter()
+            .map(|(m, (first, last))| (m.clone(), (*first - start, *last - start)))
+            .collect()
+    }
+
     /// Forgets what was served so far (requests, busy time, span, most at once), so that the
     /// next figures are of what follows.
     pub fn reset_counts(&self) {
@@ -241,6 +257,7 @@ impl FakeGraph {
         state.served.clear();
         state.busy.clear();
         state.span = None;
+        state.spans.clear();
         state.max_in_flight = 0;
     }
 
@@ -285,6 +302,7 @@ impl FakeGraph {
             *state.served.entry(mailbox.clone()).or_default() += 1;
             let first = state.span.map_or(since, |(first, _)| first);
             state.span = Some((first, since));
+            state.spans.entry(mailbox.clone()).or_insert((since, since));
         }
         let response = if self
             .throttle
@@ -311,9 +329,13 @@ impl FakeGraph {
         }
         let mut state = self.state.lock().unwrap();
         *state.in_flight.get_mut(&mailbox).unwrap() -= 1;
+        let now = std::time::Instant::now();
+        if let Some((_, last)) = state.spans.get_mut(&mailbox) {
+            *last = now;
+        }
         *state.busy.entry(mailbox).or_default() += since.elapsed();
         if let Some((_, last)) = &mut state.span {
-            *last = std::time::Instant::now();
+            *last = now;
         }
         response
     }

@@ -6,6 +6,7 @@ mod azurite;
 mod budget;
 mod chaos;
 mod cli;
+mod delivery_order;
 mod destinations;
 mod disk_full;
 mod dovecot;

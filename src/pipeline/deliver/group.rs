@@ -1,7 +1,8 @@
 //! A group of shards delivered side by side: the shards a daemon takes, until their
 //! mailboxes fill what it delivers at once, go through one loop that keeps each shard's
-//! counts apart; each mailbox's copies go in order, as many at once (or per request) as its
-//! store takes, within the run's budget of bytes in flight.
+//! counts apart; the mailboxes with the most copies start first, and each mailbox's copies go
+//! in order, as many at once (or per request) as its store takes, within the run's budget of
+//! bytes in flight.
 
 use super::tally::Tally;
 use super::{Stopped, Unrecorded};
@@ -126,6 +127,13 @@ impl Archiver {
             leases.push((taken.shard, taken.lease));
             waiting.extend(taken.mailboxes.into_values().map(|copies| (i, copies)));
         }
+        // The mailboxes with the most to import start first, so that the day does not wait
+        // at its end for a large mailbox started late (behind the others, or behind the
+        // budget they took).
+        waiting.sort_by_cached_key(|(_, copies)| {
+            let bytes: u64 = copies.iter().map(|c| c.bytes).sum();
+            std::cmp::Reverse((copies.len(), bytes))
+        });
         let stop = Arc::new(AtomicBool::new(false));
         let mut waiting = waiting.into_iter();
         // Each mailbox's delivery is a task of its own, so that many mailboxes' requests are
