@@ -2,9 +2,66 @@
 //! every connector-day it collects or delivers side by side takes its messages' room from it,
 //! so the memory they take together stays within `archiver.max_in_flight_bytes` (plus the
 //! one message that may start while a little room is left).
+//!
+//! A partner's files take their room before they are read ([`reading`], [`before_reading`]):
+//! the readers of several connectors, each finding a little room left, never read one large
+//! file each past the budget together.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
+
+tokio::task_local! {
+    /// The partner record being read in this task: the budget, and the room its files took.
+    static READING: Reading;
+}
+
+struct Reading {
+    budget: Arc<Budget>,
+    room: Mutex<Option<Room>>,
+}
+
+/// Reads one partner record (`read`, run in this task) so that every file a source reads into
+/// memory on the way takes its room before it is read ([`before_reading`]). Returns the
+/// record and the room its files took.
+pub async fn reading<T>(budget: &Arc<Budget>, read: impl Future<Output = T>) -> (T, Room) {
+    let record = Reading {
+        budget: budget.clone(),
+        room: Mutex::new(None),
+    };
+    READING
+        .scope(record, async {
+            let read = read.await;
+            let room = READING.with(|r| r.room.lock().expect("never poisoned").take());
+            (read, room.unwrap_or_else(|| budget.take_now(0)))
+        })
+        .await
+}
+
+/// Said by a source before it reads `bytes` of a partner's file into memory. Within
+/// [`reading`], their room is taken first: a record's first file waits until some room is left
+/// (as any message does), the files after it take theirs at once (the record is partly in
+/// memory already: waiting for room others hold could wait for good). Elsewhere (a check, a
+/// test) it does nothing.
+pub async fn before_reading(bytes: u64) {
+    let Ok((budget, started)) = READING.try_with(|r| {
+        let started = r.room.lock().expect("never poisoned").is_some();
+        (r.budget.clone(), started)
+    }) else {
+        return;
+    };
+    let room = match started {
+        true => budget.take_now(bytes),
+        false => budget.take(bytes).await,
+    };
+    READING.with(|r| {
+        let mut held = r.room.lock().expect("never poisoned");
+        match held.as_mut() {
+            Some(held) => held.join(room),
+            None => *held = Some(room),
+        }
+    });
+}
 
 /// Room for messages in flight, shared.
 pub struct Budget {
@@ -83,6 +140,25 @@ impl Budget {
     #[cfg(test)]
     pub(super) fn used(&self) -> u64 {
         *self.used.lock().expect("never poisoned")
+    }
+}
+
+impl Room {
+    /// Adds `other`'s room to this one.
+    fn join(&mut self, mut other: Room) {
+        self.bytes += std::mem::take(&mut other.bytes);
+    }
+
+    /// Makes this room `bytes` large: what its message turned out to keep.
+    pub fn resize(&mut self, bytes: u64) {
+        let mut used = self.budget.used.lock().expect("never poisoned");
+        *used = *used - self.bytes + bytes;
+        let smaller = bytes < self.bytes;
+        self.bytes = bytes;
+        drop(used);
+        if smaller {
+            self.budget.freed.notify_waiters();
+        }
     }
 }
 

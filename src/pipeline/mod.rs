@@ -10,7 +10,7 @@
 //! turns records into copy jobs and their results into the status log; [`copy`] stages one
 //! copy, and imports and records one; [`deliver`] takes the shards.
 
-mod budget;
+pub(crate) mod budget;
 mod config;
 mod copy;
 mod day;

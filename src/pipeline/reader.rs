@@ -9,12 +9,13 @@ use tokio::sync::mpsc;
 /// their own.
 pub(super) type Read = (
     std::result::Result<Option<Pulled>, crate::sources::SourceError>,
-    Option<budget::Room>,
+    budget::Room,
 );
 
 /// Reads a day's records into a channel until the end, an error, or the day stops listening.
-/// A record is read only while the budget has room left, and its files count from then on:
-/// the records read ahead are within the memory bound, not beside it.
+/// A record is read only while the budget has room left, and its files take their room as
+/// they are read (the first of them only once room is left): the records read ahead are
+/// within the memory bound, not beside it, however many connectors read at once.
 pub(super) async fn read_source(
     mut stream: Box<dyn ItemStream>,
     records: mpsc::Sender<Read>,
@@ -22,13 +23,14 @@ pub(super) async fn read_source(
 ) {
     loop {
         budget.room().await;
-        let record = stream.next().await;
-        let room = match &record {
+        let (record, mut room) = budget::reading(&budget, stream.next()).await;
+        // From here on the record holds what its item keeps.
+        room.resize(match &record {
             Ok(Some(Pulled::Item(item))) | Ok(Some(Pulled::TooLarge { item, .. })) => {
-                Some(budget.take_now(item.content.payload_bytes()))
+                item.content.payload_bytes()
             }
-            _ => None,
-        };
+            _ => 0,
+        });
         let last = !matches!(record, Ok(Some(_)));
         if records.send((record, room)).await.is_err() || last {
             return;
@@ -80,6 +82,10 @@ mod tests {
                 return Ok(None);
             }
             self.left -= 1;
+            // As a source does before it reads a file into memory; the file takes a moment
+            // to come in.
+            budget::before_reading(self.bytes as u64).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
             let n = self.read.fetch_add(1, Ordering::SeqCst);
             let photo = Attachment {
                 name: "photo.jpg".into(),
@@ -129,6 +135,57 @@ mod tests {
         }
         reader.await.unwrap();
         assert_eq!(read.load(Ordering::SeqCst), 4);
+        assert_eq!(budget.used(), 0);
+    }
+
+    /// Two connectors' readers find a little room left at once: one reads its large file,
+    /// the other waits for room before reading its own, rather than both reading past the
+    /// budget together.
+    #[tokio::test]
+    async fn readers_finding_room_at_once_read_past_it_one_at_a_time() {
+        let budget = budget::Budget::new(15_000_000);
+        let others = budget.take_now(14_000_000);
+        let read = Arc::new(AtomicUsize::new(0));
+        let mut channels = Vec::new();
+        let mut readers = Vec::new();
+        for _ in 0..2 {
+            let stream = Mms {
+                bytes: 10_000_000,
+                left: 1,
+                read: read.clone(),
+            };
+            let (records, pulled) = mpsc::channel(1);
+            readers.push(tokio::spawn(read_source(
+                Box::new(stream),
+                records,
+                budget.clone(),
+            )));
+            channels.push(pulled);
+        }
+        let settle = || tokio::time::sleep(Duration::from_millis(100));
+        settle().await;
+        assert_eq!(
+            read.load(Ordering::SeqCst),
+            1,
+            "one file read past the budget"
+        );
+        assert_eq!(budget.used(), 24_000_000);
+        // Room given back: the other reads its file.
+        drop(others);
+        settle().await;
+        assert_eq!(read.load(Ordering::SeqCst), 2);
+        assert_eq!(budget.used(), 20_000_000);
+        for mut pulled in channels {
+            while let Some((record, room)) = pulled.recv().await {
+                drop(room);
+                if matches!(record, Ok(None)) {
+                    break;
+                }
+            }
+        }
+        for reader in readers {
+            reader.await.unwrap();
+        }
         assert_eq!(budget.used(), 0);
     }
 }

@@ -67,6 +67,7 @@ async fn read_capped(path: &Path, cap: u64) -> std::io::Result<Result<Vec<u8>, u
     if size > cap {
         return Ok(Err(size));
     }
+    crate::pipeline::budget::before_reading(size).await;
     let mut data = Vec::with_capacity(size as usize);
     file.take(cap + 1).read_to_end(&mut data).await?;
     match data.len() as u64 > cap {

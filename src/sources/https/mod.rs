@@ -63,10 +63,19 @@ async fn read_capped(
     if let Some(declared) = response.content_length().filter(|&n| n > cap) {
         return Ok(Err((declared, true)));
     }
-    let mut body = Vec::with_capacity(response.content_length().unwrap_or(0) as usize);
+    // The room of what is read is taken first: all of it when the length is declared, else
+    // chunk by chunk.
+    let declared = response.content_length();
+    if let Some(declared) = declared {
+        crate::pipeline::budget::before_reading(declared).await;
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(0) as usize);
     while let Some(chunk) = response.chunk().await? {
         if (body.len() + chunk.len()) as u64 > cap {
             return Ok(Err(((body.len() + chunk.len()) as u64, false)));
+        }
+        if declared.is_none() {
+            crate::pipeline::budget::before_reading(chunk.len() as u64).await;
         }
         body.extend_from_slice(&chunk);
     }
