@@ -18,14 +18,21 @@ fn day() -> NaiveDate {
 
 /// The demo configuration with every path in `dir` and the mailboxes in the fake Graph.
 fn graph_config(dir: &Path, port: u16) -> Config {
-    std::fs::write(dir.join("graph-secret"), "graph-secret").unwrap();
-    let d = dir.display();
     let text = rooted(
         &std::fs::read_to_string(dir.join("config/demo.toml")).unwrap(),
         dir,
     );
-    let text = patched(
-        &text,
+    let text = on_graph(&text, dir, port);
+    Config::from_toml(Path::new("graph.toml"), &text, &[]).unwrap()
+}
+
+/// A configuration rooted in `dir` with its Maildir swapped for the fake Graph on `port`;
+/// the client secret in a file.
+fn on_graph(text: &str, dir: &Path, port: u16) -> String {
+    std::fs::write(dir.join("graph-secret"), "graph-secret").unwrap();
+    let d = dir.display();
+    patched(
+        text,
         &[(
             &format!("[mailbox]\nkind = \"maildir\"\npath = \"{d}/var/mail\""),
             &format!(
@@ -35,8 +42,7 @@ fn graph_config(dir: &Path, port: u16) -> Config {
                  allow_http_loopback = true\n"
             ),
         )],
-    );
-    Config::from_toml(Path::new("graph.toml"), &text, &[]).unwrap()
+    )
 }
 
 /// Message-ID -> Date (seconds) of every message of the Maildir demo run, and its logs.
@@ -591,18 +597,5 @@ pub fn generated_day(dir: &Path, sim: std::net::SocketAddr) -> String {
 
 /// [`generated_day`] importing through the fake Graph on `graph_port`; its secrets in files.
 pub fn generated_day_on_graph(dir: &Path, sim: std::net::SocketAddr, graph_port: u16) -> String {
-    let d = dir.display().to_string();
-    std::fs::write(dir.join("graph-secret"), "graph-secret").unwrap();
-    let port = graph_port;
-    let text = generated_day(dir, sim).replace(
-        &format!("[mailbox]\nkind = \"maildir\"\npath = \"{d}/var/mail\""),
-        &format!(
-            "[mailbox]\nkind = \"graph\"\ntenant_id = \"tenant\"\nclient_id = \"app\"\n\
-             client_secret = {{ file = \"{d}/graph-secret\" }}\n\
-             graph_url = \"http://127.0.0.1:{port}/v1.0\"\ntoken_url = \"http://127.0.0.1:{port}/token\"\n\
-             allow_http_loopback = true\n"
-        ),
-    );
-    assert!(text.contains("kind = \"graph\""));
-    text
+    on_graph(&generated_day(dir, sim), dir, graph_port)
 }

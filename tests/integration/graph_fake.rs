@@ -41,9 +41,7 @@ struct State {
     served: HashMap<String, usize>,
     /// Time those requests spent counted against the mailbox's four, by mailbox.
     busy: HashMap<String, std::time::Duration>,
-    /// When the first served request came in and the last one was answered.
-    span: Option<(std::time::Instant, std::time::Instant)>,
-    /// The same, by mailbox.
+    /// When each mailbox's first served request came in and its last one was answered.
     spans: HashMap<String, (std::time::Instant, std::time::Instant)>,
     next: usize,
 }
@@ -229,18 +227,20 @@ impl FakeGraph {
 
     /// From the first served request to the last answer: how long the mailboxes were worked.
     pub fn span(&self) -> std::time::Duration {
-        self.state
-            .lock()
-            .unwrap()
-            .span
-            .map_or(std::time::Duration::ZERO, |(first, last)| last - first)
+        let state = self.state.lock().unwrap();
+        let first = state.spans.values().map(|(first, _)| *first).min();
+        let last = state.spans.values().map(|(_, last)| *last).max();
+        match (first, last) {
+            (Some(first), Some(last)) => last - first,
+            _ => std::time::Duration::ZERO,
+        }
     }
 
     /// Each mailbox's first request and last answer, as offsets from the first request
     /// served to any.
     pub fn spans(&self) -> HashMap<String, (std::time::Duration, std::time::Duration)> {
         let state = self.state.lock().unwrap();
-        let Some((start, _)) = state.span else {
+        let Some(start) = state.spans.values().map(|(first, _)| *first).min() else {
             return HashMap::new();
         };
         state
@@ -256,7 +256,6 @@ impl FakeGraph {
         let mut state = self.state.lock().unwrap();
         state.served.clear();
         state.busy.clear();
-        state.span = None;
         state.spans.clear();
         state.max_in_flight = 0;
     }
@@ -300,8 +299,6 @@ impl FakeGraph {
             let now = *n;
             state.max_in_flight = state.max_in_flight.max(now);
             *state.served.entry(mailbox.clone()).or_default() += 1;
-            let first = state.span.map_or(since, |(first, _)| first);
-            state.span = Some((first, since));
             state.spans.entry(mailbox.clone()).or_insert((since, since));
         }
         let response = if self
@@ -334,9 +331,6 @@ impl FakeGraph {
             *last = now;
         }
         *state.busy.entry(mailbox).or_default() += since.elapsed();
-        if let Some((_, last)) = &mut state.span {
-            *last = now;
-        }
         response
     }
 
