@@ -87,7 +87,7 @@ impl GraphMailboxes {
         &self,
         mailbox: &str,
         target: &str,
-        part: &mail_parts::Part,
+        part: &mail_parts::Upload,
     ) -> Result<(), MailboxError> {
         let user = segment(mailbox);
         let url = self.url(&format!(

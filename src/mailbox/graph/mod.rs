@@ -296,5 +296,6 @@ impl Mailbox for GraphMailboxes {
 mod attachments;
 mod client;
 pub mod mail_parts;
+mod mime_files;
 
 use client::{CallError, MailboxState};
