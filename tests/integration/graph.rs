@@ -151,6 +151,14 @@ async fn the_demo_day_through_graph_is_received_dated_and_filed() {
             "WhatsApp Archiver"
         ]
     );
+    // Each folder was looked up once, though a mailbox's first copies start together.
+    for mailbox in MAILBOXES {
+        assert_eq!(
+            graph.folder_lookups(mailbox),
+            graph.folders(mailbox).len(),
+            "{mailbox}: one lookup per folder"
+        );
+    }
     // The call recording came along.
     let call = messages
         .iter()

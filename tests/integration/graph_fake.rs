@@ -43,6 +43,8 @@ struct State {
     busy: HashMap<String, std::time::Duration>,
     /// When each mailbox's first served request came in and its last one was answered.
     spans: HashMap<String, (std::time::Instant, std::time::Instant)>,
+    /// Folder lookups served, by mailbox.
+    lookups: HashMap<String, usize>,
     next: usize,
 }
 
@@ -203,6 +205,12 @@ impl FakeGraph {
             .collect()
     }
 
+    /// How many times a mailbox's folders were looked up (by name).
+    pub fn folder_lookups(&self, mailbox: &str) -> usize {
+        let state = self.state.lock().unwrap();
+        state.lookups.get(mailbox).copied().unwrap_or_default()
+    }
+
     pub fn folders(&self, mailbox: &str) -> Vec<String> {
         let state = self.state.lock().unwrap();
         let mut names: Vec<String> = state
@@ -355,6 +363,7 @@ impl FakeGraph {
         let mut state = self.state.lock().unwrap();
         match (request.method.as_str(), rest.as_slice()) {
             ("GET", ["mailFolders", "inbox", "childFolders"]) => {
+                *state.lookups.entry(mailbox.to_string()).or_default() += 1;
                 let filter = request.query.get("$filter").cloned().unwrap_or_default();
                 let wanted = filter
                     .strip_prefix("displayName eq '")

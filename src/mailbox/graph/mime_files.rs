@@ -94,32 +94,29 @@ pub(super) fn files(raw: &[u8]) -> Option<Vec<Found>> {
 /// line, the last of them the closing one, with at least one part before it.
 fn boundary_lines(raw: &[u8], from: usize, delimiter: &[u8]) -> Option<Vec<(usize, usize)>> {
     let mut lines = Vec::new();
-    let mut at = from;
-    while at < raw.len() {
-        let end = raw[at..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(raw.len(), |i| at + i + 1);
-        if let Some(rest) = raw[at..end].strip_prefix(delimiter) {
-            match rest.trim_ascii_end() {
-                b"" => lines.push((at, end)),
-                b"--" => {
-                    lines.push((at, end));
-                    return (lines.len() >= 2).then_some(lines);
-                }
-                // A line that only starts like a boundary: not a shape this walk reads.
-                _ => return None,
-            }
+    for at in memchr::memmem::find_iter(&raw[from..], delimiter).map(|i| from + i) {
+        if at > from && raw[at - 1] != b'\n' {
+            continue;
         }
-        at = end;
+        let end = memchr::memchr(b'\n', &raw[at..]).map_or(raw.len(), |i| at + i + 1);
+        match raw[at + delimiter.len()..end].trim_ascii_end() {
+            b"" => lines.push((at, end)),
+            b"--" => {
+                lines.push((at, end));
+                return (lines.len() >= 2).then_some(lines);
+            }
+            // A line that only starts like a boundary: not a shape this walk reads.
+            _ => return None,
+        }
     }
     None
 }
 
-/// The base64 alphabet.
-const ALPHABET: [bool; 256] = {
+/// What a base64 body holds besides line breaks: the alphabet, and the padding (whose place
+/// is checked apart).
+const BASE64: [bool; 256] = {
     let mut table = [false; 256];
-    let letters = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let letters = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=";
     let mut i = 0;
     while i < letters.len() {
         table[letters[i] as usize] = true;
@@ -132,19 +129,23 @@ const ALPHABET: [bool; 256] = {
 /// bytes it decodes to (so that it may stand for them as it is); None otherwise.
 pub(super) fn canonical_base64(body: &[u8]) -> Option<Vec<u8>> {
     let mut text = Vec::with_capacity(body.len());
-    for line in body.split(|&b| b == b'\n') {
+    let mut at = 0;
+    while at < body.len() {
+        let end = memchr::memchr(b'\n', &body[at..]).map_or(body.len(), |i| at + i);
+        let line = &body[at..end];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if !line.iter().all(|&b| ALPHABET[b as usize] || b == b'=') {
+        if !line.iter().fold(true, |ok, &b| ok & BASE64[b as usize]) {
             return None;
         }
         text.extend_from_slice(line);
+        at = end + 1;
     }
     if text.len() % 4 != 0 {
         return None;
     }
     // Padding only at the end, and the last group (with any unused bits zero) decodes.
     let padding = text.iter().rev().take_while(|&&b| b == b'=').count();
-    if padding > 2 || text[..text.len() - padding].contains(&b'=') {
+    if padding > 2 || memchr::memchr(b'=', &text[..text.len() - padding]).is_some() {
         return None;
     }
     if let Some(last) = text.len().checked_sub(4).map(|at| &text[at..]) {

@@ -58,7 +58,10 @@ impl GraphMailboxes {
     /// The id of the connector's folder under the Inbox, created when missing.
     async fn folder(&self, mailbox: &str, name: &str) -> Result<String, MailboxError> {
         let state = self.state(mailbox).await;
-        if let Some(id) = state.folders.lock().await.get(name) {
+        // Held while the folder is looked up: a mailbox's first copies, starting together,
+        // wait for one lookup rather than each making its own.
+        let mut folders = state.folders.lock().await;
+        if let Some(id) = folders.get(name) {
             return Ok(id.clone());
         }
         let user = segment(mailbox);
@@ -98,11 +101,7 @@ impl GraphMailboxes {
                 "Graph gave no id for folder '{name}' of {mailbox}"
             )));
         }
-        state
-            .folders
-            .lock()
-            .await
-            .insert(name.to_string(), id.clone());
+        folders.insert(name.to_string(), id.clone());
         Ok(id)
     }
 
