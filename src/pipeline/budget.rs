@@ -5,7 +5,9 @@
 //!
 //! A partner's files take their room before they are read ([`reading`], [`before_reading`]):
 //! the readers of several connectors, each finding a little room left, never read one large
-//! file each past the budget together.
+//! file each past the budget together. A record's first file waits until it fits in what is
+//! left ([`Budget::take_fitting`]), and meanwhile nothing else starts: a file of 12 MiB is read
+//! once what is in flight has drained to make room for it, not on top of a full budget.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -39,10 +41,10 @@ pub async fn reading<T>(budget: &Arc<Budget>, read: impl Future<Output = T>) -> 
 }
 
 /// Said by a source before it reads `bytes` of a partner's file into memory. Within
-/// [`reading`], their room is taken first: a record's first file waits until some room is left
-/// (as any message does), the files after it take theirs at once (the record is partly in
-/// memory already: waiting for room others hold could wait for good). Elsewhere (a check, a
-/// test) it does nothing.
+/// [`reading`], their room is taken first: a record's first file waits until it fits in what
+/// is left ([`Budget::take_fitting`]), the files after it take theirs at once (the record is
+/// partly in memory already: waiting for room others hold could wait for good). Elsewhere (a
+/// check, a test) it does nothing.
 pub async fn before_reading(bytes: u64) {
     let Ok((budget, started)) = READING.try_with(|r| {
         let started = r.room.lock().expect("never poisoned").is_some();
@@ -52,7 +54,7 @@ pub async fn before_reading(bytes: u64) {
     };
     let room = match started {
         true => budget.take_now(bytes),
-        false => budget.take(bytes).await,
+        false => budget.take_fitting(bytes).await,
     };
     READING.with(|r| {
         let mut held = r.room.lock().expect("never poisoned");
@@ -66,8 +68,30 @@ pub async fn before_reading(bytes: u64) {
 /// Room for messages in flight, shared.
 pub struct Budget {
     whole: u64,
-    used: Mutex<u64>,
+    taken: Mutex<Taken>,
     freed: Notify,
+}
+
+/// What is taken: the room in use, and the room files waiting to fit count on.
+#[derive(Default)]
+struct Taken {
+    used: u64,
+    waiting: u64,
+}
+
+/// A file's room counted as waiting until it fits, or until the wait is given up.
+struct Waiting<'a> {
+    budget: &'a Budget,
+    bytes: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.budget.taken.lock().expect("never poisoned").waiting -= self.bytes;
+            self.budget.freed.notify_waiters();
+        }
+    }
 }
 
 /// Room taken for a message (or a batch of them), given back when dropped.
@@ -81,7 +105,7 @@ impl Budget {
     pub fn new(whole: u64) -> Arc<Budget> {
         Arc::new(Budget {
             whole: whole.max(1),
-            used: Mutex::new(0),
+            taken: Mutex::new(Taken::default()),
             freed: Notify::new(),
         })
     }
@@ -91,9 +115,10 @@ impl Budget {
         self.whole
     }
 
-    /// Whether any room is left: a message may start.
+    /// Whether any room is left, with what files waiting to fit count on: a message may start.
     pub fn has_room(&self) -> bool {
-        *self.used.lock().expect("never poisoned") < self.whole
+        let taken = self.taken.lock().expect("never poisoned");
+        taken.used + taken.waiting < self.whole
     }
 
     /// Returns once some room is left (given back by whoever held it).
@@ -112,7 +137,7 @@ impl Budget {
     /// Takes room for `bytes` now, whatever is left: for a message already in memory, which
     /// counts from now on.
     pub fn take_now(self: &Arc<Self>, bytes: u64) -> Room {
-        *self.used.lock().expect("never poisoned") += bytes;
+        self.taken.lock().expect("never poisoned").used += bytes;
         Room {
             budget: self.clone(),
             bytes,
@@ -125,9 +150,9 @@ impl Budget {
         loop {
             self.room().await;
             // Another may have taken the room in between: then wait again.
-            let mut used = self.used.lock().expect("never poisoned");
-            if *used < self.whole {
-                *used += bytes;
+            let mut taken = self.taken.lock().expect("never poisoned");
+            if taken.used + taken.waiting < self.whole {
+                taken.used += bytes;
                 return Room {
                     budget: self.clone(),
                     bytes,
@@ -136,10 +161,39 @@ impl Budget {
         }
     }
 
+    /// Takes room for `bytes` once they fit in what is in use (or, larger than the budget,
+    /// once nothing is). Meanwhile they count as taken for everyone else ([`Self::has_room`]),
+    /// so that what is in flight drains until they fit.
+    pub async fn take_fitting(self: &Arc<Self>, bytes: u64) -> Room {
+        self.taken.lock().expect("never poisoned").waiting += bytes;
+        let mut waiting = Waiting {
+            budget: self,
+            bytes,
+        };
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            {
+                let mut taken = self.taken.lock().expect("never poisoned");
+                if taken.used == 0 || taken.used + bytes <= self.whole {
+                    taken.used += bytes;
+                    taken.waiting -= bytes;
+                    waiting.bytes = 0;
+                    return Room {
+                        budget: self.clone(),
+                        bytes,
+                    };
+                }
+            }
+            freed.await;
+        }
+    }
+
     /// Bytes taken now.
     #[cfg(test)]
     pub(super) fn used(&self) -> u64 {
-        *self.used.lock().expect("never poisoned")
+        self.taken.lock().expect("never poisoned").used
     }
 }
 
@@ -151,11 +205,11 @@ impl Room {
 
     /// Makes this room `bytes` large: what its message turned out to keep.
     pub fn resize(&mut self, bytes: u64) {
-        let mut used = self.budget.used.lock().expect("never poisoned");
-        *used = *used - self.bytes + bytes;
+        let mut taken = self.budget.taken.lock().expect("never poisoned");
+        taken.used = taken.used - self.bytes + bytes;
         let smaller = bytes < self.bytes;
         self.bytes = bytes;
-        drop(used);
+        drop(taken);
         if smaller {
             self.budget.freed.notify_waiters();
         }
@@ -164,7 +218,7 @@ impl Room {
 
 impl Drop for Room {
     fn drop(&mut self) {
-        *self.budget.used.lock().expect("never poisoned") -= self.bytes;
+        self.budget.taken.lock().expect("never poisoned").used -= self.bytes;
         self.budget.freed.notify_waiters();
     }
 }
@@ -202,5 +256,59 @@ mod tests {
         assert!(!budget.has_room());
         drop(now);
         assert!(budget.has_room());
+    }
+
+    #[tokio::test]
+    async fn a_file_waits_until_it_fits_and_nothing_starts_meanwhile() {
+        let budget = Budget::new(100);
+        let in_flight = budget.take_now(90);
+        let fitting = |bytes| {
+            let budget = budget.clone();
+            tokio::spawn(async move { budget.take_fitting(bytes).await })
+        };
+        let file = fitting(30);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!file.is_finished(), "30 bytes do not fit in the 10 left");
+        // Nothing else starts meanwhile, though room is left: what is in flight drains.
+        assert!(!budget.has_room());
+        let other = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.take(5).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!other.is_finished(), "started ahead of the waiting file");
+        drop(in_flight);
+        let file = tokio::time::timeout(Duration::from_secs(5), file)
+            .await
+            .expect("fits once the room is given back")
+            .unwrap();
+        let other = tokio::time::timeout(Duration::from_secs(5), other)
+            .await
+            .expect("goes after the file")
+            .unwrap();
+        assert_eq!(budget.used(), 35);
+        drop((file, other));
+        // A file larger than the whole budget goes once nothing is in flight.
+        let small = budget.take_now(1);
+        let large = fitting(500);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!large.is_finished());
+        drop(small);
+        let large = tokio::time::timeout(Duration::from_secs(5), large)
+            .await
+            .expect("goes alone")
+            .unwrap();
+        assert_eq!(budget.used(), 500);
+        drop(large);
+        // A wait given up counts no more.
+        let small = budget.take_now(90);
+        let given_up = fitting(30);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!budget.has_room());
+        given_up.abort();
+        let _ = given_up.await;
+        assert!(budget.has_room());
+        drop(small);
+        assert_eq!(budget.used(), 0);
     }
 }

@@ -14,8 +14,8 @@ pub(super) type Read = (
 
 /// Reads a day's records into a channel until the end, an error, or the day stops listening.
 /// A record is read only while the budget has room left, and its files take their room as
-/// they are read (the first of them only once room is left): the records read ahead are
-/// within the memory bound, not beside it, however many connectors read at once.
+/// they are read (the first of them only once it fits in what is left): the records read
+/// ahead are within the memory bound, not beside it, however many connectors read at once.
 pub(super) async fn read_source(
     mut stream: Box<dyn ItemStream>,
     records: mpsc::Sender<Read>,
@@ -110,22 +110,25 @@ mod tests {
         let reader = tokio::spawn(read_source(Box::new(stream), records, budget.clone()));
         let settle = || tokio::time::sleep(Duration::from_millis(100));
         settle().await;
-        // The first record left room, the second took it all: nothing more is read, however
-        // long the day waits.
-        assert_eq!(read.load(Ordering::SeqCst), 2);
-        assert_eq!(budget.used(), 20_000_000);
+        // The first record fitted, the second does not fit in what is left: nothing more is
+        // read, however long the day waits.
+        assert_eq!(read.load(Ordering::SeqCst), 1);
+        assert_eq!(budget.used(), 10_000_000);
         settle().await;
-        assert_eq!(read.load(Ordering::SeqCst), 2);
-        // Its copies take their own room and the record's is given back: the next is read.
+        assert_eq!(read.load(Ordering::SeqCst), 1);
+        // Its copies take their own room and the record's is given back: the next still does
+        // not fit beside the copies.
         let (first, room) = pulled.recv().await.expect("a record");
         assert!(matches!(first, Ok(Some(Pulled::Item(_)))));
         let copies = budget.take_now(13_000_000);
         drop(room);
         settle().await;
-        assert_eq!(read.load(Ordering::SeqCst), 2, "the copies fill the room");
+        assert_eq!(read.load(Ordering::SeqCst), 1, "the copies fill the room");
+        // The copies done, it fits.
         drop(copies);
         settle().await;
-        assert_eq!(read.load(Ordering::SeqCst), 3);
+        assert_eq!(read.load(Ordering::SeqCst), 2);
+        assert_eq!(budget.used(), 10_000_000);
         // Taken to the end, every record's room is given back.
         while let Some((record, room)) = pulled.recv().await {
             drop(room);
@@ -138,11 +141,11 @@ mod tests {
         assert_eq!(budget.used(), 0);
     }
 
-    /// Two connectors' readers find a little room left at once: one reads its large file,
-    /// the other waits for room before reading its own, rather than both reading past the
-    /// budget together.
+    /// Two connectors' readers find a little room left at once: neither reads its large file
+    /// past the budget; room given back, one reads its file, and the other waits until its
+    /// own fits too.
     #[tokio::test]
-    async fn readers_finding_room_at_once_read_past_it_one_at_a_time() {
+    async fn readers_finding_a_little_room_read_their_files_once_they_fit() {
         let budget = budget::Budget::new(15_000_000);
         let others = budget.take_now(14_000_000);
         let read = Arc::new(AtomicUsize::new(0));
@@ -166,15 +169,23 @@ mod tests {
         settle().await;
         assert_eq!(
             read.load(Ordering::SeqCst),
-            1,
-            "one file read past the budget"
+            0,
+            "a file read past the budget"
         );
-        assert_eq!(budget.used(), 24_000_000);
-        // Room given back: the other reads its file.
+        assert_eq!(budget.used(), 14_000_000);
+        // Room given back: one reads its file, the other's does not fit beside it.
         drop(others);
         settle().await;
+        assert_eq!(read.load(Ordering::SeqCst), 1);
+        assert_eq!(budget.used(), 10_000_000);
+        // That record taken and its room given back, the other file fits.
+        let taken = channels.iter_mut().find_map(|c| c.try_recv().ok());
+        let (record, room) = taken.expect("the file read is waiting to be taken");
+        assert!(matches!(record, Ok(Some(Pulled::Item(_)))));
+        drop(room);
+        settle().await;
         assert_eq!(read.load(Ordering::SeqCst), 2);
-        assert_eq!(budget.used(), 20_000_000);
+        assert_eq!(budget.used(), 10_000_000);
         for mut pulled in channels {
             while let Some((record, room)) = pulled.recv().await {
                 drop(room);
