@@ -41,10 +41,8 @@ fn rendered(text: Option<&str>, media: Vec<Attachment>) -> Vec<u8> {
     crate::render::render(&item, &key, &CTX, &[None]).unwrap()
 }
 
-/// The files as a comparable list: the bytes of each, whatever form they were found in.
-fn plain(
-    found: Vec<Found>,
-) -> Vec<(
+/// A file found, as compared: name, type, bytes, inline, Content-ID, span, binary.
+type Plain = (
     String,
     String,
     Vec<u8>,
@@ -52,7 +50,10 @@ fn plain(
     Option<String>,
     (usize, usize),
     bool,
-)> {
+);
+
+/// The files as a comparable list: the bytes of each, whatever form they were found in.
+fn plain(found: Vec<Found>) -> Vec<Plain> {
     found
         .into_iter()
         .map(|(p, span, binary)| {
