@@ -69,7 +69,12 @@ pub(super) fn files(raw: &[u8]) -> Option<Vec<Found>> {
         if !file || !attached || !base64 {
             return None;
         }
-        let body = part_start + crate::message_bytes::header_block(part).len();
+        // Headers closed by an empty line (without one, the part is all header).
+        let block = crate::message_bytes::header_block(part);
+        if !(block.ends_with(b"\n\n") || block.ends_with(b"\n\r\n")) {
+            return None;
+        }
+        let body = part_start + block.len();
         let content = canonical_base64(&raw[body..end])?;
         found.push((
             Part {

@@ -193,6 +193,12 @@ fn other_shapes_are_left_to_the_full_parse() {
             "a line that starts like a boundary",
             message("image/png", "QUJD\r\n--bb\r\nQUJD"),
         ),
+        ("no empty line after the headers", {
+            let whole = String::from_utf8(message("image/png", "QUJD")).unwrap();
+            whole
+                .replace("base64\r\n\r\nQUJD", "base64\r\nX-Note: QUJD")
+                .into_bytes()
+        }),
     ] {
         assert!(files(&raw).is_none(), "{what}");
         // The full parse still reads it: nothing is lost, only the shortcut is not taken.
