@@ -79,6 +79,14 @@ struct Taken {
     waiting: u64,
 }
 
+impl Taken {
+    /// Whether a message may start in a budget of `whole`: files waiting to fit count on
+    /// their room as taken.
+    fn leaves_room(&self, whole: u64) -> bool {
+        self.used + self.waiting < whole
+    }
+}
+
 /// A file's room counted as waiting until it fits, or until the wait is given up.
 struct Waiting<'a> {
     budget: &'a Budget,
@@ -117,8 +125,10 @@ impl Budget {
 
     /// Whether any room is left, with what files waiting to fit count on: a message may start.
     pub fn has_room(&self) -> bool {
-        let taken = self.taken.lock().expect("never poisoned");
-        taken.used + taken.waiting < self.whole
+        self.taken
+            .lock()
+            .expect("never poisoned")
+            .leaves_room(self.whole)
     }
 
     /// Returns once some room is left (given back by whoever held it).
@@ -151,7 +161,7 @@ impl Budget {
             self.room().await;
             // Another may have taken the room in between: then wait again.
             let mut taken = self.taken.lock().expect("never poisoned");
-            if taken.used + taken.waiting < self.whole {
+            if taken.leaves_room(self.whole) {
                 taken.used += bytes;
                 return Room {
                     budget: self.clone(),
@@ -228,6 +238,14 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// What a spawned wait for room returns, once it does (within 5 s, or `what` fails).
+    async fn within<T>(waiting: tokio::task::JoinHandle<T>, what: &str) -> T {
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect(what)
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn room_is_shared_and_given_back() {
         let budget = Budget::new(100);
@@ -244,10 +262,7 @@ mod tests {
         assert!(!waiting.is_finished());
         drop(a);
         assert_eq!(budget.used(), 60);
-        let c = tokio::time::timeout(Duration::from_secs(5), waiting)
-            .await
-            .expect("woken when room was given back")
-            .unwrap();
+        let c = within(waiting, "woken when room was given back").await;
         assert_eq!(budget.used(), 70);
         drop((b, c));
         assert_eq!(budget.used(), 0);
@@ -278,14 +293,8 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!other.is_finished(), "started ahead of the waiting file");
         drop(in_flight);
-        let file = tokio::time::timeout(Duration::from_secs(5), file)
-            .await
-            .expect("fits once the room is given back")
-            .unwrap();
-        let other = tokio::time::timeout(Duration::from_secs(5), other)
-            .await
-            .expect("goes after the file")
-            .unwrap();
+        let file = within(file, "fits once the room is given back").await;
+        let other = within(other, "goes after the file").await;
         assert_eq!(budget.used(), 35);
         drop((file, other));
         // A file larger than the whole budget goes once nothing is in flight.
@@ -294,10 +303,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!large.is_finished());
         drop(small);
-        let large = tokio::time::timeout(Duration::from_secs(5), large)
-            .await
-            .expect("goes alone")
-            .unwrap();
+        let large = within(large, "goes alone").await;
         assert_eq!(budget.used(), 500);
         drop(large);
         // A wait given up counts no more.
