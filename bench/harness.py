@@ -885,7 +885,7 @@ def write(path, command, results, render, graph, smtp=None):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", default="S L")
+    parser.add_argument("--sizes", default="S L:b")
     parser.add_argument("--scratch", default="/var/tmp/comms-archiver-bench")
     parser.add_argument("--criterion", type=Path)
     parser.add_argument("--graph", type=Path)

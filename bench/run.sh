@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark harness: one command measures comms-archiver and writes docs/performance.md.
 #
-#   bash bench/run.sh                    # render bench, Graph at 50 ms, sizes S and L (S also
-#                                        # with three daemons sharing its day, one killed)
+#   bash bench/run.sh                    # render bench, Graph at 50 ms, S in full (with three
+#                                        # daemons sharing its day, one killed), L on a) and b)
+#   BENCH_SIZES="S L" bash bench/run.sh    # L in full too (c, d and their peers, three daemons)
 #   BENCH_SIZES="S L:a" bash bench/run.sh  # S in full, L only on the embedded default
 #   BENCH_SEED=7 bash bench/run.sh         # the three daemons' run as BENCH_SEED=7 printed it
 #   BENCH_SIZES=XS bash bench/run.sh       # a smoke run of the harness
@@ -18,7 +19,7 @@
 # unless BENCH_KEEP=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-sizes="${BENCH_SIZES:-S L}"
+sizes="${BENCH_SIZES:-S L:b}"
 scratch="${BENCH_SCRATCH:-/var/tmp/comms-archiver-bench}"
 
 missing=()
