@@ -10,15 +10,18 @@
 //! stage does not hold, never holds a state object, and delivery checks every message it
 //! reads against the SHA-256 the collection listed for it.
 //!
-//! The cache is bounded (`stage.cache_max_bytes`): when a message would overflow it, the
-//! oldest are let go first. It is scratch: whatever a previous process left in the directory
-//! is removed when the daemon starts, and a file that cannot be written or read is simply not
-//! used (with a warning): the stage has the message.
+//! The cache is bounded (`stage.cache_max_bytes`) and split into generations of an eighth of
+//! the bound each: messages go into the newest, and when one would overflow the bound, the
+//! oldest generation is let go whole. What the cache remembers is a few numbers per
+//! generation, however many messages it holds: each message is a file named by the SHA-256 of
+//! its key, found by looking in each generation. It is scratch: whatever a previous process
+//! left in the directory is removed when the daemon starts, and a file that cannot be written
+//! or read is simply not used (with a warning): the stage has the message.
 
 use super::{Created, Stage, StageError, Version};
 use async_trait::async_trait;
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -29,6 +32,9 @@ const CACHED: &str = "staged/";
 /// Bytes the cache holds at most unless configured (`stage.cache_max_bytes`).
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
+/// How many parts the bound is split into: the oldest part is let go at once.
+const GENERATIONS: u64 = 8;
+
 /// A stage whose staged messages written by this process are also kept locally, read once
 /// from there.
 pub struct CachedStage {
@@ -38,7 +44,7 @@ pub struct CachedStage {
     /// This process's own folder under `root`, made at the first message kept (so that
     /// `check` or `report` leave the directory alone); None when it could not be made.
     own: OnceLock<Option<Own>>,
-    entries: Mutex<Entries>,
+    generations: Mutex<Generations>,
     /// Whether a failure of the directory was logged already (one warning, not one per copy).
     warned: AtomicBool,
 }
@@ -53,40 +59,62 @@ struct Own {
 /// The lock file in a process's folder.
 const LOCK: &str = "lock";
 
-/// What the cache holds: each key's size and age, the oldest first.
+/// The generations the cache holds, the oldest first: each one's number and the bytes of its
+/// messages not yet read.
 #[derive(Default)]
-struct Entries {
-    by_key: HashMap<String, (u64, u64)>,
-    by_age: BTreeMap<u64, String>,
-    held: u64,
+struct Generations {
+    live: VecDeque<(u64, u64)>,
     next: u64,
 }
 
-impl Entries {
-    fn insert(&mut self, key: &str, size: u64) {
-        let age = self.next;
-        self.next += 1;
-        self.by_key.insert(key.to_string(), (size, age));
-        self.by_age.insert(age, key.to_string());
-        self.held += size;
+impl Generations {
+    fn held(&self) -> u64 {
+        self.live.iter().map(|(_, held)| held).sum()
     }
 
-    fn remove(&mut self, key: &str) -> bool {
-        let Some((size, age)) = self.by_key.remove(key) else {
-            return false;
-        };
-        self.by_age.remove(&age);
-        self.held -= size;
-        true
+    /// Counts `size` bytes into the newest generation, after letting go of the oldest
+    /// generations until they fit under `most` (their numbers go to `gone`), and starting a
+    /// new generation when the newest has its share; returns the generation's number.
+    fn take_room(&mut self, size: u64, most: u64, gone: &mut Vec<u64>) -> u64 {
+        while !self.live.is_empty() && self.held() + size > most {
+            gone.extend(self.live.pop_front().map(|(n, _)| n));
+        }
+        let share = (most / GENERATIONS).max(1);
+        match self.live.back_mut() {
+            Some((n, held)) if *held + size <= share || *held == 0 => {
+                *held += size;
+                *n
+            }
+            _ => {
+                let n = self.next;
+                self.next += 1;
+                self.live.push_back((n, size));
+                n
+            }
+        }
     }
 
-    /// The oldest key, let go.
-    fn pop_oldest(&mut self) -> Option<String> {
-        let (_, key) = self.by_age.pop_first()?;
-        let (size, _) = self.by_key.remove(&key)?;
-        self.held -= size;
-        Some(key)
+    /// Gives back `size` bytes of generation `n`, if it is still held.
+    fn release(&mut self, n: u64, size: u64) {
+        if let Some((_, held)) = self.live.iter_mut().find(|(g, _)| *g == n) {
+            *held = held.saturating_sub(size);
+        }
     }
+
+    /// The live generations, the newest first.
+    fn newest_first(&self) -> Vec<u64> {
+        self.live.iter().rev().map(|(n, _)| *n).collect()
+    }
+}
+
+/// A generation's folder in a process's folder.
+fn generation(own: &Path, n: u64) -> PathBuf {
+    own.join(format!("g{n}"))
+}
+
+/// The file a message is kept in, within its generation's folder.
+fn file_name(key: &str) -> String {
+    crate::item::sha256_hex(key.as_bytes())
 }
 
 impl CachedStage {
@@ -98,7 +126,7 @@ impl CachedStage {
             root: root.to_path_buf(),
             most,
             own: OnceLock::new(),
-            entries: Mutex::new(Entries::default()),
+            generations: Mutex::new(Generations::default()),
             warned: AtomicBool::new(false),
         }
     }
@@ -117,7 +145,7 @@ impl CachedStage {
 
     /// The bytes the cache holds now.
     pub fn held(&self) -> u64 {
-        self.entries.lock().expect("never poisoned").held
+        self.generations.lock().expect("never poisoned").held()
     }
 
     fn warn(&self, what: &str, e: &std::io::Error) {
@@ -127,8 +155,8 @@ impl CachedStage {
         }
     }
 
-    /// Keeps `bytes` as `key`, letting the oldest go to make room; a message larger than the
-    /// whole cache is not kept.
+    /// Keeps `bytes` as `key`, letting the oldest generations go to make room; a message
+    /// larger than the whole cache is not kept.
     async fn keep(&self, key: &str, bytes: Bytes) {
         let size = bytes.len() as u64;
         if size > self.most || super::check_key(key).is_err() {
@@ -137,31 +165,25 @@ impl CachedStage {
         let Some(own) = self.own() else {
             return;
         };
-        let evicted = {
-            let mut entries = self.entries.lock().expect("never poisoned");
-            if entries.by_key.contains_key(key) {
-                return;
-            }
-            let mut evicted = Vec::new();
-            while entries.held + size > self.most {
-                match entries.pop_oldest() {
-                    Some(old) => evicted.push(own.join(old)),
-                    None => break,
-                }
-            }
-            // Counted now, so that writers at once share the bound.
-            entries.insert(key, size);
-            evicted
-        };
-        let target = own.join(key);
+        let mut gone = Vec::new();
+        // Counted now, so that writers at once share the bound.
+        let n = self
+            .generations
+            .lock()
+            .expect("never poisoned")
+            .take_room(size, self.most, &mut gone);
+        let gone: Vec<PathBuf> = gone.into_iter().map(|g| generation(own, g)).collect();
+        let folder = generation(own, n);
+        let target = folder.join(file_name(key));
         let temp = own.join(format!("tmp-{}", next_temp()));
         let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            for old in evicted {
-                let _ = std::fs::remove_file(old);
+            for old in gone {
+                match std::fs::remove_dir_all(&old) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
             }
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
+            std::fs::create_dir_all(&folder)?;
             std::fs::write(&temp, &bytes)?;
             let placed = std::fs::rename(&temp, &target);
             if placed.is_err() {
@@ -172,26 +194,52 @@ impl CachedStage {
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         if let Err(e) = written {
-            self.entries.lock().expect("never poisoned").remove(key);
+            self.generations
+                .lock()
+                .expect("never poisoned")
+                .release(n, size);
             self.warn("cannot write", &e);
         }
     }
 
     /// The local copy of `key`, removed from the cache; None when it holds none.
     async fn take(&self, key: &str) -> Option<Vec<u8>> {
-        if !self.entries.lock().expect("never poisoned").remove(key) {
+        let newest_first = self
+            .generations
+            .lock()
+            .expect("never poisoned")
+            .newest_first();
+        if newest_first.is_empty() {
             return None;
         }
-        let path = self.own()?.join(key);
+        let own = self.own()?.to_path_buf();
+        let name = file_name(key);
         let read = tokio::task::spawn_blocking(move || {
-            let bytes = std::fs::read(&path);
-            let _ = std::fs::remove_file(&path);
-            bytes
+            for n in newest_first {
+                let path = generation(&own, n).join(&name);
+                match std::fs::read(&path) {
+                    Ok(bytes) => {
+                        let _ = std::fs::remove_file(&path);
+                        return Ok(Some((n, bytes)));
+                    }
+                    // Not kept there, or its generation let go meanwhile.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(None)
         })
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         match read {
-            Ok(bytes) => Some(bytes),
+            Ok(Some((n, bytes))) => {
+                self.generations
+                    .lock()
+                    .expect("never poisoned")
+                    .release(n, bytes.len() as u64);
+                Some(bytes)
+            }
+            Ok(None) => None,
             Err(e) => {
                 self.warn("cannot read", &e);
                 None
@@ -332,9 +380,14 @@ mod tests {
         (dir, inner, cached)
     }
 
-    /// Where the cache keeps `key`, if it made its folder.
-    fn local(cached: &CachedStage, key: &str) -> PathBuf {
-        cached.own().unwrap().join(key)
+    /// The file the cache holds for `key`, in whichever generation.
+    fn local(cached: &CachedStage, key: &str) -> Option<PathBuf> {
+        let own = cached.own().unwrap();
+        let generations = cached.generations.lock().unwrap().newest_first();
+        generations
+            .into_iter()
+            .map(|n| generation(own, n).join(file_name(key)))
+            .find(|path| path.exists())
     }
 
     const KEY: &str = "staged/o2/2026-11-20/alice@contoso.com/ab.eml";
@@ -347,14 +400,14 @@ mod tests {
             Created::New
         );
         assert_eq!(cached.held(), 8);
-        assert!(local(&cached, KEY).exists());
+        assert!(local(&cached, KEY).is_some());
         // The stage holds it too: the cache is never the only copy.
         assert_eq!(inner.get(KEY).await.unwrap().unwrap(), b"rendered");
         // What the cache answers is its own copy: change the stage's behind its back.
         std::fs::write(dir.path().join("stage").join(KEY), b"changed!").unwrap();
         assert_eq!(cached.get(KEY).await.unwrap().unwrap(), b"rendered");
         assert_eq!(cached.held(), 0);
-        assert!(!local(&cached, KEY).exists());
+        assert!(local(&cached, KEY).is_none());
         assert_eq!(cached.get(KEY).await.unwrap().unwrap(), b"changed!");
     }
 
@@ -386,18 +439,55 @@ mod tests {
             cached.put_new(&key(n), &[b'x'; 10]).await.unwrap();
         }
         assert_eq!(cached.held(), 20);
-        let kept: Vec<bool> = (0..4).map(|n| local(&cached, &key(n)).exists()).collect();
+        let kept: Vec<bool> = (0..4).map(|n| local(&cached, &key(n)).is_some()).collect();
         assert_eq!(kept, [false, false, true, true]);
         // Larger than the whole cache: staged, not kept.
         let big = "staged/o2/2026-11-20/a@c.com/big.eml";
         cached.put_new(big, &[b'x'; 26]).await.unwrap();
         assert_eq!(cached.held(), 20);
-        assert!(!local(&cached, big).exists());
+        assert!(local(&cached, big).is_none());
         // Every message reads, from wherever it is.
         for n in 0..4 {
             assert_eq!(cached.get(&key(n)).await.unwrap().unwrap(), [b'x'; 10]);
         }
         assert_eq!(cached.get(big).await.unwrap().unwrap(), [b'x'; 26]);
+    }
+
+    #[tokio::test]
+    async fn a_day_larger_than_the_cache_keeps_its_newest_eighths_and_nothing_else() {
+        let (_dir, inner, cached) = stage(800);
+        let key = |n: usize| format!("staged/o2/2026-11-20/a@c.com/{n:04}.eml");
+        for n in 0..1000 {
+            cached.put_new(&key(n), &[b'x'; 10]).await.unwrap();
+        }
+        // What the cache remembers is one entry per generation, not per message.
+        let live = cached.generations.lock().unwrap().live.len() as u64;
+        assert!(live <= GENERATIONS, "{live} generations");
+        assert!(cached.held() <= 800 && cached.held() > 800 - 100);
+        // On disk, exactly the messages it counts: the generations let go are removed.
+        let files = walkdir(cached.own().unwrap());
+        assert_eq!(files as u64 * 10, cached.held());
+        assert!(local(&cached, &key(999)).is_some());
+        assert!(local(&cached, &key(0)).is_none());
+        // Read back: the newest from the cache, the rest from the stage, all of them whole.
+        for n in (0..1000).rev() {
+            assert_eq!(cached.get(&key(n)).await.unwrap().unwrap(), [b'x'; 10]);
+        }
+        assert_eq!(cached.held(), 0);
+        assert_eq!(walkdir(cached.own().unwrap()), 0);
+        assert_eq!(inner.get(&key(0)).await.unwrap().unwrap(), [b'x'; 10]);
+    }
+
+    /// The message files under `dir` (the lock file not counted).
+    fn walkdir(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| match p.is_dir() {
+                true => walkdir(&p),
+                false => usize::from(p.file_name().unwrap() != LOCK),
+            })
+            .sum()
     }
 
     #[tokio::test]
@@ -421,7 +511,7 @@ mod tests {
         assert!(!gone.exists());
         assert!(!half_made.exists());
         assert!(
-            local(&live, KEY).exists(),
+            local(&live, KEY).is_some(),
             "a running daemon's cache is its own"
         );
         assert_eq!(live.get(KEY).await.unwrap().unwrap(), b"live");
@@ -442,7 +532,7 @@ mod tests {
     async fn a_cached_file_lost_underneath_is_read_from_the_stage() {
         let (_dir, _inner, cached) = stage(1 << 20);
         cached.put_new(KEY, b"rendered").await.unwrap();
-        std::fs::remove_file(local(&cached, KEY)).unwrap();
+        std::fs::remove_file(local(&cached, KEY).unwrap()).unwrap();
         assert_eq!(cached.get(KEY).await.unwrap().unwrap(), b"rendered");
     }
 }
