@@ -101,6 +101,10 @@ impl Generations {
         }
     }
 
+    fn is_live(&self, n: u64) -> bool {
+        self.live.iter().any(|(g, _)| *g == n)
+    }
+
     /// The live generations, the newest first.
     fn newest_first(&self) -> Vec<u64> {
         self.live.iter().rev().map(|(n, _)| *n).collect()
@@ -176,12 +180,10 @@ impl CachedStage {
         let folder = generation(own, n);
         let target = folder.join(file_name(key));
         let temp = own.join(format!("tmp-{}", next_temp()));
-        let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let written = tokio::task::spawn_blocking(move || -> std::io::Result<PathBuf> {
+            // A writer still placing a file in a generation let go removes it itself (below).
             for old in gone {
-                match std::fs::remove_dir_all(&old) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                    _ => {}
-                }
+                let _ = std::fs::remove_dir_all(&old);
             }
             std::fs::create_dir_all(&folder)?;
             std::fs::write(&temp, &bytes)?;
@@ -189,16 +191,31 @@ impl CachedStage {
             if placed.is_err() {
                 let _ = std::fs::remove_file(&temp);
             }
-            placed
+            placed.map(|()| target)
         })
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        if let Err(e) = written {
-            self.generations
-                .lock()
-                .expect("never poisoned")
-                .release(n, size);
+        let (gone, failed) = {
+            let mut generations = self.generations.lock().expect("never poisoned");
+            match written {
+                Ok(target) => ((!generations.is_live(n)).then_some(target), None),
+                Err(e) => {
+                    generations.release(n, size);
+                    (None, Some(e))
+                }
+            }
+        };
+        if let Some(e) = failed {
             self.warn("cannot write", &e);
+        }
+        // Let go while the file was written: whoever let it go may have removed the folder
+        // before the file was placed, so the file is this writer's to remove.
+        if let Some(target) = gone {
+            let _ = tokio::task::spawn_blocking(move || {
+                let _ = std::fs::remove_file(&target);
+                target.parent().map(std::fs::remove_dir)
+            })
+            .await;
         }
     }
 
@@ -476,6 +493,24 @@ mod tests {
         assert_eq!(cached.held(), 0);
         assert_eq!(walkdir(cached.own().unwrap()), 0);
         assert_eq!(inner.get(&key(0)).await.unwrap().unwrap(), [b'x'; 10]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn writers_at_once_on_a_full_cache_leave_no_file_it_does_not_count() {
+        let (_dir, _inner, cached) = stage(200);
+        let cached = Arc::new(cached);
+        let writers = (0..2000).map(|n| {
+            let cached = cached.clone();
+            tokio::spawn(async move {
+                let key = format!("staged/o2/2026-11-20/a@c.com/{n:04}.eml");
+                cached.put_new(&key, &[b'x'; 10]).await.unwrap();
+            })
+        });
+        for writer in futures::future::join_all(writers).await {
+            writer.unwrap();
+        }
+        assert!(cached.held() <= 200);
+        assert_eq!(walkdir(cached.own().unwrap()) as u64 * 10, cached.held());
     }
 
     /// The message files under `dir` (the lock file not counted).
