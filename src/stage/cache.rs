@@ -409,6 +409,11 @@ mod tests {
 
     const KEY: &str = "staged/o2/2026-11-20/alice@contoso.com/ab.eml";
 
+    /// The `n`th of a mailbox's staged messages.
+    fn key(n: usize) -> String {
+        format!("staged/o2/2026-11-20/a@c.com/{n:04}.eml")
+    }
+
     #[tokio::test]
     async fn a_message_staged_here_is_read_once_from_the_cache_then_from_the_stage() {
         let (dir, inner, cached) = stage(1 << 20);
@@ -451,7 +456,6 @@ mod tests {
     #[tokio::test]
     async fn the_oldest_go_first_when_the_cache_is_full() {
         let (_dir, _inner, cached) = stage(25);
-        let key = |n: usize| format!("staged/o2/2026-11-20/a@c.com/{n}.eml");
         for n in 0..4 {
             cached.put_new(&key(n), &[b'x'; 10]).await.unwrap();
         }
@@ -473,7 +477,6 @@ mod tests {
     #[tokio::test]
     async fn a_day_larger_than_the_cache_keeps_its_newest_eighths_and_nothing_else() {
         let (_dir, inner, cached) = stage(800);
-        let key = |n: usize| format!("staged/o2/2026-11-20/a@c.com/{n:04}.eml");
         for n in 0..1000 {
             cached.put_new(&key(n), &[b'x'; 10]).await.unwrap();
         }
@@ -501,10 +504,7 @@ mod tests {
         let cached = Arc::new(cached);
         let writers = (0..2000).map(|n| {
             let cached = cached.clone();
-            tokio::spawn(async move {
-                let key = format!("staged/o2/2026-11-20/a@c.com/{n:04}.eml");
-                cached.put_new(&key, &[b'x'; 10]).await.unwrap();
-            })
+            tokio::spawn(async move { cached.put_new(&key(n), &[b'x'; 10]).await.unwrap() })
         });
         for writer in futures::future::join_all(writers).await {
             writer.unwrap();
