@@ -59,6 +59,8 @@ pub struct FakeGraph {
     pub uploads_done: AtomicUsize,
     /// The next N upload chunks answer 503 (odd) or 429 (even) with Retry-After: 1.
     pub throttle_uploads: AtomicUsize,
+    /// The next N messages made in a folder are refused (400 ErrorInvalidProperty).
+    pub refuse_messages: AtomicUsize,
     /// Milliseconds from a request read to its answer (the fake's own work included).
     pub latency_ms: AtomicUsize,
 }
@@ -141,6 +143,7 @@ impl FakeGraph {
             throttled: AtomicUsize::new(0),
             uploads_done: AtomicUsize::new(0),
             throttle_uploads: AtomicUsize::new(0),
+            refuse_messages: AtomicUsize::new(0),
             latency_ms: AtomicUsize::new(0),
         })
     }
@@ -427,6 +430,14 @@ impl FakeGraph {
                 ),
                 None => error(404, "ErrorItemNotFound", "no such message"),
             },
+            ("POST", ["mailFolders", _, "messages"])
+                if self
+                    .refuse_messages
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok() =>
+            {
+                error(400, "ErrorInvalidProperty", "refused by the test")
+            }
             ("POST", ["mailFolders", folder, "messages"]) => {
                 let properties: HashMap<String, String> = body["singleValueExtendedProperties"]
                     .as_array()

@@ -14,6 +14,7 @@ mod evidence;
 mod first_use;
 mod graph;
 mod graph_fake;
+mod graph_files;
 mod hostile;
 mod imap;
 mod kubernetes;

@@ -7,6 +7,12 @@ use crate::mailbox::MailboxError;
 use reqwest::{Method, Url};
 use serde_json::{json, Value};
 
+/// Whether the draft Graph made from the MIME holds attachments, which are then copied from
+/// it: until they are, the draft must stay.
+pub(super) fn in_draft(draft: &Value) -> bool {
+    draft["hasAttachments"].as_bool().unwrap_or(false)
+}
+
 impl GraphMailboxes {
     /// Copies the draft's attachments and the `taken` ones taken out of its MIME onto the
     /// message `target`.
@@ -18,7 +24,7 @@ impl GraphMailboxes {
         taken: &[mail_parts::Taken],
     ) -> Result<(), MailboxError> {
         let user = segment(mailbox);
-        if draft["hasAttachments"].as_bool().unwrap_or(false) {
+        if in_draft(draft) {
             let url = self.url(&format!(
                 "users/{user}/messages/{}/attachments",
                 segment(draft["id"].as_str().unwrap_or_default())

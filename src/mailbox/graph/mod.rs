@@ -266,17 +266,29 @@ impl Mailbox for GraphMailboxes {
             .await
             .map_err(|e| self.error(d.mailbox, "draft from MIME", e))?;
         let draft_id = draft["id"].as_str().unwrap_or_default().to_string();
-        let imported = self.import(d, &folder, &draft, &cut.taken).await;
         // The draft goes, whatever happened.
-        let url = self.url(&format!(
-            "users/{}/messages/{}",
-            segment(d.mailbox),
-            segment(&draft_id)
-        ));
-        if let Err(e) = self.call(d.mailbox, Method::DELETE, url, None, true).await {
-            let e = self.error(d.mailbox, "draft removal", e);
-            tracing::warn!(mailbox = d.mailbox, error = %e, "a temporary draft could not be removed");
-        }
+        let remove_draft = async {
+            let url = self.url(&format!(
+                "users/{}/messages/{}",
+                segment(d.mailbox),
+                segment(&draft_id)
+            ));
+            if let Err(e) = self.call(d.mailbox, Method::DELETE, url, None, true).await {
+                let e = self.error(d.mailbox, "draft removal", e);
+                tracing::warn!(mailbox = d.mailbox, error = %e, "a temporary draft could not be removed");
+            }
+        };
+        let import = self.import(d, &folder, &draft, &cut.taken);
+        let imported = if attachments::in_draft(&draft) {
+            // Its attachments are read from the draft: it goes once they are copied.
+            let imported = import.await;
+            remove_draft.await;
+            imported
+        } else {
+            // Nothing more is read from the draft (what the message takes from it is in the
+            // answer that created it): it goes while the message is made.
+            tokio::join!(import, remove_draft).0
+        };
         imported.map(|_| ())
     }
 
