@@ -86,19 +86,28 @@ fn mms(files: &[File]) -> (comms_archiver::item::ItemKey, DateTime<Utc>, bytes::
     (key, item.time, bytes::Bytes::from(message))
 }
 
+/// A copy for alice's O2 folder.
+fn to_alice<'a>(
+    key: &'a comms_archiver::item::ItemKey,
+    time: DateTime<Utc>,
+    message: &'a bytes::Bytes,
+) -> comms_archiver::mailbox::Delivery<'a> {
+    comms_archiver::mailbox::Delivery {
+        mailbox: "alice.smith@contoso.com",
+        folder: "O2 SMS and Voice Network Archiver",
+        key,
+        time,
+        message,
+    }
+}
+
 /// Imports an MMS with these files through Graph and checks the received message holds
 /// every one of them, byte for byte; returns how many went through upload sessions.
 async fn import_mms(graph: &Arc<FakeGraph>, files: Vec<File>) -> usize {
-    use comms_archiver::mailbox::{Delivery, Mailbox};
+    use comms_archiver::mailbox::Mailbox;
     let (mailboxes, server) = graph_on(graph).await;
     let (key, time, message) = mms(&files);
-    let delivery = Delivery {
-        mailbox: "alice.smith@contoso.com",
-        folder: "O2 SMS and Voice Network Archiver",
-        key: &key,
-        time,
-        message: &message,
-    };
+    let delivery = to_alice(&key, time, &message);
     let uploads = graph.uploads_done.load(Ordering::SeqCst);
     mailboxes.append(&delivery).await.unwrap();
     assert!(
@@ -147,7 +156,7 @@ async fn a_large_attachment_goes_through_an_upload_session() {
 /// draft (removed after): the copy fails, and the mailbox holds nothing of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_refused_leaves_no_draft() {
-    use comms_archiver::mailbox::{Delivery, Mailbox};
+    use comms_archiver::mailbox::Mailbox;
     let notes = ("notes.txt".to_string(), b"call notes\r\n".repeat(100));
     for files in [vec![], vec![notes], vec![file("a.jpg", 9_000, 4)]] {
         let graph = FakeGraph::new(&["alice.smith@contoso.com"]);
@@ -157,13 +166,7 @@ async fn a_message_refused_leaves_no_draft() {
         let (mailboxes, server) = graph_on(&graph).await;
         let (key, time, message) = mms(&files);
         let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
-        let delivery = Delivery {
-            mailbox: "alice.smith@contoso.com",
-            folder: "O2 SMS and Voice Network Archiver",
-            key: &key,
-            time,
-            message: &message,
-        };
+        let delivery = to_alice(&key, time, &message);
         graph.refuse_messages.store(1, Ordering::SeqCst);
         let refused = mailboxes.append(&delivery).await;
         assert!(refused.is_err(), "{names:?}: refused, so not imported");
