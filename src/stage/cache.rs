@@ -94,11 +94,21 @@ impl Generations {
         }
     }
 
-    /// Gives back `size` bytes of generation `n`, if it is still held.
-    fn release(&mut self, n: u64, size: u64) {
-        if let Some((_, held)) = self.live.iter_mut().find(|(g, _)| *g == n) {
-            *held = held.saturating_sub(size);
+    /// Gives back `size` bytes of generation `n`, if it is still held; a generation older
+    /// than the newest that holds nothing more is let go (true: its folder can be removed),
+    /// so that a daemon whose days are all read stays at one generation.
+    fn release(&mut self, n: u64, size: u64) -> bool {
+        let newest = self.live.back().map(|(g, _)| *g);
+        let Some(at) = self.live.iter().position(|(g, _)| *g == n) else {
+            return false;
+        };
+        let held = &mut self.live[at].1;
+        *held = held.saturating_sub(size);
+        if *held > 0 || newest == Some(n) {
+            return false;
         }
+        self.live.remove(at);
+        true
     }
 
     fn is_live(&self, n: u64) -> bool {
@@ -196,16 +206,14 @@ impl CachedStage {
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         let (gone, failed) = {
-            let mut generations = self.generations.lock().expect("never poisoned");
+            let generations = self.generations.lock().expect("never poisoned");
             match written {
                 Ok(target) => ((!generations.is_live(n)).then_some(target), None),
-                Err(e) => {
-                    generations.release(n, size);
-                    (None, Some(e))
-                }
+                Err(e) => (None, Some(e)),
             }
         };
         if let Some(e) = failed {
+            self.give_back(own, n, size).await;
             self.warn("cannot write", &e);
         }
         // Let go while the file was written: whoever let it go may have removed the folder
@@ -216,6 +224,20 @@ impl CachedStage {
                 target.parent().map(std::fs::remove_dir)
             })
             .await;
+        }
+    }
+
+    /// Gives back what a message counted in generation `n`, removing the generation's folder
+    /// if that let it go.
+    async fn give_back(&self, own: &Path, n: u64, size: u64) {
+        let emptied = self
+            .generations
+            .lock()
+            .expect("never poisoned")
+            .release(n, size);
+        if emptied {
+            let folder = generation(own, n);
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir(folder)).await;
         }
     }
 
@@ -250,10 +272,9 @@ impl CachedStage {
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         match read {
             Ok(Some((n, bytes))) => {
-                self.generations
-                    .lock()
-                    .expect("never poisoned")
-                    .release(n, bytes.len() as u64);
+                if let Some(own) = self.own() {
+                    self.give_back(own, n, bytes.len() as u64).await;
+                }
                 Some(bytes)
             }
             Ok(None) => None,
@@ -511,6 +532,30 @@ mod tests {
         }
         assert!(cached.held() <= 200);
         assert_eq!(walkdir(cached.own().unwrap()) as u64 * 10, cached.held());
+    }
+
+    #[tokio::test]
+    async fn generations_read_to_the_end_are_let_go() {
+        let (_dir, _inner, cached) = stage(800);
+        for day in 0..5 {
+            let keys: Vec<String> = (0..30).map(|n| key(day * 100 + n)).collect();
+            for key in &keys {
+                cached.put_new(key, &[b'x'; 10]).await.unwrap();
+            }
+            for key in &keys {
+                assert_eq!(cached.get(key).await.unwrap().unwrap(), [b'x'; 10]);
+            }
+        }
+        // A generation was made for every 100 bytes or so, each read to its end: only the
+        // newest is left, and of the folders only its own.
+        let live = cached.generations.lock().unwrap().newest_first();
+        assert_eq!(live.len(), 1, "{live:?}");
+        let folders = std::fs::read_dir(cached.own().unwrap())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().is_dir())
+            .count();
+        assert_eq!(folders, 1);
+        assert_eq!(cached.held(), 0);
     }
 
     /// The message files under `dir` (the lock file not counted).
