@@ -205,26 +205,26 @@ impl CachedStage {
         })
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        let (gone, failed) = {
-            let generations = self.generations.lock().expect("never poisoned");
-            match written {
-                Ok(target) => ((!generations.is_live(n)).then_some(target), None),
-                Err(e) => (None, Some(e)),
+        match written {
+            Err(e) => {
+                self.give_back(own, n, size).await;
+                self.warn("cannot write", &e);
             }
-        };
-        if let Some(e) = failed {
-            self.give_back(own, n, size).await;
-            self.warn("cannot write", &e);
+            // Let go while the file was written: whoever let it go may have removed the folder
+            // before the file was placed, so the file is this writer's to remove.
+            Ok(target) if !self.is_live(n) => {
+                let _ = tokio::task::spawn_blocking(move || {
+                    let _ = std::fs::remove_file(&target);
+                    target.parent().map(std::fs::remove_dir)
+                })
+                .await;
+            }
+            Ok(_) => {}
         }
-        // Let go while the file was written: whoever let it go may have removed the folder
-        // before the file was placed, so the file is this writer's to remove.
-        if let Some(target) = gone {
-            let _ = tokio::task::spawn_blocking(move || {
-                let _ = std::fs::remove_file(&target);
-                target.parent().map(std::fs::remove_dir)
-            })
-            .await;
-        }
+    }
+
+    fn is_live(&self, n: u64) -> bool {
+        self.generations.lock().expect("never poisoned").is_live(n)
     }
 
     /// Gives back what a message counted in generation `n`, removing the generation's folder
@@ -251,11 +251,12 @@ impl CachedStage {
         if newest_first.is_empty() {
             return None;
         }
-        let own = self.own()?.to_path_buf();
+        let own = self.own()?;
+        let dir = own.to_path_buf();
         let name = file_name(key);
         let read = tokio::task::spawn_blocking(move || {
             for n in newest_first {
-                let path = generation(&own, n).join(&name);
+                let path = generation(&dir, n).join(&name);
                 match std::fs::read(&path) {
                     Ok(bytes) => {
                         let _ = std::fs::remove_file(&path);
@@ -272,9 +273,7 @@ impl CachedStage {
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         match read {
             Ok(Some((n, bytes))) => {
-                if let Some(own) = self.own() {
-                    self.give_back(own, n, bytes.len() as u64).await;
-                }
+                self.give_back(own, n, bytes.len() as u64).await;
                 Some(bytes)
             }
             Ok(None) => None,
