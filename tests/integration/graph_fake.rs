@@ -9,7 +9,7 @@ use comms_archiver::http_server::{self, Request, Response};
 use mail_parser::{MessageParser, MimeHeaders};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 const REQUEST_LIMIT: usize = 4 * 1024 * 1024;
@@ -63,6 +63,8 @@ pub struct FakeGraph {
     pub refuse_messages: AtomicUsize,
     /// Milliseconds from a request read to its answer (the fake's own work included).
     pub latency_ms: AtomicUsize,
+    /// Folder lookups answer only once their mailbox holds a draft (503 after 5 s).
+    pub lookups_wait_for_a_draft: AtomicBool,
 }
 
 fn error(status: u16, code: &str, message: &str) -> Response {
@@ -114,6 +116,23 @@ fn draft_from_mime(body: &[u8]) -> Result<(Value, Attachments), Response> {
     Ok((json, attachments))
 }
 
+/// A file attachment's name and bytes, from the JSON that posts it; refused from 3 MB, as
+/// Graph refuses such a file outside an upload session.
+fn posted_file(body: &Value) -> Result<(String, Vec<u8>), Response> {
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(body["contentBytes"].as_str().unwrap_or_default())
+        .unwrap_or_default();
+    if data.len() >= INLINE_LIMIT {
+        return Err(error(
+            413,
+            "ErrorAttachmentSizeShouldNotBeLessThanMinimumSize",
+            "use an upload session above 3 MB",
+        ));
+    }
+    let name = body["name"].as_str().unwrap_or_default().to_string();
+    Ok((name, data))
+}
+
 fn address(a: &mail_parser::Addr<'_>) -> Value {
     json!({"emailAddress": {"name": a.name().unwrap_or_default(), "address": a.address().unwrap_or_default()}})
 }
@@ -145,6 +164,7 @@ impl FakeGraph {
             throttle_uploads: AtomicUsize::new(0),
             refuse_messages: AtomicUsize::new(0),
             latency_ms: AtomicUsize::new(0),
+            lookups_wait_for_a_draft: AtomicBool::new(false),
         })
     }
 
@@ -275,6 +295,22 @@ impl FakeGraph {
         self.state.lock().unwrap().max_in_flight
     }
 
+    /// Whether `mailbox` holds a draft, or comes to within 5 s.
+    async fn has_draft(&self, mailbox: &str) -> bool {
+        for _ in 0..1000 {
+            let found = {
+                let state = self.state.lock().unwrap();
+                let mut messages = state.messages.values();
+                messages.any(|m| m.mailbox == mailbox && m.is_draft)
+            };
+            if found {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        false
+    }
+
     async fn handle(&self, request: Request) -> Response {
         if request.method == "POST" && request.path == "/token" {
             return Response::json(
@@ -312,7 +348,13 @@ impl FakeGraph {
             *state.served.entry(mailbox.clone()).or_default() += 1;
             state.spans.entry(mailbox.clone()).or_insert((since, since));
         }
-        let response = if self
+        let response = if rest == ["mailFolders", "inbox", "childFolders"]
+            && request.method == "GET"
+            && self.lookups_wait_for_a_draft.load(Ordering::SeqCst)
+            && !self.has_draft(&mailbox).await
+        {
+            error(503, "ServiceUnavailable", "no draft came")
+        } else if self
             .throttle
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
@@ -455,9 +497,21 @@ impl FakeGraph {
                     .get("Integer 0x0E07")
                     .and_then(|f| f.parse::<u32>().ok())
                     .is_none_or(|f| f & 0x8 != 0);
+                // Its files, when the request carries them.
+                let files = match body["attachments"].as_array().map(Vec::as_slice) {
+                    Some(files) => match files.iter().map(posted_file).collect() {
+                        Ok(files) => files,
+                        Err(refused) => return refused,
+                    },
+                    None => Vec::new(),
+                };
                 state.next += 1;
                 let id = format!("msg-{}", state.next);
-                let mut json = body.clone();
+                let mut json = body;
+                if let Some(fields) = json.as_object_mut() {
+                    fields.remove("attachments");
+                }
+                json["hasAttachments"] = json!(!files.is_empty());
                 json["id"] = json!(id);
                 json["isDraft"] = json!(is_draft);
                 json["receivedDateTime"] = json!(properties.get("SystemTime 0x0E06"));
@@ -470,26 +524,19 @@ impl FakeGraph {
                         is_draft,
                         json: json.clone(),
                         properties,
-                        attachments: Vec::new(),
+                        attachments: files,
                     },
                 );
                 Response::json(201, &json)
             }
             ("POST", ["messages", id, "attachments"]) => {
-                let data = base64::engine::general_purpose::STANDARD
-                    .decode(body["contentBytes"].as_str().unwrap_or_default())
-                    .unwrap_or_default();
-                if data.len() >= INLINE_LIMIT {
-                    return error(
-                        413,
-                        "ErrorAttachmentSizeShouldNotBeLessThanMinimumSize",
-                        "use an upload session above 3 MB",
-                    );
-                }
+                let file = match posted_file(&body) {
+                    Ok(file) => file,
+                    Err(refused) => return refused,
+                };
                 match state.messages.get_mut(*id) {
                     Some(m) => {
-                        m.attachments
-                            .push((body["name"].as_str().unwrap_or_default().to_string(), data));
+                        m.attachments.push(file);
                         Response::json(201, &json!({"id": "att"}))
                     }
                     None => error(404, "ErrorItemNotFound", "no such message"),

@@ -184,6 +184,70 @@ async fn a_message_refused_leaves_no_draft() {
     }
 }
 
+/// A message's files go in the request that makes it while they fit one request, the rest
+/// one by one after it: a copy is its folder (looked up, then made), its draft, the files
+/// Graph parsed into the draft (when there are), the message and the draft's removal, and
+/// one request for each file that did not fit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_go_with_the_message_while_they_fit_one_request() {
+    use comms_archiver::mailbox::Mailbox;
+    let notes = ("notes.txt".to_string(), b"call notes\r\n".repeat(100));
+    let photos: Vec<File> = (0..3)
+        .map(|i| file(&format!("p{i}.jpg"), 9_000, i))
+        .collect();
+    let large: Vec<File> = (0..4)
+        .map(|i| file(&format!("g{i}.pdf"), 1_800_000, i))
+        .collect();
+    let cases: Vec<(&str, Vec<File>, usize)> = vec![
+        ("no file", vec![], 5),
+        ("three photos", photos.clone(), 5),
+        ("a text file Graph parses", vec![notes.clone()], 6),
+        (
+            "a text file and three photos",
+            [photos, vec![notes]].concat(),
+            6,
+        ),
+        ("four 1.8 MB files, one per request", large, 8),
+    ];
+    for (what, files, requests) in cases {
+        let graph = FakeGraph::new(&["alice.smith@contoso.com"]);
+        let (mailboxes, server) = graph_on(&graph).await;
+        let (key, time, message) = mms(&files);
+        mailboxes
+            .append(&to_alice(&key, time, &message))
+            .await
+            .unwrap();
+        let stored = graph.messages();
+        assert_eq!(stored.len(), 1, "{what}: the draft is gone");
+        let (mut got, mut want) = (stored[0].attachments.clone(), files.clone());
+        got.sort();
+        want.sort();
+        assert!(got == want, "{what}: every file, byte for byte");
+        let served = graph.served()["alice.smith@contoso.com"];
+        assert_eq!(served, requests, "{what}: requests");
+        server.abort();
+    }
+}
+
+/// A copy's draft is made while its folder is looked up, not after: the fake answers a
+/// folder lookup only once the mailbox holds a draft.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_draft_is_made_while_the_folder_is_looked_up() {
+    use comms_archiver::mailbox::Mailbox;
+    let graph = FakeGraph::new(&["alice.smith@contoso.com"]);
+    graph.lookups_wait_for_a_draft.store(true, Ordering::SeqCst);
+    let (mailboxes, server) = graph_on(&graph).await;
+    let (key, time, message) = mms(&[file("a.jpg", 9_000, 1)]);
+    mailboxes
+        .append(&to_alice(&key, time, &message))
+        .await
+        .unwrap();
+    let stored = graph.messages();
+    assert_eq!(stored.len(), 1);
+    assert!(!stored[0].is_draft && stored[0].attachments.len() == 1);
+    server.abort();
+}
+
 /// Every copy under max_item_bytes imports, whatever its mix of files: each request is
 /// sized as sent (base64 of a MIME that holds base64), not by each file alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

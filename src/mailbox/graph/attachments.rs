@@ -1,46 +1,88 @@
-//! Copying a message's attachments onto the received message: those Graph parsed from the
-//! MIME, posted back whole, and those taken out of it, posted whole under 2 MiB or uploaded
-//! in chunks through an upload session.
+//! A message's files on the received message: those Graph parsed from the MIME, read from
+//! the draft, and those taken out of it. Files posted whole go in the request that makes the
+//! message while they fit it, the rest one by one after it; files of 2 MiB or more are
+//! uploaded in chunks through an upload session.
 
 use super::{copy_fields, mail_parts, segment, GraphMailboxes, CHUNK};
 use crate::mailbox::MailboxError;
+use bytes::Bytes;
 use reqwest::{Method, Url};
 use serde_json::{json, Value};
 
-/// Whether the draft Graph made from the MIME holds attachments, which are then copied from
+/// Whether the draft Graph made from the MIME holds attachments, which are then read from
 /// it: until they are, the draft must stay.
-pub(super) fn in_draft(draft: &Value) -> bool {
+fn in_draft(draft: &Value) -> bool {
     draft["hasAttachments"].as_bool().unwrap_or(false)
 }
 
+/// The request that makes `message` (a JSON object) with the first of `files` (the JSON of
+/// file attachments, in order) that fit within `budget` bytes together; returns it and how
+/// many files it carries.
+pub(super) fn with_files(message: &Value, files: &[Bytes], budget: usize) -> (Bytes, usize) {
+    let mut body = serde_json::to_vec(message).expect("JSON serializes");
+    const OPEN: &[u8] = b",\"attachments\":[";
+    // The message less its closing brace, the list's opening, each file and a comma or
+    // (after the last) the list's closing, and the closing brace.
+    let mut size = body.len() - 1 + OPEN.len() + 1;
+    let fit = files
+        .iter()
+        .take_while(|file| {
+            size += file.len() + 1;
+            size <= budget
+        })
+        .count();
+    if fit == 0 {
+        return (body.into(), 0);
+    }
+    let closing = body.pop();
+    debug_assert_eq!(closing, Some(b'}'), "a JSON object");
+    body.reserve(size - body.len());
+    // An empty object takes the list without a comma before it.
+    body.extend_from_slice(if body.len() > 1 { OPEN } else { &OPEN[1..] });
+    for (i, file) in files[..fit].iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(file);
+    }
+    body.extend_from_slice(b"]}");
+    (body.into(), fit)
+}
+
 impl GraphMailboxes {
-    /// Copies the draft's attachments and the `taken` ones taken out of its MIME onto the
-    /// message `target`.
-    pub(super) async fn copy_attachments(
+    /// The files Graph parsed out of the MIME into the draft, as the JSON that posts each
+    /// one again; none, without a request, when the draft has none.
+    pub(super) async fn draft_files(
         &self,
         mailbox: &str,
         draft: &Value,
-        target: &str,
-        taken: &[mail_parts::Taken],
-    ) -> Result<(), MailboxError> {
-        let user = segment(mailbox);
-        if in_draft(draft) {
-            let url = self.url(&format!(
-                "users/{user}/messages/{}/attachments",
-                segment(draft["id"].as_str().unwrap_or_default())
-            ));
-            let list = self
-                .call(mailbox, Method::GET, url, None, true)
-                .await
-                .map_err(|e| self.error(mailbox, "attachment listing", e))?;
-            for attachment in list["value"].as_array().cloned().unwrap_or_default() {
+    ) -> Result<Vec<Bytes>, MailboxError> {
+        if !in_draft(draft) {
+            return Ok(Vec::new());
+        }
+        let url = self.url(&format!(
+            "users/{}/messages/{}/attachments",
+            segment(mailbox),
+            segment(draft["id"].as_str().unwrap_or_default())
+        ));
+        let list = self
+            .call(mailbox, Method::GET, url, None, true)
+            .await
+            .map_err(|e| self.error(mailbox, "attachment listing", e))?;
+        let files = list["value"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        Ok(files
+            .iter()
+            .map(|attachment| {
                 let mut copy = serde_json::Map::new();
                 copy.insert(
                     "@odata.type".into(),
                     json!("#microsoft.graph.fileAttachment"),
                 );
                 copy_fields(
-                    &attachment,
+                    attachment,
                     &mut copy,
                     &[
                         "name",
@@ -50,42 +92,36 @@ impl GraphMailboxes {
                         "contentId",
                     ],
                 );
-                self.attach(mailbox, target, copy).await?;
-            }
-        }
-        for part in taken {
-            match part {
-                mail_parts::Taken::Uploaded(part) => self.upload(mailbox, target, part).await?,
-                mail_parts::Taken::Posted(body) => {
-                    let url = self.url(&format!(
-                        "users/{user}/messages/{}/attachments",
-                        segment(target)
-                    ));
-                    self.post_serialized(mailbox, url, body.clone())
-                        .await
-                        .map_err(|e| self.error(mailbox, "attachment", e))?;
-                }
-            }
-        }
-        Ok(())
+                serde_json::to_vec(&Value::Object(copy))
+                    .expect("JSON serializes")
+                    .into()
+            })
+            .collect())
     }
 
-    /// Posts one file attachment, whole, to the message `target`.
-    async fn attach(
+    /// Adds to the message `target` the files its own request did not carry: `posted` one
+    /// by one, then `uploads` through upload sessions.
+    pub(super) async fn add_files(
         &self,
         mailbox: &str,
         target: &str,
-        attachment: serde_json::Map<String, Value>,
+        posted: &[Bytes],
+        uploads: &[&mail_parts::Upload],
     ) -> Result<(), MailboxError> {
         let url = self.url(&format!(
             "users/{}/messages/{}/attachments",
             segment(mailbox),
             segment(target)
         ));
-        self.post_json(mailbox, url, &Value::Object(attachment))
-            .await
-            .map(|_| ())
-            .map_err(|e| self.error(mailbox, "attachment", e))
+        for body in posted {
+            self.post_serialized(mailbox, url.clone(), body.clone())
+                .await
+                .map_err(|e| self.error(mailbox, "attachment", e))?;
+        }
+        for part in uploads {
+            self.upload(mailbox, target, part).await?;
+        }
+        Ok(())
     }
 
     /// An attachment of 2 MiB or more, through an upload session in chunks.
@@ -134,5 +170,48 @@ impl GraphMailboxes {
             start = end;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_carries_the_files_that_fit_in_order() {
+        let files: Vec<Bytes> = ["{\"name\":\"a\"}", "{\"name\":\"bb\"}", "{\"name\":\"c\"}"]
+            .map(|f| Bytes::from(f.as_bytes()))
+            .to_vec();
+        let message = json!({"subject": "s"});
+        let names = |body: &Bytes| -> Vec<String> {
+            let body: Value = serde_json::from_slice(body).unwrap();
+            assert_eq!(body["subject"], "s");
+            body["attachments"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|f| f["name"].as_str().unwrap().into())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let (whole, n) = with_files(&message, &files, 1 << 20);
+        assert_eq!(
+            (n, names(&whole)),
+            (3, vec!["a".into(), "bb".into(), "c".into()])
+        );
+        // The budget is met exactly: the first two fit, and the third, though small, does
+        // not go before the second.
+        let two = with_files(&message, &files[..2], usize::MAX).0.len();
+        let (body, n) = with_files(&message, &files, two);
+        assert_eq!((n, body.len()), (2, two));
+        assert_eq!(names(&body), ["a", "bb"]);
+        let (body, n) = with_files(&message, &files, two - 1);
+        assert_eq!((n, names(&body)), (1, vec!["a".into()]));
+        let (body, n) = with_files(&message, &files, 10);
+        assert_eq!((n, body), (0, Bytes::from(message.to_string())));
+        let (body, n) = with_files(&json!({}), &files[..1], 1 << 20);
+        assert_eq!(n, 1);
+        assert_eq!(&body[..], b"{\"attachments\":[{\"name\":\"a\"}]}");
     }
 }

@@ -1,16 +1,19 @@
 //! Microsoft Graph mailboxes (Exchange Online), app-only.
 //!
 //! A message created from MIME is always a draft, and a draft can never become a received
-//! message. So each import: creates the draft from the MIME, re-creates it as JSON in the
-//! connector's folder with PidTagMessageFlags (read, not unsent), the delivery and submit
-//! times, the threading properties and the transport headers set, copies the attachments,
-//! and deletes the draft, also when a step failed. Every request is sized as it is sent: the
-//! MIME (base64 of a message whose files are base64 already) leaves out attachments until it
-//! fits one request, and those are added one by one, posted whole under 2 MiB and through an
-//! upload session from 2 MiB, whose chunks are paced and retried like any other request. A named extended property holds the item key, so an item already imported is
-//! found again. At most 4 requests run at once per mailbox, paced under 10,000 per 10 minutes;
-//! throttled and failing requests are retried by the one policy ([`crate::retry`]), after
-//! Retry-After when Graph sends one.
+//! message. So each import: creates the draft from the MIME (while the connector's folder is
+//! looked up), reads the attachments Graph parsed into it, re-creates it as JSON in the
+//! folder with PidTagMessageFlags (read, not unsent), the delivery and submit times, the
+//! threading properties, the transport headers and its files set, and deletes the draft
+//! meanwhile, also when a step failed. Every request is sized as it is sent: the MIME
+//! (base64 of a message whose files are base64 already) leaves out its binary attachments,
+//! and text ones until it fits one request. Files under 2 MiB go in the request that makes
+//! the message while they fit it, the rest are posted one by one after it, and files from
+//! 2 MiB go through upload sessions, whose chunks are paced and retried like any other
+//! request. A named extended property holds the item key, so an item already imported is
+//! found again. At most 4 requests run at once per mailbox, paced under 10,000 per 10
+//! minutes; throttled and failing requests are retried by the one policy
+//! ([`crate::retry`]), after Retry-After when Graph sends one.
 
 use super::token::TokenSource;
 use super::{Delivery, Mailbox, MailboxError};
@@ -105,13 +108,16 @@ impl GraphMailboxes {
         Ok(id)
     }
 
-    /// Creates the received message from the draft's JSON; returns its id.
+    /// Creates the received message from the draft's JSON with its files: `posted` (the JSON
+    /// of each, in order) in the same request while they fit it, the rest and `uploads`
+    /// after; returns its id.
     async fn import(
         &self,
         d: &Delivery<'_>,
         folder: &str,
         draft: &Value,
-        taken: &[mail_parts::Taken],
+        posted: &[bytes::Bytes],
+        uploads: &[&mail_parts::Upload],
     ) -> Result<String, MailboxError> {
         let user = segment(d.mailbox);
         let headers =
@@ -157,14 +163,19 @@ impl GraphMailboxes {
             "users/{user}/mailFolders/{}/messages",
             segment(folder)
         ));
+        let (body, carried) =
+            attachments::with_files(&Value::Object(message), posted, REQUEST_BUDGET);
         let created = self
-            .post_json(d.mailbox, url, &Value::Object(message))
+            .post_serialized(d.mailbox, url, body)
             .await
             .map_err(|e| self.error(d.mailbox, "message creation", e))?;
         let id = created["id"].as_str().unwrap_or_default().to_string();
-        // The attachments; a message that cannot get all of them is removed again.
-        let copied = self.copy_attachments(d.mailbox, draft, &id, taken).await;
-        if let Err(e) = copied {
+        // The files its request did not carry; a message that cannot get all of them is
+        // removed again.
+        let added = self
+            .add_files(d.mailbox, &id, &posted[carried..], uploads)
+            .await;
+        if let Err(e) = added {
             let url = self.url(&format!("users/{user}/messages/{}", segment(&id)));
             let _ = self.call(d.mailbox, Method::DELETE, url, None, true).await;
             return Err(e);
@@ -246,50 +257,69 @@ impl Mailbox for GraphMailboxes {
     }
 
     async fn append(&self, d: &Delivery<'_>) -> Result<(), MailboxError> {
-        let folder = self.folder(d.mailbox, d.folder).await?;
-        // Binary attachments leave the MIME, and so do text ones until it fits a request
-        // (about 4 MB); they are added one by one (the largest through upload sessions).
-        let cut = crate::message_bytes::work_on(d.message, |message| {
-            mail_parts::cut(message, REQUEST_BUDGET, UPLOAD_SESSION_MIN)
-        })
-        .await
-        .map_err(|e| MailboxError::Unavailable(format!("preparing the requests: {e}")))?;
-        let url = self.url(&format!("users/{}/messages", segment(d.mailbox)));
-        let draft = self
-            .call(
-                d.mailbox,
-                Method::POST,
-                url,
-                Some(("text/plain", cut.draft)),
-                true,
-            )
-            .await
-            .map_err(|e| self.error(d.mailbox, "draft from MIME", e))?;
+        let user = segment(d.mailbox);
+        let make_draft = async {
+            // Binary attachments leave the MIME, and so do text ones until it fits a request
+            // (about 4 MB); they go with the message, or one by one after it (the largest
+            // through upload sessions).
+            let mail_parts::Cut { draft: mime, taken } =
+                crate::message_bytes::work_on(d.message, |message| {
+                    mail_parts::cut(message, REQUEST_BUDGET, UPLOAD_SESSION_MIN)
+                })
+                .await
+                .map_err(|e| MailboxError::Unavailable(format!("preparing the requests: {e}")))?;
+            let url = self.url(&format!("users/{user}/messages"));
+            let draft = self
+                .call(
+                    d.mailbox,
+                    Method::POST,
+                    url,
+                    Some(("text/plain", mime)),
+                    true,
+                )
+                .await
+                .map_err(|e| self.error(d.mailbox, "draft from MIME", e))?;
+            Ok::<_, MailboxError>((taken, draft))
+        };
+        // A draft is made among the Drafts, not in the folder: it is made while the folder
+        // is looked up.
+        let (folder, made) = tokio::join!(self.folder(d.mailbox, d.folder), make_draft);
+        let (taken, draft) = made?;
         let draft_id = draft["id"].as_str().unwrap_or_default().to_string();
         // The draft goes, whatever happened.
         let remove_draft = async {
-            let url = self.url(&format!(
-                "users/{}/messages/{}",
-                segment(d.mailbox),
-                segment(&draft_id)
-            ));
+            let url = self.url(&format!("users/{user}/messages/{}", segment(&draft_id)));
             if let Err(e) = self.call(d.mailbox, Method::DELETE, url, None, true).await {
                 let e = self.error(d.mailbox, "draft removal", e);
                 tracing::warn!(mailbox = d.mailbox, error = %e, "a temporary draft could not be removed");
             }
         };
-        let import = self.import(d, &folder, &draft, &cut.taken);
-        let imported = if attachments::in_draft(&draft) {
-            // Its attachments are read from the draft: it goes once they are copied.
-            let imported = import.await;
-            remove_draft.await;
-            imported
-        } else {
-            // Nothing more is read from the draft (what the message takes from it is in the
-            // answer that created it): it goes while the message is made.
-            tokio::join!(import, remove_draft).0
+        // The files Graph parsed out of the MIME are read from the draft before it goes.
+        let read = match folder {
+            Ok(folder) => self
+                .draft_files(d.mailbox, &draft)
+                .await
+                .map(|files| (folder, files)),
+            Err(e) => Err(e),
         };
-        imported.map(|_| ())
+        let (folder, mut posted) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                remove_draft.await;
+                return Err(e);
+            }
+        };
+        let mut uploads = Vec::new();
+        for part in &taken {
+            match part {
+                mail_parts::Taken::Posted(body) => posted.push(body.clone()),
+                mail_parts::Taken::Uploaded(part) => uploads.push(part),
+            }
+        }
+        // Nothing more is read from the draft (what the message takes from it is in the
+        // answer that made it): it goes while the message is made.
+        let import = self.import(d, &folder, &draft, &posted, &uploads);
+        tokio::join!(import, remove_draft).0.map(|_| ())
     }
 
     fn describe(&self) -> String {
