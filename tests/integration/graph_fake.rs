@@ -6,7 +6,7 @@
 
 use base64::Engine;
 use comms_archiver::http_server::{self, Request, Response};
-use mail_parser::{MessageParser, MimeHeaders};
+use parse::{draft_from_mime, error, posted_file};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -65,76 +65,6 @@ pub struct FakeGraph {
     pub latency_ms: AtomicUsize,
     /// Folder lookups answer only once their mailbox holds a draft (503 after 5 s).
     pub lookups_wait_for_a_draft: AtomicBool,
-}
-
-fn error(status: u16, code: &str, message: &str) -> Response {
-    Response::json(
-        status,
-        &json!({"error": {"code": code, "message": message}}),
-    )
-}
-
-/// A message's attachments: name and bytes.
-type Attachments = Vec<(String, Vec<u8>)>;
-
-/// A draft's JSON (without its id) and attachments, from base64 MIME as Graph takes it.
-fn draft_from_mime(body: &[u8]) -> Result<(Value, Attachments), Response> {
-    let Ok(mime) = base64::engine::general_purpose::STANDARD.decode(body.trim_ascii()) else {
-        return Err(error(
-            400,
-            "ErrorMimeContentInvalidBase64String",
-            "Invalid base64 string for MIME content.",
-        ));
-    };
-    let Some(parsed) = MessageParser::default().parse(&mime) else {
-        return Err(error(400, "ErrorMimeContentInvalid", "not a message"));
-    };
-    let list = |a: Option<&mail_parser::Address<'_>>| -> Value {
-        Value::Array(
-            a.map(|a| a.iter().map(address).collect())
-                .unwrap_or_default(),
-        )
-    };
-    let attachments: Attachments = parsed
-        .attachments()
-        .map(|p| {
-            (
-                p.attachment_name().unwrap_or("attachment").to_string(),
-                p.contents().to_vec(),
-            )
-        })
-        .collect();
-    let json = json!({
-        "isDraft": true,
-        "subject": parsed.subject().unwrap_or_default(),
-        "body": {"contentType": "text", "content": parsed.body_text(0).unwrap_or_default()},
-        "from": parsed.from().and_then(|a| a.first()).map(address),
-        "toRecipients": list(parsed.to()), "ccRecipients": list(parsed.cc()),
-        "internetMessageId": parsed.message_id().map(|m| format!("<{m}>")),
-        "hasAttachments": !attachments.is_empty(),
-    });
-    Ok((json, attachments))
-}
-
-/// A file attachment's name and bytes, from the JSON that posts it; refused from 3 MB, as
-/// Graph refuses such a file outside an upload session.
-fn posted_file(body: &Value) -> Result<(String, Vec<u8>), Response> {
-    let data = base64::engine::general_purpose::STANDARD
-        .decode(body["contentBytes"].as_str().unwrap_or_default())
-        .unwrap_or_default();
-    if data.len() >= INLINE_LIMIT {
-        return Err(error(
-            413,
-            "ErrorAttachmentSizeShouldNotBeLessThanMinimumSize",
-            "use an upload session above 3 MB",
-        ));
-    }
-    let name = body["name"].as_str().unwrap_or_default().to_string();
-    Ok((name, data))
-}
-
-fn address(a: &mail_parser::Addr<'_>) -> Value {
-    json!({"emailAddress": {"name": a.name().unwrap_or_default(), "address": a.address().unwrap_or_default()}})
 }
 
 /// The fake served on a runtime of its own ([`FakeGraph::start_apart`]).
@@ -646,3 +576,5 @@ impl FakeGraph {
         Response::new(201, "application/json", Vec::new())
     }
 }
+
+mod parse;
