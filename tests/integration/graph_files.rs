@@ -29,8 +29,8 @@ async fn graph_on(graph: &Arc<FakeGraph>) -> (GraphMailboxes, tokio::task::JoinH
     (mailboxes, server)
 }
 
-/// An MMS for alice with `files` (text/plain those that are ASCII text), rendered: its item
-/// key, time and message.
+/// An MMS for alice with `files` (text/plain those named .txt, whatever their bytes, and
+/// those that are ASCII text), rendered: its item key, time and message.
 fn mms(files: &[File]) -> (comms_archiver::item::ItemKey, DateTime<Utc>, bytes::Bytes) {
     use comms_archiver::item::{Attachment, Content, Direction, Item, ItemKey, Participant, Role};
     let item = Item {
@@ -56,9 +56,10 @@ fn mms(files: &[File]) -> (comms_archiver::item::ItemKey, DateTime<Utc>, bytes::
                 .iter()
                 .map(|(name, data)| Attachment {
                     name: name.clone(),
-                    content_type: match data
-                        .iter()
-                        .all(|b| b.is_ascii_graphic() || b" \r\n".contains(b))
+                    content_type: match name.ends_with(".txt")
+                        || data
+                            .iter()
+                            .all(|b| b.is_ascii_graphic() || b" \r\n".contains(b))
                     {
                         true => "text/plain",
                         false => "application/octet-stream",
@@ -301,6 +302,36 @@ async fn every_mix_of_attachments_under_the_limit_imports() {
             uploads, large,
             "{what}: upload sessions for the files of 2 MiB or more"
         );
+    }
+}
+
+/// A partner's text file arrives as the partner sent it, whatever its bytes: one in a
+/// charset that is not UTF-8, one with bytes no charset reads, bare line breaks and NULs,
+/// one of plain ASCII lines ending in LF,
+/// small (it stays in the MIME the draft is made from) and large (taken out of it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_file_arrives_byte_for_byte() {
+    let latin1 = (
+        "notes.txt".to_string(),
+        b"caf\xe9 cr\xe8me\nna\xefve\r\n\x00end".to_vec(),
+    );
+    let mib = 1024 * 1024;
+    for files in [
+        vec![latin1.clone()],
+        vec![(
+            "unix.txt".to_string(),
+            b"line one\nline two\n\nend\n".to_vec(),
+        )],
+        vec![file("small.txt", 5_000, 1)],
+        vec![file("large.txt", 2 * mib + 10, 2)],
+        vec![
+            latin1,
+            file("a.jpg", 9_000, 3),
+            file("large.txt", 3 * mib, 4),
+        ],
+    ] {
+        let graph = FakeGraph::new(&["alice.smith@contoso.com"]);
+        import_mms(&graph, files).await;
     }
 }
 

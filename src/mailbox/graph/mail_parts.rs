@@ -103,6 +103,21 @@ pub(super) fn type_of(kind: Option<&mail_parser::ContentType<'_>>) -> String {
     .unwrap_or_else(|| "application/octet-stream".into())
 }
 
+/// A text file's bytes as the partner sent them: its body undone of its transfer encoding
+/// only. What the parse holds is the text read in its charset, which is not the file (bytes
+/// that are not text in that charset would be replaced).
+fn text_file(raw: &[u8], part: &mail_parser::MessagePart<'_>) -> Vec<u8> {
+    use mail_parser::decoders::{base64::base64_decode, quoted_printable::quoted_printable_decode};
+    let body = raw.get(part.offset_body as usize..part.offset_end as usize);
+    match (body, part.encoding) {
+        (Some(body), mail_parser::Encoding::Base64) => base64_decode(body),
+        (Some(body), mail_parser::Encoding::QuotedPrintable) => quoted_printable_decode(body),
+        (Some(body), mail_parser::Encoding::None) => Some(body.to_vec()),
+        (None, _) => None,
+    }
+    .unwrap_or_else(|| part.contents().to_vec())
+}
+
 /// Every attachment of any message, by a full parse (which decodes every body); None when
 /// the message cannot be parsed.
 pub(super) fn parsed_files(raw: &[u8]) -> Option<Vec<super::mime_files::Found>> {
@@ -116,7 +131,7 @@ pub(super) fn parsed_files(raw: &[u8]) -> Option<Vec<super::mime_files::Found>> 
         };
         let (data, binary) = match &part.body {
             PartType::Binary(b) | PartType::InlineBinary(b) => (b.to_vec(), true),
-            PartType::Text(t) | PartType::Html(t) => (t.as_bytes().to_vec(), false),
+            PartType::Text(_) | PartType::Html(_) => (text_file(raw, part), false),
             _ => continue,
         };
         let content_type = type_of(part.content_type());

@@ -41,7 +41,7 @@ pub(super) fn draft_from_mime(body: &[u8]) -> Result<(Value, Attachments), Respo
         .map(|p| {
             (
                 p.attachment_name().unwrap_or("attachment").to_string(),
-                p.contents().to_vec(),
+                file_bytes(&mime, p),
             )
         })
         .collect();
@@ -55,6 +55,23 @@ pub(super) fn draft_from_mime(body: &[u8]) -> Result<(Value, Attachments), Respo
         "hasAttachments": !attachments.is_empty(),
     });
     Ok((json, attachments))
+}
+
+/// A file's bytes as its transfer encoding gives them: a text file too is kept as a file,
+/// not read in its charset (only the body is).
+fn file_bytes(mime: &[u8], part: &mail_parser::MessagePart<'_>) -> Vec<u8> {
+    use mail_parser::decoders::{base64::base64_decode, quoted_printable::quoted_printable_decode};
+    use mail_parser::{Encoding, PartType};
+    if !matches!(part.body, PartType::Text(_) | PartType::Html(_)) {
+        return part.contents().to_vec();
+    }
+    let raw = &mime[part.raw_body_offset() as usize..part.raw_end_offset() as usize];
+    match part.encoding {
+        Encoding::Base64 => base64_decode(raw),
+        Encoding::QuotedPrintable => quoted_printable_decode(raw),
+        Encoding::None => Some(raw.to_vec()),
+    }
+    .unwrap_or_else(|| part.contents().to_vec())
 }
 
 /// A file attachment's name and bytes, from the JSON that posts it; refused from 3 MB, as
