@@ -3,15 +3,15 @@
 //! The output is deterministic: Message-ID, MIME boundaries and every header derive from the
 //! item, so the same item renders to the same bytes on every run. Partner data never reaches
 //! the header block raw: control characters (CR and LF among them) are replaced before lettre
-//! encodes the value, and text bodies are quoted-printable so no partner line can pose as a
-//! MIME boundary.
+//! encodes the value, text bodies are quoted-printable and files base64, so no partner line
+//! can pose as a MIME boundary, and a file comes back as its bytes.
 
 use crate::item::{Attachment, Call, Content, Item, ItemKey, Participant, Role};
 use chrono::{DateTime, Utc};
 use lettre::message::header::{
     ContentTransferEncoding, ContentType, HeaderName, HeaderValue, Headers,
 };
-use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
 use lettre::Address;
 use std::fmt::Write as _;
 
@@ -117,9 +117,13 @@ pub fn render(
         for file in files {
             let content_type = ContentType::parse(&file.content_type)
                 .unwrap_or_else(|_| ContentType::parse("application/octet-stream").unwrap());
+            // Always base64, whatever the file holds: sent as 7bit, a line of a text file
+            // could pose as the boundary (which derives from the item key), and transports
+            // may rewrite its line breaks.
+            let body = Body::new_with_encoding(file.data.clone(), ContentTransferEncoding::Base64)
+                .expect("base64 carries any bytes");
             mixed = mixed.singlepart(
-                lettre::message::Attachment::new(file_name(&file.name))
-                    .body(file.data.clone(), content_type),
+                lettre::message::Attachment::new(file_name(&file.name)).body(body, content_type),
             );
         }
         builder.multipart(mixed)

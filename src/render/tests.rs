@@ -155,6 +155,75 @@ fn format_controls_never_reach_names_or_file_names() {
     assert!(body.contains("see \u{2067}file\u{2069}"), "{body}");
 }
 
+/// A partner's file arrives as its bytes, whatever they hold: every file goes as base64, so
+/// no line of a text file can pose as the message's MIME boundary (which derives from the
+/// item key, and so can be guessed), and no transport rewrites its line breaks.
+#[test]
+fn every_file_is_base64_and_comes_back_as_sent() {
+    let key = ItemKey::new("o2", "O2-1");
+    let boundary = format!("--=_ca_{}", key.as_str());
+    let imitation = format!(
+        "before\r\n{boundary}\r\nContent-Type: image/png\r\nContent-Disposition: attachment; \
+         filename=\"fake.png\"\r\nContent-Transfer-Encoding: base64\r\n\r\nQUJD\r\n{boundary}--\r\nafter\r\n"
+    );
+    let files: Vec<(&str, &str, Vec<u8>)> = vec![
+        ("imitation.txt", "text/plain", imitation.into_bytes()),
+        (
+            "unix.txt",
+            "text/plain",
+            b"line one\nline two\n\nend".to_vec(),
+        ),
+        ("cr.txt", "text/plain", b"old mac\rline\r".to_vec()),
+        (
+            "trailing.txt",
+            "text/plain",
+            b"spaces at the end   \r\n\r\n".to_vec(),
+        ),
+        (
+            "utf8.txt",
+            "text/plain",
+            "Grüße, café\n".as_bytes().to_vec(),
+        ),
+        ("long.csv", "text/csv", "a,".repeat(600).into_bytes()),
+        (
+            "card.vcf",
+            "text/vcard",
+            b"BEGIN:VCARD\r\nFN:A\r\nEND:VCARD\r\n".to_vec(),
+        ),
+        (
+            "photo.jpg",
+            "image/jpeg",
+            (0..=255u8).cycle().take(3000).collect(),
+        ),
+    ];
+    let mut item = sms("with files");
+    item.content = Content::Mms {
+        text: Some("see the files".into()),
+        media: files
+            .iter()
+            .map(|(name, kind, data)| Attachment {
+                name: name.to_string(),
+                content_type: kind.to_string(),
+                data: data.clone(),
+            })
+            .collect(),
+    };
+    let m = render_sms(&item);
+    let parsed = mail_parser::MessageParser::default()
+        .parse(m.as_bytes())
+        .unwrap();
+    let got: Vec<_> = parsed.attachments().collect();
+    assert_eq!(got.len(), files.len(), "{m}");
+    for (part, (name, _, data)) in got.iter().zip(&files) {
+        assert_eq!(
+            mail_parser::MimeHeaders::attachment_name(*part),
+            Some(*name)
+        );
+        assert_eq!(part.encoding, mail_parser::Encoding::Base64, "{name}");
+        assert!(part.contents() == &data[..], "{name} differs");
+    }
+}
+
 #[test]
 fn whatsapp_reply_threads_to_the_quoted_message() {
     let mut item = sms("");

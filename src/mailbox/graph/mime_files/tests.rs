@@ -150,13 +150,15 @@ fn other_shapes_are_left_to_the_full_parse() {
         )],
     );
     assert!(files(&raw).is_none());
-    // A file of ASCII bytes, which the renderer sends as 7bit.
+    // A file of ASCII bytes goes as base64 like any other, and is walked.
     let raw = rendered(
         None,
         vec![file("a.bin", "application/octet-stream", b"W".to_vec())],
     );
-    assert!(files(&raw).is_none());
-    assert_eq!(parsed_files(&raw).unwrap().len(), 1);
+    assert_eq!(
+        plain(files(&raw).unwrap()),
+        plain(parsed_files(&raw).unwrap())
+    );
     // No files at all.
     assert!(files(&rendered(Some("hello"), vec![])).is_none());
     let message = |kind: &str, body: &str| {
@@ -175,6 +177,13 @@ fn other_shapes_are_left_to_the_full_parse() {
         mail_parts::Content::Base64(b"QUJDRA==".to_vec())
     );
     assert_eq!(plain(found), plain(parsed_files(&good).unwrap()));
+    // A file not in base64 (a partner's own message may send one as 7bit).
+    let seven_bit = String::from_utf8(message("application/octet-stream", "W"))
+        .unwrap()
+        .replace("base64", "7bit")
+        .into_bytes();
+    assert!(files(&seven_bit).is_none());
+    assert_eq!(parsed_files(&seven_bit).unwrap().len(), 1);
     for (what, raw) in [
         ("unused bits set", message("image/png", "QR==")),
         ("a character outside base64", message("image/png", "QU*D")),
