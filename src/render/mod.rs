@@ -115,8 +115,8 @@ pub fn render(
             .boundary(format!("=_ca_{}", key.as_str()))
             .singlepart(text_part);
         for file in files {
-            let content_type = ContentType::parse(&file.content_type)
-                .unwrap_or_else(|_| ContentType::parse("application/octet-stream").unwrap());
+            let content_type = ContentType::parse(&file_type(&file.content_type))
+                .unwrap_or_else(|_| ContentType::parse(OCTET_STREAM).unwrap());
             // Always base64, whatever the file holds: sent as 7bit, a line of a text file
             // could pose as the boundary (which derives from the item key), and transports
             // may rewrite its line breaks.
@@ -260,6 +260,43 @@ fn body_safe(raw: &str) -> String {
         .chars()
         .filter(|&c| c == '\n' || c == '\t' || !c.is_control())
         .collect()
+}
+
+const OCTET_STREAM: &str = "application/octet-stream";
+
+/// A file's content type as the message states it: the partner's type/subtype, with its
+/// charset when it names one, and nothing else (a `name` would rename the file, a
+/// `boundary` pose as structure). A composite type (multipart, message) would make the file
+/// a MIME container of its own, and a type that does not parse says nothing: both are
+/// application/octet-stream.
+fn file_type(raw: &str) -> String {
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    let mut fields = raw.split(';');
+    let essence = fields
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let single = match essence.split_once('/') {
+        Some((kind, sub)) if token(kind) && token(sub) => !matches!(kind, "multipart" | "message"),
+        _ => false,
+    };
+    if !single {
+        return OCTET_STREAM.into();
+    }
+    let charset = fields.find_map(|field| {
+        let (name, value) = field.split_once('=')?;
+        let value = value.trim().trim_matches('"');
+        (name.trim().eq_ignore_ascii_case("charset") && token(value)).then_some(value)
+    });
+    match charset {
+        Some(charset) => format!("{essence}; charset={charset}"),
+        None => essence,
+    }
 }
 
 fn file_name(raw: &str) -> String {

@@ -224,6 +224,60 @@ fn every_file_is_base64_and_comes_back_as_sent() {
     }
 }
 
+/// A partner's content type says what a file is, and nothing more: a composite type (which
+/// would make the file a MIME container of its own) or parameters that rename it or pose
+/// as structure do not reach the message; the file comes back, as sent, under its name.
+#[test]
+fn a_partner_content_type_only_types_the_file() {
+    let kinds = [
+        (
+            "a.bin",
+            "multipart/mixed; boundary=\"zz\"",
+            "application/octet-stream",
+        ),
+        ("b.eml", "message/rfc822", "application/octet-stream"),
+        (
+            "c.txt",
+            "text/plain; name=\"other.exe\"; charset=iso-8859-1",
+            "text/plain",
+        ),
+        ("d.png", "image/png; boundary=\"=_ca_x\"", "image/png"),
+        ("e.pdf", "Application/PDF", "application/pdf"),
+        ("f.dat", "no type at all", "application/octet-stream"),
+    ];
+    let mut item = sms("files");
+    item.content = Content::Mms {
+        text: None,
+        media: kinds
+            .iter()
+            .enumerate()
+            .map(|(i, (name, kind, _))| Attachment {
+                name: name.to_string(),
+                content_type: kind.to_string(),
+                data: vec![i as u8; 10 + i],
+            })
+            .collect(),
+    };
+    let m = render_sms(&item);
+    let parsed = mail_parser::MessageParser::default()
+        .parse(m.as_bytes())
+        .unwrap();
+    let got: Vec<_> = parsed.attachments().collect();
+    assert_eq!(got.len(), kinds.len(), "{m}");
+    for (i, (part, (name, _, essence))) in got.iter().zip(&kinds).enumerate() {
+        use mail_parser::MimeHeaders;
+        assert_eq!(part.attachment_name(), Some(*name));
+        let kind = part.content_type().unwrap();
+        let shown = format!("{}/{}", kind.ctype(), kind.subtype().unwrap_or_default());
+        assert_eq!(shown.to_ascii_lowercase(), *essence, "{name}");
+        assert!(kind.attribute("boundary").is_none(), "{name}");
+        assert!(kind.attribute("name").is_none_or(|n| n == *name), "{name}");
+        let charset = (*name == "c.txt").then_some("iso-8859-1");
+        assert_eq!(kind.attribute("charset"), charset, "{name}");
+        assert!(part.contents() == vec![i as u8; 10 + i], "{name} differs");
+    }
+}
+
 #[test]
 fn whatsapp_reply_threads_to_the_quoted_message() {
     let mut item = sms("");
