@@ -106,7 +106,7 @@ impl GraphMailboxes {
         mailbox: &str,
         target: &str,
         posted: &[Bytes],
-        uploads: &[&mail_parts::Upload],
+        uploads: &[mail_parts::Upload],
     ) -> Result<(), MailboxError> {
         let url = self.url(&format!(
             "users/{}/messages/{}/attachments",

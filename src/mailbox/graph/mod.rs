@@ -116,8 +116,8 @@ impl GraphMailboxes {
         d: &Delivery<'_>,
         folder: &str,
         draft: &Value,
-        posted: &[bytes::Bytes],
-        uploads: &[&mail_parts::Upload],
+        mut posted: Vec<bytes::Bytes>,
+        uploads: &[mail_parts::Upload],
     ) -> Result<String, MailboxError> {
         let user = segment(d.mailbox);
         let headers =
@@ -164,7 +164,9 @@ impl GraphMailboxes {
             segment(folder)
         ));
         let (body, carried) =
-            attachments::with_files(&Value::Object(message), posted, REQUEST_BUDGET);
+            attachments::with_files(&Value::Object(message), &posted, REQUEST_BUDGET);
+        // What the request carries is held once, in it.
+        posted.drain(..carried);
         let created = self
             .post_serialized(d.mailbox, url, body)
             .await
@@ -172,9 +174,7 @@ impl GraphMailboxes {
         let id = created["id"].as_str().unwrap_or_default().to_string();
         // The files its request did not carry; a message that cannot get all of them is
         // removed again.
-        let added = self
-            .add_files(d.mailbox, &id, &posted[carried..], uploads)
-            .await;
+        let added = self.add_files(d.mailbox, &id, &posted, uploads).await;
         if let Err(e) = added {
             let url = self.url(&format!("users/{user}/messages/{}", segment(&id)));
             let _ = self.call(d.mailbox, Method::DELETE, url, None, true).await;
@@ -310,15 +310,15 @@ impl Mailbox for GraphMailboxes {
             }
         };
         let mut uploads = Vec::new();
-        for part in &taken {
+        for part in taken {
             match part {
-                mail_parts::Taken::Posted(body) => posted.push(body.clone()),
+                mail_parts::Taken::Posted(body) => posted.push(body),
                 mail_parts::Taken::Uploaded(part) => uploads.push(part),
             }
         }
         // Nothing more is read from the draft (what the message takes from it is in the
         // answer that made it): it goes while the message is made.
-        let import = self.import(d, &folder, &draft, &posted, &uploads);
+        let import = self.import(d, &folder, &draft, posted, &uploads);
         tokio::join!(import, remove_draft).0.map(|_| ())
     }
 
