@@ -6,15 +6,16 @@
 //! encodes the value, text bodies are quoted-printable and files base64, so no partner line
 //! can pose as a MIME boundary, and a file comes back as its bytes.
 
-use crate::item::{Attachment, Call, Content, Item, ItemKey, Participant, Role};
+use crate::item::{Call, Content, Item, ItemKey, Participant, Role};
 use chrono::{DateTime, Utc};
 use lettre::message::header::{
     ContentTransferEncoding, ContentType, HeaderName, HeaderValue, Headers,
 };
-use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::Address;
 use std::fmt::Write as _;
 
+mod files;
 pub mod headers;
 mod opening;
 mod subject;
@@ -107,7 +108,7 @@ pub fn render(
         .header(ContentType::TEXT_PLAIN)
         .header(ContentTransferEncoding::QuotedPrintable)
         .body(text);
-    let files = attachments(&item.content);
+    let files = files::of(&item.content);
     let message = if files.is_empty() {
         builder.singlepart(text_part)
     } else {
@@ -115,16 +116,7 @@ pub fn render(
             .boundary(format!("=_ca_{}", key.as_str()))
             .singlepart(text_part);
         for file in files {
-            let content_type = ContentType::parse(&file_type(&file.content_type))
-                .unwrap_or_else(|_| ContentType::parse(OCTET_STREAM).unwrap());
-            // Always base64, whatever the file holds: sent as 7bit, a line of a text file
-            // could pose as the boundary (which derives from the item key), and transports
-            // may rewrite its line breaks.
-            let body = Body::new_with_encoding(file.data.clone(), ContentTransferEncoding::Base64)
-                .expect("base64 carries any bytes");
-            mixed = mixed.singlepart(
-                lettre::message::Attachment::new(file_name(&file.name)).body(body, content_type),
-            );
+            mixed = mixed.singlepart(files::part(file));
         }
         builder.multipart(mixed)
     }
@@ -262,61 +254,6 @@ fn body_safe(raw: &str) -> String {
         .collect()
 }
 
-const OCTET_STREAM: &str = "application/octet-stream";
-
-/// A file's content type as the message states it: the partner's type/subtype, with its
-/// charset when it names one, and nothing else (a `name` would rename the file, a
-/// `boundary` pose as structure). A composite type (multipart, message) would make the file
-/// a MIME container of its own, and a type that does not parse says nothing: both are
-/// application/octet-stream.
-fn file_type(raw: &str) -> String {
-    let token = |t: &str| {
-        !t.is_empty()
-            && t.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
-    };
-    let mut fields = raw.split(';');
-    let essence = fields
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    let single = match essence.split_once('/') {
-        Some((kind, sub)) if token(kind) && token(sub) => !matches!(kind, "multipart" | "message"),
-        _ => false,
-    };
-    if !single {
-        return OCTET_STREAM.into();
-    }
-    let charset = fields.find_map(|field| {
-        let (name, value) = field.split_once('=')?;
-        let value = value.trim().trim_matches('"');
-        (name.trim().eq_ignore_ascii_case("charset") && token(value)).then_some(value)
-    });
-    match charset {
-        Some(charset) => format!("{essence}; charset={charset}"),
-        None => essence,
-    }
-}
-
-fn file_name(raw: &str) -> String {
-    let name: String = header_text(raw)
-        .chars()
-        .map(|c| {
-            if matches!(c, '/' | '\\' | '"') {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
-    if name.is_empty() {
-        "attachment".to_string()
-    } else {
-        name
-    }
-}
-
 /// "+44 7700 900123" for "+447700900123".
 /// The digits of a display name that is only a phone number ("447700900103",
 /// "+44 7700 900103", "(202) 555-0123"), else None.
@@ -373,7 +310,7 @@ fn body_text(item: &Item, from: &Person, to: &[&Person]) -> String {
                 out.push_str(&body_safe(text));
                 out.push('\n');
             }
-            list_files(&mut out, media);
+            files::list(&mut out, media);
         }
         Content::Call(call) | Content::WhatsAppCall(call) => {
             describe_call(&mut out, item, call, from, to);
@@ -401,7 +338,7 @@ fn body_text(item: &Item, from: &Person, to: &[&Person]) -> String {
                 out.push_str(&body_safe(text));
                 out.push('\n');
             }
-            list_files(&mut out, &m.media);
+            files::list(&mut out, &m.media);
         }
         Content::CellTrust(c) => {
             let _ = writeln!(
@@ -421,7 +358,7 @@ fn body_text(item: &Item, from: &Person, to: &[&Person]) -> String {
                 out.push_str(&body_safe(text));
                 out.push('\n');
             }
-            list_files(&mut out, &c.media);
+            files::list(&mut out, &c.media);
         }
         Content::Email { .. } => {}
     }
@@ -449,7 +386,7 @@ fn describe_call(out: &mut String, item: &Item, call: &Call, from: &Person, to: 
             let _ = writeln!(
                 out,
                 "Recording:  attached ({}, {} bytes)",
-                file_name(&r.name),
+                files::name(&r.name),
                 r.data.len()
             );
         }
@@ -459,32 +396,6 @@ fn describe_call(out: &mut String, item: &Item, call: &Call, from: &Person, to: 
         out.push_str("\nTranscript:\n");
         out.push_str(&body_safe(transcript));
         out.push('\n');
-    }
-}
-
-fn list_files(out: &mut String, files: &[Attachment]) {
-    for f in files {
-        let _ = writeln!(
-            out,
-            "[Attachment: {} ({}, {} bytes)]",
-            file_name(&f.name),
-            header_text(&f.content_type),
-            f.data.len()
-        );
-    }
-}
-
-fn attachments(content: &Content) -> Vec<&Attachment> {
-    match content {
-        Content::Mms { media, .. } => media.iter().collect(),
-        Content::WhatsApp(m) => m.media.iter().collect(),
-        Content::Call(c) | Content::WhatsAppCall(c) => c.recording.iter().collect(),
-        Content::CellTrust(c) => c
-            .media
-            .iter()
-            .chain(c.call.as_ref().and_then(|c| c.recording.as_ref()))
-            .collect(),
-        Content::Sms { .. } | Content::Email { .. } => Vec::new(),
     }
 }
 

@@ -2,7 +2,7 @@
 //! header block.
 
 use super::*;
-use crate::item::{Conversation, Direction, Quote, WhatsAppMessage};
+use crate::item::{Attachment, Conversation, Direction, Quote, WhatsAppMessage};
 use chrono::TimeZone;
 
 const CTX: RenderContext<'static> = RenderContext {
@@ -155,6 +155,23 @@ fn format_controls_never_reach_names_or_file_names() {
     assert!(body.contains("see \u{2067}file\u{2069}"), "{body}");
 }
 
+/// An MMS with these files (name, content type, bytes), rendered.
+fn render_mms(files: Vec<(&str, &str, Vec<u8>)>) -> String {
+    let mut item = sms("files");
+    item.content = Content::Mms {
+        text: Some("see the files".into()),
+        media: files
+            .into_iter()
+            .map(|(name, kind, data)| Attachment {
+                name: name.into(),
+                content_type: kind.into(),
+                data,
+            })
+            .collect(),
+    };
+    render_sms(&item)
+}
+
 /// A partner's file arrives as its bytes, whatever they hold: every file goes as base64, so
 /// no line of a text file can pose as the message's MIME boundary (which derives from the
 /// item key, and so can be guessed), and no transport rewrites its line breaks.
@@ -196,19 +213,12 @@ fn every_file_is_base64_and_comes_back_as_sent() {
             (0..=255u8).cycle().take(3000).collect(),
         ),
     ];
-    let mut item = sms("with files");
-    item.content = Content::Mms {
-        text: Some("see the files".into()),
-        media: files
+    let m = render_mms(
+        files
             .iter()
-            .map(|(name, kind, data)| Attachment {
-                name: name.to_string(),
-                content_type: kind.to_string(),
-                data: data.clone(),
-            })
+            .map(|(name, kind, data)| (*name, *kind, data.clone()))
             .collect(),
-    };
-    let m = render_sms(&item);
+    );
     let parsed = mail_parser::MessageParser::default()
         .parse(m.as_bytes())
         .unwrap();
@@ -245,20 +255,13 @@ fn a_partner_content_type_only_types_the_file() {
         ("e.pdf", "Application/PDF", "application/pdf"),
         ("f.dat", "no type at all", "application/octet-stream"),
     ];
-    let mut item = sms("files");
-    item.content = Content::Mms {
-        text: None,
-        media: kinds
+    let m = render_mms(
+        kinds
             .iter()
             .enumerate()
-            .map(|(i, (name, kind, _))| Attachment {
-                name: name.to_string(),
-                content_type: kind.to_string(),
-                data: vec![i as u8; 10 + i],
-            })
+            .map(|(i, (name, kind, _))| (*name, *kind, vec![i as u8; 10 + i]))
             .collect(),
-    };
-    let m = render_sms(&item);
+    );
     let parsed = mail_parser::MessageParser::default()
         .parse(m.as_bytes())
         .unwrap();
