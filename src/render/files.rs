@@ -55,6 +55,8 @@ fn file_type(raw: &str) -> String {
     }
 }
 
+/// A file's name as the message states it: partner text made safe for a header, with no
+/// path separator or quote; "attachment" when nothing is left.
 pub(super) fn name(raw: &str) -> String {
     let name: String = header_text(raw)
         .chars()
@@ -73,6 +75,7 @@ pub(super) fn name(raw: &str) -> String {
     }
 }
 
+/// One line of the body for each file: its name, its type as the partner gave it, its size.
 pub(super) fn list(out: &mut String, files: &[Attachment]) {
     for f in files {
         let _ = writeln!(
@@ -85,6 +88,7 @@ pub(super) fn list(out: &mut String, files: &[Attachment]) {
     }
 }
 
+/// The files an item carries: media, and a call's recording.
 pub(super) fn of(content: &Content) -> Vec<&Attachment> {
     match content {
         Content::Mms { media, .. } => media.iter().collect(),
