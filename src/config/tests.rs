@@ -227,6 +227,43 @@ fn imap_connection_bounds_are_checked() {
 }
 
 #[test]
+fn graph_upload_limit_defaults_to_exchanges_and_is_checked() {
+    let graph = "[mailbox]\nkind = \"graph\"\ntenant_id = \"t\"\nclient_id = \"i\"\n\
+                 client_secret = { env = \"GRAPH_SECRET\" }\n";
+    let text = GOOD.replace(
+        "[mailbox]\nkind = \"maildir\"\npath = \"var/mail\"\n",
+        graph,
+    );
+    let c = parse(&text).unwrap();
+    let MailboxConfig::Graph(settings) = &c.mailbox else {
+        panic!("Graph mailboxes")
+    };
+    assert_eq!(settings.uploads(), crate::mailbox::graph::DEFAULT_UPLOADS);
+
+    let lowered = text.replace("tenant_id", "upload_limit_mb = 100\ntenant_id");
+    let MailboxConfig::Graph(settings) = parse(&lowered).unwrap().mailbox else {
+        panic!("Graph mailboxes")
+    };
+    assert_eq!(settings.uploads().most, 100_000_000);
+    for (line, key, hint) in [
+        (
+            "upload_limit_mb = 4",
+            "mailbox.upload_limit_mb",
+            "give 8 to",
+        ),
+        (
+            "upload_window_secs = 0",
+            "mailbox.upload_window_secs",
+            "give 1 to",
+        ),
+    ] {
+        let e = parse(&text.replace("tenant_id", &format!("{line}\ntenant_id"))).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some(key), "{e}");
+        assert!(e.message.contains(hint), "{e}");
+    }
+}
+
+#[test]
 fn secrets_are_read_from_env_or_file_and_never_shown() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pw");

@@ -43,10 +43,34 @@ pub struct GraphConfig {
     /// Seconds one request may take. Default 60.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// What may be uploaded to one mailbox (the bodies of POST, PUT and PATCH) in any
+    /// `upload_window_secs`: Exchange's limit, 150 MB per 300 s, unless Microsoft changes it.
+    #[serde(default = "default_upload_limit_mb")]
+    pub upload_limit_mb: u64,
+    #[serde(default = "default_upload_window_secs")]
+    pub upload_window_secs: u64,
 }
 
 fn default_graph_retries() -> usize {
     6
+}
+
+fn default_upload_limit_mb() -> u64 {
+    super::graph::DEFAULT_UPLOADS.most / 1_000_000
+}
+
+fn default_upload_window_secs() -> u64 {
+    super::graph::DEFAULT_UPLOADS.window.as_secs()
+}
+
+impl GraphConfig {
+    /// The upload limit the client paces each mailbox under.
+    pub fn uploads(&self) -> super::graph::Limit {
+        super::graph::Limit {
+            most: self.upload_limit_mb.saturating_mul(1_000_000),
+            window: std::time::Duration::from_secs(self.upload_window_secs),
+        }
+    }
 }
 
 /// An IMAP server and how mailboxes log in.
@@ -193,6 +217,27 @@ impl MailboxConfig {
                         checks::endpoint(url, graph.allow_http_loopback)
                             .map_err(|why| Invalid::new(key, why))?;
                     }
+                }
+                // A request carries at most 4 MB: the limit must let two through at once.
+                if !(8..=1_000_000).contains(&graph.upload_limit_mb) {
+                    return Err(Invalid::new(
+                        "upload_limit_mb",
+                        format!(
+                            "{} MB is out of range; give 8 to 1000000 (default 150, Exchange \
+                             Online's limit per mailbox)",
+                            graph.upload_limit_mb
+                        ),
+                    ));
+                }
+                if !(1..=86_400).contains(&graph.upload_window_secs) {
+                    return Err(Invalid::new(
+                        "upload_window_secs",
+                        format!(
+                            "{} s is out of range; give 1 to 86400 (default 300, Exchange \
+                             Online's window)",
+                            graph.upload_window_secs
+                        ),
+                    ));
                 }
                 Ok(())
             }

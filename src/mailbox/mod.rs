@@ -190,6 +190,7 @@ fn build_graph(
         tokens: std::sync::Arc::new(tokens),
         max_retries: graph.max_retries,
         timeout: std::time::Duration::from_secs(graph.timeout_secs),
+        uploads: graph.uploads(),
     })
     .map_err(|why| secrets.error("mailbox", why))?;
     Ok(std::sync::Arc::new(mailboxes))

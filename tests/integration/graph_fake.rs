@@ -1,7 +1,7 @@
 //! A fake Microsoft Graph that enforces the documented behaviour the Graph mailbox must live
 //! with: a message created from MIME is a draft (isDraft true); a request carries about
 //! 4 MB; more than 4 concurrent requests to a mailbox get 429 with Retry-After; a duplicate
-//! folder gets ErrorFolderExists; messages are found by the named-property filter; large
+//! folder gets ErrorFolderExists; uploads over a set limit per mailbox get 429; messages are found by the named-property filter; large
 //! attachments come through upload sessions; an unknown mailbox is ErrorInvalidUser.
 
 use base64::Engine;
@@ -65,6 +65,8 @@ pub struct FakeGraph {
     pub latency_ms: AtomicUsize,
     /// Folder lookups answer only once their mailbox holds a draft (503 after 5 s).
     pub lookups_wait_for_a_draft: AtomicBool,
+    /// What may be uploaded to a mailbox in any window (no limit unless set).
+    pub uploads: uploads::UploadLimit,
 }
 
 /// The fake served on a runtime of its own ([`FakeGraph::start_apart`]).
@@ -95,6 +97,7 @@ impl FakeGraph {
             refuse_messages: AtomicUsize::new(0),
             latency_ms: AtomicUsize::new(0),
             lookups_wait_for_a_draft: AtomicBool::new(false),
+            uploads: Default::default(),
         })
     }
 
@@ -284,6 +287,10 @@ impl FakeGraph {
             && !self.has_draft(&mailbox).await
         {
             error(503, "ServiceUnavailable", "no draft came")
+        } else if matches!(request.method.as_str(), "POST" | "PUT" | "PATCH")
+            && !self.uploads.admit(&mailbox, request.body.len())
+        {
+            error(429, "ApplicationThrottled", "uploads").with_header("retry-after", "1")
         } else if self
             .throttle
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -537,6 +544,16 @@ impl FakeGraph {
             return error(status, "ServiceUnavailable", "try the chunk again")
                 .with_header("retry-after", "1");
         }
+        let owner = self
+            .state
+            .lock()
+            .unwrap()
+            .uploads
+            .get(id)
+            .map(|u| u.0.clone());
+        if owner.is_some_and(|mailbox| !self.uploads.admit(&mailbox, request.body.len())) {
+            return error(429, "ApplicationThrottled", "uploads").with_header("retry-after", "1");
+        }
         let mut state = self.state.lock().unwrap();
         let Some((mailbox, message, name, size, data)) = state.uploads.get_mut(id) else {
             return error(404, "ItemNotFound", "no such upload");
@@ -578,3 +595,4 @@ impl FakeGraph {
 }
 
 mod parse;
+mod uploads;

@@ -9,6 +9,14 @@ use std::sync::Arc;
 
 /// Graph mailboxes on the fake, for one mailbox.
 async fn graph_on(graph: &Arc<FakeGraph>) -> (GraphMailboxes, tokio::task::JoinHandle<()>) {
+    graph_paced(graph, comms_archiver::mailbox::graph::DEFAULT_UPLOADS).await
+}
+
+/// [`graph_on`], pacing what is uploaded to a mailbox under `uploads`.
+async fn graph_paced(
+    graph: &Arc<FakeGraph>,
+    uploads: comms_archiver::mailbox::graph::Limit,
+) -> (GraphMailboxes, tokio::task::JoinHandle<()>) {
     comms_archiver::install_crypto_provider();
     let (port, server) = graph.start().await;
     let tokens = comms_archiver::mailbox::token::TokenSource::new(
@@ -24,6 +32,7 @@ async fn graph_on(graph: &Arc<FakeGraph>) -> (GraphMailboxes, tokio::task::JoinH
         tokens: Arc::new(tokens),
         max_retries: 4,
         timeout: std::time::Duration::from_secs(30),
+        uploads,
     })
     .unwrap();
     (mailboxes, server)
@@ -32,9 +41,17 @@ async fn graph_on(graph: &Arc<FakeGraph>) -> (GraphMailboxes, tokio::task::JoinH
 /// An MMS for alice with `files` (text/plain those named .txt, whatever their bytes, and
 /// those that are ASCII text), rendered: its item key, time and message.
 fn mms(files: &[File]) -> (comms_archiver::item::ItemKey, DateTime<Utc>, bytes::Bytes) {
+    mms_as("MMS-MIX", files)
+}
+
+/// [`mms`] with the partner's id `id`.
+fn mms_as(
+    id: &str,
+    files: &[File],
+) -> (comms_archiver::item::ItemKey, DateTime<Utc>, bytes::Bytes) {
     use comms_archiver::item::{Attachment, Content, Direction, Item, ItemKey, Participant, Role};
     let item = Item {
-        partner_id: "MMS-MIX".into(),
+        partner_id: id.into(),
         time: Utc.with_ymd_and_hms(2026, 11, 20, 9, 0, 0).unwrap(),
         direction: Direction::Inbound,
         conversation: None,
@@ -70,7 +87,7 @@ fn mms(files: &[File]) -> (comms_archiver::item::ItemKey, DateTime<Utc>, bytes::
                 .collect(),
         },
     };
-    let key = ItemKey::new("o2", "MMS-MIX");
+    let key = ItemKey::new("o2", id);
     let ctx = comms_archiver::render::RenderContext {
         connector: "o2",
         partner: "telemessage-o2",
@@ -348,4 +365,61 @@ async fn throttled_upload_chunks_are_retried() {
         0,
         "every refusal was met"
     );
+}
+
+/// What is uploaded to a mailbox stays under the configured limit in every window: a
+/// mailbox sent twelve photo MMS, four at once, 24 MB in all, against a Graph that refuses more
+/// than 8 MB per second, gets every photo and is never refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_to_a_mailbox_are_paced_under_its_limit() {
+    use comms_archiver::mailbox::graph::Limit;
+    use comms_archiver::mailbox::Mailbox;
+    use futures::StreamExt;
+    let graph = FakeGraph::new(&["alice.smith@contoso.com"]);
+    let window = std::time::Duration::from_secs(1);
+    graph.uploads.set(8_000_000, window);
+    let limit = Limit {
+        most: 8_000_000,
+        window,
+    };
+    let (mailboxes, server) = graph_paced(&graph, limit).await;
+    let items: Vec<_> = (0..12)
+        .map(|i| {
+            let photo = file(&format!("site-{i}.jpg"), 1_500_000, i);
+            let (key, time, message) = mms_as(&format!("MMS-{i}"), std::slice::from_ref(&photo));
+            (key, time, message, photo)
+        })
+        .collect();
+    let mailboxes = &mailboxes;
+    let results: Vec<_> = futures::stream::iter(&items)
+        .map(|(key, time, message, _)| async move {
+            mailboxes.append(&to_alice(key, *time, message)).await
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(
+        graph.uploads.refused.load(Ordering::SeqCst),
+        0,
+        "never over the limit"
+    );
+    let most = graph.uploads.most_in_a_window.load(Ordering::SeqCst);
+    assert!(
+        most > 4_000_000,
+        "the limit was neared: {most} bytes in a window"
+    );
+    let stored = graph.messages();
+    assert_eq!(stored.len(), items.len());
+    for (key, _, _, photo) in &items {
+        let message = stored
+            .iter()
+            .find(|m| m.properties.values().any(|v| v == key.as_str()))
+            .expect("imported");
+        assert!(
+            message.attachments == vec![photo.clone()],
+            "{key}: the photo"
+        );
+    }
+    server.abort();
 }

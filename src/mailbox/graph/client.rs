@@ -1,5 +1,6 @@
 //! The Graph client: at most [`CONCURRENCY_PER_MAILBOX`] requests at once per mailbox, paced
-//! under Exchange's 10,000 requests per mailbox per 10 minutes, each retried by the one
+//! under Exchange's 10,000 requests per mailbox per 10 minutes and its limit on what is
+//! uploaded to a mailbox (150 MB per 5 minutes unless configured), each retried by the one
 //! policy ([`crate::retry`]) after Retry-After when Graph sends one, with the token renewed
 //! once when it is refused.
 
@@ -18,43 +19,75 @@ use tokio::sync::{Mutex, Semaphore};
 /// Exchange allows an app 10,000 requests to a mailbox in any 10 minutes. A token bucket of
 /// 5,000 refilled at 5,000 per 10 minutes never exceeds that, and lets a day's requests to a
 /// mailbox (far fewer) run at the speed the 4 concurrent requests allow.
-const BUCKET: f64 = 5_000.0;
-const REFILL_PER_SEC: f64 = 5_000.0 / 600.0;
-// Any 10 minutes: at most the bucket plus what 10 minutes refill.
-const _: () = assert!(BUCKET + REFILL_PER_SEC * 600.0 <= 10_000.0);
+const REQUESTS: Limit = Limit {
+    most: 10_000,
+    window: Duration::from_secs(600),
+};
 
-/// Requests a mailbox may still send now, refilled with time.
+/// What Exchange lets an app send one mailbox in any `window`: requests, or bytes uploaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub most: u64,
+    pub window: Duration,
+}
+
+/// What a mailbox may still be sent now, refilled with time: a bucket of half the limit,
+/// refilled at half the limit per window, so that no window ever holds more than the limit
+/// (what is in the bucket at its start plus what the window refills), while a day's first
+/// requests to a mailbox run at the speed the 4 concurrent requests allow.
 struct Bucket {
     tokens: f64,
+    size: f64,
+    refill_per_sec: f64,
     at: Instant,
 }
 
 impl Bucket {
-    fn full() -> Self {
+    fn full(limit: Limit) -> Self {
+        let size = limit.most as f64 / 2.0;
         Bucket {
-            tokens: BUCKET,
+            tokens: size,
+            size,
+            refill_per_sec: size / limit.window.as_secs_f64().max(0.001),
             at: Instant::now(),
         }
     }
 
-    /// Takes one request's token; how long to wait first when the bucket is empty.
-    fn take(&mut self) -> Duration {
+    /// Takes `n` tokens; how long to wait first when the bucket holds fewer.
+    fn take(&mut self, n: u64) -> Duration {
         let now = Instant::now();
-        let earned = now.saturating_duration_since(self.at).as_secs_f64() * REFILL_PER_SEC;
-        self.tokens = (self.tokens + earned).min(BUCKET) - 1.0;
+        let earned = now.saturating_duration_since(self.at).as_secs_f64() * self.refill_per_sec;
+        self.tokens = (self.tokens + earned).min(self.size) - n as f64;
         self.at = now;
         if self.tokens >= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(-self.tokens / REFILL_PER_SEC)
+            Duration::from_secs_f64(-self.tokens / self.refill_per_sec)
         }
     }
 }
 
-/// What the client keeps per mailbox: its concurrency, its request budget, its folders.
+/// A mailbox's two budgets: requests, and bytes uploaded (the bodies of POST, PUT and PATCH).
+struct Pace {
+    requests: Bucket,
+    uploads: Bucket,
+}
+
+impl Pace {
+    /// Takes one request, with `upload` bytes; how long to wait before sending it.
+    fn take(&mut self, upload: u64) -> Duration {
+        let request = self.requests.take(1);
+        if upload == 0 {
+            return request;
+        }
+        request.max(self.uploads.take(upload))
+    }
+}
+
+/// What the client keeps per mailbox: its concurrency, its paces, its folders.
 pub(super) struct MailboxState {
     permits: Arc<Semaphore>,
-    budget: Mutex<Bucket>,
+    pace: Mutex<Pace>,
     pub(super) folders: Mutex<HashMap<String, String>>,
 }
 
@@ -96,7 +129,10 @@ impl GraphMailboxes {
             .or_insert_with(|| {
                 Arc::new(MailboxState {
                     permits: Arc::new(Semaphore::new(CONCURRENCY_PER_MAILBOX)),
-                    budget: Mutex::new(Bucket::full()),
+                    pace: Mutex::new(Pace {
+                        requests: Bucket::full(REQUESTS),
+                        uploads: Bucket::full(self.settings.uploads),
+                    }),
                     folders: Mutex::new(HashMap::new()),
                 })
             })
@@ -146,7 +182,15 @@ impl GraphMailboxes {
                 .acquire_owned()
                 .await
                 .expect("never closed");
-            let wait = state.budget.lock().await.take();
+            let upload = match &body {
+                Some((_, bytes))
+                    if matches!(method, Method::POST | Method::PUT | Method::PATCH) =>
+                {
+                    bytes.len() as u64
+                }
+                _ => 0,
+            };
+            let wait = state.pace.lock().await.take(upload);
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
@@ -297,12 +341,32 @@ mod tests {
 
     #[test]
     pub(super) fn the_request_budget_allows_a_burst_then_the_documented_rate() {
-        let mut bucket = Bucket::full();
+        let mut bucket = Bucket::full(REQUESTS);
         for _ in 0..5_000 {
-            assert_eq!(bucket.take(), Duration::ZERO);
+            assert_eq!(bucket.take(1), Duration::ZERO);
         }
         // Empty: the next request waits for one token, 0.12 s at 5,000 per 10 minutes.
-        let wait = bucket.take().as_secs_f64();
+        let wait = bucket.take(1).as_secs_f64();
         assert!((0.10..=0.13).contains(&wait), "{wait}");
+    }
+
+    #[test]
+    fn uploads_are_paced_by_their_bytes_a_request_by_the_slower_budget() {
+        let mb = 1_000_000;
+        let mut pace = Pace {
+            requests: Bucket::full(REQUESTS),
+            uploads: Bucket::full(crate::mailbox::graph::DEFAULT_UPLOADS),
+        };
+        // 75 MB at once, half of 150 MB per 5 minutes; a GET needs no upload budget.
+        for _ in 0..25 {
+            assert_eq!(pace.take(3 * mb), Duration::ZERO);
+        }
+        assert_eq!(pace.take(0), Duration::ZERO);
+        // Then 3 MB more waits for 3 MB of refill, 12 s at 75 MB per 5 minutes, and the
+        // next for its own 3 MB after that.
+        let wait = pace.take(3 * mb).as_secs_f64();
+        assert!((11.9..=12.1).contains(&wait), "{wait}");
+        let wait = pace.take(3 * mb).as_secs_f64();
+        assert!((23.9..=24.1).contains(&wait), "{wait}");
     }
 }

@@ -12,11 +12,12 @@
 //! 2 MiB go through upload sessions, whose chunks are paced and retried like any other
 //! request. A named extended property holds the item key, so an item already imported is
 //! found again. At most 4 requests run at once per mailbox, paced under 10,000 per 10
-//! minutes; throttled and failing requests are retried by the one policy
+//! minutes and under 150 MB uploaded per 5 minutes; throttled and failing requests are retried by the one policy
 //! ([`crate::retry`]), after Retry-After when Graph sends one.
 
 use super::token::TokenSource;
 use super::{Delivery, Mailbox, MailboxError};
+pub use client::Limit;
 use reqwest::{Method, Url};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -48,7 +49,17 @@ pub struct GraphSettings {
     pub tokens: Arc<TokenSource>,
     pub max_retries: usize,
     pub timeout: Duration,
+    /// What may be uploaded to one mailbox in any window ([`DEFAULT_UPLOADS`] unless
+    /// configured).
+    pub uploads: Limit,
 }
+
+/// Exchange's limit on what an app uploads (the bodies of POST, PUT and PATCH) to one
+/// mailbox: 150 MB in any 5 minutes.
+pub const DEFAULT_UPLOADS: Limit = Limit {
+    most: 150_000_000,
+    window: Duration::from_secs(300),
+};
 
 /// The mailboxes of one Microsoft 365 tenant, through Graph.
 pub struct GraphMailboxes {
