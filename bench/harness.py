@@ -9,8 +9,9 @@ simulator serves a generated business day over HTTP (comms_archiver_testkit::wor
   b) the stage in Azurite and the mailboxes in Dovecot over IMAP;
   c) local stage, Dovecot over IMAP: comms-archiver's IMAP import, against mbsync pushing the
      messages run a) rendered (its Maildir tree) into a fresh Dovecot;
-  d) the stage in Azurite, Maildir tree: comms-archiver's staging, against rclone copying the
-     files run a) staged into a fresh Azurite container.
+  d) the stage in Azurite, Maildir tree: comms-archiver's staging, against rclone copying what
+     run a)'s collecting staged (the rendered copies and the held items) into a fresh Azurite
+     container.
 
 Azurite keeps its blob metadata in MariaDB (its SQL store; BENCH_AZURITE_METADATA=loki selects
 its default in-process store, whose time per request grows with the number of blobs in a
@@ -47,6 +48,9 @@ MBSYNC_BATCH = int(os.environ.get("BENCH_MBSYNC_BATCH", "100"))
 # match). L's 10,000 mailboxes share them.
 IMAP_IDLE = int(os.environ.get("BENCH_IMAP_IDLE", "1000"))
 SIM_SECRET = "simulator"
+# What a day's collecting writes to the stage besides its ledger records: the rendered copies
+# and the items held for a person. rclone copies both.
+STAGED = ("staged", "held")
 # Azurite's well-known development account.
 DEV_ACCOUNT = "devstoreaccount1"
 AZURITE_METADATA = os.environ.get("BENCH_AZURITE_METADATA", "mariadb")
@@ -377,12 +381,14 @@ def mbsync(work, mail_root, port):
 
 
 def rclone(work, stage_root, port):
-    """Copies the files run a) staged into a fresh Azurite container with rclone's defaults."""
+    """Copies what run a)'s collecting staged (STAGED) into a fresh Azurite container with
+    rclone's defaults."""
     rc = work / "rclone.conf"
     rc.write_text(f"[azurite]\ntype = azureblob\n"
                   f"sas_url = http://127.0.0.1:{port}/{DEV_ACCOUNT}?{sas().lstrip('?')}\n")
-    code, wall, rss = timed(["rclone", "--config", str(rc), "copy", str(stage_root / "staged"),
-                             "azurite:rclone-peer/staged"], work / "rclone.log")
+    only = [arg for part in STAGED for arg in ("--include", f"/{part}/**")]
+    code, wall, rss = timed(["rclone", "--config", str(rc), "copy", *only, str(stage_root),
+                             "azurite:rclone-peer"], work / "rclone.log")
     if code != 0:
         sys.exit(f"bench: rclone failed (exit {code}); see {work / 'rclone.log'}")
     return {"wall": wall, "rss": rss}
@@ -543,9 +549,11 @@ def size_run(spec, scratch):
             services.append(metadata)
         out["a"] = run_once("a-default", work, sim_port, local_stage(work / "a/stage"),
                             maildir(work / "a/mail"))
-        out["a"]["staged_files"] = count_files(work / "a/stage/staged")
-        out["a"]["staged_mb"] = sum(
-            f.stat().st_size for f in (work / "a/stage/staged").rglob("*") if f.is_file()) / 1e6
+        # What collecting stages: the rendered copies, and the items held for a person with
+        # their files (the oversized and the unmapped).
+        staged = [f for part in STAGED for f in (work / "a/stage" / part).rglob("*") if f.is_file()]
+        out["a"]["staged_files"] = len(staged)
+        out["a"]["staged_mb"] = sum(f.stat().st_size for f in staged) / 1e6
 
         if "b" in runs:
             az, az_port = azurite(work, "azurite-b", metadata)
@@ -760,8 +768,9 @@ def write(path, command, results, render, graph, smtp=None):
         w("## Side by side with the tools admins use today\n")
         w("Same machine, same run, same messages. mbsync pushes the Maildir tree run a) wrote (the "
           "rendered day) into a fresh Dovecot, one channel per mailbox folder (`Sync Push New`, "
-          "`Create Far`); rclone copies the files run a) staged into a fresh Azurite container with its "
-          "defaults. comms-archiver's runs do more than the peer: they also pull the day from the "
+          "`Create Far`); rclone copies what run a)'s collecting staged (the rendered messages, "
+          "and the items held for a person with their files: the oversized and the unmapped) "
+          "into a fresh Azurite container with its defaults. comms-archiver's runs do more than the peer: they also pull the day from the "
           "partner over HTTP, render it and keep the ledger. mbsync runs "
           f"{MBSYNC_BATCH} channels per process. comms-archiver keeps up to {IMAP_IDLE:,} IMAP "
           f"connections logged in between copies (`idle_connections = {IMAP_IDLE}`, Dovecot's imap "
