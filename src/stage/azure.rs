@@ -3,9 +3,9 @@
 //! Everything lives in one container: rendered messages, the ledger, checkpoints and status
 //! logs, so the host running the daemon can be replaced at any time. Writes of messages and
 //! ledger records are create-only (`If-None-Match: *`; 409 and 412 mean "already there");
-//! day states, leases and checkpoints are written with ETag conditions. Large blobs are
-//! uploaded in blocks by the SDK. Authentication: managed identity, workload identity, a
-//! service principal's client secret, or a container SAS.
+//! day states, leases and checkpoints are written with ETag conditions. A blob is one
+//! request up to 64 MiB, and in blocks beyond. Authentication: managed identity, workload
+//! identity, a service principal's client secret, or a container SAS.
 //!
 //! Errors name the account and the container, never the SAS or a secret: the SAS is
 //! scrubbed from every message.
@@ -24,6 +24,12 @@ use bytes::Bytes;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Blobs up to this size are uploaded in one request (Put Blob takes up to 256 MiB since
+/// service version 2016-05-31, 5,000 MiB since 2019-12-12): every rendered message, and all
+/// but the largest held items, which would otherwise go in 4 MiB blocks, each block a request
+/// of its own and a commit after them. Larger blobs go in blocks of this size.
+const ONE_REQUEST: std::num::NonZero<u64> = std::num::NonZero::new(64 * 1024 * 1024).unwrap();
 
 /// How the stage authenticates to Azure Storage.
 #[derive(Clone)]
@@ -182,13 +188,15 @@ impl AzureStage {
         }
     }
 
-    /// Uploads `bytes` as they are (the SDK sends a `Bytes` body without copying it).
+    /// Uploads `bytes` as they are (the SDK sends a `Bytes` body without copying it): in one
+    /// request up to [`ONE_REQUEST`], in blocks beyond.
     async fn upload(
         &self,
         key: &str,
         bytes: Bytes,
-        options: BlobClientUploadOptions<'_>,
+        mut options: BlobClientUploadOptions<'_>,
     ) -> azure_core::Result<Option<Version>> {
+        options.partition_size = Some(ONE_REQUEST);
         let blob = self.container.blob_client(key);
         let content: RequestContent<Bytes, azure_core::http::NoFormat> = bytes.into();
         let result = blob.upload(content, Some(options)).await?;

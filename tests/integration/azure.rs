@@ -435,6 +435,40 @@ async fn a_local_cache_serves_delivery_and_the_container_keeps_everything() {
     assert_eq!(staged.len(), COPIES, "the container is the record");
 }
 
+/// A blob is created once whatever its size, in one request (up to 64 MiB) or in blocks
+/// (beyond): creating its key again keeps the first bytes and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_of_any_size_is_created_once() {
+    use comms_archiver::stage::Created;
+    let ws = workspace();
+    let azurite = Azurite::start(&ws.path().join("azurite"));
+    comms_archiver::install_crypto_provider();
+    let stage = comms_archiver::stage::AzureStage::new(
+        &azurite.endpoint(),
+        "sizes",
+        comms_archiver::stage::azure::AzureAuth::Sas(comms_archiver::secret::Secret::from_value(
+            &sas(),
+        )),
+        1,
+        std::time::Duration::from_secs(120),
+    )
+    .unwrap();
+    stage.ensure_container().await.unwrap();
+    for (n, size) in [0, 5 * 1024 * 1024, 64 * 1024 * 1024 + 1]
+        .into_iter()
+        .enumerate()
+    {
+        let key = format!("held/o2/2026-11-25/{n}.json");
+        let first: Vec<u8> = (0..size).map(|i| (i * 31 + n) as u8).collect();
+        let made = stage.put_new(&key, &first).await.unwrap();
+        assert_eq!(made, Created::New, "{size} bytes");
+        let again = stage.put_new(&key, &vec![b'x'; size.max(1)]).await.unwrap();
+        assert_eq!(again, Created::AlreadyExists, "{size} bytes");
+        let kept = stage.get(&key).await.unwrap().expect("there");
+        assert!(kept == first, "{size} bytes: the first bytes are kept");
+    }
+}
+
 fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
