@@ -12,8 +12,8 @@
 //! 2 MiB go through upload sessions, whose chunks are paced and retried like any other
 //! request. A named extended property holds the item key, so an item already imported is
 //! found again. At most 4 requests run at once per mailbox, paced under 10,000 per 10
-//! minutes and under 150 MB uploaded per 5 minutes; throttled and failing requests are retried by the one policy
-//! ([`crate::retry`]), after Retry-After when Graph sends one.
+//! minutes and under 150 MB uploaded per 5 minutes; throttled and failing requests are
+//! retried by the one policy ([`crate::retry`]), after Retry-After when Graph sends one.
 
 use super::token::TokenSource;
 use super::{Delivery, Mailbox, MailboxError};
