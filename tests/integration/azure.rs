@@ -49,17 +49,7 @@ pub fn stage(azurite: &Azurite) -> comms_archiver::stage::AzureStage {
 }
 
 fn container(azurite: &Azurite, name: &str) -> comms_archiver::stage::AzureStage {
-    comms_archiver::install_crypto_provider();
-    comms_archiver::stage::AzureStage::new(
-        &azurite.endpoint(),
-        name,
-        comms_archiver::stage::azure::AzureAuth::Sas(comms_archiver::secret::Secret::from_value(
-            &sas(),
-        )),
-        1,
-        std::time::Duration::from_secs(5),
-    )
-    .unwrap()
+    azurite.stage(name, std::time::Duration::from_secs(5))
 }
 
 const COPIES: usize = 16 + 11 + 6 + 4;
@@ -442,17 +432,7 @@ async fn a_blob_of_any_size_is_created_once() {
     use comms_archiver::stage::Created;
     let ws = workspace();
     let azurite = Azurite::start(&ws.path().join("azurite"));
-    comms_archiver::install_crypto_provider();
-    let stage = comms_archiver::stage::AzureStage::new(
-        &azurite.endpoint(),
-        "sizes",
-        comms_archiver::stage::azure::AzureAuth::Sas(comms_archiver::secret::Secret::from_value(
-            &sas(),
-        )),
-        1,
-        std::time::Duration::from_secs(120),
-    )
-    .unwrap();
+    let stage = azurite.stage("sizes", std::time::Duration::from_secs(120));
     stage.ensure_container().await.unwrap();
     for (n, size) in [0, 5 * 1024 * 1024, 64 * 1024 * 1024 + 1]
         .into_iter()

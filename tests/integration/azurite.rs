@@ -92,6 +92,22 @@ impl Azurite {
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}/devstoreaccount1", self.port)
     }
+
+    /// The stage in `container`, signed in with a fresh SAS, one retry, `timeout` per
+    /// operation.
+    pub fn stage(&self, container: &str, timeout: Duration) -> comms_archiver::stage::AzureStage {
+        comms_archiver::install_crypto_provider();
+        comms_archiver::stage::AzureStage::new(
+            &self.endpoint(),
+            container,
+            comms_archiver::stage::azure::AzureAuth::Sas(
+                comms_archiver::secret::Secret::from_value(&sas()),
+            ),
+            1,
+            timeout,
+        )
+        .unwrap()
+    }
 }
 
 impl Drop for Azurite {

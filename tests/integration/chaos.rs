@@ -135,16 +135,7 @@ async fn sigkill_at_random_points_loses_nothing_and_duplicates_nothing() {
     }
 
     // What the final status logs say the day holds, and what Dovecot holds.
-    let stage_client = comms_archiver::stage::AzureStage::new(
-        &azurite.endpoint(),
-        "comms-archiver",
-        comms_archiver::stage::azure::AzureAuth::Sas(comms_archiver::secret::Secret::from_value(
-            &sas(),
-        )),
-        1,
-        std::time::Duration::from_secs(10),
-    )
-    .unwrap();
+    let stage_client = azurite.stage("comms-archiver", std::time::Duration::from_secs(10));
     let mut expected = 0u64;
     for connector in ["merge1", "o2", "sl2", "whatsapp"] {
         use comms_archiver::stage::Stage;
