@@ -8,6 +8,10 @@
 //! file each past the budget together. A record's first file waits until it fits in what is
 //! left ([`Budget::take_fitting`]), and meanwhile nothing else starts: a file of 12 MiB is read
 //! once what is in flight has drained to make room for it, not on top of a full budget.
+//!
+//! Copies being delivered wait for room in turns ([`Budget::take`]): the mailboxes with the
+//! most to import first, so that the day's longest work does not wait behind the room many
+//! small mailboxes take (their large files above all).
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -72,11 +76,14 @@ pub struct Budget {
     freed: Notify,
 }
 
-/// What is taken: the room in use, and the room files waiting to fit count on.
+/// What is taken: the room in use, the room files waiting to fit count on, and the
+/// messages waiting for room in the order they go: by turn, then as they asked.
 #[derive(Default)]
 struct Taken {
     used: u64,
     waiting: u64,
+    queue: std::collections::BTreeSet<(u64, u64)>,
+    asked: u64,
 }
 
 impl Taken {
@@ -97,6 +104,27 @@ impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         if self.bytes > 0 {
             self.budget.taken.lock().expect("never poisoned").waiting -= self.bytes;
+            self.budget.freed.notify_waiters();
+        }
+    }
+}
+
+/// A message's place among those waiting for room, left when its wait ends or is given up.
+struct Queued<'a> {
+    budget: &'a Budget,
+    place: Option<(u64, u64)>,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if let Some(place) = self.place.take() {
+            self.budget
+                .taken
+                .lock()
+                .expect("never poisoned")
+                .queue
+                .remove(&place);
+            // The next in line may go now.
             self.budget.freed.notify_waiters();
         }
     }
@@ -154,20 +182,43 @@ impl Budget {
         }
     }
 
-    /// Takes room for `bytes` once some is left (a message larger than the budget goes when
-    /// any is left, and may take it all).
-    pub async fn take(self: &Arc<Self>, bytes: u64) -> Room {
-        loop {
-            self.room().await;
-            // Another may have taken the room in between: then wait again.
+    /// Takes room for `bytes` once some is left and every message waiting ahead of it has
+    /// gone: those of a smaller `turn`, and of the same turn that asked earlier (a message
+    /// larger than the budget goes when any room is left, and may take it all). Delivering
+    /// gives the mailboxes with the most to import the first turns, so that the day's
+    /// longest work never waits behind the room others take.
+    pub async fn take(self: &Arc<Self>, bytes: u64, turn: u64) -> Room {
+        let place = {
             let mut taken = self.taken.lock().expect("never poisoned");
-            if taken.leaves_room(self.whole) {
-                taken.used += bytes;
-                return Room {
-                    budget: self.clone(),
-                    bytes,
-                };
+            taken.asked += 1;
+            let place = (turn, taken.asked);
+            taken.queue.insert(place);
+            place
+        };
+        let mut queued = Queued {
+            budget: self,
+            place: Some(place),
+        };
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            {
+                let mut taken = self.taken.lock().expect("never poisoned");
+                if taken.leaves_room(self.whole) && taken.queue.first() == Some(&place) {
+                    taken.used += bytes;
+                    taken.queue.remove(&place);
+                    queued.place = None;
+                    drop(taken);
+                    // Room may be left for the next in line.
+                    self.freed.notify_waiters();
+                    return Room {
+                        budget: self.clone(),
+                        bytes,
+                    };
+                }
             }
+            freed.await;
         }
     }
 
@@ -249,14 +300,14 @@ mod tests {
     #[tokio::test]
     async fn room_is_shared_and_given_back() {
         let budget = Budget::new(100);
-        let a = budget.take(60).await;
-        let b = budget.take(60).await; // some room was left: it goes, past the budget
+        let a = budget.take(60, 0).await;
+        let b = budget.take(60, 0).await; // some room was left: it goes, past the budget
         assert_eq!(budget.used(), 120);
         assert!(!budget.has_room());
         // A third waits until room is given back.
         let waiting = tokio::spawn({
             let budget = budget.clone();
-            async move { budget.take(10).await }
+            async move { budget.take(10, 0).await }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiting.is_finished());
@@ -274,6 +325,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn room_goes_by_turn_then_as_asked() {
+        let budget = Budget::new(100);
+        let full = budget.take_now(100);
+        let (went, mut order) = tokio::sync::mpsc::unbounded_channel();
+        let ask = |name: &'static str, bytes, turn| {
+            let (budget, went) = (budget.clone(), went.clone());
+            tokio::spawn(async move {
+                let room = budget.take(bytes, turn).await;
+                went.send(name).unwrap();
+                room
+            })
+        };
+        // Asked in this order; each waits until the previous is waiting.
+        let settle = || tokio::time::sleep(Duration::from_millis(20));
+        let late = ask("turn 3", 100, 3);
+        settle().await;
+        let first = ask("turn 1, first", 100, 1);
+        settle().await;
+        let given_up = ask("turn 0, given up", 100, 0);
+        settle().await;
+        let second = ask("turn 1, second", 100, 1);
+        settle().await;
+        given_up.abort();
+        let _ = given_up.await;
+        assert!(
+            order.try_recv().is_err(),
+            "none went while the budget was full"
+        );
+        // Each takes the whole budget: one goes each time room is given back.
+        drop(full);
+        let first = within(first, "the smallest turn goes first").await;
+        settle().await;
+        assert_eq!(order.try_recv(), Ok("turn 1, first"));
+        assert!(order.try_recv().is_err(), "one at a time");
+        drop(first);
+        let second = within(second, "the same turn, asked later").await;
+        assert_eq!(order.try_recv(), Ok("turn 1, second"));
+        drop(second);
+        let late = within(late, "the larger turn, though asked first").await;
+        assert_eq!(order.try_recv(), Ok("turn 3"));
+        drop(late);
+        assert_eq!(budget.used(), 0);
+        // Room left after one goes is for the next in line at once.
+        let most = budget.take_now(100);
+        let (a, b) = (ask("a", 10, 5), ask("b", 10, 6));
+        settle().await;
+        drop(most);
+        drop((within(a, "a goes").await, within(b, "b goes too").await));
+    }
+
+    #[tokio::test]
     async fn a_file_waits_until_it_fits_and_nothing_starts_meanwhile() {
         let budget = Budget::new(100);
         let in_flight = budget.take_now(90);
@@ -288,7 +390,7 @@ mod tests {
         assert!(!budget.has_room());
         let other = tokio::spawn({
             let budget = budget.clone();
-            async move { budget.take(5).await }
+            async move { budget.take(5, 0).await }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!other.is_finished(), "started ahead of the waiting file");

@@ -135,7 +135,8 @@ impl Archiver {
             std::cmp::Reverse((copies.len(), bytes))
         });
         let stop = Arc::new(AtomicBool::new(false));
-        let mut waiting = waiting.into_iter();
+        // Their turns for room in the budget are in the same order.
+        let mut waiting = (0u64..).zip(waiting);
         // Each mailbox's delivery is a task of its own, so that many mailboxes' requests are
         // made on every thread of the runtime; the set aborts them all if it is dropped.
         let mut running = tokio::task::JoinSet::new();
@@ -145,12 +146,12 @@ impl Archiver {
         let mut stopped: Option<(&'static str, String)> = None;
         loop {
             while running.len() < at_once && !stop.load(Ordering::Relaxed) {
-                let Some((i, copies)) = waiting.next() else {
+                let Some((turn, (i, copies))) = waiting.next() else {
                     break;
                 };
                 let (ctx, stop) = (contexts[i].clone(), stop.clone());
                 let delivery =
-                    async move { (i, deliver_mailbox(&ctx, copies, shape, &stop).await) };
+                    async move { (i, deliver_mailbox(&ctx, copies, shape, turn, &stop).await) };
                 // The day's incidents go with it.
                 running.spawn(crate::incidents::within(
                     crate::incidents::current(),
@@ -244,11 +245,13 @@ fn kib(bytes: u64) -> usize {
 
 /// Delivers one mailbox's copies, started in order, up to `per_mailbox` at once (or, where the store
 /// takes several in one request, `batch` copies per request), each within the process's
-/// budget of bytes in flight; stops taking copies once `stop` is set.
+/// budget of bytes in flight, taking its room at the mailbox's `turn`; stops taking copies
+/// once `stop` is set.
 async fn deliver_mailbox(
     ctx: &DeliverContext,
     copies: Vec<StagedCopy>,
     shape: DeliveryShape,
+    turn: u64,
     stop: &AtomicBool,
 ) -> Vec<Delivered> {
     let whole = budget_size(ctx);
@@ -258,7 +261,7 @@ async fn deliver_mailbox(
         .take_while(|_| std::future::ready(!stop.load(Ordering::Relaxed)))
         .map(|batch| async move {
             let bytes: u64 = batch.iter().map(|c| c.bytes).sum();
-            let _room = ctx.budget.take(bytes).await;
+            let _room = ctx.budget.take(bytes, turn).await;
             copy::deliver(ctx, batch).await
         })
         // Whichever ends first makes room for the next: a large copy holds one place only.
