@@ -112,21 +112,19 @@ impl Drop for Waiting<'_> {
 /// A message's place among those waiting for room, left when its wait ends or is given up.
 struct Queued<'a> {
     budget: &'a Budget,
-    place: Option<(u64, u64)>,
+    place: (u64, u64),
 }
 
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
-        if let Some(place) = self.place.take() {
-            self.budget
-                .taken
-                .lock()
-                .expect("never poisoned")
-                .queue
-                .remove(&place);
-            // The next in line may go now.
-            self.budget.freed.notify_waiters();
-        }
+        self.budget
+            .taken
+            .lock()
+            .expect("never poisoned")
+            .queue
+            .remove(&self.place);
+        // The next in line may go now (room may be left after this one's).
+        self.budget.freed.notify_waiters();
     }
 }
 
@@ -195,9 +193,10 @@ impl Budget {
             taken.queue.insert(place);
             place
         };
-        let mut queued = Queued {
+        // Leaving the line (here, or when the wait is given up) lets the next in line look.
+        let _queued = Queued {
             budget: self,
-            place: Some(place),
+            place,
         };
         loop {
             let freed = self.freed.notified();
@@ -207,11 +206,6 @@ impl Budget {
                 let mut taken = self.taken.lock().expect("never poisoned");
                 if taken.leaves_room(self.whole) && taken.queue.first() == Some(&place) {
                     taken.used += bytes;
-                    taken.queue.remove(&place);
-                    queued.place = None;
-                    drop(taken);
-                    // Room may be left for the next in line.
-                    self.freed.notify_waiters();
                     return Room {
                         budget: self.clone(),
                         bytes,
