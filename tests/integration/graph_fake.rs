@@ -45,6 +45,9 @@ struct State {
     spans: HashMap<String, (std::time::Instant, std::time::Instant)>,
     /// Folder lookups served, by mailbox.
     lookups: HashMap<String, usize>,
+    /// Drafts made from MIME, and drafts removed, by mailbox.
+    drafts_made: HashMap<String, usize>,
+    drafts_removed: HashMap<String, usize>,
     next: usize,
 }
 
@@ -63,8 +66,10 @@ pub struct FakeGraph {
     pub refuse_messages: AtomicUsize,
     /// Milliseconds from a request read to its answer (the fake's own work included).
     pub latency_ms: AtomicUsize,
-    /// Folder lookups answer only once their mailbox holds a draft (503 after 5 s).
+    /// Folder lookups answer only once a draft was made in their mailbox (503 after 5 s).
     pub lookups_wait_for_a_draft: AtomicBool,
+    /// Folder lookups answer only once a draft of their mailbox was removed (503 after 5 s).
+    pub lookups_wait_for_a_removed_draft: AtomicBool,
     /// What may be uploaded to a mailbox in any window (no limit unless set).
     pub uploads: uploads::UploadLimit,
 }
@@ -97,6 +102,7 @@ impl FakeGraph {
             refuse_messages: AtomicUsize::new(0),
             latency_ms: AtomicUsize::new(0),
             lookups_wait_for_a_draft: AtomicBool::new(false),
+            lookups_wait_for_a_removed_draft: AtomicBool::new(false),
             uploads: Default::default(),
         })
     }
@@ -228,15 +234,10 @@ impl FakeGraph {
         self.state.lock().unwrap().max_in_flight
     }
 
-    /// Whether `mailbox` holds a draft, or comes to within 5 s.
-    async fn has_draft(&self, mailbox: &str) -> bool {
+    /// Whether `holds` is true of the fake's state, or comes to be within 5 s.
+    async fn comes_to(&self, holds: impl Fn(&State) -> bool) -> bool {
         for _ in 0..1000 {
-            let found = {
-                let state = self.state.lock().unwrap();
-                let mut messages = state.messages.values();
-                messages.any(|m| m.mailbox == mailbox && m.is_draft)
-            };
-            if found {
+            if holds(&self.state.lock().unwrap()) {
                 return true;
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -281,12 +282,21 @@ impl FakeGraph {
             *state.served.entry(mailbox.clone()).or_default() += 1;
             state.spans.entry(mailbox.clone()).or_insert((since, since));
         }
-        let response = if rest == ["mailFolders", "inbox", "childFolders"]
-            && request.method == "GET"
+        let lookup = rest == ["mailFolders", "inbox", "childFolders"] && request.method == "GET";
+        let response = if lookup
             && self.lookups_wait_for_a_draft.load(Ordering::SeqCst)
-            && !self.has_draft(&mailbox).await
+            && !self
+                .comes_to(|state| state.drafts_made.contains_key(&mailbox))
+                .await
         {
             error(503, "ServiceUnavailable", "no draft came")
+        } else if lookup
+            && self.lookups_wait_for_a_removed_draft.load(Ordering::SeqCst)
+            && !self
+                .comes_to(|state| state.drafts_removed.contains_key(&mailbox))
+                .await
+        {
+            error(503, "ServiceUnavailable", "no draft was removed")
         } else if matches!(request.method.as_str(), "POST" | "PUT" | "PATCH")
             && !self.uploads.admit(&mailbox, request.body.len())
         {
@@ -384,6 +394,7 @@ impl FakeGraph {
                 state.next += 1;
                 let id = format!("msg-{}", state.next);
                 json["id"] = json!(id);
+                *state.drafts_made.entry(mailbox.to_string()).or_default() += 1;
                 state.messages.insert(
                     id.clone(),
                     Message {
@@ -508,7 +519,12 @@ impl FakeGraph {
                 )
             }
             ("DELETE", ["messages", id]) => match state.messages.remove(*id) {
-                Some(_) => Response::new(204, "application/json", Vec::new()),
+                Some(removed) => {
+                    if removed.is_draft {
+                        *state.drafts_removed.entry(removed.mailbox).or_default() += 1;
+                    }
+                    Response::new(204, "application/json", Vec::new())
+                }
                 None => error(404, "ErrorItemNotFound", "no such message"),
             },
             ("GET", ["mailFolders", folder, "messages"]) => {

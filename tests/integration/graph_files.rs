@@ -248,7 +248,7 @@ async fn files_go_with_the_message_while_they_fit_one_request() {
 }
 
 /// A copy's draft is made while its folder is looked up, not after: the fake answers a
-/// folder lookup only once the mailbox holds a draft.
+/// folder lookup only once a draft was made in the mailbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_draft_is_made_while_the_folder_is_looked_up() {
     use comms_archiver::mailbox::Mailbox;
@@ -263,6 +263,32 @@ async fn the_draft_is_made_while_the_folder_is_looked_up() {
     let stored = graph.messages();
     assert_eq!(stored.len(), 1);
     assert!(!stored[0].is_draft && stored[0].attachments.len() == 1);
+    server.abort();
+}
+
+/// A copy's draft goes once its files are read, while its folder is still looked up: the
+/// fake answers a folder lookup only once a draft of the mailbox was removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_draft_goes_while_the_folder_is_looked_up() {
+    use comms_archiver::mailbox::Mailbox;
+    let graph = FakeGraph::new(&["alice.smith@contoso.com"]);
+    graph
+        .lookups_wait_for_a_removed_draft
+        .store(true, Ordering::SeqCst);
+    let (mailboxes, server) = graph_on(&graph).await;
+    let (key, time, message) = mms(&[file("a.jpg", 9_000, 1)]);
+    mailboxes
+        .append(&to_alice(&key, time, &message))
+        .await
+        .unwrap();
+    let stored = graph.messages();
+    assert_eq!(stored.len(), 1, "the draft is gone, the message made");
+    assert!(!stored[0].is_draft && stored[0].attachments.len() == 1);
+    assert_eq!(
+        stored[0].attachments[0],
+        file("a.jpg", 9_000, 1),
+        "the file read from the draft before it went"
+    );
     server.abort();
 }
 

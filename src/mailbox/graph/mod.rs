@@ -269,7 +269,11 @@ impl Mailbox for GraphMailboxes {
 
     async fn append(&self, d: &Delivery<'_>) -> Result<(), MailboxError> {
         let user = segment(d.mailbox);
-        let make_draft = async {
+        // A draft is made among the Drafts and needs no folder: it is made, its files read
+        // and it goes while the folder is looked up (or created), so that a mailbox's first
+        // copies do not hold it back until the folder is known.
+        let (read, removable) = tokio::sync::oneshot::channel::<String>();
+        let drafted = async {
             // Binary attachments leave the MIME, and so do text ones until it fits a request
             // (about 4 MB); they go with the message, or one by one after it (the largest
             // through upload sessions).
@@ -290,46 +294,36 @@ impl Mailbox for GraphMailboxes {
                 )
                 .await
                 .map_err(|e| self.error(d.mailbox, "draft from MIME", e))?;
-            Ok::<_, MailboxError>((taken, draft))
+            // The files Graph parsed out of the MIME are read from the draft; nothing more
+            // is (what the message takes from it is in the answer that made it), so it goes.
+            let files = self.draft_files(d.mailbox, &draft).await;
+            let _ = read.send(draft["id"].as_str().unwrap_or_default().to_string());
+            Ok::<_, MailboxError>((taken, draft, files?))
         };
-        // A draft is made among the Drafts, not in the folder: it is made while the folder
-        // is looked up.
-        let (folder, made) = tokio::join!(self.folder(d.mailbox, d.folder), make_draft);
-        let (taken, draft) = made?;
-        let draft_id = draft["id"].as_str().unwrap_or_default().to_string();
-        // The draft goes, whatever happened.
+        // The draft goes, whatever happens to the message: once it was made.
         let remove_draft = async {
-            let url = self.url(&format!("users/{user}/messages/{}", segment(&draft_id)));
+            let Ok(id) = removable.await else {
+                return;
+            };
+            let url = self.url(&format!("users/{user}/messages/{}", segment(&id)));
             if let Err(e) = self.call(d.mailbox, Method::DELETE, url, None, true).await {
                 let e = self.error(d.mailbox, "draft removal", e);
                 tracing::warn!(mailbox = d.mailbox, error = %e, "a temporary draft could not be removed");
             }
         };
-        // The files Graph parsed out of the MIME are read from the draft before it goes.
-        let read = match folder {
-            Ok(folder) => self
-                .draft_files(d.mailbox, &draft)
-                .await
-                .map(|files| (folder, files)),
-            Err(e) => Err(e),
-        };
-        let (folder, mut posted) = match read {
-            Ok(read) => read,
-            Err(e) => {
-                remove_draft.await;
-                return Err(e);
+        let import = async {
+            let (folder, drafted) = tokio::join!(self.folder(d.mailbox, d.folder), drafted);
+            let (taken, draft, mut posted) = drafted?;
+            let folder = folder?;
+            let mut uploads = Vec::new();
+            for part in taken {
+                match part {
+                    mail_parts::Taken::Posted(body) => posted.push(body),
+                    mail_parts::Taken::Uploaded(part) => uploads.push(part),
+                }
             }
+            self.import(d, &folder, &draft, posted, &uploads).await
         };
-        let mut uploads = Vec::new();
-        for part in taken {
-            match part {
-                mail_parts::Taken::Posted(body) => posted.push(body),
-                mail_parts::Taken::Uploaded(part) => uploads.push(part),
-            }
-        }
-        // Nothing more is read from the draft (what the message takes from it is in the
-        // answer that made it): it goes while the message is made.
-        let import = self.import(d, &folder, &draft, posted, &uploads);
         tokio::join!(import, remove_draft).0.map(|_| ())
     }
 
