@@ -4,7 +4,7 @@
 use crate::graph_fake::FakeGraph;
 use chrono::{DateTime, TimeZone, Utc};
 use comms_archiver::mailbox::GraphMailboxes;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Graph mailboxes on the fake, for one mailbox.
@@ -251,43 +251,42 @@ async fn files_go_with_the_message_while_they_fit_one_request() {
 /// folder lookup only once a draft was made in the mailbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_draft_is_made_while_the_folder_is_looked_up() {
-    use comms_archiver::mailbox::Mailbox;
-    let graph = FakeGraph::new(&["alice.smith@contoso.com"]);
-    graph.lookups_wait_for_a_draft.store(true, Ordering::SeqCst);
-    let (mailboxes, server) = graph_on(&graph).await;
-    let (key, time, message) = mms(&[file("a.jpg", 9_000, 1)]);
-    mailboxes
-        .append(&to_alice(&key, time, &message))
-        .await
-        .unwrap();
-    let stored = graph.messages();
-    assert_eq!(stored.len(), 1);
-    assert!(!stored[0].is_draft && stored[0].attachments.len() == 1);
-    server.abort();
+    append_while_lookups_wait(|graph| &graph.lookups_wait_for_a_draft).await;
 }
 
 /// A copy's draft goes once its files are read, while its folder is still looked up: the
 /// fake answers a folder lookup only once a draft of the mailbox was removed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_draft_goes_while_the_folder_is_looked_up() {
+    append_while_lookups_wait(|graph| &graph.lookups_wait_for_a_removed_draft).await;
+}
+
+/// Appends for Alice an MMS with a photo (sent with the message) and a text file (read back
+/// from the draft) while `switch` holds the fake's folder lookups; it arrives whole.
+async fn append_while_lookups_wait(switch: impl Fn(&FakeGraph) -> &AtomicBool) {
     use comms_archiver::mailbox::Mailbox;
     let graph = FakeGraph::new(&["alice.smith@contoso.com"]);
-    graph
-        .lookups_wait_for_a_removed_draft
-        .store(true, Ordering::SeqCst);
+    switch(&graph).store(true, Ordering::SeqCst);
     let (mailboxes, server) = graph_on(&graph).await;
-    let (key, time, message) = mms(&[file("a.jpg", 9_000, 1)]);
+    let files = vec![file("a.jpg", 9_000, 1), file("notes.txt", 5_000, 2)];
+    let (key, time, message) = mms(&files);
     mailboxes
         .append(&to_alice(&key, time, &message))
         .await
         .unwrap();
     let stored = graph.messages();
     assert_eq!(stored.len(), 1, "the draft is gone, the message made");
-    assert!(!stored[0].is_draft && stored[0].attachments.len() == 1);
+    let (mut got, mut want) = (stored[0].attachments.clone(), files);
+    got.sort();
+    want.sort();
+    assert!(
+        !stored[0].is_draft && got == want,
+        "every file, byte for byte"
+    );
     assert_eq!(
-        stored[0].attachments[0],
-        file("a.jpg", 9_000, 1),
-        "the file read from the draft before it went"
+        graph.served()["alice.smith@contoso.com"],
+        6,
+        "folder looked up and made; draft made, its files read, deleted; message made"
     );
     server.abort();
 }
