@@ -45,9 +45,9 @@ struct State {
     spans: HashMap<String, (std::time::Instant, std::time::Instant)>,
     /// Folder lookups served, by mailbox.
     lookups: HashMap<String, usize>,
-    /// Drafts made from MIME, and drafts removed, by mailbox.
-    drafts_made: HashMap<String, usize>,
-    drafts_removed: HashMap<String, usize>,
+    /// The mailboxes a draft was made in (from MIME), and those a draft was removed from.
+    drafted: HashSet<String>,
+    undrafted: HashSet<String>,
     next: usize,
 }
 
@@ -286,14 +286,14 @@ impl FakeGraph {
         let response = if lookup
             && self.lookups_wait_for_a_draft.load(Ordering::SeqCst)
             && !self
-                .comes_to(|state| state.drafts_made.contains_key(&mailbox))
+                .comes_to(|state| state.drafted.contains(&mailbox))
                 .await
         {
             error(503, "ServiceUnavailable", "no draft came")
         } else if lookup
             && self.lookups_wait_for_a_removed_draft.load(Ordering::SeqCst)
             && !self
-                .comes_to(|state| state.drafts_removed.contains_key(&mailbox))
+                .comes_to(|state| state.undrafted.contains(&mailbox))
                 .await
         {
             error(503, "ServiceUnavailable", "no draft was removed")
@@ -394,7 +394,7 @@ impl FakeGraph {
                 state.next += 1;
                 let id = format!("msg-{}", state.next);
                 json["id"] = json!(id);
-                *state.drafts_made.entry(mailbox.to_string()).or_default() += 1;
+                state.drafted.insert(mailbox.to_string());
                 state.messages.insert(
                     id.clone(),
                     Message {
@@ -521,7 +521,7 @@ impl FakeGraph {
             ("DELETE", ["messages", id]) => match state.messages.remove(*id) {
                 Some(removed) => {
                     if removed.is_draft {
-                        *state.drafts_removed.entry(removed.mailbox).or_default() += 1;
+                        state.undrafted.insert(removed.mailbox);
                     }
                     Response::new(204, "application/json", Vec::new())
                 }
