@@ -198,22 +198,10 @@ impl Budget {
             budget: self,
             place,
         };
-        loop {
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            {
-                let mut taken = self.taken.lock().expect("never poisoned");
-                if taken.leaves_room(self.whole) && taken.queue.first() == Some(&place) {
-                    taken.used += bytes;
-                    return Room {
-                        budget: self.clone(),
-                        bytes,
-                    };
-                }
-            }
-            freed.await;
-        }
+        self.take_when(bytes, |taken| {
+            taken.leaves_room(self.whole) && taken.queue.first() == Some(&place)
+        })
+        .await
     }
 
     /// Takes room for `bytes` once they fit in what is in use (or, larger than the budget,
@@ -225,16 +213,35 @@ impl Budget {
             budget: self,
             bytes,
         };
+        let room = self
+            .take_when(bytes, |taken| {
+                let fits = taken.used == 0 || taken.used + bytes <= self.whole;
+                if fits {
+                    taken.waiting -= bytes;
+                }
+                fits
+            })
+            .await;
+        // No longer waiting: its bytes left `waiting` as they were taken.
+        waiting.bytes = 0;
+        room
+    }
+
+    /// Takes room for `bytes` as soon as `may` says so (asked again each time room is given
+    /// back, under the lock, where it may also settle what the wait counted).
+    async fn take_when(
+        self: &Arc<Self>,
+        bytes: u64,
+        mut may: impl FnMut(&mut Taken) -> bool,
+    ) -> Room {
         loop {
             let freed = self.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
             {
                 let mut taken = self.taken.lock().expect("never poisoned");
-                if taken.used == 0 || taken.used + bytes <= self.whole {
+                if may(&mut taken) {
                     taken.used += bytes;
-                    taken.waiting -= bytes;
-                    waiting.bytes = 0;
                     return Room {
                         budget: self.clone(),
                         bytes,
