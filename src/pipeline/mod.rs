@@ -197,9 +197,13 @@ impl Archiver {
     }
 
     /// Runs the given days for every connector (or the one named), each day to its end.
-    /// A connector-day that fails outright is logged and reported as open; the others go on.
+    /// A day another daemon holds is shared once this daemon has run every day it could take
+    /// itself: daemons sharing a stage collect different connector-days at once rather than
+    /// wait behind one holder's collection. A connector-day that fails outright is logged and
+    /// reported as open; the others go on. The results come in the order of the days asked.
     pub async fn run_days(&self, days: &[NaiveDate], only: Option<&str>) -> Vec<DayResult> {
-        let mut results = Vec::new();
+        let mut results: Vec<Option<DayResult>> = Vec::new();
+        let mut held_elsewhere = Vec::new();
         for connector in self
             .connectors
             .iter()
@@ -209,29 +213,48 @@ impl Archiver {
                 if self.is_shutting_down() {
                     break;
                 }
-                let result = self.run_day(connector, day).await;
-                if let Err(e) = &result {
-                    tracing::error!(connector = %connector.name, day = %day, error = %e,
-                        "the day could not be finished; it stays open for the next run");
-                }
-                results.push(DayResult {
-                    connector: connector.name.clone(),
-                    day,
-                    log: result,
-                });
+                let log = match self.take_day(connector, day).await {
+                    Ok(DayTurn::Ran(log)) => Ok(*log),
+                    Ok(DayTurn::HeldElsewhere(holder)) => {
+                        held_elsewhere.push((results.len(), connector, day, holder));
+                        results.push(None);
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                };
+                results.push(Some(DayResult::logged(connector, day, log)));
             }
         }
+        for (slot, connector, day, holder) in held_elsewhere {
+            if self.is_shutting_down() {
+                break;
+            }
+            let log = self.help_with_day(connector, day, holder).await;
+            results[slot] = Some(DayResult::logged(connector, day, log));
+        }
         self.mailbox.close_idle().await;
-        results
+        results.into_iter().flatten().collect()
+    }
+
+    /// Runs one connector-day to its end when this daemon can take it. A day another daemon
+    /// holds is left as it is, for [`Archiver::help_with_day`] once this daemon's own days
+    /// are done.
+    pub async fn take_day(&self, connector: &Connector, day: NaiveDate) -> Result<DayTurn> {
+        match self.ledger.open_day(&connector.name, day).await? {
+            Opened::Session(session) => Ok(DayTurn::Ran(Box::new(
+                self.run_session(connector, *session).await?,
+            ))),
+            Opened::Busy(holder) => Ok(DayTurn::HeldElsewhere(holder)),
+        }
     }
 
     /// Processes one connector-day and writes its status log. The day is checkpointed only
     /// when nothing in it is left to retry. A day another daemon holds is shared: this one
     /// delivers shards of it until none is left.
     pub async fn run_day(&self, connector: &Connector, day: NaiveDate) -> Result<StatusLog> {
-        match self.ledger.open_day(&connector.name, day).await? {
-            Opened::Session(session) => self.run_session(connector, *session).await,
-            Opened::Busy(busy) => self.help_with_day(connector, day, busy).await,
+        match self.take_day(connector, day).await? {
+            DayTurn::Ran(log) => Ok(*log),
+            DayTurn::HeldElsewhere(holder) => self.help_with_day(connector, day, holder).await,
         }
     }
 
@@ -477,6 +500,15 @@ impl Archiver {
     }
 }
 
+/// What a daemon's first look at a connector-day came to.
+#[derive(Debug)]
+pub enum DayTurn {
+    /// The daemon held the day and ran it to its end: its status log.
+    Ran(Box<StatusLog>),
+    /// Another daemon holds the day: who, and until when.
+    HeldElsewhere(String),
+}
+
 /// The outcome of one connector-day in a run.
 #[derive(Debug)]
 pub struct DayResult {
@@ -486,6 +518,19 @@ pub struct DayResult {
 }
 
 impl DayResult {
+    /// The result, its failure logged: the day stays open for the next run.
+    fn logged(connector: &Connector, day: NaiveDate, log: Result<StatusLog>) -> DayResult {
+        if let Err(e) = &log {
+            tracing::error!(connector = %connector.name, day = %day, error = %e,
+                "the day could not be finished; it stays open for the next run");
+        }
+        DayResult {
+            connector: connector.name.clone(),
+            day,
+            log,
+        }
+    }
+
     /// Whether the day is finished (nothing left for a later run).
     pub fn is_complete(&self) -> bool {
         self.log.as_ref().is_ok_and(|l| l.complete)

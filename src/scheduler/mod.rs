@@ -6,7 +6,7 @@
 //! day left open is retried with backoff until the next wake. The wall clock is re-read after
 //! every sleep, so the daemon never drifts and is right across DST changes and clock jumps.
 
-use crate::pipeline::Archiver;
+use crate::pipeline::{Archiver, DayTurn};
 use crate::telemetry::RunState;
 use crate::Result;
 use chrono::{DateTime, Days, LocalResult, NaiveDate, NaiveTime, TimeZone, Utc};
@@ -178,7 +178,10 @@ async fn connector_catch_up(
         .filter(|d| !window.contains(d))
         .chain(window.iter().copied())
         .collect();
+    // A day another daemon holds is shared once this daemon's own days are done, so that
+    // daemons sharing a stage collect different days at once.
     let mut complete = true;
+    let mut held_elsewhere = Vec::new();
     for day in due {
         if archiver.is_shutting_down() {
             return Ok(false);
@@ -186,7 +189,19 @@ async fn connector_catch_up(
         if archiver.ledger().is_complete(&connector.name, day).await? {
             continue;
         }
-        complete &= archiver.run_day(connector, day).await?.complete;
+        match archiver.take_day(connector, day).await? {
+            DayTurn::Ran(log) => complete &= log.complete,
+            DayTurn::HeldElsewhere(holder) => held_elsewhere.push((day, holder)),
+        }
+    }
+    for (day, holder) in held_elsewhere {
+        if archiver.is_shutting_down() {
+            return Ok(false);
+        }
+        complete &= archiver
+            .help_with_day(connector, day, holder)
+            .await?
+            .complete;
     }
     Ok(complete)
 }

@@ -15,6 +15,7 @@ mod first_use;
 mod graph;
 mod graph_fake;
 mod graph_files;
+mod held_elsewhere;
 mod hostile;
 mod imap;
 mod kubernetes;

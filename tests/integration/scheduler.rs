@@ -177,3 +177,43 @@ async fn each_wake_redrives_the_held_copies_of_the_window() {
     assert_eq!((day_log.imported, day_log.held), (2, 0));
     assert!(day_log.adds_up());
 }
+
+/// A day of the window that another daemon holds (on another host, its lease running) does
+/// not hold back the days after it: they are run while it is held, and the checkpoint stays
+/// behind it.
+#[tokio::test(start_paused = true)]
+async fn a_day_another_daemon_holds_lets_the_days_after_it_run() {
+    let mut daemon = Scaffold::new(at(2026, 11, 21, 5), &[("o2", Behaviour::Deliver)]);
+    let ledger = daemon.archiver.ledger().clone();
+    ledger.complete_day("o2", d(2026, 11, 17)).await.unwrap();
+    let held = ledger
+        .acquire_day("o2", d(2026, 11, 18), "elsewhere/1/1")
+        .await
+        .unwrap()
+        .expect("the day is free");
+    daemon.start("");
+    for _ in 0..60 {
+        if daemon.opened.lock().unwrap().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    let opened = daemon.stop().await;
+
+    let days: Vec<NaiveDate> = opened.iter().map(|(day, _)| *day).collect();
+    assert_eq!(
+        days,
+        [d(2026, 11, 19), d(2026, 11, 20)],
+        "the days after the held one ran within the hour"
+    );
+    for day in [d(2026, 11, 19), d(2026, 11, 20)] {
+        assert!(ledger.is_complete("o2", day).await.unwrap(), "{day}");
+    }
+    assert!(!ledger.is_complete("o2", d(2026, 11, 18)).await.unwrap());
+    assert_eq!(
+        ledger.checkpoint("o2").await.unwrap(),
+        Some(d(2026, 11, 17)),
+        "the checkpoint waits for the held day"
+    );
+    ledger.release(held).await.unwrap();
+}

@@ -60,7 +60,7 @@ impl Archiver {
     /// on it, and finishes the day if the holder stops before its end with its collection
     /// whole. The log says the day was busy (the holder's run writes the day's log), and what
     /// this daemon delivered of it.
-    pub(super) async fn help_with_day(
+    pub async fn help_with_day(
         &self,
         connector: &Connector,
         day: NaiveDate,
