@@ -58,9 +58,20 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber: `RUST_LOG` filters when set, else `verbosity` (0 info,
-/// below fewer lines, above more); output to stderr.
-pub fn init(format: LogFormat, verbosity: i8) {
+/// Libraries whose own log lines name what they were asked for: Azure's SDK logs a failed
+/// request with its URL, and a staged copy's URL carries its mailbox and item key.
+const NAMES_WHAT_IT_ASKS: &[&str] = &[
+    "typespec_client_core",
+    "azure_core",
+    "azure_identity",
+    "azure_storage_blob",
+];
+
+/// The filter for `verbosity` (0 info, below fewer lines, above more): those libraries say
+/// only their warnings and errors unless more is asked for (debugging, the operator's
+/// choice). A failed request is reported in the daemon's own words, with what the operator
+/// needs, not once more by the SDK with its URL at every try.
+pub fn default_filter(verbosity: i8) -> EnvFilter {
     let level = match verbosity {
         i8::MIN..=-2 => "error",
         -1 => "warn",
@@ -68,7 +79,22 @@ pub fn init(format: LogFormat, verbosity: i8) {
         1 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let libraries = match verbosity {
+        i8::MIN..=-2 => "error",
+        -1 | 0 => "warn",
+        _ => level,
+    };
+    let mut directives = level.to_string();
+    for target in NAMES_WHAT_IT_ASKS {
+        directives.push_str(&format!(",{target}={libraries}"));
+    }
+    EnvFilter::new(directives)
+}
+
+/// Installs the global subscriber: `RUST_LOG` filters when set, else [`default_filter`];
+/// output to stderr.
+pub fn init(format: LogFormat, verbosity: i8) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter(verbosity));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
