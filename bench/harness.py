@@ -427,6 +427,10 @@ def log_events(path):
     return events
 
 
+def ordinal(n):
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
 def three_daemons(work, sim_port, metadata, seed):
     """Three daemons (`once`, each on a host of its own: a UTS namespace) share the day on one
     Azurite container, delivering into one Maildir tree; one of them is SIGKILLed in the middle
@@ -442,7 +446,9 @@ def three_daemons(work, sim_port, metadata, seed):
         env = dict(os.environ, COMMS_ARCHIVER_SIM_SECRET=SIM_SECRET,
                    COMMS_ARCHIVER_AZURITE_SAS=token)
         env.pop("RUST_LOG", None)
-        victim = seed % 3
+        # The victim is whichever daemon starts the nth O2 shard (O2 is the largest day: its
+        # shards take long enough to die in); which daemon holds which day is a race.
+        nth = seed % 8
         delay = 0.2 + (seed % 5) / 10
         started = time.monotonic()
         daemons = []
@@ -456,14 +462,17 @@ def three_daemons(work, sim_port, metadata, seed):
         killed = None
         while killed is None:
             if time.monotonic() - started > 1800:
-                sys.exit("bench: the victim never delivered an O2 shard")
-            for e in log_events(work / f"e-daemon-{victim}.log"):
-                if e.get("message") == "delivering shard" and e.get("connector") == "o2":
-                    time.sleep(delay)
-                    daemons[victim].kill()
-                    daemons[victim].wait()
-                    killed = e["shard"]
-                    break
+                sys.exit(f"bench: fewer than {nth + 1} O2 shards were started")
+            starts = sorted((e.get("timestamp", ""), n, e["shard"]) for n in range(3)
+                            for e in log_events(work / f"e-daemon-{n}.log")
+                            if e.get("message") == "delivering shard"
+                            and e.get("connector") == "o2")
+            if len(starts) > nth:
+                _, victim, shard = starts[nth]
+                time.sleep(delay)
+                daemons[victim].kill()
+                daemons[victim].wait()
+                killed = shard
             time.sleep(0.01)
         for n, d in enumerate(daemons):
             if n != victim and d.wait() not in (0, 3):
@@ -508,7 +517,7 @@ def three_daemons(work, sim_port, metadata, seed):
         if not complete or files != len(ids) or files != reconciled:
             sys.exit(f"bench: three daemons left {files} files, {len(ids)} distinct, "
                      f"{reconciled} reconciled (complete: {complete}); see {work}")
-        out = {"wall": wall, "victim": f"daemon-{victim}", "killed_after": delay,
+        out = {"wall": wall, "victim": f"daemon-{victim}", "nth": nth, "killed_after": delay,
                "killed_shard": killed, "taken": taken, "shares": shares, "imported": files}
         print(f"  three daemons: {wall:.1f} s, {files} imported once each; daemon-{victim} killed "
               f"in O2 shard {killed}, taken over by {taken['by']}", flush=True)
@@ -826,10 +835,12 @@ def write(path, command, results, render, graph, smtp=None):
           "store: its SQL store does not make a conditional create atomic (three concurrent "
           "creates of one new blob with `If-None-Match: *` all succeeded in 19 of 20 trials "
           "here; the default store let exactly one through in each), so there every daemon "
-          "would take the same lease. The first to lease each "
-          "connector-day collects it; all three then take its mailbox shards until none is left. "
-          f"{e['victim']} (chosen by `BENCH_SEED={e['seed']}`) was SIGKILLed {e['killed_after']:.1f} s "
-          f"into O2 shard {e['killed_shard']}; {e['taken']['by']} took that shard over once its "
+          "would take the same lease. Each daemon takes the connector-days it can lease first "
+          "(the first to lease a connector-day collects it), so the days are collected side by "
+          "side; then it takes mailbox shards of the days others hold until none is left. "
+          f"{e['victim']}, which started the {ordinal(e['nth'] + 1)} O2 shard (the number chosen "
+          f"by `BENCH_SEED={e['seed']}`), was SIGKILLed {e['killed_after']:.1f} s "
+          f"into it (O2 shard {e['killed_shard']}); {e['taken']['by']} took that shard over once its "
           f"lease ran out, found {e['taken']['skipped']:,} of its copies imported already and "
           f"imported the other {e['taken']['imported']:,}. Every day ended complete, and the Maildir "
           f"tree holds {e['imported']:,} messages, each Message-ID once per mailbox, as many as the "
