@@ -199,31 +199,44 @@ impl Archiver {
     /// Runs the given days for every connector (or the one named), each day to its end.
     /// A day another daemon holds is shared once this daemon has run every day it could take
     /// itself: daemons sharing a stage collect different connector-days at once rather than
-    /// wait behind one holder's collection. A connector-day that fails outright is logged and
-    /// reported as open; the others go on. The results come in the order of the days asked.
+    /// wait behind one holder's collection. A day complete before the run began is run again,
+    /// as asked; one that another daemon finished meanwhile is not: its reconciliation is the
+    /// answer. A connector-day that fails outright is logged and reported as open; the others
+    /// go on. The results come in the order of the days asked.
     pub async fn run_days(&self, days: &[NaiveDate], only: Option<&str>) -> Vec<DayResult> {
-        let mut results: Vec<Option<DayResult>> = Vec::new();
-        let mut held_elsewhere = Vec::new();
-        for connector in self
+        let asked: Vec<(&Connector, NaiveDate)> = self
             .connectors
             .iter()
             .filter(|c| only.is_none_or(|o| o == c.name))
-        {
-            for &day in days {
-                if self.is_shutting_down() {
-                    break;
-                }
-                let log = match self.take_day(connector, day).await {
-                    Ok(DayTurn::Ran(log)) => Ok(*log),
-                    Ok(DayTurn::HeldElsewhere(holder)) => {
-                        held_elsewhere.push((results.len(), connector, day, holder));
-                        results.push(None);
-                        continue;
-                    }
-                    Err(e) => Err(e),
-                };
-                results.push(Some(DayResult::logged(connector, day, log)));
+            .flat_map(|c| days.iter().map(move |&day| (c, day)))
+            .collect();
+        let mut complete_before = Vec::with_capacity(asked.len());
+        for &(connector, day) in &asked {
+            complete_before.push(self.is_complete(connector, day).await);
+        }
+        let mut results: Vec<Option<DayResult>> = Vec::new();
+        let mut held_elsewhere = Vec::new();
+        for (&(connector, day), complete_before) in asked.iter().zip(complete_before) {
+            if self.is_shutting_down() {
+                break;
             }
+            let turn = if !complete_before && self.is_complete(connector, day).await {
+                Ok(DayTurn::HeldElsewhere(
+                    "another comms-archiver finished it during this run".into(),
+                ))
+            } else {
+                self.take_day(connector, day).await
+            };
+            let log = match turn {
+                Ok(DayTurn::Ran(log)) => Ok(*log),
+                Ok(DayTurn::HeldElsewhere(holder)) => {
+                    held_elsewhere.push((results.len(), connector, day, holder));
+                    results.push(None);
+                    continue;
+                }
+                Err(e) => Err(e),
+            };
+            results.push(Some(DayResult::logged(connector, day, log)));
         }
         for (slot, connector, day, holder) in held_elsewhere {
             if self.is_shutting_down() {
@@ -234,6 +247,15 @@ impl Archiver {
         }
         self.mailbox.close_idle().await;
         results.into_iter().flatten().collect()
+    }
+
+    /// Whether the day is complete; a stage that cannot say is taken as no (running the day
+    /// then says what is wrong with it).
+    async fn is_complete(&self, connector: &Connector, day: NaiveDate) -> bool {
+        self.ledger
+            .is_complete(&connector.name, day)
+            .await
+            .unwrap_or(false)
     }
 
     /// Runs one connector-day to its end when this daemon can take it. A day another daemon

@@ -3,25 +3,35 @@
 //! held days are shared afterwards.
 
 use crate::support::*;
+use async_trait::async_trait;
 use comms_archiver::config::Config;
+use comms_archiver::mailbox::{Delivery, Mailbox, MailboxError, MaildirTree};
 use comms_archiver::pipeline::Archiver;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+fn demo(dir: &Path) -> Config {
+    let text = rooted(
+        &std::fs::read_to_string(dir.join("config/demo.toml")).unwrap(),
+        dir,
+    );
+    Config::from_toml(Path::new("demo.toml"), &text, &[]).unwrap()
+}
+
+fn day() -> chrono::NaiveDate {
+    chrono::NaiveDate::from_ymd_opt(2026, 11, 20).unwrap()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_days_after_one_held_elsewhere_run_while_it_is_held() {
     comms_archiver::install_crypto_provider();
     let ws = workspace();
-    let dir = ws.path();
-    let text = rooted(
-        &std::fs::read_to_string(dir.join("config/demo.toml")).unwrap(),
-        dir,
-    );
-    let config = Config::from_toml(Path::new("demo.toml"), &text, &[]).unwrap();
-    let archiver = Arc::new(Archiver::from_config(&config).unwrap());
+    let archiver = Arc::new(Archiver::from_config(&demo(ws.path())).unwrap());
     let ledger = archiver.ledger().clone();
-    let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+    let day = day();
     let names: Vec<String> = archiver
         .connectors()
         .iter()
@@ -77,4 +87,86 @@ async fn the_days_after_one_held_elsewhere_run_while_it_is_held() {
     assert!(results[1..].iter().all(|r| r.is_complete()), "{results:?}");
     let again = archiver.run_days(&[day], Some(&names[0])).await;
     assert!(again[0].is_complete(), "{:?}", again[0].log);
+}
+
+/// A Maildir whose appends wait until the gate opens; `reached` once one waits.
+struct Gated {
+    inner: MaildirTree,
+    open: watch::Receiver<bool>,
+    reached: AtomicBool,
+}
+
+#[async_trait]
+impl Mailbox for Gated {
+    async fn contains(&self, d: &Delivery<'_>) -> Result<bool, MailboxError> {
+        self.inner.contains(d).await
+    }
+    async fn append(&self, d: &Delivery<'_>) -> Result<(), MailboxError> {
+        self.reached.store(true, Ordering::SeqCst);
+        let _ = self.open.clone().wait_for(|open| *open).await;
+        self.inner.append(d).await
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn destination(&self) -> String {
+        self.inner.destination()
+    }
+}
+
+/// `once` by two daemons: while one delivers the first connector's day, the other runs the
+/// second's to its end. The first does not run that day again when it gets there (it was not
+/// complete when the run began): the day has one run, and the other's reconciliation is the
+/// first's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_another_daemon_finished_during_the_run_is_not_run_again() {
+    comms_archiver::install_crypto_provider();
+    let ws = workspace();
+    let config = demo(ws.path());
+    let (open, gate) = watch::channel(false);
+    let gated = Arc::new(Gated {
+        inner: MaildirTree::new(ws.path().join("var/mail")),
+        open: gate,
+        reached: AtomicBool::new(false),
+    });
+    let first = Arc::new(
+        Archiver::from_config(&config)
+            .unwrap()
+            .with_mailbox(gated.clone()),
+    );
+    let names: Vec<String> = first.connectors().iter().map(|c| c.name.clone()).collect();
+    let run = tokio::spawn({
+        let first = first.clone();
+        async move { first.run_days(&[day()], None).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !gated.reached.load(Ordering::SeqCst) {
+        assert!(
+            Instant::now() < deadline,
+            "the first daemon never delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let other = Archiver::from_config(&config).unwrap();
+    let theirs = other.run_days(&[day()], Some(&names[1])).await;
+    assert!(theirs[0].is_complete(), "{:?}", theirs[0].log);
+    open.send(true).unwrap();
+    let results = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the first daemon's run ends")
+        .unwrap();
+
+    assert!(results.iter().all(|r| r.is_complete()), "{results:?}");
+    let runs = first.ledger().run_logs(&names[1], day()).await.unwrap();
+    assert_eq!(runs.len(), 1, "{} ran once: {runs:?}", names[1]);
+    let answer = results[1].log.as_ref().unwrap();
+    assert_eq!(answer.imported, theirs[0].log.as_ref().unwrap().imported);
+    assert!(
+        answer
+            .summary
+            .as_deref()
+            .is_some_and(|s| s.contains("more than one comms-archiver")),
+        "{answer:?}"
+    );
 }
