@@ -166,7 +166,7 @@ async fn a_day_another_daemon_finished_during_the_run_is_not_run_again() {
         answer
             .summary
             .as_deref()
-            .is_some_and(|s| s.contains("more than one comms-archiver")),
+            .is_some_and(|s| s.contains("delivered by another comms-archiver")),
         "{answer:?}"
     );
 }

@@ -119,11 +119,15 @@ impl Archiver {
         // Finished by its holder: the day as a whole is this run's answer too.
         if self.ledger.is_complete(name, day).await? {
             if let Some(mut whole) = self.ledger.reconcile(name, day).await? {
-                whole.summary = Some(format!(
-                    "delivered by more than one comms-archiver; this one delivered {} of its \
-                     shards ({} copies imported)",
-                    helped.shards, helped.log.imported
-                ));
+                whole.summary = Some(match helped.shards {
+                    0 => "delivered by another comms-archiver; this one delivered none of it"
+                        .to_string(),
+                    shards => format!(
+                        "delivered by more than one comms-archiver; this one delivered {shards} \
+                         of its shards ({} copies imported)",
+                        helped.log.imported
+                    ),
+                });
                 return Ok(whole);
             }
         }
