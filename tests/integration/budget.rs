@@ -3,10 +3,8 @@
 use crate::support::*;
 use async_trait::async_trait;
 use chrono::NaiveDate;
-use comms_archiver::config::Config;
 use comms_archiver::mailbox::{Delivery, Mailbox, MailboxError, MaildirTree};
 use comms_archiver::pipeline::Archiver;
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -46,11 +44,7 @@ async fn connectors_side_by_side_share_one_budget() {
     comms_archiver::install_crypto_provider();
     let ws = workspace();
     let dir = ws.path();
-    let text = rooted(
-        &std::fs::read_to_string(dir.join("config/demo.toml")).unwrap(),
-        dir,
-    );
-    let config = Config::from_toml(Path::new("demo.toml"), &text, &[]).unwrap();
+    let config = demo_config(dir);
     let slow = Arc::new(Slow {
         inner: MaildirTree::new(dir.join("var/mail")),
         now: AtomicUsize::new(0),

@@ -4,12 +4,10 @@
 
 use crate::support::*;
 use async_trait::async_trait;
-use comms_archiver::config::Config;
 use comms_archiver::mailbox::{Delivery, Mailbox, MailboxError, MaildirTree};
 use comms_archiver::pipeline::Archiver;
 use comms_archiver::stage::{is_evidence, Created, LocalStage, Stage, StageError, Version};
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -92,20 +90,12 @@ impl Mailbox for Stalls {
     }
 }
 
-fn demo(dir: &Path) -> Config {
-    let text = rooted(
-        &std::fs::read_to_string(dir.join("config/demo.toml")).unwrap(),
-        dir,
-    );
-    Config::from_toml(Path::new("demo.toml"), &text, &[]).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_evidence_is_written_twice_through_a_crash_two_reruns_and_a_redrive() {
     comms_archiver::install_crypto_provider();
     let ws = workspace();
     let dir = ws.path();
-    let config = demo(dir);
+    let config = demo_config(dir);
     let stage = Arc::new(Recording {
         inner: LocalStage::new(dir.join("var/stage")),
         writes: Mutex::default(),
@@ -144,7 +134,7 @@ async fn no_evidence_is_written_twice_through_a_crash_two_reruns_and_a_redrive()
     let csv = dir.join("config/mapping-o2.csv");
     let rows = std::fs::read_to_string(&csv).unwrap() + "+447700900199,desk3@contoso.com,,\n";
     std::fs::write(&csv, rows).unwrap();
-    let archiver = Archiver::from_config(&demo(dir))
+    let archiver = Archiver::from_config(&demo_config(dir))
         .unwrap()
         .with_stage(stage.clone());
     let redriven = archiver.redrive_days(&[day], Some("o2")).await;

@@ -16,11 +16,7 @@ fn day() -> NaiveDate {
 
 /// The demo configuration with every path in `dir` and the mailboxes in the fake Graph.
 fn graph_config(dir: &Path, port: u16) -> Config {
-    let text = rooted(
-        &std::fs::read_to_string(dir.join("config/demo.toml")).unwrap(),
-        dir,
-    );
-    let text = on_graph(&text, dir, port);
+    let text = on_graph(&demo_text(dir), dir, port);
     Config::from_toml(Path::new("graph.toml"), &text, &[]).unwrap()
 }
 

@@ -4,22 +4,12 @@
 
 use crate::support::*;
 use async_trait::async_trait;
-use comms_archiver::config::Config;
 use comms_archiver::mailbox::{Delivery, Mailbox, MailboxError, MaildirTree};
 use comms_archiver::pipeline::Archiver;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-
-fn demo(dir: &Path) -> Config {
-    let text = rooted(
-        &std::fs::read_to_string(dir.join("config/demo.toml")).unwrap(),
-        dir,
-    );
-    Config::from_toml(Path::new("demo.toml"), &text, &[]).unwrap()
-}
 
 fn day() -> chrono::NaiveDate {
     chrono::NaiveDate::from_ymd_opt(2026, 11, 20).unwrap()
@@ -29,7 +19,7 @@ fn day() -> chrono::NaiveDate {
 async fn the_days_after_one_held_elsewhere_run_while_it_is_held() {
     comms_archiver::install_crypto_provider();
     let ws = workspace();
-    let archiver = Arc::new(Archiver::from_config(&demo(ws.path())).unwrap());
+    let archiver = Arc::new(Archiver::from_config(&demo_config(ws.path())).unwrap());
     let ledger = archiver.ledger().clone();
     let day = day();
     let names: Vec<String> = archiver
@@ -122,7 +112,7 @@ impl Mailbox for Gated {
 async fn a_day_another_daemon_finished_during_the_run_is_not_run_again() {
     comms_archiver::install_crypto_provider();
     let ws = workspace();
-    let config = demo(ws.path());
+    let config = demo_config(ws.path());
     let (open, gate) = watch::channel(false);
     let gated = Arc::new(Gated {
         inner: MaildirTree::new(ws.path().join("var/mail")),

@@ -4,7 +4,6 @@ use crate::overlap::sms;
 use crate::support::*;
 use async_trait::async_trait;
 use chrono::{NaiveDate, TimeZone, Utc};
-use comms_archiver::config::Config;
 use comms_archiver::item::{Content, Direction, Item, Participant, Role};
 use comms_archiver::mailbox::{Delivery, Mailbox, MailboxError, MaildirTree};
 use comms_archiver::mapping::Mapper;
@@ -20,15 +19,6 @@ use std::sync::{Arc, Mutex};
 
 fn day() -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 11, 20).unwrap()
-}
-
-/// The demo configuration with every path inside `dir`.
-fn demo_config(dir: &Path) -> Config {
-    let text = rooted(
-        &std::fs::read_to_string(dir.join("config/demo.toml")).unwrap(),
-        dir,
-    );
-    Config::from_toml(Path::new("demo.toml"), &text, &[]).unwrap()
 }
 
 /// How the mailbox misbehaves.

@@ -4,7 +4,6 @@
 use crate::support::*;
 use async_trait::async_trait;
 use chrono::NaiveDate;
-use comms_archiver::config::Config;
 use comms_archiver::pipeline::Archiver;
 use comms_archiver::report::Reason;
 use comms_archiver::stage::{CachedStage, Created, LocalStage, Stage, StageError, Version};
@@ -71,11 +70,7 @@ impl Stage for Watched {
 
 fn archiver(dir: &Path, stage: Arc<dyn Stage>) -> Archiver {
     comms_archiver::install_crypto_provider();
-    let text = rooted(
-        &std::fs::read_to_string(dir.join("config/demo.toml")).unwrap(),
-        dir,
-    );
-    let config = Config::from_toml(Path::new("demo.toml"), &text, &[]).unwrap();
+    let config = demo_config(dir);
     Archiver::from_config(&config).unwrap().with_stage(stage)
 }
 

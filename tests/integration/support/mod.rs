@@ -238,6 +238,19 @@ pub async fn run_in_process(
         .collect()
 }
 
+/// The demo configuration's text with its paths inside `dir`.
+pub fn demo_text(dir: &Path) -> String {
+    rooted(
+        &std::fs::read_to_string(dir.join("config/demo.toml")).unwrap(),
+        dir,
+    )
+}
+
+/// The demo configuration with its paths inside `dir`, for a run in-process.
+pub fn demo_config(dir: &Path) -> comms_archiver::config::Config {
+    comms_archiver::config::Config::from_toml(Path::new("demo.toml"), &demo_text(dir), &[]).unwrap()
+}
+
 /// A configuration text with its relative paths (`config/`, `fixtures/`, `var/`) made
 /// absolute under `dir`, for a configuration used in-process.
 pub fn rooted(text: &str, dir: &Path) -> String {
