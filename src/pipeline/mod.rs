@@ -202,7 +202,8 @@ impl Archiver {
     /// wait behind one holder's collection. A day complete before the run began is run again,
     /// as asked; one that another daemon finished meanwhile is not: its reconciliation is the
     /// answer. A connector-day that fails outright is logged and reported as open; the others
-    /// go on. The results come in the order of the days asked.
+    /// go on. The results come in the order of the days asked, every day asked among them: a
+    /// day a shutdown kept this run from is reported open, not left out.
     pub async fn run_days(&self, days: &[NaiveDate], only: Option<&str>) -> Vec<DayResult> {
         let asked: Vec<(&Connector, NaiveDate)> = self
             .connectors
@@ -218,7 +219,8 @@ impl Archiver {
         let mut held_elsewhere = Vec::new();
         for (&(connector, day), complete_before) in asked.iter().zip(complete_before) {
             if self.is_shutting_down() {
-                break;
+                results.push(Some(DayResult::not_reached(connector, day)));
+                continue;
             }
             let turn = if !complete_before && self.is_complete(connector, day).await {
                 Ok(DayTurn::HeldElsewhere(
@@ -240,7 +242,8 @@ impl Archiver {
         }
         for (slot, connector, day, holder) in held_elsewhere {
             if self.is_shutting_down() {
-                break;
+                results[slot] = Some(DayResult::not_reached(connector, day));
+                continue;
             }
             let log = self.help_with_day(connector, day, holder).await;
             results[slot] = Some(DayResult::logged(connector, day, log));
@@ -550,6 +553,22 @@ impl DayResult {
             connector: connector.name.clone(),
             day,
             log,
+        }
+    }
+
+    /// A day this run did not get to: the daemon was asked to stop first.
+    fn not_reached(connector: &Connector, day: NaiveDate) -> DayResult {
+        let mut log = StatusLog::new(&connector.name, day);
+        log.errors.push(crate::report::DayError {
+            reason: "interrupted".into(),
+            detail: "shutdown requested before this run got to the day; the next run takes it"
+                .into(),
+        });
+        log.finish(false);
+        DayResult {
+            connector: connector.name.clone(),
+            day,
+            log: Ok(log),
         }
     }
 

@@ -1,6 +1,6 @@
 //! Days another daemon holds, as `once` meets them: the days this daemon can take run
 //! first, so that daemons sharing a stage collect different connector-days at once; the
-//! held days are shared afterwards.
+//! held days are shared afterwards. Whatever a shutdown keeps the run from is reported open.
 
 use crate::support::*;
 use async_trait::async_trait;
@@ -159,4 +159,66 @@ async fn a_day_another_daemon_finished_during_the_run_is_not_run_again() {
             .is_some_and(|s| s.contains("delivered by another comms-archiver")),
         "{answer:?}"
     );
+}
+
+/// `once` asked to stop while it runs the days it could take: the days it did not get to (the
+/// ones after the day under way, and the one another daemon holds) are reported open, not
+/// left out, so that the run's exit code says work is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn days_a_shutdown_kept_the_run_from_are_reported_open() {
+    comms_archiver::install_crypto_provider();
+    let ws = workspace();
+    let (open, gate) = watch::channel(false);
+    let gated = Arc::new(Gated {
+        inner: MaildirTree::new(ws.path().join("var/mail")),
+        open: gate,
+        reached: AtomicBool::new(false),
+    });
+    let (stop, stopping) = watch::channel(false);
+    let archiver = Arc::new(
+        Archiver::from_config(&demo_config(ws.path()))
+            .unwrap()
+            .with_mailbox(gated.clone())
+            .with_shutdown(stopping),
+    );
+    let names: Vec<String> = archiver
+        .connectors()
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    let held = archiver
+        .ledger()
+        .acquire_day(&names[0], day(), "elsewhere/1/1")
+        .await
+        .unwrap()
+        .expect("the day is free");
+    let run = tokio::spawn({
+        let archiver = archiver.clone();
+        async move { archiver.run_days(&[day()], None).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !gated.reached.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "no day was delivered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(true).unwrap();
+    open.send(true).unwrap();
+    let results = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the run stops")
+        .unwrap();
+
+    let order: Vec<&str> = results.iter().map(|r| r.connector.as_str()).collect();
+    assert_eq!(order, names.iter().map(String::as_str).collect::<Vec<_>>());
+    // The day under way (the second) ends as its copies in flight let it; the others were
+    // not reached.
+    for r in results.iter().filter(|r| r.connector != names[1]) {
+        let log = r.log.as_ref().unwrap();
+        assert!(
+            !log.complete && log.errors.iter().any(|e| e.reason == "interrupted"),
+            "{}: {log:?}",
+            r.connector
+        );
+    }
+    archiver.ledger().release(held).await.unwrap();
 }
