@@ -4,11 +4,9 @@
 
 use crate::support::*;
 use async_trait::async_trait;
-use comms_archiver::mailbox::{Delivery, Mailbox, MailboxError, MaildirTree};
 use comms_archiver::pipeline::Archiver;
 use comms_archiver::stage::{is_evidence, Created, LocalStage, Stage, StageError, Version};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// A local stage that records every write, by key: the operation and whether it changed
@@ -64,32 +62,6 @@ impl Stage for Recording {
     }
 }
 
-/// A Maildir that stops answering after `limit` appends: the run hangs as a crash leaves it.
-struct Stalls {
-    inner: MaildirTree,
-    appended: AtomicUsize,
-    limit: usize,
-}
-
-#[async_trait]
-impl Mailbox for Stalls {
-    async fn contains(&self, d: &Delivery<'_>) -> Result<bool, MailboxError> {
-        self.inner.contains(d).await
-    }
-    async fn append(&self, d: &Delivery<'_>) -> Result<(), MailboxError> {
-        if self.appended.fetch_add(1, Ordering::SeqCst) >= self.limit {
-            std::future::pending::<()>().await;
-        }
-        self.inner.append(d).await
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn destination(&self) -> String {
-        self.inner.destination()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_evidence_is_written_twice_through_a_crash_two_reruns_and_a_redrive() {
     comms_archiver::install_crypto_provider();
@@ -100,18 +72,15 @@ async fn no_evidence_is_written_twice_through_a_crash_two_reruns_and_a_redrive()
         inner: LocalStage::new(dir.join("var/stage")),
         writes: Mutex::default(),
     });
-    let maildir = || MaildirTree::new(dir.join("var/mail"));
     let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
 
-    // A run that stops answering after 5 copies and is dropped there, as a crash leaves it.
+    // A run that stops answering after 5 copies and is dropped there, as a crash leaves it
+    // (the gate never opens).
+    let (stalls, _shut) = gated::GatedMaildir::new(dir.join("var/mail"), 5);
     let crashing = Archiver::from_config(&config)
         .unwrap()
         .with_stage(stage.clone())
-        .with_mailbox(Arc::new(Stalls {
-            inner: maildir(),
-            appended: AtomicUsize::new(0),
-            limit: 5,
-        }));
+        .with_mailbox(stalls);
     let crashed = tokio::time::timeout(
         std::time::Duration::from_secs(5),
         crashing.run_days(&[day], Some("o2")),

@@ -2,17 +2,21 @@
 //! first, so that daemons sharing a stage collect different connector-days at once; the
 //! held days are shared afterwards. Whatever a shutdown keeps the run from is reported open.
 
+use crate::support::gated::GatedMaildir;
 use crate::support::*;
-use async_trait::async_trait;
-use comms_archiver::mailbox::{Delivery, Mailbox, MailboxError, MaildirTree};
-use comms_archiver::pipeline::Archiver;
-use std::sync::atomic::{AtomicBool, Ordering};
+use comms_archiver::pipeline::{Archiver, DayResult};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 fn day() -> chrono::NaiveDate {
     chrono::NaiveDate::from_ymd_opt(2026, 11, 20).unwrap()
+}
+
+/// The run's results name every connector's day, in the order the connectors were asked.
+fn in_order_asked(results: &[DayResult], names: &[String]) {
+    let order: Vec<&str> = results.iter().map(|r| r.connector.as_str()).collect();
+    assert_eq!(order, names.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,8 +71,7 @@ async fn the_days_after_one_held_elsewhere_run_while_it_is_held() {
         .await
         .expect("the run ends once the holder lets the day go")
         .unwrap();
-    let order: Vec<&str> = results.iter().map(|r| r.connector.as_str()).collect();
-    assert_eq!(order, names.iter().map(String::as_str).collect::<Vec<_>>());
+    in_order_asked(&results, &names);
     let first = results[0].log.as_ref().unwrap();
     assert!(
         !first.complete && first.errors.iter().any(|e| e.reason == "busy"),
@@ -77,31 +80,6 @@ async fn the_days_after_one_held_elsewhere_run_while_it_is_held() {
     assert!(results[1..].iter().all(|r| r.is_complete()), "{results:?}");
     let again = archiver.run_days(&[day], Some(&names[0])).await;
     assert!(again[0].is_complete(), "{:?}", again[0].log);
-}
-
-/// A Maildir whose appends wait until the gate opens; `reached` once one waits.
-struct Gated {
-    inner: MaildirTree,
-    open: watch::Receiver<bool>,
-    reached: AtomicBool,
-}
-
-#[async_trait]
-impl Mailbox for Gated {
-    async fn contains(&self, d: &Delivery<'_>) -> Result<bool, MailboxError> {
-        self.inner.contains(d).await
-    }
-    async fn append(&self, d: &Delivery<'_>) -> Result<(), MailboxError> {
-        self.reached.store(true, Ordering::SeqCst);
-        let _ = self.open.clone().wait_for(|open| *open).await;
-        self.inner.append(d).await
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn destination(&self) -> String {
-        self.inner.destination()
-    }
 }
 
 /// `once` by two daemons: while one delivers the first connector's day, the other runs the
@@ -113,12 +91,7 @@ async fn a_day_another_daemon_finished_during_the_run_is_not_run_again() {
     comms_archiver::install_crypto_provider();
     let ws = workspace();
     let config = demo_config(ws.path());
-    let (open, gate) = watch::channel(false);
-    let gated = Arc::new(Gated {
-        inner: MaildirTree::new(ws.path().join("var/mail")),
-        open: gate,
-        reached: AtomicBool::new(false),
-    });
+    let (gated, open) = GatedMaildir::new(ws.path().join("var/mail"), 0);
     let first = Arc::new(
         Archiver::from_config(&config)
             .unwrap()
@@ -129,14 +102,7 @@ async fn a_day_another_daemon_finished_during_the_run_is_not_run_again() {
         let first = first.clone();
         async move { first.run_days(&[day()], None).await }
     });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !gated.reached.load(Ordering::SeqCst) {
-        assert!(
-            Instant::now() < deadline,
-            "the first daemon never delivered"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    gated.until_held(Duration::from_secs(60)).await;
 
     let other = Archiver::from_config(&config).unwrap();
     let theirs = other.run_days(&[day()], Some(&names[1])).await;
@@ -168,12 +134,7 @@ async fn a_day_another_daemon_finished_during_the_run_is_not_run_again() {
 async fn days_a_shutdown_kept_the_run_from_are_reported_open() {
     comms_archiver::install_crypto_provider();
     let ws = workspace();
-    let (open, gate) = watch::channel(false);
-    let gated = Arc::new(Gated {
-        inner: MaildirTree::new(ws.path().join("var/mail")),
-        open: gate,
-        reached: AtomicBool::new(false),
-    });
+    let (gated, open) = GatedMaildir::new(ws.path().join("var/mail"), 0);
     let (stop, stopping) = watch::channel(false);
     let archiver = Arc::new(
         Archiver::from_config(&demo_config(ws.path()))
@@ -196,11 +157,7 @@ async fn days_a_shutdown_kept_the_run_from_are_reported_open() {
         let archiver = archiver.clone();
         async move { archiver.run_days(&[day()], None).await }
     });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !gated.reached.load(Ordering::SeqCst) {
-        assert!(Instant::now() < deadline, "no day was delivered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    gated.until_held(Duration::from_secs(60)).await;
     stop.send(true).unwrap();
     open.send(true).unwrap();
     let results = tokio::time::timeout(Duration::from_secs(60), run)
@@ -208,8 +165,7 @@ async fn days_a_shutdown_kept_the_run_from_are_reported_open() {
         .expect("the run stops")
         .unwrap();
 
-    let order: Vec<&str> = results.iter().map(|r| r.connector.as_str()).collect();
-    assert_eq!(order, names.iter().map(String::as_str).collect::<Vec<_>>());
+    in_order_asked(&results, &names);
     // The day under way (the second) ends as its copies in flight let it; the others were
     // not reached.
     for r in results.iter().filter(|r| r.connector != names[1]) {

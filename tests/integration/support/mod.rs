@@ -1,8 +1,9 @@
 //! Helpers shared by the integration tests: scratch workspaces, the demo day, killing a run
 //! part way, patched configurations, reading the Maildir tree; the scheduler scaffold in
-//! [`daemon`].
+//! [`daemon`]; a Maildir that holds appends at a gate in [`gated`].
 
 pub mod daemon;
+pub mod gated;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
