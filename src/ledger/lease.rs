@@ -1,31 +1,65 @@
 //! Leases: the right to process one connector-day, or one delivery shard of it, held by one
-//! daemon until it expires; taken, renewed and released with ETag conditions.
+//! daemon until it stops renewing it; taken, renewed and released with ETag conditions.
+//!
+//! Daemons on different machines do not share a clock, so a lease is never taken over on the
+//! strength of the time its holder wrote in it: a taker first sees the lease (its ETag), and
+//! takes it over only once it has seen that same version, unrenewed, for the lease's whole
+//! life by its own clock. A holder renews ten times per life, so a live holder's lease is
+//! never taken, however far apart the clocks are; a lease let go is free at once.
 
 use super::Ledger;
 use crate::stage::Version;
 use crate::Result;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// The right to process one connector-day, or one delivery shard of it, held by one daemon
-/// until it expires.
+/// until it stops renewing it.
 #[derive(Debug, Clone)]
 pub struct DayLease {
     key: String,
     version: Version,
     holder: LeaseHolder,
+    /// The daemon it was taken over from, when that one had stopped renewing it (rather than
+    /// let it go).
+    taken_from: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct LeaseHolder {
     owner: String,
+    /// Until when, by the holder's clock: for people reading the lease; takers do not rely on
+    /// it (see the module's documentation).
     expires_at: DateTime<Utc>,
+    /// How long the lease lasts unrenewed, in its holder's configuration. Absent from leases
+    /// written by versions before takers relied on sightings: for those, `expires_at` decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ttl_secs: Option<u64>,
+    /// Let go by its holder: free at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    released: bool,
 }
+
+/// Other daemons' leases as this process has seen them: each lease's version and when this
+/// process first saw it.
+pub(super) type Sightings = Arc<Mutex<HashMap<String, (Version, Instant)>>>;
+
+/// Sightings older than this are forgotten when the list grows long.
+const SIGHTINGS_KEPT: Duration = Duration::from_secs(24 * 3600);
 
 impl DayLease {
     /// Who holds it.
     pub fn owner(&self) -> &str {
         &self.holder.owner
+    }
+
+    /// The daemon this lease was taken over from, when that one had stopped renewing it.
+    pub fn taken_from(&self) -> Option<&str> {
+        self.taken_from.as_deref()
     }
 }
 
@@ -90,45 +124,58 @@ impl Ledger {
     }
 
     /// Takes the lease at `key` for `owner` (a day's, or one of its delivery shards'),
-    /// unless another live owner holds it: then Err with the holder and its expiry.
+    /// unless another live owner holds it: then Err with the holder.
     pub(super) async fn acquire(
         &self,
         key: String,
         owner: &str,
     ) -> Result<std::result::Result<DayLease, String>> {
-        let holder = LeaseHolder {
-            owner: owner.to_string(),
-            expires_at: Utc::now() + self.lease_ttl,
-        };
+        let holder = self.holder(owner, false);
         let bytes = serde_json::to_vec(&holder).expect("a lease serializes");
         // Two tries: the lease may be released or expire between reading and writing.
         for _ in 0..2 {
             let current = self.stage.get_versioned(&key).await?;
+            let mut taken_from = None;
             let expected = match &current {
                 None => None,
                 Some((raw, version)) => {
                     let held: Option<LeaseHolder> = serde_json::from_slice(raw).ok();
                     match held {
-                        Some(h)
-                            if h.owner != owner
-                                && h.expires_at > Utc::now()
-                                && !holder_is_gone(&h.owner) =>
-                        {
-                            return Ok(Err(format!(
-                                "another comms-archiver ({}) is on it, its lease runs until {}",
-                                h.owner,
-                                h.expires_at.format("%Y-%m-%d %H:%M:%S UTC")
-                            )))
+                        Some(h) if h.owner != owner && !h.released && !holder_is_gone(&h.owner) => {
+                            let unrenewed = self.unrenewed_for(&key, version);
+                            let life = self.life_of(&h);
+                            let lapsed = match h.ttl_secs {
+                                Some(_) => unrenewed >= life,
+                                None => h.expires_at <= Utc::now(),
+                            };
+                            if !lapsed {
+                                return Ok(Err(format!(
+                                    "another comms-archiver ({}) is on it (its lease was last \
+                                     renewed {} s ago as seen from here; it is taken over once \
+                                     unrenewed for {} s)",
+                                    h.owner,
+                                    unrenewed.as_secs(),
+                                    life.as_secs()
+                                )));
+                            }
+                            taken_from = Some(h.owner);
+                            Some(version.clone())
                         }
                         _ => Some(version.clone()),
                     }
                 }
             };
             if let Some(version) = self.stage.put_if(&key, &bytes, expected.as_ref()).await? {
+                if let Some(silent) = &taken_from {
+                    tracing::warn!(lease = %key, holder = %silent,
+                        "taking over a lease its holder stopped renewing");
+                }
+                self.seen.lock().expect("sightings").remove(&key);
                 return Ok(Ok(DayLease {
                     key,
                     version,
                     holder,
+                    taken_from,
                 }));
             }
         }
@@ -137,18 +184,58 @@ impl Ledger {
         ))
     }
 
-    /// Whether a live run holds the day's lease now (it is collecting or delivering it).
-    pub async fn is_leased(&self, connector: &str, day: NaiveDate) -> Result<bool> {
-        let held: Option<LeaseHolder> = self.read(&Self::lease_key(connector, day)).await?;
-        Ok(held.is_some_and(|h| h.expires_at > Utc::now() && !holder_is_gone(&h.owner)))
+    /// What this daemon writes in a lease it holds.
+    fn holder(&self, owner: &str, released: bool) -> LeaseHolder {
+        let expires_at = match released {
+            true => Utc::now() - chrono::Duration::seconds(1),
+            false => Utc::now() + self.lease_ttl,
+        };
+        LeaseHolder {
+            owner: owner.to_string(),
+            expires_at,
+            ttl_secs: Some(self.lease_ttl.num_seconds().max(1) as u64),
+            released,
+        }
     }
 
-    /// Extends the lease; false when it was lost (another daemon took it after it expired).
+    /// How long a lease lasts unrenewed: its holder's life for it, or this daemon's when
+    /// that is longer.
+    fn life_of(&self, held: &LeaseHolder) -> Duration {
+        let ours = self.lease_ttl.to_std().unwrap_or(Duration::ZERO);
+        Duration::from_secs(held.ttl_secs.unwrap_or(0)).max(ours)
+    }
+
+    /// How long this process has seen the lease at `key` at `version` (zero when it sees
+    /// this version for the first time).
+    fn unrenewed_for(&self, key: &str, version: &Version) -> Duration {
+        let now = Instant::now();
+        let mut seen = self.seen.lock().expect("sightings");
+        if let Some((known, since)) = seen.get(key) {
+            if known == version {
+                return now.duration_since(*since);
+            }
+        }
+        if seen.len() >= 4096 {
+            seen.retain(|_, (_, since)| now.duration_since(*since) < SIGHTINGS_KEPT);
+        }
+        seen.insert(key.to_string(), (version.clone(), now));
+        Duration::ZERO
+    }
+
+    /// Whether a live run may hold the day's lease now (it is collecting or delivering it).
+    /// A look at the lease's time, once, allowing one lease's life for clocks that differ:
+    /// when in doubt, held.
+    pub async fn is_leased(&self, connector: &str, day: NaiveDate) -> Result<bool> {
+        let held: Option<LeaseHolder> = self.read(&Self::lease_key(connector, day)).await?;
+        Ok(held.is_some_and(|h| {
+            let allowance = chrono::Duration::from_std(self.life_of(&h)).unwrap_or_default();
+            !h.released && !holder_is_gone(&h.owner) && h.expires_at + allowance > Utc::now()
+        }))
+    }
+
+    /// Extends the lease; false when it was lost (another daemon took it over).
     pub async fn renew(&self, lease: &mut DayLease) -> Result<bool> {
-        let holder = LeaseHolder {
-            owner: lease.holder.owner.clone(),
-            expires_at: Utc::now() + self.lease_ttl,
-        };
+        let holder = self.holder(&lease.holder.owner, false);
         let bytes = serde_json::to_vec(&holder).expect("a lease serializes");
         match self
             .stage
@@ -164,16 +251,153 @@ impl Ledger {
         }
     }
 
-    /// Gives the lease up (it expires at once).
+    /// Gives the lease up: free at once for any daemon.
     pub async fn release(&self, lease: DayLease) -> Result<()> {
-        let holder = LeaseHolder {
-            owner: lease.holder.owner,
-            expires_at: Utc::now() - chrono::Duration::seconds(1),
-        };
+        let holder = self.holder(&lease.holder.owner, true);
         let bytes = serde_json::to_vec(&holder).expect("a lease serializes");
         self.stage
             .put_if(&lease.key, &bytes, Some(&lease.version))
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stage::{LocalStage, Stage};
+
+    const KEY: &str = "ledger/o2/leases/2026-11-20.json";
+
+    fn day() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, 20).unwrap()
+    }
+
+    /// A ledger with leases of `secs`, and its stage (in `dir`).
+    fn ledger(dir: &std::path::Path, secs: u64) -> (Ledger, Arc<dyn Stage>) {
+        let stage: Arc<dyn Stage> = Arc::new(LocalStage::new(dir));
+        (Ledger::new(stage.clone()).with_lease_secs(secs), stage)
+    }
+
+    /// A lease as a daemon on another host writes it: its clock `skew` from this one's, its
+    /// leases lasting `ttl_secs` (None: written before leases said so).
+    async fn held_elsewhere(stage: &Arc<dyn Stage>, skew: chrono::Duration, ttl_secs: Option<u64>) {
+        let holder = LeaseHolder {
+            owner: "elsewhere/1/1".into(),
+            expires_at: Utc::now()
+                + skew
+                + chrono::Duration::seconds(ttl_secs.unwrap_or(300) as i64),
+            ttl_secs,
+            released: false,
+        };
+        stage
+            .put(KEY, &serde_json::to_vec(&holder).unwrap())
+            .await
+            .unwrap();
+    }
+
+    async fn take(ledger: &Ledger) -> std::result::Result<DayLease, String> {
+        ledger.acquire_day("o2", day(), "here/2/2").await.unwrap()
+    }
+
+    /// Another host's clock is an hour behind: by the time it writes, its lease ran out long
+    /// ago. It is taken over only once this daemon has seen it unrenewed for its whole life,
+    /// and every renewal starts that wait again.
+    #[tokio::test(start_paused = true)]
+    async fn a_live_lease_is_not_taken_however_far_behind_its_holders_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ledger, stage) = ledger(dir.path(), 300);
+        let behind = -chrono::Duration::hours(1);
+        held_elsewhere(&stage, behind, Some(300)).await;
+        assert!(take(&ledger).await.is_err(), "taken on the holder's time");
+        tokio::time::advance(Duration::from_secs(200)).await;
+        assert!(take(&ledger).await.is_err());
+        // Renewed (every tenth of its life, in truth): its life counts from when this daemon
+        // sees the renewal.
+        held_elsewhere(&stage, behind, Some(300)).await;
+        tokio::time::advance(Duration::from_secs(200)).await;
+        assert!(take(&ledger).await.is_err(), "taken 400 s after first seen");
+        tokio::time::advance(Duration::from_secs(299)).await;
+        assert!(take(&ledger).await.is_err());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let lease = take(&ledger).await.expect("seen unrenewed for 300 s");
+        assert_eq!(lease.taken_from(), Some("elsewhere/1/1"));
+        assert_eq!(lease.owner(), "here/2/2");
+    }
+
+    /// A host whose clock is an hour ahead wrote a lease that seems to run for an hour yet;
+    /// it stopped renewing it, and it is taken over after its life all the same.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_lease_is_taken_after_its_life_however_far_ahead_its_holders_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ledger, stage) = ledger(dir.path(), 300);
+        held_elsewhere(&stage, chrono::Duration::hours(1), Some(300)).await;
+        assert!(take(&ledger).await.is_err());
+        tokio::time::advance(Duration::from_secs(300)).await;
+        assert!(take(&ledger).await.is_ok());
+    }
+
+    /// The holder's leases last longer than this daemon's: its life is waited for.
+    #[tokio::test(start_paused = true)]
+    async fn a_holder_with_longer_leases_is_waited_for_as_long() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ledger, stage) = ledger(dir.path(), 60);
+        held_elsewhere(&stage, chrono::Duration::zero(), Some(600)).await;
+        assert!(take(&ledger).await.is_err());
+        tokio::time::advance(Duration::from_secs(599)).await;
+        assert!(
+            take(&ledger).await.is_err(),
+            "taken after this daemon's 60 s"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(take(&ledger).await.is_ok());
+    }
+
+    /// A lease let go is free at once, whoever looks; one a holder keeps renewing is not.
+    #[tokio::test(start_paused = true)]
+    async fn a_released_lease_is_free_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (holder, stage) = ledger(dir.path(), 300);
+        let (other, _) = ledger(dir.path(), 300);
+        let mut lease = holder
+            .acquire_day("o2", day(), "elsewhere/1/1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(take(&other).await.is_err());
+        for _ in 0..20 {
+            tokio::time::advance(Duration::from_secs(30)).await;
+            assert!(holder.renew(&mut lease).await.unwrap());
+            assert!(take(&other).await.is_err(), "a renewed lease was taken");
+        }
+        assert!(other.is_leased("o2", day()).await.unwrap());
+        holder.release(lease).await.unwrap();
+        assert!(!other.is_leased("o2", day()).await.unwrap());
+        let taken = take(&other).await.expect("released");
+        assert_eq!(taken.taken_from(), None);
+        drop(stage);
+    }
+
+    /// Leases written before they said how long they last expire by their time, as then.
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_from_an_earlier_version_expires_by_its_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ledger, stage) = ledger(dir.path(), 300);
+        held_elsewhere(&stage, chrono::Duration::zero(), None).await;
+        assert!(take(&ledger).await.is_err());
+        held_elsewhere(&stage, -chrono::Duration::seconds(301), None).await;
+        assert!(take(&ledger).await.is_ok());
+    }
+
+    /// Whether a day is being worked on, at one look: a lease that ran out by less than its
+    /// life (a holder's clock may be behind) still counts.
+    #[tokio::test]
+    async fn a_lease_just_run_out_still_counts_as_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ledger, stage) = ledger(dir.path(), 300);
+        held_elsewhere(&stage, -chrono::Duration::seconds(400), Some(300)).await;
+        assert!(ledger.is_leased("o2", day()).await.unwrap());
+        held_elsewhere(&stage, -chrono::Duration::seconds(700), Some(300)).await;
+        assert!(!ledger.is_leased("o2", day()).await.unwrap());
     }
 }

@@ -11,8 +11,9 @@
 //!   imported copy, in batches (create-only) written after the mailbox accepted the messages,
 //!   under the items' date ([`Journal`])
 //! - `ledger/<connector>/days/<day>.json`: the day's state (open or complete, attempts)
-//! - `ledger/<connector>/leases/<day>.json`: who is processing the day, until when; taken
-//!   and renewed with ETag conditions, so two daemons never collect one day at once; and
+//! - `ledger/<connector>/leases/<day>.json`: who is processing the day; taken and renewed
+//!   with ETag conditions, so two daemons never collect one day at once, and taken over only
+//!   once seen unrenewed for its whole life, whatever the daemons' clocks say; and
 //!   `ledger/<connector>/leases/<day>/shard-<n>.json`, the same for one delivery shard
 //! - `ledger/<connector>/collect/<day>/`: the day's index of staged copies by mailbox shard,
 //!   and its delivery rounds ([`CollectIndex`], `collect.rs`)
@@ -131,6 +132,8 @@ struct Checkpoint {
 pub struct Ledger {
     stage: Arc<dyn Stage>,
     lease_ttl: chrono::Duration,
+    /// Other daemons' leases as this process has seen them, for taking one over.
+    seen: lease::Sightings,
 }
 
 impl Ledger {
@@ -138,6 +141,7 @@ impl Ledger {
         Ledger {
             stage,
             lease_ttl: chrono::Duration::seconds(DEFAULT_LEASE_SECS as i64),
+            seen: Default::default(),
         }
     }
 
@@ -146,6 +150,7 @@ impl Ledger {
         Ledger {
             stage,
             lease_ttl: self.lease_ttl,
+            seen: self.seen.clone(),
         }
     }
 

@@ -32,6 +32,8 @@ pub struct DaySession {
     earlier_errors: Vec<DayError>,
     journal: std::sync::Arc<Journal>,
     started_at: chrono::DateTime<chrono::Utc>,
+    /// The daemon whose lease this run took over, when it had stopped renewing it.
+    taken_from: Option<String>,
 }
 
 /// Where a run imported: the store ([`crate::mailbox::Mailbox::destination`]) and the
@@ -73,7 +75,9 @@ impl Ledger {
                     }
                     _ => Vec::new(),
                 };
+                let taken_from = lease.taken_from().map(str::to_string);
                 Ok(Opened::Session(Box::new(DaySession {
+                    taken_from,
                     ledger: self.clone(),
                     connector: connector.to_string(),
                     day,
@@ -99,6 +103,12 @@ impl DaySession {
 
     pub fn day(&self) -> NaiveDate {
         self.day
+    }
+
+    /// The daemon whose lease of the day this run took over, when it had stopped renewing
+    /// it (crashed, or cut off from the stage) rather than let the day go.
+    pub fn taken_from(&self) -> Option<&str> {
+        self.taken_from.as_deref()
     }
 
     /// What the earlier attempts at the day left.
@@ -154,6 +164,7 @@ impl DaySession {
             earlier_errors,
             journal,
             started_at,
+            taken_from: _,
         } = self;
         let (lease, _) = hold.into_inner();
         let result = async {

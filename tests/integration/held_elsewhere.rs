@@ -82,6 +82,41 @@ async fn the_days_after_one_held_elsewhere_run_while_it_is_held() {
     assert!(again[0].is_complete(), "{:?}", again[0].log);
 }
 
+/// A daemon on another host took the first connector's day and died without letting it go:
+/// its lease is never renewed. `once` does not take it on the time written in it (that
+/// host's clock may be anywhere): it waits until it has seen the lease unrenewed for a
+/// lease's life, then takes the day over and runs it, rather than reporting it busy to
+/// every run after (each a new process that would wait as long again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_whose_holder_died_is_taken_over_and_run() {
+    comms_archiver::install_crypto_provider();
+    let ws = workspace();
+    let archiver = Archiver::from_config(&demo_config(ws.path()))
+        .unwrap()
+        .with_lease_secs(2);
+    let ledger = archiver.ledger().clone();
+    let names: Vec<String> = archiver
+        .connectors()
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    let _dead = ledger
+        .acquire_day(&names[0], day(), "elsewhere/1/1")
+        .await
+        .unwrap()
+        .expect("the day is free");
+    let results = tokio::time::timeout(Duration::from_secs(120), archiver.run_days(&[day()], None))
+        .await
+        .expect("the run ends");
+    in_order_asked(&results, &names);
+    assert!(
+        results.iter().all(|r| r.is_complete()),
+        "{:?}",
+        results[0].log
+    );
+    assert!(ledger.is_complete(&names[0], day()).await.unwrap());
+}
+
 /// `once` by two daemons: while one delivers the first connector's day, the other runs the
 /// second's to its end. The first does not run that day again when it gets there (it was not
 /// complete when the run began): the day has one run, and the other's reconciliation is the

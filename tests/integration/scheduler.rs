@@ -178,33 +178,48 @@ async fn each_wake_redrives_the_held_copies_of_the_window() {
     assert!(day_log.adds_up());
 }
 
-/// A day of the window that another daemon holds (on another host, its lease running) does
+/// A day of the window that another daemon holds (on another host, renewing its lease) does
 /// not hold back the days after it: they are run while it is held, and the checkpoint stays
-/// behind it.
+/// behind it. However long the holder keeps renewing, the day is not taken from it; once it
+/// stops (it died without letting the day go), the day is taken over and run here.
 #[tokio::test(start_paused = true)]
 async fn a_day_another_daemon_holds_lets_the_days_after_it_run() {
     let mut daemon = Scaffold::new(at(2026, 11, 21, 5), &[("o2", Behaviour::Deliver)]);
     let ledger = daemon.archiver.ledger().clone();
     ledger.complete_day("o2", d(2026, 11, 17)).await.unwrap();
-    let held = ledger
+    let mut held = ledger
         .acquire_day("o2", d(2026, 11, 18), "elsewhere/1/1")
         .await
         .unwrap()
         .expect("the day is free");
-    daemon.start("");
-    for _ in 0..60 {
-        if daemon.opened.lock().unwrap().len() >= 2 {
-            break;
+    let holder = tokio::spawn({
+        let ledger = ledger.clone();
+        async move {
+            loop {
+                tokio::time::sleep(ledger.lease_renew_every()).await;
+                assert!(
+                    ledger.renew(&mut held).await.unwrap(),
+                    "the lease was taken"
+                );
+            }
         }
+    });
+    daemon.start("");
+    // Twenty minutes: the lease's life (300 s) four times over.
+    for _ in 0..20 {
         tokio::time::sleep(Duration::from_secs(60)).await;
     }
-    let opened = daemon.stop().await;
-
-    let days: Vec<NaiveDate> = opened.iter().map(|(day, _)| *day).collect();
+    let days: Vec<NaiveDate> = daemon
+        .opened
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(day, _)| *day)
+        .collect();
     assert_eq!(
         days,
         [d(2026, 11, 19), d(2026, 11, 20)],
-        "the days after the held one ran within the hour"
+        "the days after the held one ran, and the held one was left to its holder"
     );
     for day in [d(2026, 11, 19), d(2026, 11, 20)] {
         assert!(ledger.is_complete("o2", day).await.unwrap(), "{day}");
@@ -215,5 +230,23 @@ async fn a_day_another_daemon_holds_lets_the_days_after_it_run() {
         Some(d(2026, 11, 17)),
         "the checkpoint waits for the held day"
     );
-    ledger.release(held).await.unwrap();
+
+    // The holder dies: its lease is no longer renewed, nor let go.
+    holder.abort();
+    let _ = holder.await;
+    for _ in 0..180 {
+        if ledger.is_complete("o2", d(2026, 11, 18)).await.unwrap() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    let opened = daemon.stop().await;
+    assert!(
+        ledger.is_complete("o2", d(2026, 11, 18)).await.unwrap(),
+        "the silent holder's day was taken over: {opened:?}"
+    );
+    assert_eq!(
+        ledger.checkpoint("o2").await.unwrap(),
+        Some(d(2026, 11, 20))
+    );
 }

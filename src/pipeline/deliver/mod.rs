@@ -109,6 +109,13 @@ impl Archiver {
                             "the daemon that held the day stopped before its end; finishing it here");
                         return self.run_session(connector, *session).await;
                     }
+                    // Its holder went silent (it ends no run of the day, so no "next run"
+                    // of its would take the day): the day is run here.
+                    if session.taken_from().is_some() {
+                        tracing::warn!(connector = name, day = %day,
+                            "the daemon that held the day stopped renewing its lease; running the day here");
+                        return self.run_session(connector, *session).await;
+                    }
                     session.abandon().await;
                     break;
                 }
