@@ -64,26 +64,53 @@ impl DayLease {
 }
 
 /// How long a lease lasts without renewal unless configured (`archiver.lease_secs`); a
-/// daemon that died loses it after this long (at once to a daemon on the same host, which
-/// sees that its process is gone).
+/// daemon that died loses it once another has seen it unrenewed this long (at once to a
+/// daemon on the same host, which sees that its process is gone).
 pub const DEFAULT_LEASE_SECS: u64 = 300;
 
-/// Whether a lease owner ran on this host and its process no longer exists (a daemon that
-/// was killed and restarted takes its day back at once instead of waiting for the expiry).
+/// Whether a lease owner ran in this process's own process namespace on this machine, and
+/// its process no longer exists: a daemon killed and restarted there takes its day back at
+/// once instead of waiting a lease's life. A host name alone does not say that: containers
+/// sharing the host's name (`--network host`), pods given one `hostname`, or cloned machines
+/// each see other process ids, and a live daemon's pid missing from this namespace says
+/// nothing about it.
 fn holder_is_gone(owner: &str) -> bool {
-    let mut parts = owner.rsplitn(3, '/');
-    let (_start, pid, host) = (parts.next(), parts.next(), parts.next());
     let ours = owner_id();
-    let our_host = ours.rsplitn(3, '/').nth(2);
-    match (host, pid.and_then(|p| p.parse::<u32>().ok())) {
-        (Some(host), Some(pid)) if Some(host) == our_host => {
+    match (owner_parts(owner), owner_parts(&ours)) {
+        (Some((host, pid, space)), Some((our_host, _, our_space)))
+            if host == our_host && space == our_space =>
+        {
             !std::path::Path::new(&format!("/proc/{pid}")).exists()
         }
         _ => false,
     }
 }
 
-/// This process, as a lease owner: host, pid and start time.
+/// An owner's host, process id and process namespace (None for owners written by versions
+/// that did not name the namespace, and for any other form).
+fn owner_parts(owner: &str) -> Option<(&str, u32, &str)> {
+    let mut parts = owner.rsplitn(4, '/');
+    let (space, _start, pid, host) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    Some((host, pid.parse().ok()?, space))
+}
+
+/// This process's namespace of process ids, on this boot of this machine: the kernel's boot
+/// id and the namespace's inode, hashed short. Unreadable, a value of this process alone, so
+/// that no other process is ever taken for one of the same namespace.
+fn process_namespace() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id");
+    let space = std::fs::read_link("/proc/self/ns/pid");
+    match (boot, space) {
+        (Ok(boot), Ok(space)) => {
+            let both = format!("{}|{}", boot.trim(), space.display());
+            crate::item::sha256_hex(both.as_bytes())[..8].to_string()
+        }
+        _ => format!("x{}", Utc::now().timestamp_nanos_opt().unwrap_or_default()),
+    }
+}
+
+/// This process, as a lease owner: host, pid, start time and process namespace
+/// (`host/pid/start/namespace`).
 pub fn owner_id() -> String {
     static OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     OWNER
@@ -99,9 +126,10 @@ pub fn owner_id() -> String {
                 .filter(|h| !h.is_empty())
                 .unwrap_or_else(|| "host".into());
             format!(
-                "{host}/{}/{}",
+                "{host}/{}/{}/{}",
                 std::process::id(),
-                Utc::now().timestamp_millis()
+                Utc::now().timestamp_millis(),
+                process_namespace()
             )
         })
         .clone()
@@ -399,5 +427,27 @@ mod tests {
         assert!(ledger.is_leased("o2", day()).await.unwrap());
         held_elsewhere(&stage, -chrono::Duration::seconds(700), Some(300)).await;
         assert!(!ledger.is_leased("o2", day()).await.unwrap());
+    }
+
+    /// A holder on a host of the same name whose process id is missing here is gone only
+    /// when it ran in this very process namespace; one from another namespace (a container
+    /// sharing the host's name, a cloned machine) may be alive.
+    #[test]
+    fn a_missing_process_means_a_dead_holder_only_in_this_namespace() {
+        let ours = owner_id();
+        let (host, _, space) = owner_parts(&ours).expect("our own owner id parses");
+        // A pid above the kernel's largest (4,194,304) exists nowhere.
+        let dead = 4_194_305;
+        assert!(holder_is_gone(&format!("{host}/{dead}/1/{space}")));
+        assert!(!holder_is_gone(&format!("{host}/{dead}/1/0ther0ns")));
+        assert!(
+            !holder_is_gone(&format!("{host}/{dead}/1")),
+            "an older owner's form"
+        );
+        assert!(!holder_is_gone(&format!("elsewhere/{dead}/1/{space}")));
+        assert!(!holder_is_gone(&format!(
+            "{host}/{}/1/{space}",
+            std::process::id()
+        )));
     }
 }
