@@ -13,6 +13,15 @@ fn day() -> chrono::NaiveDate {
     chrono::NaiveDate::from_ymd_opt(2026, 11, 20).unwrap()
 }
 
+/// The archiver's connectors, by name, in their order.
+fn connector_names(archiver: &Archiver) -> Vec<String> {
+    archiver
+        .connectors()
+        .iter()
+        .map(|c| c.name.clone())
+        .collect()
+}
+
 /// The run's results name every connector's day, in the order the connectors were asked.
 fn in_order_asked(results: &[DayResult], names: &[String]) {
     let order: Vec<&str> = results.iter().map(|r| r.connector.as_str()).collect();
@@ -26,11 +35,7 @@ async fn the_days_after_one_held_elsewhere_run_while_it_is_held() {
     let archiver = Arc::new(Archiver::from_config(&demo_config(ws.path())).unwrap());
     let ledger = archiver.ledger().clone();
     let day = day();
-    let names: Vec<String> = archiver
-        .connectors()
-        .iter()
-        .map(|c| c.name.clone())
-        .collect();
+    let names = connector_names(&archiver);
     assert!(names.len() >= 2, "{names:?}");
 
     // Another daemon, on another host, holds the first connector's day (its lease runs for
@@ -95,11 +100,7 @@ async fn a_day_whose_holder_died_is_taken_over_and_run() {
         .unwrap()
         .with_lease_secs(2);
     let ledger = archiver.ledger().clone();
-    let names: Vec<String> = archiver
-        .connectors()
-        .iter()
-        .map(|c| c.name.clone())
-        .collect();
+    let names = connector_names(&archiver);
     let _dead = ledger
         .acquire_day(&names[0], day(), "elsewhere/1/1")
         .await
@@ -132,7 +133,7 @@ async fn a_day_another_daemon_finished_during_the_run_is_not_run_again() {
             .unwrap()
             .with_mailbox(gated.clone()),
     );
-    let names: Vec<String> = first.connectors().iter().map(|c| c.name.clone()).collect();
+    let names = connector_names(&first);
     let run = tokio::spawn({
         let first = first.clone();
         async move { first.run_days(&[day()], None).await }
@@ -177,11 +178,7 @@ async fn days_a_shutdown_kept_the_run_from_are_reported_open() {
             .with_mailbox(gated.clone())
             .with_shutdown(stopping),
     );
-    let names: Vec<String> = archiver
-        .connectors()
-        .iter()
-        .map(|c| c.name.clone())
-        .collect();
+    let names = connector_names(&archiver);
     let held = archiver
         .ledger()
         .acquire_day(&names[0], day(), "elsewhere/1/1")
