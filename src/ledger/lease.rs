@@ -140,8 +140,8 @@ impl Ledger {
         format!("ledger/{connector}/leases/{day}.json")
     }
 
-    /// Takes the day's lease for `owner`, unless another live owner holds it (then Err with
-    /// the holder and its expiry, for the status log).
+    /// Takes the day's lease for `owner`, unless another live owner holds it (then Err
+    /// saying who, and when it would be taken over, for the status log).
     pub async fn acquire_day(
         &self,
         connector: &str,
@@ -160,7 +160,8 @@ impl Ledger {
     ) -> Result<std::result::Result<DayLease, String>> {
         let holder = self.holder(owner, false);
         let bytes = serde_json::to_vec(&holder).expect("a lease serializes");
-        // Two tries: the lease may be released or expire between reading and writing.
+        // Two tries: the lease may be let go, or taken by another, between reading and
+        // writing.
         for _ in 0..2 {
             let current = self.stage.get_versioned(&key).await?;
             let mut taken_from = None;
@@ -178,9 +179,9 @@ impl Ledger {
                             };
                             if !lapsed {
                                 return Ok(Err(format!(
-                                    "another comms-archiver ({}) is on it (its lease was last \
-                                     renewed {} s ago as seen from here; it is taken over once \
-                                     unrenewed for {} s)",
+                                    "another comms-archiver ({}) is on it (its lease unchanged \
+                                     for {} s as seen from here; it is taken over once unchanged \
+                                     for {} s)",
                                     h.owner,
                                     unrenewed.as_secs(),
                                     life.as_secs()
