@@ -329,6 +329,40 @@ pub async fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)>
     http_server::get(addr, path).await
 }
 
+/// Log lines kept in memory for a test to read: a writer for a subscriber set for the test.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl Lines {
+    /// What was written so far.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// A JSON subscriber writing here under the daemon's default filter at `verbosity`.
+    pub(crate) fn subscriber(&self, verbosity: i8) -> impl tracing::Subscriber + Send + Sync {
+        let writer = self.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter(default_filter(verbosity))
+            .with_writer(move || writer.clone())
+            .json()
+            .finish()
+    }
+}
+
+#[cfg(test)]
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

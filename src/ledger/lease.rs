@@ -177,6 +177,14 @@ impl Ledger {
                                 Some(_) => unrenewed >= life,
                                 None => h.expires_at <= Utc::now(),
                             };
+                            if !lapsed && unrenewed.is_zero() && h.expires_at < Utc::now() {
+                                // Most likely a daemon that died: say why this one waits.
+                                tracing::info!(lease = %key, holder = %h.owner,
+                                    expired_by_its_clock = %h.expires_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                                    wait_secs = life.as_secs(),
+                                    "a lease past its time by its holder's clock: taken over once \
+                                     seen unchanged that long (daemons' clocks are not trusted)");
+                            }
                             if !lapsed {
                                 return Ok(Err(format!(
                                     "another comms-archiver ({}) is on it (its lease unchanged \
@@ -364,6 +372,36 @@ mod tests {
         assert!(take(&ledger).await.is_err());
         tokio::time::advance(Duration::from_secs(300)).await;
         assert!(take(&ledger).await.is_ok());
+    }
+
+    /// The operator is told why a lease long past its time is not taken at once (a `once`
+    /// after a daemon died waits a lease's life), and when it is taken over; a lease within
+    /// its time, most likely a live holder's, is waited for without a word.
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_a_lease_past_its_time_is_logged_and_so_is_the_takeover() {
+        use tracing_subscriber::util::SubscriberInitExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (ledger, stage) = ledger(dir.path(), 300);
+        let lines = crate::telemetry::Lines::default();
+        let _guard = lines.subscriber(0).set_default();
+        held_elsewhere(&stage, chrono::Duration::zero(), Some(300)).await;
+        assert!(take(&ledger).await.is_err());
+        assert!(!lines.text().contains("past its time"), "{}", lines.text());
+        held_elsewhere(&stage, -chrono::Duration::hours(1), Some(300)).await;
+        assert!(take(&ledger).await.is_err());
+        let waiting = lines.text();
+        assert!(
+            waiting.contains("a lease past its time") && waiting.contains("\"wait_secs\":300"),
+            "{waiting}"
+        );
+        tokio::time::advance(Duration::from_secs(300)).await;
+        assert!(take(&ledger).await.is_ok());
+        let taken = lines.text();
+        assert!(
+            taken.contains("taking over a lease its holder stopped renewing")
+                && taken.contains("elsewhere/1/1"),
+            "{taken}"
+        );
     }
 
     /// The holder's leases last longer than this daemon's: its life is waited for.

@@ -415,21 +415,7 @@ impl Stage for AzureStage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
-
-    /// Log lines written under the daemon's default filter, kept for the test to read.
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::telemetry::Lines;
 
     /// A copy that cannot be staged (nothing listens at the endpoint) is reported in the
     /// daemon's own words; the SDK's line with the copy's URL (its mailbox, its item key)
@@ -452,20 +438,14 @@ mod tests {
         let key = "staged/o2/2026-11-20/jane.doe@contoso.com/0123abcd.eml";
         for (verbosity, shown) in [(0, false), (-1, false), (1, true)] {
             let lines = Lines::default();
-            let writer = lines.clone();
-            let subscriber = tracing_subscriber::fmt()
-                .with_env_filter(crate::telemetry::default_filter(verbosity))
-                .with_writer(move || writer.clone())
-                .json()
-                .finish();
-            let guard = subscriber.set_default();
+            let guard = lines.subscriber(verbosity).set_default();
             let failed = stage
                 .put_new_shared(key, Bytes::from_static(b"Subject: x\r\n\r\n"))
                 .await;
             tracing::error!("the copy could not be staged");
             drop(guard);
             assert!(failed.is_err());
-            let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+            let text = lines.text();
             assert!(text.contains("the copy could not be staged"), "{text}");
             assert_eq!(
                 text.contains("jane.doe@contoso.com"),
