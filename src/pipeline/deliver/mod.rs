@@ -58,7 +58,8 @@ pub(super) struct Unrecorded {
 impl Archiver {
     /// A day another daemon holds: delivers shards of its collection while the holder works
     /// on it, and finishes the day if the holder stops before its end with its collection
-    /// whole. The log says the day was busy (the holder's run writes the day's log), and what
+    /// whole, or runs it whole if the holder died with it (its lease taken over, not let
+    /// go). The log says the day was busy (the holder's run writes the day's log), and what
     /// this daemon delivered of it.
     pub async fn help_with_day(
         &self,
