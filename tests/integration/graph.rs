@@ -289,7 +289,7 @@ async fn bench_graph_throughput() {
         .collect();
     let graph = FakeGraph::new(&names.iter().map(String::as_str).collect::<Vec<_>>());
     graph.latency_ms.store(latency_ms, Ordering::SeqCst);
-    let (port, server) = graph.start_apart(1).await;
+    let (port, server) = graph.start_apart(2).await;
 
     let text = generated_day_on_graph(ws.path(), sim_addr, port);
     let text = match std::env::var("GRAPH_BENCH_IN_FLIGHT") {

@@ -4,6 +4,7 @@
 //! folder gets ErrorFolderExists; uploads over a set limit per mailbox get 429; messages are found by the named-property filter; large
 //! attachments come through upload sessions; an unknown mailbox is ErrorInvalidUser.
 
+use alarm::answer_at;
 use base64::Engine;
 use comms_archiver::http_server::{self, Request, Response};
 use parse::{draft_from_mime, error, posted_file};
@@ -609,19 +610,6 @@ impl FakeGraph {
     }
 }
 
-/// Waits until `due`, to within a fraction of a millisecond. Tokio's timer fires on whole
-/// milliseconds, rounded up, which would make every answer most of a millisecond late (2%
-/// of a 50 ms latency): the last two milliseconds are slept on a thread of their own.
-async fn answer_at(due: std::time::Instant) {
-    let near = due.checked_sub(std::time::Duration::from_millis(2));
-    if let Some(near) = near.filter(|near| *near > std::time::Instant::now()) {
-        tokio::time::sleep_until(near.into()).await;
-    }
-    let rest = due.saturating_duration_since(std::time::Instant::now());
-    if !rest.is_zero() {
-        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await;
-    }
-}
-
+mod alarm;
 mod parse;
 mod uploads;
