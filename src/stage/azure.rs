@@ -10,6 +10,7 @@
 //! Errors name the account and the container, never the SAS or a secret: the SAS is
 //! scrubbed from every message.
 
+use super::clock::{ClockPolicy, ClockWatch};
 use super::{Created, Stage, StageError, Version};
 use crate::secret::Secret;
 use async_trait::async_trait;
@@ -46,6 +47,8 @@ pub struct AzureStage {
     shown: String,
     sas: Option<Secret>,
     timeout: Duration,
+    /// What the service's answers say of this host's clock.
+    clock: Arc<ClockWatch>,
 }
 
 impl AzureStage {
@@ -72,8 +75,10 @@ impl AzureStage {
                 host.host_str().unwrap_or_default().to_string()
             }
         );
+        let clock = ClockWatch::new(&shown);
         let options = BlobContainerClientOptions {
             client_options: ClientOptions {
+                per_try_policies: vec![Arc::new(ClockPolicy(clock.clone()))],
                 retry: RetryOptions::exponential(ExponentialRetryOptions {
                     initial_delay: azure_core::time::Duration::milliseconds(200),
                     max_retries,
@@ -114,6 +119,7 @@ impl AzureStage {
             shown,
             sas,
             timeout,
+            clock,
         })
     }
 
@@ -285,7 +291,11 @@ impl Stage for AzureStage {
                 );
                 e
             })?;
-        Ok(format!("{} takes writes", self.describe()))
+        let clock = self
+            .clock
+            .verdict()
+            .map_or(String::new(), |v| format!("; {v}"));
+        Ok(format!("{} takes writes{clock}", self.describe()))
     }
 
     async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<Created, StageError> {
@@ -453,6 +463,69 @@ mod tests {
                 "verbosity {verbosity}: {text}"
             );
         }
+    }
+
+    /// A service whose clock is five minutes ahead of this host's: the daemon's requests are
+    /// answered as usual, and the daemon warns, once, and `check` says so.
+    #[tokio::test]
+    async fn a_stage_whose_clock_is_minutes_ahead_is_said_to_be() {
+        use crate::http_server::{self, Request, Response};
+        use tracing_subscriber::util::SubscriberInitExt;
+        crate::install_crypto_provider();
+        let listener = http_server::bind("127.0.0.1:0".parse().unwrap(), "fake storage")
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answer = |request: Request| async move {
+            let ahead = chrono::Utc::now() + chrono::TimeDelta::minutes(5);
+            let status = if request.method == "DELETE" { 202 } else { 201 };
+            Response::new(status, "application/octet-stream", Vec::new())
+                .with_header("etag", "\"0x8DD1\"")
+                .with_header("last-modified", "Mon, 07 Dec 2026 10:00:00 GMT")
+                .with_header(
+                    "date",
+                    ahead.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+                )
+        };
+        let server = tokio::spawn(http_server::serve(listener, Arc::new(answer)));
+        let stage = AzureStage::new(
+            &format!("http://{addr}/devstoreaccount1"),
+            "comms-archiver",
+            AzureAuth::Sas(Secret::from_value("sv=2020-12-06&sr=c&sp=racwdl&sig=abc")),
+            0,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        let lines = Lines::default();
+        let guard = lines.subscriber(0).set_default();
+        for n in 0..3 {
+            let key = format!("staged/o2/2026-12-06/{n}.eml");
+            let created = stage.put_new_shared(&key, Bytes::from_static(b"x")).await;
+            assert!(matches!(created, Ok(Created::New)), "{created:?}");
+        }
+        let probed = stage.probe().await.unwrap();
+        drop(guard);
+        server.abort();
+        let text = lines.text();
+        let warnings: Vec<&str> = text.lines().filter(|l| l.contains("clock")).collect();
+        assert_eq!(warnings.len(), 1, "{text}");
+        let warning: serde_json::Value = serde_json::from_str(warnings[0]).unwrap();
+        let offset = warning["fields"]["offset_secs"].as_f64().unwrap();
+        assert!((295.0..=301.0).contains(&offset), "{text}");
+        assert!(
+            warning["fields"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!(
+                    "this host's clock is at least {offset} s behind the stage's"
+                )),
+            "{text}"
+        );
+        assert!(
+            probed.contains("takes writes; this host's clock is at least ")
+                && probed.ends_with(" s behind the stage's"),
+            "{probed}"
+        );
     }
 
     #[test]

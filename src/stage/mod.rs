@@ -7,6 +7,7 @@
 pub mod azure;
 mod cache;
 pub mod certificate;
+mod clock;
 mod config;
 mod local;
 mod split;

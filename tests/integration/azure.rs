@@ -90,6 +90,14 @@ async fn the_demo_day_lives_in_the_container_and_a_rerun_adds_nothing() {
     assert!(!dir.join("var/stage").exists(), "nothing is staged locally");
 
     let stage = stage(&azurite);
+    // Azurite runs on this host's clock: its answers' dates agree with it.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("this host's clock"), "{stderr}");
+    let probed = stage.probe().await.unwrap();
+    assert!(
+        probed.ends_with("takes writes; this host's clock agrees with the stage's"),
+        "{probed}"
+    );
     let staged = stage.list("staged/").await.unwrap();
     assert_eq!(staged.len(), COPIES, "one blob per imported copy");
     // One import record per copy, written in a few journal batches.
