@@ -915,7 +915,7 @@ def write(path, command, results, render, graph, smtp=None):
               f"{graph['busiest_mailbox_occupancy'] * 100:.1f}% of the time, as the fake "
               "counts them.\n")
             w("Seen from the daemon (its Graph client instrumented by hand for four runs of this "
-              "benchmark alone on 2026-12-07, not in this build): it held the busiest O2 "
+              "benchmark alone on 2026-12-07, the fake then on one thread; not in this build): it held the busiest O2 "
               "mailbox's four places 99.3 to 99.5% of the time, each request 52.4 to 53.3 ms from "
               "taking a place to the answer's head, and the busiest WhatsApp mailbox's 95.5 to "
               "97.8%, 57.1 to 57.9 ms each (those requests carry the photos). The daemon keeps "
