@@ -224,7 +224,7 @@ impl Ledger {
                     let base_run = base.run.as_ref();
                     i.kind == RunKind::Redrive
                         && base_run.is_none_or(|b| {
-                            i.started_at >= b.started_at
+                            super::runs::came_after(i, b)
                                 && i.destination == b.destination
                                 && i.folder == b.folder
                         })

@@ -34,6 +34,8 @@ pub struct DaySession {
     started_at: chrono::DateTime<chrono::Utc>,
     /// The daemon whose lease this run took over, when it had stopped renewing it.
     taken_from: Option<String>,
+    /// The runs of the day that had written their logs when this run took the day.
+    follows: Vec<String>,
 }
 
 /// Where a run imported: the store ([`crate::mailbox::Mailbox::destination`]) and the
@@ -63,8 +65,12 @@ impl Ledger {
             Ok(lease) => lease,
             Err(busy) => return Ok(Opened::Busy(busy)),
         };
-        match self.begin_day(connector, day).await {
-            Ok(earlier) => {
+        let begun = async {
+            let earlier = self.begin_day(connector, day).await?;
+            Ok::<_, crate::Error>((earlier, self.logged_runs(connector, day).await?))
+        };
+        match begun.await {
+            Ok((earlier, follows)) => {
                 tracing::debug!(connector, day = %day, ?earlier, "day lease taken");
                 // What stopped the earlier runs of this day, kept in this run's log.
                 let earlier_errors = match self.read_report(connector, day).await {
@@ -78,6 +84,7 @@ impl Ledger {
                 let taken_from = lease.taken_from().map(str::to_string);
                 Ok(Opened::Session(Box::new(DaySession {
                     taken_from,
+                    follows,
                     ledger: self.clone(),
                     connector: connector.to_string(),
                     day,
@@ -165,6 +172,7 @@ impl DaySession {
             journal,
             started_at,
             taken_from: _,
+            follows,
         } = self;
         let (lease, _) = hold.into_inner();
         let result = async {
@@ -192,6 +200,7 @@ impl DaySession {
                 destination: place.destination.clone(),
                 folder: place.folder.clone(),
                 stopped_by: log.errors.iter().map(|e| e.reason.clone()).collect(),
+                follows: Some(follows),
             });
             // The run's own record, whatever else happens: evidence, written once.
             ledger.write_run_log(log).await?;

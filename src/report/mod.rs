@@ -232,6 +232,12 @@ pub struct RunInfo {
     /// anything did.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stopped_by: Vec<String>,
+    /// The runs of the day whose run logs the stage held when this run took the day: the
+    /// runs it came after, whatever the clocks of the hosts that ran them say (the day's
+    /// lease lets one run at a time have it). Absent in run logs written before it was
+    /// recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follows: Option<Vec<String>>,
 }
 
 /// What a run did: read the partner's delivery of the day, or re-drive held copies. A

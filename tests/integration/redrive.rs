@@ -308,3 +308,69 @@ fn an_oversize_copy_is_imported_without_its_recording_which_is_kept_whole() {
         "{said}"
     );
 }
+
+/// The binary run as on a host whose clock is `offset` off (libfaketime's syntax: "-10m").
+fn o2_on_a_host_off_by(dir: &Path, offset: &str, args: &[&str]) -> std::process::Output {
+    let tail = ["--config", "config/demo.toml", "--connector", "o2"];
+    std::process::Command::new("faketime")
+        .args(["-f", offset, env!("CARGO_BIN_EXE_comms-archiver")])
+        .args([args, &tail[..]].concat())
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("COMMS_ARCHIVER_CONFIG")
+        .output()
+        .expect("libfaketime's faketime (Debian package faketime), which .ci/run installs")
+}
+
+#[test]
+fn runs_of_one_day_on_hosts_whose_clocks_disagree_are_counted_in_the_order_they_ran() {
+    // Daemons sharing a stage run one day's runs one after another (the day's lease), each
+    // stamping its run with its own host's clock. The day's run on a host ten minutes
+    // ahead, then a re-drive on a host ten minutes behind: by their clocks the re-drive
+    // started twenty minutes before the run whose held copy it delivered.
+    let ws = workspace();
+    let dir = ws.path();
+    let run = o2_on_a_host_off_by(dir, "+10m", &["once", "--date", DEMO_DATE]);
+    assert_eq!(
+        run.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let before = json(&o2(
+        dir,
+        &["report", "--date", DEMO_DATE, "--format", "json"],
+    ));
+    fix_the_mapping(dir);
+    let redrive = o2_on_a_host_off_by(dir, "-10m", &["redrive", "--date", DEMO_DATE]);
+    assert_eq!(
+        redrive.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&redrive.stderr)
+    );
+    assert_eq!(items_in(dir, DESK_3_MAILBOX), ["O2-20261120-0010"]);
+
+    let runs = json(&o2(
+        dir,
+        &["report", "--date", DEMO_DATE, "--runs", "--format", "json"],
+    ));
+    let kinds: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run"]["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["delivery", "redrive"], "in the order they ran");
+    let day = json(&o2(
+        dir,
+        &["report", "--date", DEMO_DATE, "--format", "json"],
+    ));
+    assert_eq!(n(&day, "imported"), n(&before, "imported") + 1, "{day}");
+    assert_eq!(n(&day, "held"), n(&before, "held") - 1, "{day}");
+    assert_eq!(
+        n(&day, "available_for_import"),
+        n(&before, "available_for_import")
+    );
+    assert_eq!(in_maildir(dir), n(&day, "imported"));
+}
