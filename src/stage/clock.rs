@@ -76,9 +76,9 @@ impl ClockWatch {
                 seen.warned = Some(Instant::now());
                 tracing::warn!(stage = %self.stage, offset_secs = offset.round(),
                     tolerance_secs = TOLERANCE.as_secs(),
-                    "this host's clock is {}: keep it synchronised (NTP, chrony); daemons sharing \
-                     the stage order each other's runs by their clocks, and Entra refuses \
-                     certificate sign-ins dated minutes off",
+                    "this host's clock is {}: keep it synchronised (NTP, chrony); the times in \
+                     the status logs and alerts of daemons sharing the stage are read side by \
+                     side, and Entra refuses certificate sign-ins dated minutes off",
                     describe(offset));
             }
         } else if seen.warned.take().is_some() {
