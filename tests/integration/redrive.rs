@@ -312,14 +312,16 @@ fn an_oversize_copy_is_imported_without_its_recording_which_is_kept_whole() {
 /// The binary run as on a host whose clock is `offset` off (libfaketime's syntax: "-10m").
 fn o2_on_a_host_off_by(dir: &Path, offset: &str, args: &[&str]) -> std::process::Output {
     let tail = ["--config", "config/demo.toml", "--connector", "o2"];
-    std::process::Command::new("faketime")
-        .args(["-f", offset, env!("CARGO_BIN_EXE_comms-archiver")])
-        .args([args, &tail[..]].concat())
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .env_remove("COMMS_ARCHIVER_CONFIG")
-        .output()
-        .expect("libfaketime's faketime (Debian package faketime), which .ci/run installs")
+    on_clock(
+        &mut std::process::Command::new(env!("CARGO_BIN_EXE_comms-archiver")),
+        offset,
+    )
+    .args([args, &tail[..]].concat())
+    .current_dir(dir)
+    .env_remove("RUST_LOG")
+    .env_remove("COMMS_ARCHIVER_CONFIG")
+    .output()
+    .unwrap()
 }
 
 #[test]

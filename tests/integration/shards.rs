@@ -3,7 +3,8 @@
 //! another takes the shard over once its lease runs out (each daemon runs on a host of its
 //! own, a UTS namespace with its own name, so nobody can see the victim's process is gone),
 //! and every copy is imported exactly once, through a fake Graph that is slow enough for
-//! a shard to take a while.
+//! a shard to take a while. The three hosts' clocks disagree by minutes (libfaketime), as
+//! nothing the daemons share may depend on them.
 //!
 //! The run is seeded (printed; `SHARDS_SEED=<n>` repeats it): the seed makes the day, picks
 //! which daemon is watched first for a shard to die in and how far into it the victim dies.
@@ -32,8 +33,11 @@ macro_rules! say {
 }
 const SHARDS: u32 = 12;
 const LEASE_SECS: u64 = 10;
+/// How far each daemon's host clock is off (libfaketime's syntax), none for the true time.
+const CLOCKS: [Option<&str>; 3] = [Some("-4m"), None, Some("+7m")];
 
-/// One daemon: `once` for the day in a UTS namespace named `name`, JSON logs to a file.
+/// One daemon: `once` for the day in a UTS namespace named `name`, on a clock of its own,
+/// JSON logs to a file.
 struct Daemon {
     name: String,
     child: Option<Child>,
@@ -41,10 +45,14 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(dir: &Path, name: &str) -> Daemon {
+    fn start(dir: &Path, name: &str, clock: Option<&str>) -> Daemon {
         let log = dir.join(format!("{name}.log"));
         let binary = env!("CARGO_BIN_EXE_comms-archiver");
-        let child = Command::new("unshare")
+        let mut command = Command::new("unshare");
+        if let Some(offset) = clock {
+            on_clock(&mut command, offset);
+        }
+        let child = command
             .args(["--user", "--map-root-user", "--uts", "sh", "-c"])
             .arg("hostname \"$0\" && exec \"$@\"")
             .arg(name)
@@ -255,8 +263,9 @@ async fn three_daemons_share_a_day_and_one_killed_mid_shard_loses_and_repeats_no
     );
     std::fs::write(dir.join("shards.toml"), &text).unwrap();
 
+    say!("shards: host clocks {CLOCKS:?}");
     let mut daemons: Vec<Daemon> = (0..3)
-        .map(|n| Daemon::start(&dir, &format!("daemon-{n}")))
+        .map(|n| Daemon::start(&dir, &format!("daemon-{n}"), CLOCKS[n]))
         .collect();
 
     // The victim is the first daemon, from the seed's pick on, caught in the middle of a
@@ -332,6 +341,22 @@ async fn three_daemons_share_a_day_and_one_killed_mid_shard_loses_and_repeats_no
             daemon.name,
             std::fs::read_to_string(&daemon.log).unwrap()
         );
+    }
+
+    // Each daemon ran on its clock: the skewed ones saw their clocks off the stage's.
+    for (daemon, clock) in daemons.iter().zip(CLOCKS) {
+        let side = match clock {
+            Some(off) if off.starts_with('-') => "behind",
+            Some(_) => "ahead of",
+            None => continue,
+        };
+        let said = daemon.events().into_iter().any(|e| {
+            e["message"].as_str().is_some_and(|m| {
+                m.starts_with("this host's clock is at least")
+                    && m.contains(&format!("{side} the stage's:"))
+            })
+        });
+        assert!(said, "{} ran {clock:?} off: its log says so", daemon.name);
     }
 
     // Who delivered what.

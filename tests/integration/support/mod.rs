@@ -45,6 +45,22 @@ pub fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// Makes `command` run as on a host whose clock is `offset` off the true time (libfaketime's
+/// syntax: "-10m", "+7m"). The library is preloaded into the process itself, which stays the
+/// one `command` starts (the `faketime` wrapper would fork it, and a kill would miss it).
+pub fn on_clock<'a>(command: &'a mut Command, offset: &str) -> &'a mut Command {
+    let library = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .map(|arch| arch.unwrap().path().join("faketime/libfaketime.so.1"))
+        .find(|path| path.exists())
+        .expect("libfaketime (Debian package faketime), which .ci/run installs");
+    command
+        .env("LD_PRELOAD", library)
+        .env("FAKETIME", offset)
+        .env("FAKETIME_DONT_RESET", "1")
+}
+
 /// Runs the binary in `dir` with `args`.
 pub fn cli(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_comms-archiver"))
