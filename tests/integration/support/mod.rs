@@ -55,10 +55,7 @@ pub fn on_clock<'a>(command: &'a mut Command, offset: &str) -> &'a mut Command {
         .map(|arch| arch.unwrap().path().join("faketime/libfaketime.so.1"))
         .find(|path| path.exists())
         .expect("libfaketime (Debian package faketime), which .ci/run installs");
-    command
-        .env("LD_PRELOAD", library)
-        .env("FAKETIME", offset)
-        .env("FAKETIME_DONT_RESET", "1")
+    command.env("LD_PRELOAD", library).env("FAKETIME", offset)
 }
 
 /// Runs the binary in `dir` with `args`.
