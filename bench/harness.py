@@ -878,6 +878,10 @@ def write(path, command, results, render, graph, smtp=None):
             killed = " (killed)" if name == e["victim"] else ""
             w(f"| {name}{killed} | {share['started']} | {share['delivered']} | {share['imported']:,} |")
         w("")
+        recorded = sum(share["imported"] for share in e["shares"].values())
+        w(f"A daemon's copies are those of the shards it recorded as delivered ({recorded:,} in "
+          f"all): the other {e['imported'] - recorded:,} the killed daemon imported in shards it "
+          "had not recorded yet, where the shards' takers found them imported already.\n")
         w(f"Wall time until the last survivor ended: {e['wall']:.1f} s (the survivors waited "
           "until they had seen the killed daemon's leases unrenewed for 30 s).\n")
     if graph:
