@@ -336,7 +336,7 @@ impl Archiver {
             .run_logs(connector, day)
             .await?
             .iter()
-            .any(|r| r.completed_at >= collected.collected_at);
+            .any(|r| collected.ended_after(r));
         Ok((!ended_since).then_some(collected))
     }
 

@@ -73,6 +73,27 @@ pub struct Collected {
     /// What collecting did: every count but the delivered copies'.
     pub log: StatusLog,
     pub collected_at: DateTime<Utc>,
+    /// How many of the day's collections had their markers when this one was marked: its
+    /// place among them, whatever the clocks of the hosts that made them say (the day's
+    /// lease lets one run at a time collect). Absent in markers written before it was
+    /// recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marked_after: Option<u32>,
+    /// The runs of the day that had ended (written their run logs) when it was marked.
+    /// Absent in markers written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs_ended: Option<Vec<String>>,
+}
+
+impl Collected {
+    /// Whether the run of `log` ended after this collection was marked. Markers of earlier
+    /// versions are compared by time.
+    pub fn ended_after(&self, log: &StatusLog) -> bool {
+        match (&self.runs_ended, &log.run) {
+            (Some(ended), Some(run)) => !ended.contains(&run.id),
+            _ => log.completed_at >= self.collected_at,
+        }
+    }
 }
 
 /// One delivery round of a collection: the shards it delivers.
@@ -206,6 +227,8 @@ impl CollectIndex {
                 self.write_batch(shard, batch).await?;
             }
         }
+        let (connector, day) = (self.connector.as_str(), self.day);
+        let marked_before = self.ledger.collection_markers(connector, day).await?.len();
         let collected = Collected {
             attempt: self.attempt.clone(),
             shards: self.shards,
@@ -213,6 +236,8 @@ impl CollectIndex {
             redrive,
             log: log.clone(),
             collected_at: Utc::now(),
+            marked_after: Some(marked_before as u32),
+            runs_ended: Some(self.ledger.logged_runs(connector, day).await?),
         };
         let key = format!(
             "{}{}/collected.json",
@@ -254,12 +279,8 @@ impl Ledger {
         })
     }
 
-    /// The day's newest collection with a marker, if any.
-    pub async fn newest_collection(
-        &self,
-        connector: &str,
-        day: NaiveDate,
-    ) -> Result<Option<Collected>> {
+    /// The keys of the day's collection markers, in the order of their names.
+    async fn collection_markers(&self, connector: &str, day: NaiveDate) -> Result<Vec<String>> {
         let mut markers: Vec<String> = self
             .stage
             .list(&prefix(connector, day))
@@ -268,10 +289,35 @@ impl Ledger {
             .filter(|k| k.ends_with("/collected.json"))
             .collect();
         markers.sort();
-        match markers.last() {
-            Some(key) => self.read(key).await,
-            None => Ok(None),
+        Ok(markers)
+    }
+
+    /// The day's newest collection with a marker, if any: the one marked after the most
+    /// others. Markers of earlier versions come before those that say, in the order of
+    /// their names (which begin with their hosts' times).
+    pub async fn newest_collection(
+        &self,
+        connector: &str,
+        day: NaiveDate,
+    ) -> Result<Option<Collected>> {
+        let markers = self.collection_markers(connector, day).await?;
+        if markers.len() <= 1 {
+            return match markers.first() {
+                Some(key) => self.read(key).await,
+                None => Ok(None),
+            };
         }
+        let mut newest: Option<((u32, usize), Collected)> = None;
+        for (at, key) in markers.iter().enumerate() {
+            let Some(collected) = self.read::<Collected>(key).await? else {
+                continue;
+            };
+            let place = (collected.marked_after.map_or(0, |n| n + 1), at);
+            if newest.as_ref().is_none_or(|(best, _)| place > *best) {
+                newest = Some((place, collected));
+            }
+        }
+        Ok(newest.map(|(_, collected)| collected))
     }
 
     /// The copies of one shard of a collection, each once, grouped by mailbox and in the

@@ -192,3 +192,82 @@ async fn a_shard_finished_in_an_earlier_round_after_a_later_one_began_carries_it
         .unwrap()
         .is_none());
 }
+
+/// A run log of `id` that ended at `ended` (its host's clock).
+fn run_log(day: NaiveDate, id: &str, ended: &str) -> StatusLog {
+    let ended: DateTime<Utc> = ended.parse().unwrap();
+    let mut log = StatusLog::new("o2", day);
+    log.completed_at = ended;
+    log.run = Some(crate::report::RunInfo {
+        kind: crate::report::RunKind::Delivery,
+        id: id.into(),
+        started_at: ended,
+        ended_at: ended,
+        host: "host".into(),
+        version: "0".into(),
+        destination: "maildir /var/mail".into(),
+        folder: "O2".into(),
+        stopped_by: Vec::new(),
+        follows: Some(Vec::new()),
+    });
+    log
+}
+
+#[tokio::test]
+async fn the_newest_collection_is_the_one_marked_last_whatever_its_name_says() {
+    // Collection names begin with their hosts' times: the first here was made on a host
+    // minutes ahead, the second on one behind.
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::new(Arc::new(LocalStage::new(dir.path())));
+    let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+    let log = StatusLog::new("o2", day);
+    for attempt in ["20261121T061000Z-ahead", "20261121T060500Z-behind"] {
+        let index = ledger.collect_index("o2", day, attempt, 3).await.unwrap();
+        index.finish(true, false, &log).await.unwrap();
+    }
+    let newest = ledger.newest_collection("o2", day).await.unwrap().unwrap();
+    assert_eq!(newest.attempt, "20261121T060500Z-behind");
+    assert_eq!(newest.marked_after, Some(1));
+    // A marker of an earlier version, which does not say, comes before both.
+    let mut legacy = serde_json::to_value(&newest).unwrap();
+    legacy["attempt"] = "20261121T090000Z-legacy".into();
+    legacy.as_object_mut().unwrap().remove("marked_after");
+    ledger
+        .stage
+        .put_new(
+            &format!(
+                "{}20261121T090000Z-legacy/collected.json",
+                prefix("o2", day)
+            ),
+            legacy.to_string().as_bytes(),
+        )
+        .await
+        .unwrap();
+    let newest = ledger.newest_collection("o2", day).await.unwrap().unwrap();
+    assert_eq!(newest.attempt, "20261121T060500Z-behind");
+}
+
+#[tokio::test]
+async fn a_run_ended_after_a_collection_when_its_log_was_not_there_at_the_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::new(Arc::new(LocalStage::new(dir.path())));
+    let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+    // A run on a host an hour ahead ended before the collection; one on a host an hour
+    // behind ended after it.
+    let before = run_log(day, "run-ahead", "2099-01-01T00:00:00Z");
+    ledger.write_run_log(&before).await.unwrap();
+    let index = ledger.collect_index("o2", day, "a1", 3).await.unwrap();
+    let collected = index
+        .finish(true, false, &StatusLog::new("o2", day))
+        .await
+        .unwrap();
+    let after = run_log(day, "run-behind", "2000-01-01T00:00:00Z");
+    assert!(!collected.ended_after(&before));
+    assert!(collected.ended_after(&after));
+    // A marker of an earlier version is compared by time.
+    let legacy = Collected {
+        runs_ended: None,
+        ..collected
+    };
+    assert!(legacy.ended_after(&before) && !legacy.ended_after(&after));
+}
