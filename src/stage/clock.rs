@@ -1,10 +1,9 @@
 //! Whether this host's clock agrees with Azure Storage's.
 //!
-//! Leases do not depend on the daemons' clocks agreeing, but other things do: the run logs of
-//! a day written by different daemons are ordered by their start times (which runs a re-drive
-//! came after), the SMTP intake allows one lease life of difference, status logs and alerts
-//! are read side by side, and Microsoft Entra refuses a sign-in assertion (certificate
-//! credentials) dated minutes off its time.
+//! Neither leases nor the order of a day's runs and collections depend on the daemons' clocks
+//! agreeing, but other things do: the SMTP intake allows one lease life of difference, status
+//! logs and alerts are read side by side, and Microsoft Entra refuses a sign-in assertion
+//! (certificate credentials) dated minutes off its time.
 //! Every answer of Azure Storage carries the service's time (`Date`, to the second). It was
 //! made between the moment the request left and the moment its answer came, so together they
 //! bound how far this host's clock is from the service's: a daemon whose clock is off by more
