@@ -91,31 +91,39 @@ pub fn came_after(run: &RunInfo, earlier: &RunInfo) -> bool {
     }
 }
 
+/// A delivery run's log of the O2 day 2026-11-20, for tests: run `id`, started and ended at
+/// `at` by its host's clock, after `follows` (None: a log of a version that did not say).
+#[cfg(test)]
+pub(super) fn test_run_log(
+    id: &str,
+    at: chrono::DateTime<chrono::Utc>,
+    follows: Option<&[&str]>,
+) -> StatusLog {
+    let mut log = StatusLog::new("o2", NaiveDate::from_ymd_opt(2026, 11, 20).unwrap());
+    log.completed_at = at;
+    log.run = Some(RunInfo {
+        kind: crate::report::RunKind::Delivery,
+        id: id.into(),
+        started_at: at,
+        ended_at: at,
+        host: "host".into(),
+        version: "0".into(),
+        destination: "maildir /var/mail".into(),
+        folder: "O2".into(),
+        stopped_by: Vec::new(),
+        follows: follows.map(|f| f.iter().map(|s| s.to_string()).collect()),
+    });
+    log
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::RunKind;
     use chrono::{DateTime, Duration, Utc};
 
-    fn at(minute: i64) -> DateTime<Utc> {
-        "2026-11-21T06:00:00Z".parse::<DateTime<Utc>>().unwrap() + Duration::minutes(minute)
-    }
-
     fn log(id: &str, minute: i64, follows: Option<&[&str]>) -> StatusLog {
-        let mut log = StatusLog::new("o2", NaiveDate::from_ymd_opt(2026, 11, 20).unwrap());
-        log.run = Some(RunInfo {
-            kind: RunKind::Delivery,
-            id: id.into(),
-            started_at: at(minute),
-            ended_at: at(minute + 1),
-            host: "host".into(),
-            version: "0".into(),
-            destination: "maildir /var/mail".into(),
-            folder: "O2".into(),
-            stopped_by: Vec::new(),
-            follows: follows.map(|f| f.iter().map(|s| s.to_string()).collect()),
-        });
-        log
+        let at = "2026-11-21T06:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        test_run_log(id, at + Duration::minutes(minute), follows)
     }
 
     fn ids(logs: &[StatusLog]) -> Vec<&str> {

@@ -194,23 +194,8 @@ async fn a_shard_finished_in_an_earlier_round_after_a_later_one_began_carries_it
 }
 
 /// A run log of `id` that ended at `ended` (its host's clock).
-fn run_log(day: NaiveDate, id: &str, ended: &str) -> StatusLog {
-    let ended: DateTime<Utc> = ended.parse().unwrap();
-    let mut log = StatusLog::new("o2", day);
-    log.completed_at = ended;
-    log.run = Some(crate::report::RunInfo {
-        kind: crate::report::RunKind::Delivery,
-        id: id.into(),
-        started_at: ended,
-        ended_at: ended,
-        host: "host".into(),
-        version: "0".into(),
-        destination: "maildir /var/mail".into(),
-        folder: "O2".into(),
-        stopped_by: Vec::new(),
-        follows: Some(Vec::new()),
-    });
-    log
+fn run_log(id: &str, ended: &str) -> StatusLog {
+    crate::ledger::runs::test_run_log(id, ended.parse().unwrap(), Some(&[]))
 }
 
 #[tokio::test]
@@ -254,14 +239,14 @@ async fn a_run_ended_after_a_collection_when_its_log_was_not_there_at_the_marker
     let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
     // A run on a host an hour ahead ended before the collection; one on a host an hour
     // behind ended after it.
-    let before = run_log(day, "run-ahead", "2099-01-01T00:00:00Z");
+    let before = run_log("run-ahead", "2099-01-01T00:00:00Z");
     ledger.write_run_log(&before).await.unwrap();
     let index = ledger.collect_index("o2", day, "a1", 3).await.unwrap();
     let collected = index
         .finish(true, false, &StatusLog::new("o2", day))
         .await
         .unwrap();
-    let after = run_log(day, "run-behind", "2000-01-01T00:00:00Z");
+    let after = run_log("run-behind", "2000-01-01T00:00:00Z");
     assert!(!collected.ended_after(&before));
     assert!(collected.ended_after(&after));
     // A marker of an earlier version is compared by time.
