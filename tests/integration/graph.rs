@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-fn day() -> NaiveDate {
+pub(crate) fn day() -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 11, 20).unwrap()
 }
 
 /// The demo configuration with every path in `dir` and the mailboxes in the fake Graph.
-fn graph_config(dir: &Path, port: u16) -> Config {
+pub(crate) fn graph_config(dir: &Path, port: u16) -> Config {
     let text = on_graph(&demo_text(dir), dir, port);
     Config::from_toml(Path::new("graph.toml"), &text, &[]).unwrap()
 }

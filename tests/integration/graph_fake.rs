@@ -9,6 +9,7 @@ use base64::Engine;
 use comms_archiver::http_server::{self, Request, Response};
 use parse::{draft_from_mime, error, posted_file};
 use serde_json::{json, Value};
+pub use spoil::{Route, Spoiled};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -73,6 +74,15 @@ pub struct FakeGraph {
     pub lookups_wait_for_a_removed_draft: AtomicBool,
     /// What may be uploaded to a mailbox in any window (no limit unless set).
     pub uploads: uploads::UploadLimit,
+    /// Successful answers spoiled on their way back, each once: the request takes effect,
+    /// then its answer is replaced, as by a gateway answering in Graph's place.
+    pub spoil: Mutex<Vec<(Route, Spoiled)>>,
+    /// A draft's attachments are listed in pages of this many, each naming the next (all
+    /// at once when 0).
+    pub attachment_page: AtomicUsize,
+    /// A draft's attachments are listed as attached messages (itemAttachment, no bytes), as
+    /// Graph lists a message/rfc822 part.
+    pub items_in_drafts: AtomicBool,
 }
 
 /// The fake served on a runtime of its own ([`FakeGraph::start_apart`]).
@@ -105,6 +115,9 @@ impl FakeGraph {
             lookups_wait_for_a_draft: AtomicBool::new(false),
             lookups_wait_for_a_removed_draft: AtomicBool::new(false),
             uploads: Default::default(),
+            spoil: Mutex::new(Vec::new()),
+            attachment_page: AtomicUsize::new(0),
+            items_in_drafts: AtomicBool::new(false),
         })
     }
 
@@ -316,7 +329,8 @@ impl FakeGraph {
             error(status, "ApplicationThrottled", "slow down").with_header("retry-after", "1")
         } else {
             let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
-            self.route(&mailbox, &rest, &request)
+            let response = self.route(&mailbox, &rest, &request);
+            spoil::spoiled(&self.spoil, &request.method, rest.as_slice(), response)
         };
         // The latency is the service's answer time, its own work included: the answer leaves
         // `latency_ms` after the request was read, however long making it took.
@@ -410,14 +424,37 @@ impl FakeGraph {
                 Response::json(201, &json)
             }
             ("GET", ["messages", id, "attachments"]) => match state.messages.get(*id) {
-                Some(m) => Response::json(
-                    200,
-                    &json!({"value": m.attachments.iter().map(|(name, data)| json!({
-                    "@odata.type": "#microsoft.graph.fileAttachment", "name": name,
-                    "contentType": "application/octet-stream", "size": data.len(), "isInline": false,
-                    "contentBytes": base64::engine::general_purpose::STANDARD.encode(data),
-                })).collect::<Vec<_>>()}),
-                ),
+                Some(m) => {
+                    let from: usize = request
+                        .query
+                        .get("$skiptoken")
+                        .and_then(|t| t.parse().ok())
+                        .unwrap_or(0);
+                    let page = match self.attachment_page.load(Ordering::SeqCst) {
+                        0 => usize::MAX,
+                        n => n,
+                    };
+                    let files: Vec<Value> = m.attachments.iter().skip(from).take(page).map(|(name, data)| json!({
+                        "@odata.type": "#microsoft.graph.fileAttachment", "name": name,
+                        "contentType": "application/octet-stream", "size": data.len(), "isInline": false,
+                        "contentBytes": base64::engine::general_purpose::STANDARD.encode(data),
+                    })).collect();
+                    let files: Vec<Value> = match self.items_in_drafts.load(Ordering::SeqCst) {
+                        false => files,
+                        true => files.iter().map(|f| json!({
+                            "@odata.type": "#microsoft.graph.itemAttachment", "name": f["name"],
+                        })).collect(),
+                    };
+                    let mut list = json!({ "value": files });
+                    if from.saturating_add(page) < m.attachments.len() {
+                        list["@odata.nextLink"] = json!(format!(
+                            "http://127.0.0.1:{}/v1.0/users/{mailbox}/messages/{id}/attachments?$skiptoken={}",
+                            self.port.lock().unwrap(),
+                            from + page
+                        ));
+                    }
+                    Response::json(200, &list)
+                }
                 None => error(404, "ErrorItemNotFound", "no such message"),
             },
             ("POST", ["mailFolders", _, "messages"])
@@ -527,6 +564,24 @@ impl FakeGraph {
                 }
                 None => error(404, "ErrorItemNotFound", "no such message"),
             },
+            ("GET", ["mailFolders", "drafts", "messages"]) => {
+                let filter = request.query.get("$filter").cloned().unwrap_or_default();
+                let wanted = filter
+                    .strip_prefix("internetMessageId eq '")
+                    .and_then(|f| f.strip_suffix('\''))
+                    .map(|f| f.replace("''", "'"));
+                let found: Vec<Value> = state
+                    .messages
+                    .values()
+                    .filter(|m| m.mailbox == mailbox && m.is_draft)
+                    .filter(|m| {
+                        wanted.is_some()
+                            && m.json["internetMessageId"].as_str() == wanted.as_deref()
+                    })
+                    .map(|m| json!({"id": m.id}))
+                    .collect();
+                Response::json(200, &json!({"value": found}))
+            }
             ("GET", ["mailFolders", folder, "messages"]) => {
                 let filter = request.query.get("$filter").cloned().unwrap_or_default();
                 let value = filter
@@ -612,4 +667,5 @@ impl FakeGraph {
 
 mod alarm;
 mod parse;
+mod spoil;
 mod uploads;

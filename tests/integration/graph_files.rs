@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Graph mailboxes on the fake, for one mailbox.
-async fn graph_on(graph: &Arc<FakeGraph>) -> (GraphMailboxes, tokio::task::JoinHandle<()>) {
+pub(crate) async fn graph_on(
+    graph: &Arc<FakeGraph>,
+) -> (GraphMailboxes, tokio::task::JoinHandle<()>) {
     graph_paced(graph, comms_archiver::mailbox::graph::DEFAULT_UPLOADS).await
 }
 
@@ -40,7 +42,7 @@ async fn graph_paced(
 
 /// An MMS for alice with `files` (text/plain those named .txt, whatever their bytes, and
 /// those that are ASCII text), rendered: its item key, time and message.
-fn mms(files: &[File]) -> (comms_archiver::item::ItemKey, DateTime<Utc>, bytes::Bytes) {
+pub(crate) fn mms(files: &[File]) -> (comms_archiver::item::ItemKey, DateTime<Utc>, bytes::Bytes) {
     mms_as("MMS-MIX", files)
 }
 
@@ -105,7 +107,7 @@ fn mms_as(
 }
 
 /// A copy for alice's O2 folder.
-fn to_alice<'a>(
+pub(crate) fn to_alice<'a>(
     key: &'a comms_archiver::item::ItemKey,
     time: DateTime<Utc>,
     message: &'a bytes::Bytes,
@@ -152,9 +154,9 @@ async fn import_mms(graph: &Arc<FakeGraph>, files: Vec<File>) -> usize {
 }
 
 /// A file's name and bytes.
-type File = (String, Vec<u8>);
+pub(crate) type File = (String, Vec<u8>);
 
-fn file(name: &str, bytes: usize, seed: usize) -> File {
+pub(crate) fn file(name: &str, bytes: usize, seed: usize) -> File {
     let data = (0..bytes)
         .map(|i| ((i * 7 + seed * 13) % 251) as u8)
         .collect();
@@ -447,4 +449,22 @@ async fn uploads_to_a_mailbox_are_paced_under_its_limit() {
         );
     }
     server.abort();
+}
+
+/// A draft's files listed in pages (Graph names each next page) all go with the message:
+/// five text files that stay in the MIME, listed two at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draft_s_files_listed_in_pages_all_go_with_the_message() {
+    let graph = FakeGraph::new(&["alice.smith@contoso.com"]);
+    graph.attachment_page.store(2, Ordering::SeqCst);
+    let notes: Vec<File> = (0..5)
+        .map(|i| {
+            (
+                format!("notes-{i}.txt"),
+                format!("note {i}\r\n").repeat(50).into_bytes(),
+            )
+        })
+        .collect();
+    import_mms(&graph, notes).await;
+    assert_eq!(graph.messages().len(), 1, "the draft is gone");
 }

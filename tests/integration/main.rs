@@ -13,6 +13,7 @@ mod dovecot;
 mod evidence;
 mod first_use;
 mod graph;
+mod graph_answers;
 mod graph_fake;
 mod graph_files;
 mod held_elsewhere;

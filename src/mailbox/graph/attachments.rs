@@ -3,7 +3,7 @@
 //! message while they fit it, the rest one by one after it; files of 2 MiB or more are
 //! uploaded in chunks through an upload session.
 
-use super::{copy_fields, mail_parts, segment, GraphMailboxes, CHUNK};
+use super::{copy_fields, listed, mail_parts, segment, GraphMailboxes, CHUNK};
 use crate::mailbox::MailboxError;
 use bytes::Bytes;
 use reqwest::{Method, Url};
@@ -60,19 +60,35 @@ impl GraphMailboxes {
         if !in_draft(draft) {
             return Ok(Vec::new());
         }
-        let url = self.url(&format!(
+        let mut url = self.url(&format!(
             "users/{}/messages/{}/attachments",
             segment(mailbox),
             segment(draft["id"].as_str().unwrap_or_default())
         ));
-        let list = self
-            .call(mailbox, Method::GET, url, None, true)
-            .await
-            .map_err(|e| self.error(mailbox, "attachment listing", e))?;
-        let files = list["value"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default();
+        let mut files = Vec::new();
+        // Graph may list a collection in pages, each naming the next.
+        loop {
+            let page = self
+                .call(mailbox, Method::GET, url, None, true)
+                .await
+                .map_err(|e| self.error(mailbox, "attachment listing", e))?;
+            files.extend_from_slice(listed(&page, mailbox, "attachment listing")?);
+            match page["@odata.nextLink"].as_str() {
+                None => break,
+                Some(next) => url = self.next_page(mailbox, next)?,
+            }
+        }
+        if let Some(odd) = files.iter().find(|f| !f["contentBytes"].is_string()) {
+            // An attached message or a link has no bytes to post again as a file.
+            return Err(MailboxError::Rejected {
+                mailbox: mailbox.to_string(),
+                reason: format!(
+                    "Graph made an attachment of type {} from the message's MIME, which \
+                     cannot be posted again as a file",
+                    odd["@odata.type"].as_str().unwrap_or("unnamed")
+                ),
+            });
+        }
         Ok(files
             .iter()
             .map(|attachment| {

@@ -109,6 +109,9 @@ pub(super) struct Refusal {
 pub(super) enum CallError {
     Refused(Refusal),
     Transport(String),
+    /// Graph said the request succeeded, but its answer cannot be read: what the request made
+    /// is unknown, so it is not sent again here (a second POST would make a second message).
+    Unusable(String),
 }
 
 impl GraphMailboxes {
@@ -149,6 +152,19 @@ impl GraphMailboxes {
 
     pub(super) fn url(&self, path: &str) -> Url {
         self.settings.base.join(path).expect("paths are relative")
+    }
+
+    /// The URL of a list's next page, as an answer names it: only under the Graph base it
+    /// came from, since the request carries the token.
+    pub(super) fn next_page(&self, mailbox: &str, next: &str) -> Result<Url, MailboxError> {
+        match Url::parse(next) {
+            Ok(url) if url.as_str().starts_with(self.settings.base.as_str()) => Ok(url),
+            _ => Err(MailboxError::Unavailable(format!(
+                "Graph listing for {mailbox}: its next page is not under {} (the token is \
+                 sent nowhere else)",
+                self.settings.base
+            ))),
+        }
     }
 
     /// One request to a mailbox, within its concurrency and rate, with retries.
@@ -227,10 +243,10 @@ impl GraphMailboxes {
                 Ok(response) => {
                     let status = response.status();
                     let verdict = Http.answer(status, response.headers());
-                    let bytes = response.bytes().await.unwrap_or_default();
                     if verdict == Verdict::Done {
-                        return Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null));
+                        return success(response).await;
                     }
+                    let bytes = response.bytes().await.unwrap_or_default();
                     let error: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                     let refusal = Refusal {
                         status,
@@ -263,7 +279,7 @@ impl GraphMailboxes {
                     format!("Graph answered {}; retried", r.status),
                     format!("{mailbox}: {} {}", r.code, r.message),
                 ),
-                CallError::Transport(e) => (
+                CallError::Transport(e) | CallError::Unusable(e) => (
                     "Graph could not be reached; retried".to_string(),
                     format!("{mailbox}: {e}"),
                 ),
@@ -339,8 +355,37 @@ impl GraphMailboxes {
             CallError::Transport(why) => {
                 MailboxError::Unavailable(format!("Graph {what} for {mailbox}: {why}"))
             }
+            CallError::Unusable(why) => MailboxError::Unavailable(format!(
+                "Graph {what} for {mailbox}: {why}; whether it took effect is unknown, so the \
+                 copy is looked for in its mailbox before it is imported again (a proxy or \
+                 gateway between this host and Graph answering in its place shows this)"
+            )),
         }
     }
+}
+
+/// A successful answer's JSON (null when it has no body, as a removal's 204). An answer that
+/// cannot be read whole, or is not JSON, is [`CallError::Unusable`].
+async fn success(response: reqwest::Response) -> Result<Value, CallError> {
+    let status = response.status();
+    let kind = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("no content type")
+        .to_string();
+    let bytes = response.bytes().await.map_err(|e| {
+        CallError::Unusable(format!("answered {status}, then its answer broke off: {e}"))
+    })?;
+    if bytes.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(&bytes).map_err(|_| {
+        CallError::Unusable(format!(
+            "answered {status} with {} bytes that are not JSON ({kind})",
+            bytes.len()
+        ))
+    })
 }
 
 #[cfg(test)]

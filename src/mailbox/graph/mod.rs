@@ -91,30 +91,26 @@ impl GraphMailboxes {
             .call(mailbox, Method::GET, find(), None, true)
             .await
             .map_err(|e| self.error(mailbox, "folder lookup", e))?;
-        let id = match found["value"][0]["id"].as_str() {
-            Some(id) => id.to_string(),
+        let id = match listed(&found, mailbox, "folder lookup")?.first() {
+            Some(folder) => made(folder, mailbox, "folder lookup")?,
             None => {
                 let body = json!({ "displayName": name, "isHidden": false });
                 let url = self.url(&format!("users/{user}/mailFolders/inbox/childFolders"));
                 match self.post_json(mailbox, url, &body).await {
-                    Ok(created) => created["id"].as_str().unwrap_or_default().to_string(),
+                    Ok(created) => made(&created, mailbox, "folder creation")?,
                     // Created by someone else meanwhile: look again.
-                    Err(CallError::Refused(r)) if r.code == "ErrorFolderExists" => self
-                        .call(mailbox, Method::GET, find(), None, true)
-                        .await
-                        .map_err(|e| self.error(mailbox, "folder lookup", e))?["value"][0]["id"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
+                    Err(CallError::Refused(r)) if r.code == "ErrorFolderExists" => {
+                        let found = self
+                            .call(mailbox, Method::GET, find(), None, true)
+                            .await
+                            .map_err(|e| self.error(mailbox, "folder lookup", e))?;
+                        let folder = listed(&found, mailbox, "folder lookup")?.first();
+                        made(folder.unwrap_or(&Value::Null), mailbox, "folder lookup")?
+                    }
                     Err(e) => return Err(self.error(mailbox, "folder creation", e)),
                 }
             }
         };
-        if id.is_empty() {
-            return Err(MailboxError::Unavailable(format!(
-                "Graph gave no id for folder '{name}' of {mailbox}"
-            )));
-        }
         folders.insert(name.to_string(), id.clone());
         Ok(id)
     }
@@ -182,7 +178,7 @@ impl GraphMailboxes {
             .post_serialized(d.mailbox, url, body)
             .await
             .map_err(|e| self.error(d.mailbox, "message creation", e))?;
-        let id = created["id"].as_str().unwrap_or_default().to_string();
+        let id = made(&created, d.mailbox, "message creation")?;
         // The files its request did not carry; a message that cannot get all of them is
         // removed again.
         let added = self.add_files(d.mailbox, &id, &posted, uploads).await;
@@ -194,6 +190,68 @@ impl GraphMailboxes {
         Ok(id)
     }
 }
+
+impl GraphMailboxes {
+    /// The drafts among the mailbox's Drafts made from the delivery's MIME (found by its
+    /// Message-ID): what is left of a draft whose answer was lost.
+    async fn drafts_of(&self, d: &Delivery<'_>) -> Result<Vec<String>, MailboxError> {
+        let Some(message_id) = crate::message_bytes::field(d.message, "Message-ID") else {
+            return Ok(Vec::new());
+        };
+        let mut url = self.url(&format!(
+            "users/{}/mailFolders/drafts/messages",
+            segment(d.mailbox)
+        ));
+        url.query_pairs_mut()
+            .append_pair(
+                "$filter",
+                &format!(
+                    "internetMessageId eq '{}'",
+                    message_id.trim().replace('\'', "''")
+                ),
+            )
+            .append_pair("$select", "id");
+        let found = self
+            .call(d.mailbox, Method::GET, url, None, true)
+            .await
+            .map_err(|e| self.error(d.mailbox, "draft search", e))?;
+        listed(&found, d.mailbox, "draft search")?
+            .iter()
+            .map(|draft| made(draft, d.mailbox, "draft search"))
+            .collect()
+    }
+}
+
+/// The id of what a successful answer says it made or found. Graph always gives it; an
+/// answer without one (a gateway's page, an answer changed on its way) leaves unknown what
+/// was made, so the copy is looked for in its mailbox before it is imported again.
+fn made(answer: &Value, mailbox: &str, what: &str) -> Result<String, MailboxError> {
+    match answer["id"].as_str() {
+        Some(id) if !id.is_empty() => Ok(id.to_string()),
+        _ => Err(MailboxError::Unavailable(format!(
+            "Graph {what} for {mailbox}: its answer gave no id{}",
+            UNKNOWN_EFFECT
+        ))),
+    }
+}
+
+/// The items of a successful answer that lists (`value`); an answer without the list is not
+/// taken for an empty one.
+fn listed<'a>(answer: &'a Value, mailbox: &str, what: &str) -> Result<&'a [Value], MailboxError> {
+    answer["value"]
+        .as_array()
+        .map(Vec::as_slice)
+        .ok_or_else(|| {
+            MailboxError::Unavailable(format!(
+                "Graph {what} for {mailbox}: its answer holds no list{}",
+                UNKNOWN_EFFECT
+            ))
+        })
+}
+
+/// Said of an answer that cannot be used.
+const UNKNOWN_EFFECT: &str = "; the copy is looked for in its mailbox before it is imported \
+    again (a proxy or gateway between this host and Graph answering in its place shows this)";
 
 /// Copies the fields of `from` that are present and not null.
 fn copy_fields(from: &Value, to: &mut serde_json::Map<String, Value>, fields: &[&str]) {
@@ -264,7 +322,7 @@ impl Mailbox for GraphMailboxes {
             .call(d.mailbox, Method::GET, url, None, true)
             .await
             .map_err(|e| self.error(d.mailbox, "search", e))?;
-        Ok(found["value"].as_array().is_some_and(|v| !v.is_empty()))
+        Ok(!listed(&found, d.mailbox, "search")?.is_empty())
     }
 
     async fn append(&self, d: &Delivery<'_>) -> Result<(), MailboxError> {
@@ -272,7 +330,9 @@ impl Mailbox for GraphMailboxes {
         // A draft is made among the Drafts and needs no folder: it is made, its files read
         // and it goes while the folder is looked up (or created), so that a mailbox's first
         // copies do not hold it back until the folder is known.
-        let (read, removable) = tokio::sync::oneshot::channel::<String>();
+        // The draft's id once it was read, or None when a draft may have been made whose id
+        // is unknown (its answer lost or unusable): it is then looked for by Message-ID.
+        let (read, removable) = tokio::sync::oneshot::channel::<Option<String>>();
         let drafted = async {
             // Binary attachments leave the MIME, and so do text ones until it fits a request
             // (about 4 MB); they go with the message, or one by one after it (the largest
@@ -284,7 +344,7 @@ impl Mailbox for GraphMailboxes {
                 .await
                 .map_err(|e| MailboxError::Unavailable(format!("preparing the requests: {e}")))?;
             let url = self.url(&format!("users/{user}/messages"));
-            let draft = self
+            let answer = self
                 .call(
                     d.mailbox,
                     Method::POST,
@@ -292,23 +352,61 @@ impl Mailbox for GraphMailboxes {
                     Some(("text/plain", mime)),
                     true,
                 )
-                .await
-                .map_err(|e| self.error(d.mailbox, "draft from MIME", e))?;
+                .await;
+            let draft = match answer {
+                Ok(draft) => draft,
+                Err(e) => {
+                    // Refused as a request: no draft was made. Otherwise one may have been.
+                    if !matches!(&e, CallError::Refused(r) if r.status.is_client_error()) {
+                        let _ = read.send(None);
+                    }
+                    return Err(self.error(d.mailbox, "draft from MIME", e));
+                }
+            };
+            let id = match made(&draft, d.mailbox, "draft from MIME") {
+                Ok(id) => id,
+                Err(e) => {
+                    let _ = read.send(None);
+                    return Err(e);
+                }
+            };
+            // The message is made of what the answer says of the draft: an answer without
+            // its body or whether it holds files would make a message short of them.
+            if !draft["body"].is_object() || !draft["hasAttachments"].is_boolean() {
+                let _ = read.send(Some(id));
+                return Err(MailboxError::Unavailable(format!(
+                    "Graph draft from MIME for {}: its answer gave no body or no \
+                     hasAttachments{UNKNOWN_EFFECT}",
+                    d.mailbox
+                )));
+            }
             // The files Graph parsed out of the MIME are read from the draft; nothing more
             // is (what the message takes from it is in the answer that made it), so it goes.
             let files = self.draft_files(d.mailbox, &draft).await;
-            let _ = read.send(draft["id"].as_str().unwrap_or_default().to_string());
+            let _ = read.send(Some(id));
             Ok::<_, MailboxError>((taken, draft, files?))
         };
         // The draft goes, whatever happens to the message: once it was made.
         let remove_draft = async {
-            let Ok(id) = removable.await else {
+            let Ok(read) = removable.await else {
                 return;
             };
-            let url = self.url(&format!("users/{user}/messages/{}", segment(&id)));
-            if let Err(e) = self.call(d.mailbox, Method::DELETE, url, None, true).await {
-                let e = self.error(d.mailbox, "draft removal", e);
-                tracing::warn!(mailbox = d.mailbox, error = %e, "a temporary draft could not be removed");
+            let ids = match read {
+                Some(id) => vec![id],
+                None => match self.drafts_of(d).await {
+                    Ok(ids) => ids,
+                    Err(e) => {
+                        tracing::warn!(mailbox = d.mailbox, error = %e, "a temporary draft may be left among the mailbox's Drafts");
+                        return;
+                    }
+                },
+            };
+            for id in ids {
+                let url = self.url(&format!("users/{user}/messages/{}", segment(&id)));
+                if let Err(e) = self.call(d.mailbox, Method::DELETE, url, None, true).await {
+                    let e = self.error(d.mailbox, "draft removal", e);
+                    tracing::warn!(mailbox = d.mailbox, error = %e, "a temporary draft could not be removed");
+                }
             }
         };
         let import = async {
