@@ -221,3 +221,44 @@ async fn a_draft_file_without_bytes_is_refused_by_name() {
     assert!(graph.messages().is_empty(), "no message, no draft");
     server.abort();
 }
+
+/// An import cut off after its draft was made (the daemon killed) leaves the draft among the
+/// Drafts, where eDiscovery would find the message a second time: the copy's next attempt,
+/// which looks for it first, deletes that draft and imports the message once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draft_left_by_an_import_cut_off_goes_when_the_copy_is_looked_for() {
+    use std::sync::atomic::Ordering;
+    let graph = FakeGraph::new(&["alice.smith@contoso.com"]);
+    // Slow answers: the draft is made as its request is read, and read back a second later
+    // (a text file stays in it), so it is there while the import is cut off.
+    graph.latency_ms.store(500, Ordering::SeqCst);
+    let (mailboxes, server) = graph_on(&graph).await;
+    let mailboxes = std::sync::Arc::new(mailboxes);
+    let notes = ("notes.txt".to_string(), b"call notes\r\n".repeat(100));
+    let (key, time, message) = mms(std::slice::from_ref(&notes));
+    let cut_off = {
+        let (mailboxes, key, message) = (mailboxes.clone(), key.clone(), message.clone());
+        tokio::spawn(async move {
+            let _ = mailboxes.append(&to_alice(&key, time, &message)).await;
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while everything(&graph).1 == 0 {
+        assert!(std::time::Instant::now() < deadline, "no draft was made");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    cut_off.abort();
+    let _ = cut_off.await;
+    let (messages, drafts) = everything(&graph);
+    assert_eq!((messages.len(), drafts), (0, 1), "the draft is left");
+
+    graph.latency_ms.store(0, Ordering::SeqCst);
+    let delivery = to_alice(&key, time, &message);
+    assert!(!mailboxes.contains(&delivery).await.unwrap());
+    assert_eq!(everything(&graph).1, 0, "the draft went with the lookup");
+    mailboxes.append(&delivery).await.unwrap();
+    let (messages, drafts) = received(&graph, key.as_str());
+    assert_eq!((messages.len(), drafts), (1, 0));
+    assert_eq!(same_files(&messages[0].attachments, &[notes]), Ok(()));
+    server.abort();
+}

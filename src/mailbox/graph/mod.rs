@@ -192,6 +192,33 @@ impl GraphMailboxes {
 }
 
 impl GraphMailboxes {
+    /// Deletes a temporary draft; one that cannot be is left (and logged).
+    async fn remove_draft(&self, mailbox: &str, id: &str) {
+        let url = self.url(&format!(
+            "users/{}/messages/{}",
+            segment(mailbox),
+            segment(id)
+        ));
+        if let Err(e) = self.call(mailbox, Method::DELETE, url, None, true).await {
+            let e = self.error(mailbox, "draft removal", e);
+            tracing::warn!(mailbox, error = %e, "a temporary draft could not be removed");
+        }
+    }
+
+    /// Deletes the drafts made from the delivery's MIME left among the mailbox's Drafts.
+    async fn remove_drafts_of(&self, d: &Delivery<'_>) {
+        match self.drafts_of(d).await {
+            Ok(ids) => {
+                for id in ids {
+                    self.remove_draft(d.mailbox, &id).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(mailbox = d.mailbox, error = %e, "a temporary draft may be left among the mailbox's Drafts");
+            }
+        }
+    }
+
     /// The drafts among the mailbox's Drafts made from the delivery's MIME (found by its
     /// Message-ID): what is left of a draft whose answer was lost.
     async fn drafts_of(&self, d: &Delivery<'_>) -> Result<Vec<String>, MailboxError> {
@@ -322,7 +349,12 @@ impl Mailbox for GraphMailboxes {
             .call(d.mailbox, Method::GET, url, None, true)
             .await
             .map_err(|e| self.error(d.mailbox, "search", e))?;
-        Ok(!listed(&found, d.mailbox, "search")?.is_empty())
+        let found = !listed(&found, d.mailbox, "search")?.is_empty();
+        // The copy is looked for because an earlier import of it may have been cut off: a
+        // draft that import left among the Drafts (it has no item key, but it is the
+        // message, and eDiscovery would find it twice) goes too.
+        self.remove_drafts_of(d).await;
+        Ok(found)
     }
 
     async fn append(&self, d: &Delivery<'_>) -> Result<(), MailboxError> {
@@ -391,22 +423,9 @@ impl Mailbox for GraphMailboxes {
             let Ok(read) = removable.await else {
                 return;
             };
-            let ids = match read {
-                Some(id) => vec![id],
-                None => match self.drafts_of(d).await {
-                    Ok(ids) => ids,
-                    Err(e) => {
-                        tracing::warn!(mailbox = d.mailbox, error = %e, "a temporary draft may be left among the mailbox's Drafts");
-                        return;
-                    }
-                },
-            };
-            for id in ids {
-                let url = self.url(&format!("users/{user}/messages/{}", segment(&id)));
-                if let Err(e) = self.call(d.mailbox, Method::DELETE, url, None, true).await {
-                    let e = self.error(d.mailbox, "draft removal", e);
-                    tracing::warn!(mailbox = d.mailbox, error = %e, "a temporary draft could not be removed");
-                }
+            match read {
+                Some(id) => self.remove_draft(d.mailbox, &id).await,
+                None => self.remove_drafts_of(d).await,
             }
         };
         let import = async {
