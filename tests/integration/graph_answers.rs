@@ -262,3 +262,46 @@ async fn a_draft_left_by_an_import_cut_off_goes_when_the_copy_is_looked_for() {
     assert_eq!(same_files(&messages[0].attachments, &[notes]), Ok(()));
     server.abort();
 }
+
+/// A message whose last file fails, and whose removal fails too (Graph failing for a while),
+/// is left in its folder short of that file: it is never found as the copy imported (it gets
+/// its item key only once whole), and the copy's next attempt removes it and imports the
+/// message whole, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_left_short_of_a_file_is_not_taken_for_the_copy() {
+    use std::sync::atomic::Ordering;
+    let graph = FakeGraph::new(&["alice.smith@contoso.com"]);
+    let (mailboxes, server) = graph_on(&graph).await;
+    // A photo that goes with the message, a video that goes through an upload session.
+    let files = vec![
+        file("p.jpg", 9_000, 1),
+        file("visit.mp4", 3 * 1024 * 1024, 2),
+    ];
+    let (key, time, message) = mms(&files);
+    let delivery = to_alice(&key, time, &message);
+    graph.refuse_chunks.store(1, Ordering::SeqCst);
+    graph.refuse_removals.store(1, Ordering::SeqCst);
+    assert!(mailboxes.append(&delivery).await.is_err());
+    let (left, drafts) = everything(&graph);
+    assert_eq!((left.len(), drafts), (1, 0), "the partial message stays");
+    assert_eq!(left[0].attachments.len(), 1, "short of the video");
+
+    assert!(
+        !mailboxes.contains(&delivery).await.unwrap(),
+        "a partial message is not the copy"
+    );
+    assert!(
+        everything(&graph).0.is_empty(),
+        "removed as the copy was looked for"
+    );
+    mailboxes.append(&delivery).await.unwrap();
+    let (messages, drafts) = received(&graph, key.as_str());
+    assert_eq!((messages.len(), drafts), (1, 0));
+    assert_eq!(same_files(&messages[0].attachments, &files), Ok(()));
+    assert!(
+        mailboxes.contains(&delivery).await.unwrap(),
+        "found once whole"
+    );
+    assert_eq!(everything(&graph).0.len(), 1, "the whole message stays");
+    server.abort();
+}

@@ -66,6 +66,10 @@ pub struct FakeGraph {
     pub throttle_uploads: AtomicUsize,
     /// The next N messages made in a folder are refused (400 ErrorInvalidProperty).
     pub refuse_messages: AtomicUsize,
+    /// The next N upload chunks are refused (400, not retried).
+    pub refuse_chunks: AtomicUsize,
+    /// The next N removals of a message that is not a draft are refused (400).
+    pub refuse_removals: AtomicUsize,
     /// Milliseconds from a request read to its answer (the fake's own work included).
     pub latency_ms: AtomicUsize,
     /// Folder lookups answer only once a draft was made in their mailbox (503 after 5 s).
@@ -111,6 +115,8 @@ impl FakeGraph {
             uploads_done: AtomicUsize::new(0),
             throttle_uploads: AtomicUsize::new(0),
             refuse_messages: AtomicUsize::new(0),
+            refuse_chunks: AtomicUsize::new(0),
+            refuse_removals: AtomicUsize::new(0),
             latency_ms: AtomicUsize::new(0),
             lookups_wait_for_a_draft: AtomicBool::new(false),
             lookups_wait_for_a_removed_draft: AtomicBool::new(false),
@@ -363,7 +369,9 @@ impl FakeGraph {
         let mut body = Value::Null;
         match (request.method.as_str(), rest.as_slice()) {
             ("POST", ["messages"]) => draft = Some(draft_from_mime(&request.body)),
-            ("POST", _) => body = serde_json::from_slice(&request.body).unwrap_or_default(),
+            ("POST" | "PATCH", _) => {
+                body = serde_json::from_slice(&request.body).unwrap_or_default()
+            }
             _ => {}
         }
         let mut state = self.state.lock().unwrap();
@@ -555,6 +563,28 @@ impl FakeGraph {
                     &json!({"uploadUrl": format!("http://127.0.0.1:{port}/upload/{upload}")}),
                 )
             }
+            ("DELETE", ["messages", id])
+                if state.messages.get(*id).is_some_and(|m| !m.is_draft)
+                    && taken(&self.refuse_removals) =>
+            {
+                error(400, "ErrorInvalidRequest", "refused by the test")
+            }
+            ("PATCH", ["messages", id]) => match state.messages.get_mut(*id) {
+                Some(m) => {
+                    for p in body["singleValueExtendedProperties"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                    {
+                        m.properties.insert(
+                            p["id"].as_str().unwrap_or_default().to_string(),
+                            p["value"].as_str().unwrap_or_default().to_string(),
+                        );
+                    }
+                    Response::json(200, &json!({"id": m.id}))
+                }
+                None => error(404, "ErrorItemNotFound", "no such message"),
+            },
             ("DELETE", ["messages", id]) => match state.messages.remove(*id) {
                 Some(removed) => {
                     if removed.is_draft {
@@ -584,18 +614,32 @@ impl FakeGraph {
             }
             ("GET", ["mailFolders", folder, "messages"]) => {
                 let filter = request.query.get("$filter").cloned().unwrap_or_default();
-                let value = filter
-                    .rsplit("ep/value eq '")
-                    .next()
-                    .and_then(|v| v.strip_suffix("')"))
-                    .unwrap_or_default()
-                    .to_string();
+                let quoted_after = |text: &str, before: &str| {
+                    text.split_once(before)
+                        .and_then(|(_, rest)| rest.split_once('\''))
+                        .map(|(value, _)| value.to_string())
+                        .unwrap_or_default()
+                };
+                let (id, value) = (
+                    quoted_after(&filter, "ep/id eq '"),
+                    quoted_after(&filter, "ep/value eq '"),
+                );
+                // `$expand=singleValueExtendedProperties($filter=id eq '...')`: that property
+                // of each message found, when it has it.
+                let expand = request
+                    .query
+                    .get("$expand")
+                    .map(|e| quoted_after(e, "id eq '"));
                 let found: Vec<Value> = state
                     .messages
                     .values()
                     .filter(|m| m.mailbox == mailbox && m.folder.as_deref() == Some(folder))
-                    .filter(|m| m.properties.values().any(|v| *v == value))
-                    .map(|m| json!({"id": m.id}))
+                    .filter(|m| m.properties.get(&id) == Some(&value))
+                    .map(|m| match &expand {
+                        None => json!({"id": m.id}),
+                        Some(wanted) => json!({"id": m.id, "singleValueExtendedProperties":
+                            m.properties.get(wanted).map(|v| vec![json!({"id": wanted, "value": v})]).unwrap_or_default()}),
+                    })
                     .collect();
                 Response::json(200, &json!({"value": found}))
             }
@@ -614,6 +658,9 @@ impl FakeGraph {
             let status = if left % 2 == 1 { 503 } else { 429 };
             return error(status, "ServiceUnavailable", "try the chunk again")
                 .with_header("retry-after", "1");
+        }
+        if taken(&self.refuse_chunks) {
+            return error(400, "ErrorInvalidRequest", "refused by the test");
         }
         let owner = self
             .state
@@ -669,3 +716,10 @@ mod alarm;
 mod parse;
 mod spoil;
 mod uploads;
+
+/// Takes one of the N left in `switch`: whether there was one.
+fn taken(switch: &AtomicUsize) -> bool {
+    switch
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}

@@ -206,8 +206,8 @@ async fn a_message_refused_leaves_no_draft() {
 
 /// A message's files go in the request that makes it while they fit one request, the rest
 /// one by one after it: a copy is its folder (looked up, then made), its draft, the files
-/// Graph parsed into the draft (when there are), the message and the draft's removal, and
-/// one request for each file that did not fit.
+/// Graph parsed into the draft (when there are), the message and the draft's removal, one
+/// request for each file that did not fit, and then one that gives the message its item key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_go_with_the_message_while_they_fit_one_request() {
     use comms_archiver::mailbox::Mailbox;
@@ -227,7 +227,7 @@ async fn files_go_with_the_message_while_they_fit_one_request() {
             [photos, vec![notes]].concat(),
             6,
         ),
-        ("four 1.8 MB files, one per request", large, 8),
+        ("four 1.8 MB files, one per request", large, 9),
     ];
     for (what, files, requests) in cases {
         let graph = FakeGraph::new(&["alice.smith@contoso.com"]);

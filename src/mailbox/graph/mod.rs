@@ -28,6 +28,13 @@ use tokio::sync::Mutex;
 /// The named extended property holding the item key.
 pub const ITEM_KEY_PROPERTY: &str =
     "String {6f0d7b52-3c8a-4c1e-9a53-0c1f2d7e4b91} Name CommsArchiverItemKey";
+/// The named extended property a message is made with instead of [`ITEM_KEY_PROPERTY`] when
+/// files go after the request that makes it: it gets its item key only once it holds every
+/// file, so a message cut off before its last file is never found as the copy imported.
+/// (The same length as the other, so that a request carries the same files with either.)
+pub const PARTIAL_PROPERTY: &str =
+    "String {6f0d7b52-3c8a-4c1e-9a53-0c1f2d7e4b91} Name CommsArchiverPartial";
+const _: () = assert!(PARTIAL_PROPERTY.len() == ITEM_KEY_PROPERTY.len());
 /// Requests to one mailbox at once (Exchange's MailboxConcurrency limit).
 pub const CONCURRENCY_PER_MAILBOX: usize = 4;
 /// What one request may carry, with room to spare under Graph's limit of about 4 MB (a
@@ -137,6 +144,7 @@ impl GraphMailboxes {
             json!({ "id": "String 0x007D", "value": headers }),
             json!({ "id": ITEM_KEY_PROPERTY, "value": d.key.as_str() }),
         ];
+        debug_assert_eq!(properties[KEY_AT]["id"], ITEM_KEY_PROPERTY);
         for (tag, name) in [
             ("String 0x1042", "In-Reply-To"),
             ("String 0x1039", "References"),
@@ -170,8 +178,13 @@ impl GraphMailboxes {
             "users/{user}/mailFolders/{}/messages",
             segment(folder)
         ));
-        let (body, carried) =
-            attachments::with_files(&Value::Object(message), &posted, REQUEST_BUDGET);
+        let mut message = Value::Object(message);
+        let (mut body, carried) = attachments::with_files(&message, &posted, REQUEST_BUDGET);
+        let whole = carried == posted.len() && uploads.is_empty();
+        if !whole {
+            message["singleValueExtendedProperties"][KEY_AT]["id"] = json!(PARTIAL_PROPERTY);
+            body = attachments::with_files(&message, &posted[..carried], REQUEST_BUDGET).0;
+        }
         // What the request carries is held once, in it.
         posted.drain(..carried);
         let created = self
@@ -179,30 +192,86 @@ impl GraphMailboxes {
             .await
             .map_err(|e| self.error(d.mailbox, "message creation", e))?;
         let id = made(&created, d.mailbox, "message creation")?;
-        // The files its request did not carry; a message that cannot get all of them is
-        // removed again.
-        let added = self.add_files(d.mailbox, &id, &posted, uploads).await;
-        if let Err(e) = added {
+        if whole {
+            return Ok(id);
+        }
+        // The files its request did not carry, then its item key; a message that cannot
+        // get them is removed again (and, should that fail too, found as partial and removed
+        // when the copy is looked for before it is taken again).
+        let mut completed = self.add_files(d.mailbox, &id, &posted, uploads).await;
+        if completed.is_ok() {
+            let key = json!({ "singleValueExtendedProperties": [
+                { "id": ITEM_KEY_PROPERTY, "value": d.key.as_str() }
+            ]});
             let url = self.url(&format!("users/{user}/messages/{}", segment(&id)));
-            let _ = self.call(d.mailbox, Method::DELETE, url, None, true).await;
+            completed = self
+                .call(
+                    d.mailbox,
+                    Method::PATCH,
+                    url,
+                    Some(("application/json", key.to_string().into_bytes().into())),
+                    true,
+                )
+                .await
+                .map(drop)
+                .map_err(|e| self.error(d.mailbox, "item key", e));
+        }
+        if let Err(e) = completed {
+            self.remove_message(d.mailbox, &id, "message removal").await;
             return Err(e);
         }
         Ok(id)
     }
 }
 
+/// Where the item key is among a message's extended properties.
+const KEY_AT: usize = 4;
+
 impl GraphMailboxes {
-    /// Deletes a temporary draft; one that cannot be is left (and logged).
-    async fn remove_draft(&self, mailbox: &str, id: &str) {
+    /// Deletes a temporary draft or a partial message; one that cannot be is left (and
+    /// logged), to be found again when its copy is looked for.
+    async fn remove_message(&self, mailbox: &str, id: &str, what: &str) {
         let url = self.url(&format!(
             "users/{}/messages/{}",
             segment(mailbox),
             segment(id)
         ));
         if let Err(e) = self.call(mailbox, Method::DELETE, url, None, true).await {
-            let e = self.error(mailbox, "draft removal", e);
-            tracing::warn!(mailbox, error = %e, "a temporary draft could not be removed");
+            let e = self.error(mailbox, what, e);
+            tracing::warn!(mailbox, error = %e, "a temporary draft or partial message could not be removed");
         }
+    }
+
+    /// Deletes the messages of the copy left partial in its folder (made, not given every
+    /// file) by an import cut off.
+    async fn remove_partial(&self, d: &Delivery<'_>, folder: &str) -> Result<(), MailboxError> {
+        let mut url = self.url(&format!(
+            "users/{}/mailFolders/{}/messages",
+            segment(d.mailbox),
+            segment(folder)
+        ));
+        url.query_pairs_mut()
+            .append_pair("$filter", &property_is(PARTIAL_PROPERTY, d.key.as_str()))
+            .append_pair("$select", "id")
+            .append_pair(
+                "$expand",
+                &format!("singleValueExtendedProperties($filter=id eq '{ITEM_KEY_PROPERTY}')"),
+            );
+        let found = self
+            .call(d.mailbox, Method::GET, url, None, true)
+            .await
+            .map_err(|e| self.error(d.mailbox, "search", e))?;
+        for message in listed(&found, d.mailbox, "search")? {
+            let keyed = message["singleValueExtendedProperties"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p["id"] == ITEM_KEY_PROPERTY));
+            if !keyed {
+                let id = made(message, d.mailbox, "search")?;
+                self.remove_message(d.mailbox, &id, "partial message removal")
+                    .await;
+            }
+        }
+        Ok(())
     }
 
     /// Deletes the drafts made from the delivery's MIME left among the mailbox's Drafts.
@@ -210,7 +279,7 @@ impl GraphMailboxes {
         match self.drafts_of(d).await {
             Ok(ids) => {
                 for id in ids {
-                    self.remove_draft(d.mailbox, &id).await;
+                    self.remove_message(d.mailbox, &id, "draft removal").await;
                 }
             }
             Err(e) => {
@@ -247,6 +316,13 @@ impl GraphMailboxes {
             .map(|draft| made(draft, d.mailbox, "draft search"))
             .collect()
     }
+}
+
+/// The filter for the messages whose extended property `property` is `value`.
+fn property_is(property: &str, value: &str) -> String {
+    format!(
+        "singleValueExtendedProperties/Any(ep: ep/id eq '{property}' and ep/value eq '{value}')"
+    )
 }
 
 /// The id of what a successful answer says it made or found. Graph always gives it; an
@@ -336,13 +412,7 @@ impl Mailbox for GraphMailboxes {
             segment(&folder)
         ));
         url.query_pairs_mut()
-            .append_pair(
-                "$filter",
-                &format!(
-                    "singleValueExtendedProperties/Any(ep: ep/id eq '{ITEM_KEY_PROPERTY}' and ep/value eq '{}')",
-                    d.key.as_str()
-                ),
-            )
+            .append_pair("$filter", &property_is(ITEM_KEY_PROPERTY, d.key.as_str()))
             .append_pair("$select", "id")
             .append_pair("$top", "1");
         let found = self
@@ -350,9 +420,11 @@ impl Mailbox for GraphMailboxes {
             .await
             .map_err(|e| self.error(d.mailbox, "search", e))?;
         let found = !listed(&found, d.mailbox, "search")?.is_empty();
-        // The copy is looked for because an earlier import of it may have been cut off: a
-        // draft that import left among the Drafts (it has no item key, but it is the
-        // message, and eDiscovery would find it twice) goes too.
+        // The copy is looked for because an earlier import of it may have been cut off: what
+        // that import left goes, a message short of files (it has no item key, and would
+        // stay beside the whole one) and a draft among the Drafts (eDiscovery would find
+        // the message twice).
+        self.remove_partial(d, &folder).await?;
         self.remove_drafts_of(d).await;
         Ok(found)
     }
@@ -424,7 +496,7 @@ impl Mailbox for GraphMailboxes {
                 return;
             };
             match read {
-                Some(id) => self.remove_draft(d.mailbox, &id).await,
+                Some(id) => self.remove_message(d.mailbox, &id, "draft removal").await,
                 None => self.remove_drafts_of(d).await,
             }
         };
