@@ -305,3 +305,36 @@ async fn a_message_left_short_of_a_file_is_not_taken_for_the_copy() {
     assert_eq!(everything(&graph).0.len(), 1, "the whole message stays");
     server.abort();
 }
+
+/// An upload chunk Graph answers without keeping (it still expects the bytes the chunk
+/// carried) fails the copy rather than leaving the file short: the first chunk of a file, or
+/// its last. Taken again, the message is whole, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_chunk_graph_did_not_keep_fails_the_copy() {
+    use std::sync::atomic::Ordering;
+    // 5 MiB: two chunks, of 3,276,800 bytes and the rest.
+    let files = vec![file("visit.mp4", 5 * 1024 * 1024, 3)];
+    for (lost, case) in [(1, "the first chunk lost"), (2, "the last chunk lost")] {
+        let graph = FakeGraph::new(&["alice.smith@contoso.com"]);
+        let (mailboxes, server) = graph_on(&graph).await;
+        let (key, time, message) = mms(&files);
+        let delivery = to_alice(&key, time, &message);
+        graph.lose_chunk.store(lost, Ordering::SeqCst);
+        let failed = mailboxes.append(&delivery).await;
+        assert!(
+            matches!(&failed, Err(MailboxError::Unavailable(e)) if e.contains("still expects")),
+            "{case}: {failed:?}"
+        );
+        assert!(!mailboxes.contains(&delivery).await.unwrap(), "{case}");
+        mailboxes.append(&delivery).await.unwrap();
+        let (messages, drafts) = received(&graph, key.as_str());
+        assert_eq!((messages.len(), drafts), (1, 0), "{case}");
+        assert_eq!(
+            same_files(&messages[0].attachments, &files),
+            Ok(()),
+            "{case}"
+        );
+        assert_eq!(everything(&graph).0.len(), 1, "{case}: nothing else");
+        server.abort();
+    }
+}

@@ -70,6 +70,9 @@ pub struct FakeGraph {
     pub refuse_chunks: AtomicUsize,
     /// The next N removals of a message that is not a draft are refused (400).
     pub refuse_removals: AtomicUsize,
+    /// The Nth upload chunk from now is lost (none when 0): answered 200, naming the bytes
+    /// still expected (from where the chunk began), and not kept.
+    pub lose_chunk: AtomicUsize,
     /// Milliseconds from a request read to its answer (the fake's own work included).
     pub latency_ms: AtomicUsize,
     /// Folder lookups answer only once a draft was made in their mailbox (503 after 5 s).
@@ -117,6 +120,7 @@ impl FakeGraph {
             refuse_messages: AtomicUsize::new(0),
             refuse_chunks: AtomicUsize::new(0),
             refuse_removals: AtomicUsize::new(0),
+            lose_chunk: AtomicUsize::new(0),
             latency_ms: AtomicUsize::new(0),
             lookups_wait_for_a_draft: AtomicBool::new(false),
             lookups_wait_for_a_removed_draft: AtomicBool::new(false),
@@ -691,6 +695,16 @@ impl FakeGraph {
                 416,
                 "InvalidRange",
                 "the range does not follow what was received",
+            );
+        }
+        let lost = self
+            .lose_chunk
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            == Ok(1);
+        if lost {
+            return Response::json(
+                200,
+                &json!({"nextExpectedRanges": [format!("{}-", data.len())]}),
             );
         }
         data.truncate(start);

@@ -173,16 +173,33 @@ impl GraphMailboxes {
             // retried and throttled like every other request to the mailbox.
             let range = format!("bytes {start}-{}/{total}", end - 1);
             let chunk = bytes::Bytes::copy_from_slice(&part.data[start..end]);
-            self.send(
-                mailbox,
-                Method::PUT,
-                upload_url.clone(),
-                Some(("application/octet-stream", chunk)),
-                false,
-                Some(&range),
-            )
-            .await
-            .map_err(|e| self.error(mailbox, &format!("upload of {}", part.name), e))?;
+            let answer = self
+                .send(
+                    mailbox,
+                    Method::PUT,
+                    upload_url.clone(),
+                    Some(("application/octet-stream", chunk)),
+                    false,
+                    Some(&range),
+                )
+                .await
+                .map_err(|e| self.error(mailbox, &format!("upload of {}", part.name), e))?;
+            // Graph says which bytes it still expects: nothing after the last chunk, the rest
+            // of the file after any other. An answer that says otherwise lost bytes.
+            let expected = answer["nextExpectedRanges"]
+                .as_array()
+                .and_then(|ranges| ranges.first())
+                .and_then(Value::as_str)
+                .and_then(|range| range.split('-').next()?.parse::<usize>().ok());
+            if expected.is_some_and(|from| from != end) {
+                return Err(MailboxError::Unavailable(format!(
+                    "Graph upload of {} for {mailbox}: after bytes {start}-{} of {total} it \
+                     still expects bytes from {}; the file is uploaded again with the copy",
+                    part.name,
+                    end - 1,
+                    expected.unwrap_or_default()
+                )));
+            }
             start = end;
         }
         Ok(())
