@@ -11,9 +11,15 @@
 //! the message while they fit it, the rest are posted one by one after it, and files from
 //! 2 MiB go through upload sessions, whose chunks are paced and retried like any other
 //! request. A named extended property holds the item key, so an item already imported is
-//! found again. At most 4 requests run at once per mailbox, paced under 10,000 per 10
-//! minutes and under 150 MB uploaded per 5 minutes; throttled and failing requests are
+//! found again; a message whose files go after the request that makes it gets the key only
+//! once it holds them all. At most 4 requests run at once per mailbox, paced under 10,000
+//! per 10 minutes and under 150 MB uploaded per 5 minutes; throttled and failing requests are
 //! retried by the one policy ([`crate::retry`]), after Retry-After when Graph sends one.
+//!
+//! Graph's answers are read, not trusted: a success that cannot be read, or lacks what Graph
+//! always sends, fails the copy as one whose import may have taken effect. Looking for a
+//! copy before it is taken again also deletes what an import cut off left of it: a message
+//! short of files, and drafts (found by Message-ID).
 
 use super::token::TokenSource;
 use super::{Delivery, Mailbox, MailboxError};
