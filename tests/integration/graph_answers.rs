@@ -122,9 +122,9 @@ async fn a_spoiled_search_is_not_taken_for_a_message_missing() {
 
 /// From outside, a whole day: the demo day through a Graph whose answers are spoiled here
 /// and there (a folder lookup, drafts, a message made, a search). The day's first run fails
-/// the copies concerned and says the day is not complete; its next run finds the one whose
-/// message was made and imports the others; every message is in its folder once, and the
-/// day's counts are those of the day through a Maildir.
+/// the copies concerned and says the day is not complete; its next run finds those whose
+/// message was made and imports the others; every message is in its folder once, no draft is
+/// left, and each connector's reconciled day adds up to the copies its first run met.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_day_through_spoiled_answers_is_finished_by_its_next_run() {
     let ws = crate::support::workspace();

@@ -2,7 +2,9 @@
 //! with: a message created from MIME is a draft (isDraft true); a request carries about
 //! 4 MB; more than 4 concurrent requests to a mailbox get 429 with Retry-After; a duplicate
 //! folder gets ErrorFolderExists; uploads over a set limit per mailbox get 429; messages are found by the named-property filter; large
-//! attachments come through upload sessions; an unknown mailbox is ErrorInvalidUser.
+//! attachments come through upload sessions; an unknown mailbox is ErrorInvalidUser. On
+//! request it also misbehaves as a tenant or what stands before it may: answers spoiled after
+//! the request took effect ([`spoil`]), listings in pages, requests refused, chunks lost.
 
 use alarm::answer_at;
 use base64::Engine;
@@ -325,11 +327,7 @@ impl FakeGraph {
             && !self.uploads.admit(&mailbox, request.body.len())
         {
             error(429, "ApplicationThrottled", "uploads").with_header("retry-after", "1")
-        } else if self
-            .throttle
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
+        } else if taken(&self.throttle) {
             self.throttled.fetch_add(1, Ordering::SeqCst);
             let status = if self.throttled.load(Ordering::SeqCst) % 2 == 1 {
                 429
@@ -469,12 +467,7 @@ impl FakeGraph {
                 }
                 None => error(404, "ErrorItemNotFound", "no such message"),
             },
-            ("POST", ["mailFolders", _, "messages"])
-                if self
-                    .refuse_messages
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .is_ok() =>
-            {
+            ("POST", ["mailFolders", _, "messages"]) if taken(&self.refuse_messages) => {
                 error(400, "ErrorInvalidProperty", "refused by the test")
             }
             ("POST", ["mailFolders", folder, "messages"]) => {
