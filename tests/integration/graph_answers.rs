@@ -338,3 +338,33 @@ async fn an_upload_chunk_graph_did_not_keep_fails_the_copy() {
         server.abort();
     }
 }
+
+/// The answer to the request that gives a whole message its item key, spoiled: the import
+/// fails as unknown and removes the message, so the copy's next attempt imports it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoiled_answer_to_the_item_key_fails_the_copy() {
+    let files = vec![file("visit.mp4", 3 * 1024 * 1024, 4)];
+    for spoiled in [Spoiled::Html, Spoiled::Empty, Spoiled::Cut] {
+        let graph = FakeGraph::new(&["alice.smith@contoso.com"]);
+        let (mailboxes, server) = graph_on(&graph).await;
+        let (key, time, message) = mms(&files);
+        let delivery = to_alice(&key, time, &message);
+        graph.spoil.lock().unwrap().push((Route::ItemKey, spoiled));
+        let failed = mailboxes.append(&delivery).await;
+        assert!(
+            matches!(failed, Err(MailboxError::Unavailable(_))),
+            "{spoiled:?}: {failed:?}"
+        );
+        assert!(
+            graph.spoil.lock().unwrap().is_empty(),
+            "{spoiled:?}: spoiled"
+        );
+        assert!(!mailboxes.contains(&delivery).await.unwrap(), "{spoiled:?}");
+        mailboxes.append(&delivery).await.unwrap();
+        let (messages, drafts) = received(&graph, key.as_str());
+        assert_eq!((messages.len(), drafts), (1, 0), "{spoiled:?}");
+        assert_eq!(same_files(&messages[0].attachments, &files), Ok(()));
+        assert_eq!(everything(&graph).0.len(), 1, "{spoiled:?}: nothing else");
+        server.abort();
+    }
+}

@@ -219,8 +219,8 @@ impl GraphMailboxes {
                     true,
                 )
                 .await
-                .map(drop)
-                .map_err(|e| self.error(d.mailbox, "item key", e));
+                .map_err(|e| self.error(d.mailbox, "item key", e))
+                .and_then(|answer| made(&answer, d.mailbox, "item key").map(drop));
         }
         if let Err(e) = completed {
             self.remove_message(d.mailbox, &id, "message removal").await;

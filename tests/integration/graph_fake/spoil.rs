@@ -18,6 +18,8 @@ pub enum Route {
     Search,
     /// The Inbox's child folders looked up.
     Folders,
+    /// A message given its item key once whole.
+    ItemKey,
 }
 
 /// How an answer is spoiled.
@@ -47,6 +49,7 @@ pub(super) fn spoiled(
         // A search of the Drafts (for a draft whose answer was lost) is not a copy's search.
         ("GET", ["mailFolders", "drafts", "messages"]) => return response,
         ("GET", ["mailFolders", _, "messages"]) => Route::Search,
+        ("PATCH", ["messages", _]) => Route::ItemKey,
         _ => return response,
     };
     if !(200..300).contains(&response.status) {
