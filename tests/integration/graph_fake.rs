@@ -72,6 +72,9 @@ pub struct FakeGraph {
     pub refuse_chunks: AtomicUsize,
     /// The next N removals of a message that is not a draft are refused (400).
     pub refuse_removals: AtomicUsize,
+    /// The next N messages made in a folder are answered 3 s late (made at once), past a
+    /// client's timeout.
+    pub stall_messages: AtomicUsize,
     /// The Nth upload chunk from now is lost (none when 0): answered 200, naming the bytes
     /// still expected (from where the chunk began), and not kept.
     pub lose_chunk: AtomicUsize,
@@ -123,6 +126,7 @@ impl FakeGraph {
             refuse_chunks: AtomicUsize::new(0),
             refuse_removals: AtomicUsize::new(0),
             lose_chunk: AtomicUsize::new(0),
+            stall_messages: AtomicUsize::new(0),
             latency_ms: AtomicUsize::new(0),
             lookups_wait_for_a_draft: AtomicBool::new(false),
             lookups_wait_for_a_removed_draft: AtomicBool::new(false),
@@ -340,6 +344,12 @@ impl FakeGraph {
             let response = self.route(&mailbox, &rest, &request);
             spoil::spoiled(&self.spoil, &request.method, rest.as_slice(), response)
         };
+        if request.method == "POST"
+            && matches!(rest, ["mailFolders", _, "messages"])
+            && taken(&self.stall_messages)
+        {
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        }
         // The latency is the service's answer time, its own work included: the answer leaves
         // `latency_ms` after the request was read, however long making it took.
         let latency = self.latency_ms.load(Ordering::SeqCst);

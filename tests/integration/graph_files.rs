@@ -19,6 +19,15 @@ async fn graph_paced(
     graph: &Arc<FakeGraph>,
     uploads: comms_archiver::mailbox::graph::Limit,
 ) -> (GraphMailboxes, tokio::task::JoinHandle<()>) {
+    graph_built(graph, uploads, std::time::Duration::from_secs(30)).await
+}
+
+/// [`graph_paced`], each request given up after `timeout`.
+pub(crate) async fn graph_built(
+    graph: &Arc<FakeGraph>,
+    uploads: comms_archiver::mailbox::graph::Limit,
+    timeout: std::time::Duration,
+) -> (GraphMailboxes, tokio::task::JoinHandle<()>) {
     comms_archiver::install_crypto_provider();
     let (port, server) = graph.start().await;
     let tokens = comms_archiver::mailbox::token::TokenSource::new(
@@ -33,7 +42,7 @@ async fn graph_paced(
         base: format!("http://127.0.0.1:{port}/v1.0").parse().unwrap(),
         tokens: Arc::new(tokens),
         max_retries: 4,
-        timeout: std::time::Duration::from_secs(30),
+        timeout,
         uploads,
     })
     .unwrap();

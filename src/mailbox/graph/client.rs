@@ -112,6 +112,9 @@ pub(super) enum CallError {
     /// Graph said the request succeeded, but its answer cannot be read: what the request made
     /// is unknown, so it is not sent again here (a second POST would make a second message).
     Unusable(String),
+    /// A request that makes something was sent and no answer came (a timeout, a connection
+    /// lost, a gateway's 502 or 504): it may have been made, so it is not sent again blindly.
+    Unanswered(String),
 }
 
 impl GraphMailboxes {
@@ -180,6 +183,27 @@ impl GraphMailboxes {
             .await
     }
 
+    /// A POST that makes what is looked for afterwards, sent again only when it surely made
+    /// nothing (refused, throttled, not connected): a lost answer is
+    /// [`CallError::Unanswered`], for the caller to look for what it may have made.
+    pub(super) async fn post_once(
+        &self,
+        mailbox: &str,
+        url: Url,
+        json: bytes::Bytes,
+    ) -> Result<Value, CallError> {
+        self.sent(
+            mailbox,
+            Method::POST,
+            url,
+            Some(("application/json", json)),
+            true,
+            None,
+            false,
+        )
+        .await
+    }
+
     /// [`Self::call`] with a Content-Range (an upload session's chunk).
     pub(super) async fn send(
         &self,
@@ -189,6 +213,22 @@ impl GraphMailboxes {
         body: Option<(&'static str, bytes::Bytes)>,
         authorized: bool,
         range: Option<&str>,
+    ) -> Result<Value, CallError> {
+        self.sent(mailbox, method, url, body, authorized, range, true)
+            .await
+    }
+
+    /// One request, retried; `resent`: also when it may have taken effect.
+    #[allow(clippy::too_many_arguments)]
+    async fn sent(
+        &self,
+        mailbox: &str,
+        method: Method,
+        url: Url,
+        body: Option<(&'static str, bytes::Bytes)>,
+        authorized: bool,
+        range: Option<&str>,
+        resent: bool,
     ) -> Result<Value, CallError> {
         let state = self.state(mailbox).await;
         let mut renewed = false;
@@ -239,12 +279,22 @@ impl GraphMailboxes {
             let sent = request.send().await;
             drop(permit);
             let (asked, why) = match sent {
+                Err(e) if !resent && !e.is_connect() => {
+                    return Err(CallError::Unanswered(format!(
+                        "sent, but no answer came: {e}"
+                    )))
+                }
                 Err(e) => (None, CallError::Transport(e.to_string())),
                 Ok(response) => {
                     let status = response.status();
                     let verdict = Http.answer(status, response.headers());
                     if verdict == Verdict::Done {
                         return success(response).await;
+                    }
+                    if !resent && matches!(status.as_u16(), 502 | 504) {
+                        return Err(CallError::Unanswered(format!(
+                            "sent, and a gateway answered {status}"
+                        )));
                     }
                     let bytes = response.bytes().await.unwrap_or_default();
                     let error: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -279,7 +329,7 @@ impl GraphMailboxes {
                     format!("Graph answered {}; retried", r.status),
                     format!("{mailbox}: {} {}", r.code, r.message),
                 ),
-                CallError::Transport(e) | CallError::Unusable(e) => (
+                CallError::Transport(e) | CallError::Unusable(e) | CallError::Unanswered(e) => (
                     "Graph could not be reached; retried".to_string(),
                     format!("{mailbox}: {e}"),
                 ),
@@ -355,6 +405,10 @@ impl GraphMailboxes {
             CallError::Transport(why) => {
                 MailboxError::Unavailable(format!("Graph {what} for {mailbox}: {why}"))
             }
+            CallError::Unanswered(why) => MailboxError::Unavailable(format!(
+                "Graph {what} for {mailbox}: {why}; whether it took effect is unknown, so the \
+                 copy is looked for in its mailbox before it is imported again"
+            )),
             CallError::Unusable(why) => MailboxError::Unavailable(format!(
                 "Graph {what} for {mailbox}: {why}; whether it took effect is unknown, so the \
                  copy is looked for in its mailbox before it is imported again (a proxy or \

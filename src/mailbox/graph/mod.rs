@@ -193,11 +193,23 @@ impl GraphMailboxes {
         }
         // What the request carries is held once, in it.
         posted.drain(..carried);
-        let created = self
-            .post_serialized(d.mailbox, url, body)
-            .await
-            .map_err(|e| self.error(d.mailbox, "message creation", e))?;
-        let id = made(&created, d.mailbox, "message creation")?;
+        let id = match self.post_once(d.mailbox, url, body).await {
+            Ok(created) => made(&created, d.mailbox, "message creation")?,
+            // The message may have been made: it is looked for by the key it was made with,
+            // never made a second time.
+            Err(lost @ CallError::Unanswered(_)) => {
+                let key = if whole {
+                    ITEM_KEY_PROPERTY
+                } else {
+                    PARTIAL_PROPERTY
+                };
+                match self.find(d, folder, key).await? {
+                    Some(id) => id,
+                    None => return Err(self.error(d.mailbox, "message creation", lost)),
+                }
+            }
+            Err(e) => return Err(self.error(d.mailbox, "message creation", e)),
+        };
         if whole {
             return Ok(id);
         }
@@ -245,6 +257,33 @@ impl GraphMailboxes {
         if let Err(e) = self.call(mailbox, Method::DELETE, url, None, true).await {
             let e = self.error(mailbox, what, e);
             tracing::warn!(mailbox, error = %e, "a temporary draft or partial message could not be removed");
+        }
+    }
+
+    /// The id of a message of the copy in `folder` whose extended property `property` holds
+    /// the copy's item key.
+    async fn find(
+        &self,
+        d: &Delivery<'_>,
+        folder: &str,
+        property: &str,
+    ) -> Result<Option<String>, MailboxError> {
+        let mut url = self.url(&format!(
+            "users/{}/mailFolders/{}/messages",
+            segment(d.mailbox),
+            segment(folder)
+        ));
+        url.query_pairs_mut()
+            .append_pair("$filter", &property_is(property, d.key.as_str()))
+            .append_pair("$select", "id")
+            .append_pair("$top", "1");
+        let found = self
+            .call(d.mailbox, Method::GET, url, None, true)
+            .await
+            .map_err(|e| self.error(d.mailbox, "search", e))?;
+        match listed(&found, d.mailbox, "search")?.first() {
+            Some(message) => made(message, d.mailbox, "search").map(Some),
+            None => Ok(None),
         }
     }
 
@@ -412,20 +451,7 @@ impl Mailbox for GraphMailboxes {
 
     async fn contains(&self, d: &Delivery<'_>) -> Result<bool, MailboxError> {
         let folder = self.folder(d.mailbox, d.folder).await?;
-        let mut url = self.url(&format!(
-            "users/{}/mailFolders/{}/messages",
-            segment(d.mailbox),
-            segment(&folder)
-        ));
-        url.query_pairs_mut()
-            .append_pair("$filter", &property_is(ITEM_KEY_PROPERTY, d.key.as_str()))
-            .append_pair("$select", "id")
-            .append_pair("$top", "1");
-        let found = self
-            .call(d.mailbox, Method::GET, url, None, true)
-            .await
-            .map_err(|e| self.error(d.mailbox, "search", e))?;
-        let found = !listed(&found, d.mailbox, "search")?.is_empty();
+        let found = self.find(d, &folder, ITEM_KEY_PROPERTY).await?.is_some();
         // The copy is looked for because an earlier import of it may have been cut off: what
         // that import left goes, a message short of files (it has no item key, and would
         // stay beside the whole one) and a draft among the Drafts (eDiscovery would find
