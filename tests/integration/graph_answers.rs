@@ -372,13 +372,15 @@ async fn a_spoiled_answer_to_the_item_key_fails_the_copy() {
 /// A message made while its answer came too late (the client's timeout) is not made a second
 /// time: the request is not sent again blindly, the message is looked for by its key and
 /// found, and the copy is imported once, in the same attempt. Whether its files went with it
-/// or after it.
+/// or after it. A draft whose answer came too late is asked for again, and the first one
+/// goes with the second: no draft is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_made_without_an_answer_is_found_not_made_twice() {
     use std::sync::atomic::Ordering;
-    for files in [
-        vec![file("p.jpg", 9_000, 1)],
-        vec![file("visit.mp4", 3 * 1024 * 1024, 2)],
+    for (files, stalled) in [
+        (vec![file("p.jpg", 9_000, 1)], "message"),
+        (vec![file("visit.mp4", 3 * 1024 * 1024, 2)], "message"),
+        (vec![file("p.jpg", 9_000, 3)], "draft"),
     ] {
         let graph = FakeGraph::new(&["alice.smith@contoso.com"]);
         let (mailboxes, server) = crate::graph_files::graph_built(
@@ -388,14 +390,23 @@ async fn a_message_made_without_an_answer_is_found_not_made_twice() {
         )
         .await;
         let (key, time, message) = mms(&files);
-        graph.stall_messages.store(1, Ordering::SeqCst);
+        let switch = match stalled {
+            "draft" => &graph.stall_drafts,
+            _ => &graph.stall_messages,
+        };
+        switch.store(1, Ordering::SeqCst);
         mailboxes
             .append(&to_alice(&key, time, &message))
             .await
             .unwrap();
-        assert_eq!(graph.stall_messages.load(Ordering::SeqCst), 0, "stalled");
+        assert_eq!(switch.load(Ordering::SeqCst), 0, "{stalled} stalled");
         let (messages, drafts) = received(&graph, key.as_str());
-        assert_eq!((messages.len(), drafts), (1, 0), "{}", files[0].0);
+        assert_eq!(
+            (messages.len(), drafts),
+            (1, 0),
+            "{stalled}, {}",
+            files[0].0
+        );
         assert_eq!(same_files(&messages[0].attachments, &files), Ok(()));
         assert_eq!(everything(&graph).0.len(), 1, "nothing else");
         server.abort();

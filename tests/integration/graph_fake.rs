@@ -75,6 +75,8 @@ pub struct FakeGraph {
     /// The next N messages made in a folder are answered 3 s late (made at once), past a
     /// client's timeout.
     pub stall_messages: AtomicUsize,
+    /// The next N drafts made from MIME are answered 3 s late (made at once).
+    pub stall_drafts: AtomicUsize,
     /// The Nth upload chunk from now is lost (none when 0): answered 200, naming the bytes
     /// still expected (from where the chunk began), and not kept.
     pub lose_chunk: AtomicUsize,
@@ -127,6 +129,7 @@ impl FakeGraph {
             refuse_removals: AtomicUsize::new(0),
             lose_chunk: AtomicUsize::new(0),
             stall_messages: AtomicUsize::new(0),
+            stall_drafts: AtomicUsize::new(0),
             latency_ms: AtomicUsize::new(0),
             lookups_wait_for_a_draft: AtomicBool::new(false),
             lookups_wait_for_a_removed_draft: AtomicBool::new(false),
@@ -344,10 +347,12 @@ impl FakeGraph {
             let response = self.route(&mailbox, &rest, &request);
             spoil::spoiled(&self.spoil, &request.method, rest.as_slice(), response)
         };
-        if request.method == "POST"
-            && matches!(rest, ["mailFolders", _, "messages"])
-            && taken(&self.stall_messages)
-        {
+        let stalled = match rest {
+            ["mailFolders", _, "messages"] => Some(&self.stall_messages),
+            ["messages"] => Some(&self.stall_drafts),
+            _ => None,
+        };
+        if request.method == "POST" && stalled.is_some_and(taken) {
             tokio::time::sleep(std::time::Duration::from_secs(3)).await;
         }
         // The latency is the service's answer time, its own work included: the answer leaves

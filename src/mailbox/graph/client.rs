@@ -190,18 +190,10 @@ impl GraphMailboxes {
         &self,
         mailbox: &str,
         url: Url,
-        json: bytes::Bytes,
+        body: (&'static str, bytes::Bytes),
     ) -> Result<Value, CallError> {
-        self.sent(
-            mailbox,
-            Method::POST,
-            url,
-            Some(("application/json", json)),
-            true,
-            None,
-            false,
-        )
-        .await
+        self.sent(mailbox, Method::POST, url, Some(body), true, None, false)
+            .await
     }
 
     /// [`Self::call`] with a Content-Range (an upload session's chunk).

@@ -193,7 +193,10 @@ impl GraphMailboxes {
         }
         // What the request carries is held once, in it.
         posted.drain(..carried);
-        let id = match self.post_once(d.mailbox, url, body).await {
+        let id = match self
+            .post_once(d.mailbox, url, ("application/json", body))
+            .await
+        {
             Ok(created) => made(&created, d.mailbox, "message creation")?,
             // The message may have been made: it is looked for by the key it was made with,
             // never made a second time.
@@ -466,9 +469,11 @@ impl Mailbox for GraphMailboxes {
         // A draft is made among the Drafts and needs no folder: it is made, its files read
         // and it goes while the folder is looked up (or created), so that a mailbox's first
         // copies do not hold it back until the folder is known.
-        // The draft's id once it was read, or None when a draft may have been made whose id
-        // is unknown (its answer lost or unusable): it is then looked for by Message-ID.
-        let (read, removable) = tokio::sync::oneshot::channel::<Option<String>>();
+        // The draft's id once it was read (None when a draft may have been made whose id is
+        // unknown: its answer lost or unusable), and whether other drafts of the copy may have
+        // been made (its request sent again after an answer was lost); those are looked for
+        // by Message-ID.
+        let (read, removable) = tokio::sync::oneshot::channel::<(Option<String>, bool)>();
         let drafted = async {
             // Binary attachments leave the MIME, and so do text ones until it fits a request
             // (about 4 MB); they go with the message, or one by one after it (the largest
@@ -480,21 +485,24 @@ impl Mailbox for GraphMailboxes {
                 .await
                 .map_err(|e| MailboxError::Unavailable(format!("preparing the requests: {e}")))?;
             let url = self.url(&format!("users/{user}/messages"));
-            let answer = self
-                .call(
-                    d.mailbox,
-                    Method::POST,
-                    url,
-                    Some(("text/plain", mime)),
-                    true,
-                )
-                .await;
+            // A draft whose answer was lost is asked for once more: the one it may have made
+            // is found by its Message-ID and goes with the other.
+            let mut lost = false;
+            let answer = loop {
+                let sent = self
+                    .post_once(d.mailbox, url.clone(), ("text/plain", mime.clone()))
+                    .await;
+                match sent {
+                    Err(CallError::Unanswered(_)) if !lost => lost = true,
+                    sent => break sent,
+                }
+            };
             let draft = match answer {
                 Ok(draft) => draft,
                 Err(e) => {
                     // Refused as a request: no draft was made. Otherwise one may have been.
-                    if !matches!(&e, CallError::Refused(r) if r.status.is_client_error()) {
-                        let _ = read.send(None);
+                    if lost || !matches!(&e, CallError::Refused(r) if r.status.is_client_error()) {
+                        let _ = read.send((None, true));
                     }
                     return Err(self.error(d.mailbox, "draft from MIME", e));
                 }
@@ -502,14 +510,14 @@ impl Mailbox for GraphMailboxes {
             let id = match made(&draft, d.mailbox, "draft from MIME") {
                 Ok(id) => id,
                 Err(e) => {
-                    let _ = read.send(None);
+                    let _ = read.send((None, true));
                     return Err(e);
                 }
             };
             // The message is made of what the answer says of the draft: an answer without
             // its body or whether it holds files would make a message short of them.
             if !draft["body"].is_object() || !draft["hasAttachments"].is_boolean() {
-                let _ = read.send(Some(id));
+                let _ = read.send((Some(id), lost));
                 return Err(MailboxError::Unavailable(format!(
                     "Graph draft from MIME for {}: its answer gave no body or no \
                      hasAttachments{UNKNOWN_EFFECT}",
@@ -519,17 +527,19 @@ impl Mailbox for GraphMailboxes {
             // The files Graph parsed out of the MIME are read from the draft; nothing more
             // is (what the message takes from it is in the answer that made it), so it goes.
             let files = self.draft_files(d.mailbox, &draft).await;
-            let _ = read.send(Some(id));
+            let _ = read.send((Some(id), lost));
             Ok::<_, MailboxError>((taken, draft, files?))
         };
         // The draft goes, whatever happens to the message: once it was made.
         let remove_draft = async {
-            let Ok(read) = removable.await else {
+            let Ok((id, others)) = removable.await else {
                 return;
             };
-            match read {
-                Some(id) => self.remove_message(d.mailbox, &id, "draft removal").await,
-                None => self.remove_drafts_of(d).await,
+            if let Some(id) = &id {
+                self.remove_message(d.mailbox, id, "draft removal").await;
+            }
+            if id.is_none() || others {
+                self.remove_drafts_of(d).await;
             }
         };
         let import = async {
