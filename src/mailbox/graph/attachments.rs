@@ -181,6 +181,7 @@ impl GraphMailboxes {
                     Some(("application/octet-stream", chunk)),
                     false,
                     Some(&range),
+                    true,
                 )
                 .await
                 .map_err(|e| self.error(mailbox, &format!("upload of {}", part.name), e))?;

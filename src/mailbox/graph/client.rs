@@ -179,7 +179,7 @@ impl GraphMailboxes {
         body: Option<(&'static str, bytes::Bytes)>,
         authorized: bool,
     ) -> Result<Value, CallError> {
-        self.send(mailbox, method, url, body, authorized, None)
+        self.send(mailbox, method, url, body, authorized, None, true)
             .await
     }
 
@@ -192,27 +192,14 @@ impl GraphMailboxes {
         url: Url,
         body: (&'static str, bytes::Bytes),
     ) -> Result<Value, CallError> {
-        self.sent(mailbox, Method::POST, url, Some(body), true, None, false)
+        self.send(mailbox, Method::POST, url, Some(body), true, None, false)
             .await
     }
 
-    /// [`Self::call`] with a Content-Range (an upload session's chunk).
-    pub(super) async fn send(
-        &self,
-        mailbox: &str,
-        method: Method,
-        url: Url,
-        body: Option<(&'static str, bytes::Bytes)>,
-        authorized: bool,
-        range: Option<&str>,
-    ) -> Result<Value, CallError> {
-        self.sent(mailbox, method, url, body, authorized, range, true)
-            .await
-    }
-
-    /// One request, retried; `resent`: also when it may have taken effect.
+    /// One request, retried; with a Content-Range (an upload session's chunk) when given;
+    /// `resent`: also when it may have taken effect.
     #[allow(clippy::too_many_arguments)]
-    async fn sent(
+    pub(super) async fn send(
         &self,
         mailbox: &str,
         method: Method,

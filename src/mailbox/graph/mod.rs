@@ -263,6 +263,20 @@ impl GraphMailboxes {
         }
     }
 
+    /// The search for the ids of the messages in `folder` whose extended property
+    /// `property` holds the copy's item key.
+    fn search(&self, d: &Delivery<'_>, folder: &str, property: &str) -> Url {
+        let mut url = self.url(&format!(
+            "users/{}/mailFolders/{}/messages",
+            segment(d.mailbox),
+            segment(folder)
+        ));
+        url.query_pairs_mut()
+            .append_pair("$filter", &property_is(property, d.key.as_str()))
+            .append_pair("$select", "id");
+        url
+    }
+
     /// The id of a message of the copy in `folder` whose extended property `property` holds
     /// the copy's item key.
     async fn find(
@@ -271,15 +285,8 @@ impl GraphMailboxes {
         folder: &str,
         property: &str,
     ) -> Result<Option<String>, MailboxError> {
-        let mut url = self.url(&format!(
-            "users/{}/mailFolders/{}/messages",
-            segment(d.mailbox),
-            segment(folder)
-        ));
-        url.query_pairs_mut()
-            .append_pair("$filter", &property_is(property, d.key.as_str()))
-            .append_pair("$select", "id")
-            .append_pair("$top", "1");
+        let mut url = self.search(d, folder, property);
+        url.query_pairs_mut().append_pair("$top", "1");
         let found = self
             .call(d.mailbox, Method::GET, url, None, true)
             .await
@@ -293,18 +300,11 @@ impl GraphMailboxes {
     /// Deletes the messages of the copy left partial in its folder (made, not given every
     /// file) by an import cut off.
     async fn remove_partial(&self, d: &Delivery<'_>, folder: &str) -> Result<(), MailboxError> {
-        let mut url = self.url(&format!(
-            "users/{}/mailFolders/{}/messages",
-            segment(d.mailbox),
-            segment(folder)
-        ));
-        url.query_pairs_mut()
-            .append_pair("$filter", &property_is(PARTIAL_PROPERTY, d.key.as_str()))
-            .append_pair("$select", "id")
-            .append_pair(
-                "$expand",
-                &format!("singleValueExtendedProperties($filter=id eq '{ITEM_KEY_PROPERTY}')"),
-            );
+        let mut url = self.search(d, folder, PARTIAL_PROPERTY);
+        url.query_pairs_mut().append_pair(
+            "$expand",
+            &format!("singleValueExtendedProperties($filter=id eq '{ITEM_KEY_PROPERTY}')"),
+        );
         let found = self
             .call(d.mailbox, Method::GET, url, None, true)
             .await
