@@ -389,9 +389,8 @@ impl GraphMailboxes {
                  copy is looked for in its mailbox before it is imported again"
             )),
             CallError::Unusable(why) => MailboxError::Unavailable(format!(
-                "Graph {what} for {mailbox}: {why}; whether it took effect is unknown, so the \
-                 copy is looked for in its mailbox before it is imported again (a proxy or \
-                 gateway between this host and Graph answering in its place shows this)"
+                "Graph {what} for {mailbox}: {why}{}",
+                super::UNKNOWN_EFFECT
             )),
         }
     }

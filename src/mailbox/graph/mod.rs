@@ -400,9 +400,10 @@ fn listed<'a>(answer: &'a Value, mailbox: &str, what: &str) -> Result<&'a [Value
         })
 }
 
-/// Said of an answer that cannot be used.
-const UNKNOWN_EFFECT: &str = "; the copy is looked for in its mailbox before it is imported \
-    again (a proxy or gateway between this host and Graph answering in its place shows this)";
+/// Said of a success whose answer cannot be used.
+pub(super) const UNKNOWN_EFFECT: &str = "; whether it took effect is unknown, so the copy is \
+    looked for in its mailbox before it is imported again (a proxy or gateway between this \
+    host and Graph answering in its place shows this)";
 
 /// Copies the fields of `from` that are present and not null.
 fn copy_fields(from: &Value, to: &mut serde_json::Map<String, Value>, fields: &[&str]) {
