@@ -412,3 +412,58 @@ async fn a_message_made_without_an_answer_is_found_not_made_twice() {
         server.abort();
     }
 }
+
+/// A file posted to a message after it (one that did not fit the message's request) whose
+/// answer was lost is never on the message twice: answered too late (kept), it is found on
+/// the message and not posted again; lost by a gateway (not kept), it is posted once more.
+/// Lost twice, the copy fails and its message is removed, and the next attempt lands it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_posted_without_an_answer_is_on_its_message_once() {
+    use std::sync::atomic::Ordering;
+    let files: Vec<File> = (0..4)
+        .map(|i| file(&format!("g{i}.pdf"), 1_800_000, i))
+        .collect();
+    for (what, stalled, dropped) in [
+        ("answered past the timeout", 1, 0),
+        ("lost by a gateway", 0, 1),
+        ("lost twice", 0, 2),
+    ] {
+        let graph = FakeGraph::new(&["alice.smith@contoso.com"]);
+        let (mailboxes, server) = crate::graph_files::graph_built(
+            &graph,
+            comms_archiver::mailbox::graph::DEFAULT_UPLOADS,
+            std::time::Duration::from_secs(1),
+        )
+        .await;
+        let (key, time, message) = mms(&files);
+        graph.stall_files.store(stalled, Ordering::SeqCst);
+        graph.drop_files.store(dropped, Ordering::SeqCst);
+        let delivery = to_alice(&key, time, &message);
+        let first = mailboxes.append(&delivery).await;
+        assert_eq!(
+            graph.stall_files.load(Ordering::SeqCst) + graph.drop_files.load(Ordering::SeqCst),
+            0,
+            "{what}: the switches were used"
+        );
+        if dropped == 2 {
+            assert!(
+                matches!(&first, Err(MailboxError::Unavailable(e)) if e.contains("looked for")),
+                "{what}: {first:?}"
+            );
+            let (messages, drafts) = everything(&graph);
+            assert_eq!((messages.len(), drafts), (0, 0), "{what}: nothing left");
+            mailboxes.append(&delivery).await.unwrap();
+        } else {
+            first.unwrap();
+        }
+        let (messages, drafts) = received(&graph, key.as_str());
+        assert_eq!((messages.len(), drafts), (1, 0), "{what}");
+        assert_eq!(
+            same_files(&messages[0].attachments, &files),
+            Ok(()),
+            "{what}"
+        );
+        assert_eq!(everything(&graph).0.len(), 1, "{what}: nothing else");
+        server.abort();
+    }
+}

@@ -77,6 +77,10 @@ pub struct FakeGraph {
     pub stall_messages: AtomicUsize,
     /// The next N drafts made from MIME are answered 3 s late (made at once).
     pub stall_drafts: AtomicUsize,
+    /// The next N files posted to a message are answered 3 s late (kept at once).
+    pub stall_files: AtomicUsize,
+    /// The next N files posted to a message are answered 504, as by a gateway, and not kept.
+    pub drop_files: AtomicUsize,
     /// The Nth upload chunk from now is lost (none when 0): answered 200, naming the bytes
     /// still expected (from where the chunk began), and not kept.
     pub lose_chunk: AtomicUsize,
@@ -130,6 +134,8 @@ impl FakeGraph {
             lose_chunk: AtomicUsize::new(0),
             stall_messages: AtomicUsize::new(0),
             stall_drafts: AtomicUsize::new(0),
+            stall_files: AtomicUsize::new(0),
+            drop_files: AtomicUsize::new(0),
             latency_ms: AtomicUsize::new(0),
             lookups_wait_for_a_draft: AtomicBool::new(false),
             lookups_wait_for_a_removed_draft: AtomicBool::new(false),
@@ -334,6 +340,11 @@ impl FakeGraph {
             && !self.uploads.admit(&mailbox, request.body.len())
         {
             error(429, "ApplicationThrottled", "uploads").with_header("retry-after", "1")
+        } else if request.method == "POST"
+            && matches!(rest, ["messages", _, "attachments"])
+            && taken(&self.drop_files)
+        {
+            error(504, "GatewayTimeout", "the gateway gave up")
         } else if taken(&self.throttle) {
             self.throttled.fetch_add(1, Ordering::SeqCst);
             let status = if self.throttled.load(Ordering::SeqCst) % 2 == 1 {
@@ -350,6 +361,7 @@ impl FakeGraph {
         let stalled = match rest {
             ["mailFolders", _, "messages"] => Some(&self.stall_messages),
             ["messages"] => Some(&self.stall_drafts),
+            ["messages", _, "attachments"] => Some(&self.stall_files),
             _ => None,
         };
         if request.method == "POST" && stalled.is_some_and(taken) {

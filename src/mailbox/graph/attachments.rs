@@ -3,7 +3,8 @@
 //! message while they fit it, the rest one by one after it; files of 2 MiB or more are
 //! uploaded in chunks through an upload session.
 
-use super::{copy_fields, listed, mail_parts, segment, GraphMailboxes, CHUNK};
+use super::client::CallError;
+use super::{copy_fields, listed, made, mail_parts, segment, GraphMailboxes, CHUNK};
 use crate::mailbox::MailboxError;
 use bytes::Bytes;
 use reqwest::{Method, Url};
@@ -60,24 +61,9 @@ impl GraphMailboxes {
         if !in_draft(draft) {
             return Ok(Vec::new());
         }
-        let mut url = self.url(&format!(
-            "users/{}/messages/{}/attachments",
-            segment(mailbox),
-            segment(draft["id"].as_str().unwrap_or_default())
-        ));
-        let mut files = Vec::new();
-        // Graph may list a collection in pages, each naming the next.
-        loop {
-            let page = self
-                .call(mailbox, Method::GET, url, None, true)
-                .await
-                .map_err(|e| self.error(mailbox, "attachment listing", e))?;
-            files.extend_from_slice(listed(&page, mailbox, "attachment listing")?);
-            match page["@odata.nextLink"].as_str() {
-                None => break,
-                Some(next) => url = self.next_page(mailbox, next)?,
-            }
-        }
+        let files = self
+            .attachments_of(mailbox, draft["id"].as_str().unwrap_or_default(), None)
+            .await?;
         if let Some(odd) = files.iter().find(|f| !f["contentBytes"].is_string()) {
             // An attached message or a link has no bytes to post again as a file.
             return Err(MailboxError::Rejected {
@@ -115,12 +101,45 @@ impl GraphMailboxes {
             .collect())
     }
 
-    /// Adds to the message `target` the files its own request did not carry: `posted` one
-    /// by one, then `uploads` through upload sessions.
+    /// The attachments of message `id`, every page of them; only the fields `select` names
+    /// when given.
+    async fn attachments_of(
+        &self,
+        mailbox: &str,
+        id: &str,
+        select: Option<&str>,
+    ) -> Result<Vec<Value>, MailboxError> {
+        let mut url = self.url(&format!(
+            "users/{}/messages/{}/attachments",
+            segment(mailbox),
+            segment(id)
+        ));
+        if let Some(select) = select {
+            url.query_pairs_mut().append_pair("$select", select);
+        }
+        let mut files = Vec::new();
+        // Graph may list a collection in pages, each naming the next.
+        loop {
+            let page = self
+                .call(mailbox, Method::GET, url, None, true)
+                .await
+                .map_err(|e| self.error(mailbox, "attachment listing", e))?;
+            files.extend_from_slice(listed(&page, mailbox, "attachment listing")?);
+            match page["@odata.nextLink"].as_str() {
+                None => break,
+                Some(next) => url = self.next_page(mailbox, next)?,
+            }
+        }
+        Ok(files)
+    }
+
+    /// Adds to the message `target`, which holds `carried` files (those its own request
+    /// carried), the others: `posted` one by one, then `uploads` through upload sessions.
     pub(super) async fn add_files(
         &self,
         mailbox: &str,
         target: &str,
+        carried: usize,
         posted: &[Bytes],
         uploads: &[mail_parts::Upload],
     ) -> Result<(), MailboxError> {
@@ -129,15 +148,55 @@ impl GraphMailboxes {
             segment(mailbox),
             segment(target)
         ));
-        for body in posted {
-            self.post_serialized(mailbox, url.clone(), body.clone())
-                .await
-                .map_err(|e| self.error(mailbox, "attachment", e))?;
+        for (i, body) in posted.iter().enumerate() {
+            self.post_file(mailbox, target, &url, body, carried + i)
+                .await?;
         }
         for part in uploads {
             self.upload(mailbox, target, part).await?;
         }
         Ok(())
+    }
+
+    /// Posts one file to the message `target`, which holds `before` files. A file whose
+    /// answer was lost is never posted again blindly (the message would hold it twice): the
+    /// message's files are counted, and the file is taken as posted when there is one more,
+    /// posted once more when there is not.
+    async fn post_file(
+        &self,
+        mailbox: &str,
+        target: &str,
+        url: &Url,
+        body: &Bytes,
+        before: usize,
+    ) -> Result<(), MailboxError> {
+        let mut lost = false;
+        loop {
+            let sent = self
+                .post_once(mailbox, url.clone(), ("application/json", body.clone()))
+                .await;
+            let why = match sent {
+                Ok(answer) => return made(&answer, mailbox, "attachment").map(drop),
+                Err(CallError::Unanswered(why)) if !lost => why,
+                Err(e) => return Err(self.error(mailbox, "attachment", e)),
+            };
+            match self
+                .attachments_of(mailbox, target, Some("id"))
+                .await?
+                .len()
+            {
+                now if now == before + 1 => return Ok(()),
+                now if now == before => lost = true,
+                now => {
+                    return Err(MailboxError::Unavailable(format!(
+                        "Graph attachment for {mailbox}: {why}; the message then held {now} \
+                         files where {before} or {} were expected{}",
+                        before + 1,
+                        super::UNKNOWN_EFFECT
+                    )))
+                }
+            }
+        }
     }
 
     /// An attachment of 2 MiB or more, through an upload session in chunks.

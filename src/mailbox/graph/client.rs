@@ -334,17 +334,7 @@ impl GraphMailboxes {
         url: Url,
         body: &Value,
     ) -> Result<Value, CallError> {
-        self.post_serialized(mailbox, url, body.to_string().into_bytes().into())
-            .await
-    }
-
-    /// POSTs a JSON body serialized already.
-    pub(super) async fn post_serialized(
-        &self,
-        mailbox: &str,
-        url: Url,
-        json: bytes::Bytes,
-    ) -> Result<Value, CallError> {
+        let json = body.to_string().into_bytes().into();
         self.call(
             mailbox,
             Method::POST,

@@ -219,7 +219,9 @@ impl GraphMailboxes {
         // The files its request did not carry, then its item key; a message that cannot
         // get them is removed again (and, should that fail too, found as partial and removed
         // when the copy is looked for before it is taken again).
-        let mut completed = self.add_files(d.mailbox, &id, &posted, uploads).await;
+        let mut completed = self
+            .add_files(d.mailbox, &id, carried, &posted, uploads)
+            .await;
         if completed.is_ok() {
             let key = json!({ "singleValueExtendedProperties": [
                 { "id": ITEM_KEY_PROPERTY, "value": d.key.as_str() }
