@@ -4,12 +4,14 @@ mod config;
 pub mod graph;
 pub mod imap;
 mod maildir;
+pub(crate) mod paced;
 pub mod token;
 
 pub use config::{GraphConfig, ImapAuthKind, ImapConfig, ImapSecurity, M365Cloud, MailboxConfig};
 pub use graph::GraphMailboxes;
 pub use imap::ImapMailboxes;
 pub use maildir::MaildirTree;
+pub use paced::Paced;
 
 use crate::item::ItemKey;
 use crate::secret::Secrets;
@@ -88,6 +90,16 @@ pub trait Mailbox: Send + Sync {
             mailboxes: None,
             batch: 1,
         }
+    }
+
+    /// Waits until the store takes `bytes` more for `mailbox` without pacing them, and keeps
+    /// that room for one copy until the [`Paced`] is dropped (its requests run within
+    /// [`Paced::within`]). A copy waits here before it takes its room in the budget of bytes
+    /// in flight, so that a mailbox its store paces holds no room while it waits. A store
+    /// that does not pace uploads keeps nothing.
+    async fn pace(&self, mailbox: &str, bytes: u64) -> Paced {
+        let _ = (mailbox, bytes);
+        Paced::unpaced()
     }
 
     /// Whether copies can go in (`check`): a local tree that takes writes; with `connect`,

@@ -72,3 +72,107 @@ async fn connectors_side_by_side_share_one_budget() {
         "copies appended at once"
     );
 }
+
+/// A Maildir whose store paces one mailbox: the first whose copy asks for its pace waits
+/// until every other mailbox's copy is appended (20 s at most, then it says it waited in
+/// vain).
+struct PacesOne {
+    inner: MaildirTree,
+    paced: std::sync::Mutex<Option<String>>,
+    /// Copies of the other mailboxes: to append, and appended.
+    others: usize,
+    appended: AtomicUsize,
+    asked: AtomicUsize,
+    in_vain: AtomicUsize,
+}
+
+#[async_trait]
+impl Mailbox for PacesOne {
+    async fn contains(&self, d: &Delivery<'_>) -> Result<bool, MailboxError> {
+        self.inner.contains(d).await
+    }
+    async fn append(&self, d: &Delivery<'_>) -> Result<(), MailboxError> {
+        self.inner.append(d).await?;
+        if self.paced.lock().unwrap().as_deref() != Some(d.mailbox) {
+            self.appended.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        "maildir pacing one mailbox".into()
+    }
+    fn destination(&self) -> String {
+        self.inner.destination()
+    }
+    async fn pace(&self, mailbox: &str, _bytes: u64) -> comms_archiver::mailbox::Paced {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        let paced = self
+            .paced
+            .lock()
+            .unwrap()
+            .get_or_insert_with(|| mailbox.to_string())
+            .clone();
+        if paced == mailbox {
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while self.appended.load(Ordering::SeqCst) < self.others {
+                if std::time::Instant::now() > until {
+                    self.in_vain.fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        comms_archiver::mailbox::Paced::unpaced()
+    }
+}
+
+/// A copy waiting for its mailbox's pace (Graph's upload limit) holds no room in the budget
+/// of bytes in flight: with room for one message, a mailbox paced until every other mailbox's
+/// copies are in still lets them in. Taken before the pace, the room would be held by the
+/// waiting copy, and no other copy could go in until the pace let it go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mailbox_waiting_for_its_pace_holds_no_room() {
+    comms_archiver::install_crypto_provider();
+    let ws = workspace();
+    let dir = ws.path();
+    let config = demo_config(dir);
+    let total: usize = expected().iter().map(|(_, n)| n).sum();
+    // The mailbox with the most copies starts first: it is the one paced.
+    let (_, most) = expected().into_iter().max_by_key(|(_, n)| *n).unwrap();
+    let store = Arc::new(PacesOne {
+        inner: MaildirTree::new(dir.join("var/mail")),
+        paced: std::sync::Mutex::new(None),
+        others: total - most,
+        appended: AtomicUsize::new(0),
+        asked: AtomicUsize::new(0),
+        in_vain: AtomicUsize::new(0),
+    });
+    let archiver = Archiver::from_config(&config)
+        .unwrap()
+        .with_mailbox(store.clone())
+        .with_max_in_flight_bytes(1);
+    let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+    let connector = archiver
+        .connectors()
+        .iter()
+        .find(|c| c.folder == FOLDER)
+        .unwrap();
+    let log = archiver.run_day(connector, day).await.unwrap();
+    assert!(log.complete, "{:?}", log.failures);
+    assert_eq!(counts(&dir.join("var/mail"), FOLDER), expected());
+    assert_eq!(store.asked.load(Ordering::SeqCst), total, "every copy asks");
+    assert_eq!(
+        store.paced.lock().unwrap().as_ref().map(|m| expected()
+            .into_iter()
+            .find(|(e, _)| e == m)
+            .unwrap()
+            .1),
+        Some(most),
+        "the mailbox with the most copies was paced"
+    );
+    assert_eq!(
+        store.in_vain.load(Ordering::SeqCst),
+        0,
+        "the paced mailbox waited for the others in vain: its copies held the room"
+    );
+}

@@ -6,7 +6,7 @@
 
 use super::{GraphMailboxes, GraphSettings, CONCURRENCY_PER_MAILBOX};
 use crate::events::Retry;
-use crate::mailbox::MailboxError;
+use crate::mailbox::{MailboxError, Paced};
 use crate::retry::{Http, Policy, RetrySettings, Verdict};
 use reqwest::header::{AUTHORIZATION, CONTENT_RANGE, CONTENT_TYPE};
 use reqwest::{Method, StatusCode, Url};
@@ -14,7 +14,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{Mutex, Notify, Semaphore};
 
 /// Exchange allows an app 10,000 requests to a mailbox in any 10 minutes. A token bucket of
 /// 4,500 refilled at 4,500 per 10 minutes stays under that, and lets a day's requests to a
@@ -61,41 +61,75 @@ impl Bucket {
         }
     }
 
-    /// Takes `n` tokens; how long to wait first when the bucket holds fewer.
-    fn take(&mut self, n: u64) -> Duration {
+    /// What the bucket holds now (less than nothing while requests wait for their tokens).
+    fn holds(&mut self) -> f64 {
         let now = Instant::now();
         let earned = now.saturating_duration_since(self.at).as_secs_f64() * self.refill_per_sec;
-        self.tokens = (self.tokens + earned).min(self.size) - n as f64;
+        self.tokens = (self.tokens + earned).min(self.size);
         self.at = now;
-        if self.tokens >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-self.tokens / self.refill_per_sec)
-        }
+        self.tokens
+    }
+
+    /// How long until the bucket holds `n` tokens.
+    fn until(&mut self, n: f64) -> Duration {
+        let short = n - self.holds();
+        Duration::from_secs_f64(short.max(0.0) / self.refill_per_sec)
+    }
+
+    /// Takes `n` tokens; how long to wait first when the bucket holds fewer.
+    fn take(&mut self, n: u64) -> Duration {
+        self.holds();
+        self.tokens -= n as f64;
+        self.until(0.0)
     }
 }
 
-/// A mailbox's two budgets: requests, and bytes uploaded (the bodies of POST, PUT and PATCH).
+/// A mailbox's two budgets: requests, and bytes uploaded (the bodies of POST, PUT and PATCH);
+/// and the upload room kept for copies about to be imported ([`GraphMailboxes::keep_uploads`]).
 struct Pace {
     requests: Bucket,
     uploads: Bucket,
+    kept: u64,
 }
 
 impl Pace {
-    /// Takes one request, with `upload` bytes; how long to wait before sending it.
-    fn take(&mut self, upload: u64) -> Duration {
+    /// Takes one request, with `upload` bytes, `drawn` of them from the room kept for its
+    /// copy; how long to wait before sending it.
+    fn take(&mut self, upload: u64, drawn: u64) -> Duration {
+        self.kept -= drawn.min(self.kept);
         let request = self.requests.take(1);
         if upload == 0 {
             return request;
         }
         request.max(self.uploads.take(upload))
     }
+
+    /// Keeps `bytes` of upload room for a copy when the bucket holds them on top of the room
+    /// kept for others; else how long until it does (a copy larger than the bucket waits for
+    /// a full one with nothing kept for others).
+    fn keep(&mut self, bytes: u64) -> Result<(), Duration> {
+        let need = match self.kept {
+            0 => (bytes as f64).min(self.uploads.size),
+            kept => (kept + bytes) as f64,
+        };
+        match self.uploads.until(need) {
+            wait if wait.is_zero() => {
+                self.kept += bytes;
+                Ok(())
+            }
+            wait => Err(wait),
+        }
+    }
 }
 
 /// What the client keeps per mailbox: its concurrency, its paces, its folders.
 pub(super) struct MailboxState {
     permits: Arc<Semaphore>,
-    pace: Mutex<Pace>,
+    pace: std::sync::Mutex<Pace>,
+    /// Copies waiting for upload room take turns, in the order they came.
+    turns: Mutex<()>,
+    /// Upload room kept for a copy was let go.
+    let_go: Notify,
     pub(super) folders: Mutex<HashMap<String, String>>,
 }
 
@@ -143,14 +177,42 @@ impl GraphMailboxes {
             .or_insert_with(|| {
                 Arc::new(MailboxState {
                     permits: Arc::new(Semaphore::new(CONCURRENCY_PER_MAILBOX)),
-                    pace: Mutex::new(Pace {
+                    pace: std::sync::Mutex::new(Pace {
                         requests: Bucket::full(REQUESTS),
                         uploads: Bucket::full(self.settings.uploads),
+                        kept: 0,
                     }),
+                    turns: Mutex::new(()),
+                    let_go: Notify::new(),
                     folders: Mutex::new(HashMap::new()),
                 })
             })
             .clone()
+    }
+
+    /// Waits until `bytes` more may be uploaded to `mailbox` without waiting for its pace,
+    /// on top of the room kept for its other copies, and keeps that room for one copy.
+    pub(super) async fn keep_uploads(&self, mailbox: &str, bytes: u64) -> Paced {
+        let state = self.state(mailbox).await;
+        let turn = state.turns.lock().await;
+        loop {
+            let let_go = state.let_go.notified();
+            let kept = state.pace.lock().expect("never poisoned").keep(bytes);
+            match kept {
+                Ok(()) => break,
+                // The room grows with time, and when another copy lets its room go.
+                Err(wait) => tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = let_go => {}
+                },
+            }
+        }
+        drop(turn);
+        Paced::kept(mailbox, bytes, move |left| {
+            let mut pace = state.pace.lock().expect("never poisoned");
+            pace.kept -= left.min(pace.kept);
+            state.let_go.notify_waiters();
+        })
     }
 
     pub(super) fn url(&self, path: &str) -> Url {
@@ -233,7 +295,12 @@ impl GraphMailboxes {
                 }
                 _ => 0,
             };
-            let wait = state.pace.lock().await.take(upload);
+            let drawn = crate::mailbox::paced::draw(mailbox, upload);
+            let wait = state
+                .pace
+                .lock()
+                .expect("never poisoned")
+                .take(upload, drawn);
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
@@ -426,22 +493,56 @@ mod tests {
     }
 
     #[test]
+    fn room_is_kept_for_copies_on_top_of_each_other_and_drawn_by_their_requests() {
+        let mb = 1_000_000;
+        let mut pace = Pace {
+            requests: Bucket::full(REQUESTS),
+            // A bucket of 9 MB, refilled at 9 MB per 300 s (30 kB/s).
+            uploads: Bucket::full(Limit {
+                most: 20 * mb,
+                window: Duration::from_secs(300),
+            }),
+            kept: 0,
+        };
+        let secs = |kept: Result<(), Duration>| kept.unwrap_err().as_secs_f64();
+        assert_eq!(pace.keep(4 * mb), Ok(()));
+        assert_eq!(pace.keep(4 * mb), Ok(()));
+        // 8 MB kept: a third copy of 4 MB waits for 3 MB of refill, 100 s.
+        let wait = secs(pace.keep(4 * mb));
+        assert!((99.9..=100.0).contains(&wait), "{wait}");
+        assert_eq!(pace.kept, 8 * mb);
+        // The first copy's request sends 4.5 MB, 4 MB of them drawn from its room: it goes
+        // at once, and 4 MB stay kept for the second copy.
+        assert_eq!(pace.take(9 * mb / 2, 4 * mb), Duration::ZERO);
+        assert_eq!(pace.kept, 4 * mb);
+        // 4.5 MB left in the bucket, 4 MB of them the second copy's: a 1 MB copy waits for
+        // 0.5 MB of refill (16.7 s).
+        let wait = secs(pace.keep(mb));
+        assert!((16.6..=16.7).contains(&wait), "{wait}");
+        // With nothing kept, a copy larger than the bucket waits for a full one only.
+        pace.kept = 0;
+        let wait = secs(pace.keep(12 * mb));
+        assert!((149.9..=150.0).contains(&wait), "{wait}");
+    }
+
+    #[test]
     fn uploads_are_paced_by_their_bytes_a_request_by_the_slower_budget() {
         let mb = 1_000_000;
         let mut pace = Pace {
             requests: Bucket::full(REQUESTS),
             uploads: Bucket::full(crate::mailbox::graph::DEFAULT_UPLOADS),
+            kept: 0,
         };
         // 67.5 MB at once, 45% of 150 MB per 5 minutes; a GET needs no upload budget.
         for _ in 0..22 {
-            assert_eq!(pace.take(3 * mb), Duration::ZERO);
+            assert_eq!(pace.take(3 * mb, 0), Duration::ZERO);
         }
-        assert_eq!(pace.take(0), Duration::ZERO);
+        assert_eq!(pace.take(0, 0), Duration::ZERO);
         // Then 3 MB more, with 1.5 MB left, waits for 1.5 MB of refill (6.7 s at 67.5 MB per
         // 5 minutes), and the next for its own 3 MB after that (20 s).
-        let wait = pace.take(3 * mb).as_secs_f64();
+        let wait = pace.take(3 * mb, 0).as_secs_f64();
         assert!((6.6..=6.7).contains(&wait), "{wait}");
-        let wait = pace.take(3 * mb).as_secs_f64();
+        let wait = pace.take(3 * mb, 0).as_secs_f64();
         assert!((19.9..=20.1).contains(&wait), "{wait}");
     }
 }

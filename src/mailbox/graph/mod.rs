@@ -434,6 +434,10 @@ impl Mailbox for GraphMailboxes {
         }
     }
 
+    async fn pace(&self, mailbox: &str, bytes: u64) -> super::Paced {
+        self.keep_uploads(mailbox, bytes).await
+    }
+
     async fn probe(&self, sample: Option<&str>, connect: bool) -> Result<String, MailboxError> {
         let tenant = self.destination();
         match (connect, sample) {

@@ -245,8 +245,8 @@ fn kib(bytes: u64) -> usize {
 
 /// Delivers one mailbox's copies, started in order, up to `per_mailbox` at once (or, where the store
 /// takes several in one request, `batch` copies per request), each within the process's
-/// budget of bytes in flight, taking its room at the mailbox's `turn`; stops taking copies
-/// once `stop` is set.
+/// budget of bytes in flight, taking its room at the mailbox's `turn` once the store's pace
+/// for the mailbox takes it; stops taking copies once `stop` is set.
 async fn deliver_mailbox(
     ctx: &DeliverContext,
     copies: Vec<StagedCopy>,
@@ -261,8 +261,10 @@ async fn deliver_mailbox(
         .take_while(|_| std::future::ready(!stop.load(Ordering::Relaxed)))
         .map(|batch| async move {
             let bytes: u64 = batch.iter().map(|c| c.bytes).sum();
+            // A mailbox its store paces waits for its pace first, holding no room meanwhile.
+            let paced = ctx.mailbox.pace(&batch[0].mailbox, bytes).await;
             let _room = ctx.budget.take(bytes, turn).await;
-            copy::deliver(ctx, batch).await
+            paced.within(copy::deliver(ctx, batch)).await
         })
         // Whichever ends first makes room for the next: a large copy holds one place only.
         .buffer_unordered(shape.per_mailbox.max(1))
