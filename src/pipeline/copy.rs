@@ -138,9 +138,19 @@ async fn stage(ctx: &CollectContext<'_>, job: &CopyJob) -> Result<(), String> {
         .put_new_shared(&staged, bytes::Bytes::from_owner(job.message.clone()))
         .await
         .map_err(|e| e.to_string())?;
-    if created == Created::New {
-        crate::events::Moved::Staged.emit(name, job.message.len());
-    }
+    // A message staged before is whatever that run rendered (a configuration or a version
+    // since may render it otherwise): it is listed at the length delivery will read.
+    let bytes = match created {
+        Created::New => {
+            crate::events::Moved::Staged.emit(name, job.message.len());
+            job.message.len() as u64
+        }
+        Created::AlreadyExists => stage
+            .size(&staged)
+            .await
+            .map_err(|e| e.to_string())?
+            .unwrap_or(job.message.len() as u64),
+    };
     let copy = StagedCopy {
         item_id: job.item_id.clone(),
         item_key: job.key.to_string(),
@@ -150,7 +160,7 @@ async fn stage(ctx: &CollectContext<'_>, job: &CopyJob) -> Result<(), String> {
         mapped_by: job.mapped_by.clone(),
         user: job.user.clone(),
         staged,
-        bytes: job.message.len() as u64,
+        bytes,
         sha256: (created == Created::New).then(|| sha256_hex(&job.message)),
         left_out: job.left_out.iter().map(|(l, _)| l.clone()).collect(),
         fresh: created == Created::New && !ctx.check_every_copy,

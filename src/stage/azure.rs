@@ -19,7 +19,10 @@ use azure_core::error::ErrorKind;
 use azure_core::http::{
     ClientOptions, ExponentialRetryOptions, RequestContent, RetryOptions, StatusCode,
 };
-use azure_storage_blob::models::{BlobClientUploadOptions, BlobContainerClientListBlobsOptions};
+use azure_storage_blob::models::{
+    BlobClientGetPropertiesResultHeaders, BlobClientUploadOptions,
+    BlobContainerClientListBlobsOptions,
+};
 use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -336,6 +339,19 @@ impl Stage for AzureStage {
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StageError> {
         Ok(self.get_versioned(key).await?.map(|(bytes, _)| bytes))
+    }
+
+    async fn size(&self, key: &str) -> Result<Option<u64>, StageError> {
+        let blob = self.container.blob_client(key);
+        let properties = async {
+            match blob.get_properties(None).await {
+                // A blob's properties answer names its length in Content-Length.
+                Ok(answer) => Ok(Some(answer.content_length()?.unwrap_or(0))),
+                Err(e) if not_found(&e) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        self.call("read", key, properties).await
     }
 
     async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StageError> {

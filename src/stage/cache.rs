@@ -313,6 +313,10 @@ impl Stage for CachedStage {
         self.inner.get(key).await
     }
 
+    async fn size(&self, key: &str) -> Result<Option<u64>, StageError> {
+        self.inner.size(key).await
+    }
+
     async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StageError> {
         self.inner.get_versioned(key).await
     }

@@ -143,6 +143,15 @@ impl Stage for LocalStage {
         }
     }
 
+    async fn size(&self, key: &str) -> Result<Option<u64>, StageError> {
+        let path = self.path("read", key)?;
+        match blocking(move || fs::metadata(path)).await {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.error("read", key, e)),
+        }
+    }
+
     async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StageError> {
         Ok(self.get(key).await?.map(|bytes| {
             let version = Version(crate::item::sha256_hex(&bytes));

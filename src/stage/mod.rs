@@ -59,6 +59,11 @@ pub trait Stage: Send + Sync {
     async fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StageError>;
     /// The bytes under `key`, or None when there is no such object.
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StageError>;
+    /// How many bytes are under `key`, or None when there is no such object. Stores answer
+    /// without reading the object; this default reads it.
+    async fn size(&self, key: &str) -> Result<Option<u64>, StageError> {
+        Ok(self.get(key).await?.map(|bytes| bytes.len() as u64))
+    }
     /// The bytes under `key` and their version, or None when there is no such object.
     async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StageError>;
     /// Writes `bytes` only if the object is still at `expected` (None: only if it does not

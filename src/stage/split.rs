@@ -77,6 +77,10 @@ impl Stage for SplitStage {
         self.of(key).get(key).await
     }
 
+    async fn size(&self, key: &str) -> Result<Option<u64>, StageError> {
+        self.of(key).size(key).await
+    }
+
     async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StageError> {
         self.of(key).get_versioned(key).await
     }

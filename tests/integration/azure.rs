@@ -434,7 +434,8 @@ async fn a_local_cache_serves_delivery_and_the_container_keeps_everything() {
 }
 
 /// A blob is created once whatever its size, in one request (up to 64 MiB) or in blocks
-/// (beyond): creating its key again keeps the first bytes and says so.
+/// (beyond): creating its key again keeps the first bytes and says so, and its size is the
+/// first bytes' length (a key never written has none).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blob_of_any_size_is_created_once() {
     use comms_archiver::stage::Created;
@@ -454,7 +455,12 @@ async fn a_blob_of_any_size_is_created_once() {
         assert_eq!(again, Created::AlreadyExists, "{size} bytes");
         let kept = stage.get(&key).await.unwrap().expect("there");
         assert!(kept == first, "{size} bytes: the first bytes are kept");
+        assert_eq!(stage.size(&key).await.unwrap(), Some(size as u64));
     }
+    assert_eq!(
+        stage.size("held/o2/2026-11-25/none.json").await.unwrap(),
+        None
+    );
 }
 
 fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {

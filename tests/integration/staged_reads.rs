@@ -162,3 +162,57 @@ fn walk(dir: &Path) -> impl Iterator<Item = String> {
     }
     files.into_iter()
 }
+
+/// A day collected again (its copies staged by an earlier run, which a configuration or a
+/// version since may render otherwise) lists each copy at the length of the message staged,
+/// which is what delivery reads and takes its room in the budget for, not at the length of
+/// the new rendering.
+#[tokio::test]
+async fn a_copy_staged_before_is_listed_at_the_length_staged() {
+    let ws = workspace();
+    let dir = ws.path();
+    let stage_root = dir.join("var/stage");
+    let archiver = archiver(dir, Arc::new(LocalStage::new(&stage_root)));
+    let first = run_o2(&archiver).await;
+    assert!(first.complete, "{:?}", first.failures);
+    // One staged message is longer than this version renders it.
+    let before = archiver
+        .ledger()
+        .newest_collection("o2", day())
+        .await
+        .unwrap()
+        .unwrap();
+    let staged: Vec<String> = walk(&stage_root.join("staged"))
+        .filter(|p| p.ends_with(".eml"))
+        .collect();
+    let longer = &staged[0];
+    let mut bytes = std::fs::read(longer).unwrap();
+    bytes.extend(b"\r\n".repeat(50_000));
+    std::fs::write(longer, &bytes).unwrap();
+
+    let again = run_o2(&archiver).await;
+    assert!(again.complete, "{:?}", again.failures);
+    let ledger = archiver.ledger();
+    let collected = ledger
+        .newest_collection("o2", day())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut listed = 0;
+    for shard in 0..collected.shards {
+        let copies = ledger
+            .shard_copies("o2", day(), &collected.attempt, shard)
+            .await
+            .unwrap();
+        for copy in copies.values().flatten() {
+            assert!(!copy.fresh, "{}: staged by the first run", copy.staged);
+            let on_disk = std::fs::metadata(stage_root.join(&copy.staged))
+                .unwrap()
+                .len();
+            assert_eq!(copy.bytes, on_disk, "{}", copy.staged);
+            listed += 1;
+        }
+    }
+    assert_eq!(listed, staged.len(), "every copy listed");
+    assert_ne!(collected.attempt, before.attempt, "collected again");
+}

@@ -49,6 +49,8 @@ pub struct StagedCopy {
     pub user: String,
     /// The stage key of the rendered message.
     pub staged: String,
+    /// The staged message's length: what delivery reads, and takes its room in the budget
+    /// for (a message staged before is listed at its own length, not this run's rendering's).
     pub bytes: u64,
     /// The SHA-256 of the staged message, when this collection staged it (a message staged
     /// before is whatever that run rendered): delivery imports only those bytes.
