@@ -4,7 +4,7 @@ mod config;
 pub mod graph;
 pub mod imap;
 mod maildir;
-pub(crate) mod paced;
+mod paced;
 pub mod token;
 
 pub use config::{GraphConfig, ImapAuthKind, ImapConfig, ImapSecurity, M365Cloud, MailboxConfig};

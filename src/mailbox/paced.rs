@@ -5,7 +5,7 @@
 //! process's budget of bytes in flight that other mailboxes' copies could use meanwhile. So a
 //! copy asks its mailbox's store first, and takes its room in the budget only once the store
 //! keeps upload room for it. The requests that import the copy draw on that room
-//! ([`draw`]); what they did not draw is let go when the copy is done (its [`Paced`]
+//! ([`Paced::draw`]); what they did not draw is let go when the copy is done (its [`Paced`]
 //! dropped), whether it was imported, found there already or failed.
 
 use std::future::Future;
@@ -54,6 +54,27 @@ impl Paced {
             None => import.await,
         }
     }
+
+    /// Said by a store before it uploads `bytes` to `mailbox`: takes up to that much from the
+    /// room kept for the copy being imported in this task; how much it took (nothing outside
+    /// a copy's import, or for another mailbox).
+    pub fn draw(mailbox: &str, bytes: u64) -> u64 {
+        IMPORTING
+            .try_with(|kept| {
+                if kept.mailbox != mailbox {
+                    return 0;
+                }
+                let mut drawn = 0;
+                let _ = kept
+                    .left
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                        drawn = left.min(bytes);
+                        Some(left - drawn)
+                    });
+                drawn
+            })
+            .unwrap_or(0)
+    }
 }
 
 impl Drop for Paced {
@@ -62,26 +83,6 @@ impl Drop for Paced {
             (kept.release)(kept.left.swap(0, Ordering::SeqCst));
         }
     }
-}
-
-/// Takes up to `bytes` for a request to `mailbox` from the room kept for the copy being
-/// imported in this task; how much it took (nothing outside a copy's import).
-pub fn draw(mailbox: &str, bytes: u64) -> u64 {
-    IMPORTING
-        .try_with(|kept| {
-            if kept.mailbox != mailbox {
-                return 0;
-            }
-            let mut drawn = 0;
-            let _ = kept
-                .left
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
-                    drawn = left.min(bytes);
-                    Some(left - drawn)
-                });
-            drawn
-        })
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -96,15 +97,15 @@ mod tests {
         let paced = Paced::kept("a@contoso.com", 100, move |left| {
             seen.lock().unwrap().push(left)
         });
-        assert_eq!(draw("a@contoso.com", 30), 0, "outside the import");
+        assert_eq!(Paced::draw("a@contoso.com", 30), 0, "outside the import");
         let drawn = paced
             .within(async {
                 [
-                    draw("a@contoso.com", 30),
-                    draw("b@contoso.com", 30),
-                    draw("a@contoso.com", 50),
-                    draw("a@contoso.com", 50),
-                    draw("a@contoso.com", 50),
+                    Paced::draw("a@contoso.com", 30),
+                    Paced::draw("b@contoso.com", 30),
+                    Paced::draw("a@contoso.com", 50),
+                    Paced::draw("a@contoso.com", 50),
+                    Paced::draw("a@contoso.com", 50),
                 ]
             })
             .await;
@@ -117,7 +118,9 @@ mod tests {
         let unused = Paced::kept("a@contoso.com", 70, move |left| {
             seen.lock().unwrap().push(left)
         });
-        unused.within(async { draw("a@contoso.com", 20) }).await;
+        unused
+            .within(async { Paced::draw("a@contoso.com", 20) })
+            .await;
         drop(unused);
         assert_eq!(*released.lock().unwrap(), [0, 50]);
     }

@@ -73,17 +73,20 @@ async fn connectors_side_by_side_share_one_budget() {
     );
 }
 
-/// A Maildir whose store paces one mailbox: the first whose copy asks for its pace waits
-/// until every other mailbox's copy is appended (20 s at most, then it says it waited in
-/// vain).
+/// A Maildir whose store paces one mailbox: its copies wait until every other mailbox's copy
+/// is appended (20 s at most, then it says it waited in vain). Every copy is given room of
+/// its length, which its append draws on.
 struct PacesOne {
     inner: MaildirTree,
-    paced: std::sync::Mutex<Option<String>>,
+    paced: String,
     /// Copies of the other mailboxes: to append, and appended.
     others: usize,
     appended: AtomicUsize,
     asked: AtomicUsize,
     in_vain: AtomicUsize,
+    /// What each copy's append drew from the room kept for it, and what was let go unused.
+    drawn: Arc<std::sync::Mutex<Vec<(u64, u64)>>>,
+    unused: Arc<std::sync::Mutex<Vec<u64>>>,
 }
 
 #[async_trait]
@@ -92,8 +95,11 @@ impl Mailbox for PacesOne {
         self.inner.contains(d).await
     }
     async fn append(&self, d: &Delivery<'_>) -> Result<(), MailboxError> {
+        let bytes = d.message.len() as u64;
+        let drawn = comms_archiver::mailbox::Paced::draw(d.mailbox, bytes);
+        self.drawn.lock().unwrap().push((bytes, drawn));
         self.inner.append(d).await?;
-        if self.paced.lock().unwrap().as_deref() != Some(d.mailbox) {
+        if self.paced != d.mailbox {
             self.appended.fetch_add(1, Ordering::SeqCst);
         }
         Ok(())
@@ -104,15 +110,9 @@ impl Mailbox for PacesOne {
     fn destination(&self) -> String {
         self.inner.destination()
     }
-    async fn pace(&self, mailbox: &str, _bytes: u64) -> comms_archiver::mailbox::Paced {
+    async fn pace(&self, mailbox: &str, bytes: u64) -> comms_archiver::mailbox::Paced {
         self.asked.fetch_add(1, Ordering::SeqCst);
-        let paced = self
-            .paced
-            .lock()
-            .unwrap()
-            .get_or_insert_with(|| mailbox.to_string())
-            .clone();
-        if paced == mailbox {
+        if self.paced == mailbox {
             let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
             while self.appended.load(Ordering::SeqCst) < self.others {
                 if std::time::Instant::now() > until {
@@ -122,7 +122,10 @@ impl Mailbox for PacesOne {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
         }
-        comms_archiver::mailbox::Paced::unpaced()
+        let unused = self.unused.clone();
+        comms_archiver::mailbox::Paced::kept(mailbox, bytes, move |left| {
+            unused.lock().unwrap().push(left)
+        })
     }
 }
 
@@ -137,15 +140,17 @@ async fn a_mailbox_waiting_for_its_pace_holds_no_room() {
     let dir = ws.path();
     let config = demo_config(dir);
     let total: usize = expected().iter().map(|(_, n)| n).sum();
-    // The mailbox with the most copies starts first: it is the one paced.
-    let (_, most) = expected().into_iter().max_by_key(|(_, n)| *n).unwrap();
+    // The mailbox with the most copies is paced: it starts first, and would take the room.
+    let (paced, most) = expected().into_iter().max_by_key(|(_, n)| *n).unwrap();
     let store = Arc::new(PacesOne {
         inner: MaildirTree::new(dir.join("var/mail")),
-        paced: std::sync::Mutex::new(None),
+        paced,
         others: total - most,
         appended: AtomicUsize::new(0),
         asked: AtomicUsize::new(0),
         in_vain: AtomicUsize::new(0),
+        drawn: Default::default(),
+        unused: Default::default(),
     });
     let archiver = Archiver::from_config(&config)
         .unwrap()
@@ -162,17 +167,16 @@ async fn a_mailbox_waiting_for_its_pace_holds_no_room() {
     assert_eq!(counts(&dir.join("var/mail"), FOLDER), expected());
     assert_eq!(store.asked.load(Ordering::SeqCst), total, "every copy asks");
     assert_eq!(
-        store.paced.lock().unwrap().as_ref().map(|m| expected()
-            .into_iter()
-            .find(|(e, _)| e == m)
-            .unwrap()
-            .1),
-        Some(most),
-        "the mailbox with the most copies was paced"
-    );
-    assert_eq!(
         store.in_vain.load(Ordering::SeqCst),
         0,
         "the paced mailbox waited for the others in vain: its copies held the room"
     );
+    // Each copy's import drew its whole room (it runs within it), and none was left over.
+    let drawn = store.drawn.lock().unwrap().clone();
+    assert_eq!(drawn.len(), total);
+    assert!(
+        drawn.iter().all(|(bytes, drawn)| bytes == drawn),
+        "{drawn:?}"
+    );
+    assert_eq!(*store.unused.lock().unwrap(), vec![0; total]);
 }

@@ -295,7 +295,7 @@ impl GraphMailboxes {
                 }
                 _ => 0,
             };
-            let drawn = crate::mailbox::paced::draw(mailbox, upload);
+            let drawn = Paced::draw(mailbox, upload);
             let wait = state
                 .pace
                 .lock()
