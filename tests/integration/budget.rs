@@ -36,29 +36,36 @@ impl Mailbox for Slow {
     }
 }
 
+fn day() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 11, 20).unwrap()
+}
+
+/// The demo's archiver delivering into `store`, with room for one message in flight.
+fn room_for_one(dir: &std::path::Path, store: Arc<dyn Mailbox>) -> Archiver {
+    comms_archiver::install_crypto_provider();
+    Archiver::from_config(&demo_config(dir))
+        .unwrap()
+        .with_mailbox(store)
+        .with_max_in_flight_bytes(1)
+}
+
 /// The demo's four connectors side by side (as `run` has them) with room for one message
 /// in flight: their deliveries share it, so no two copies are ever appended at once; each
 /// connector with a budget of its own would append up to four.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connectors_side_by_side_share_one_budget() {
-    comms_archiver::install_crypto_provider();
     let ws = workspace();
     let dir = ws.path();
-    let config = demo_config(dir);
     let slow = Arc::new(Slow {
         inner: MaildirTree::new(dir.join("var/mail")),
         now: AtomicUsize::new(0),
         most: AtomicUsize::new(0),
     });
-    let archiver = Archiver::from_config(&config)
-        .unwrap()
-        .with_mailbox(slow.clone())
-        .with_max_in_flight_bytes(1);
-    let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+    let archiver = room_for_one(dir, slow.clone());
     let runs = archiver
         .connectors()
         .iter()
-        .map(|c| archiver.run_day(c, day));
+        .map(|c| archiver.run_day(c, day()));
     let logs = futures::future::join_all(runs).await;
     assert_eq!(logs.len(), 4);
     for log in logs {
@@ -135,10 +142,8 @@ impl Mailbox for PacesOne {
 /// waiting copy, and no other copy could go in until the pace let it go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mailbox_waiting_for_its_pace_holds_no_room() {
-    comms_archiver::install_crypto_provider();
     let ws = workspace();
     let dir = ws.path();
-    let config = demo_config(dir);
     let total: usize = expected().iter().map(|(_, n)| n).sum();
     // The mailbox with the most copies is paced: it starts first, and would take the room.
     let (paced, most) = expected().into_iter().max_by_key(|(_, n)| *n).unwrap();
@@ -152,17 +157,13 @@ async fn a_mailbox_waiting_for_its_pace_holds_no_room() {
         drawn: Default::default(),
         unused: Default::default(),
     });
-    let archiver = Archiver::from_config(&config)
-        .unwrap()
-        .with_mailbox(store.clone())
-        .with_max_in_flight_bytes(1);
-    let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+    let archiver = room_for_one(dir, store.clone());
     let connector = archiver
         .connectors()
         .iter()
         .find(|c| c.folder == FOLDER)
         .unwrap();
-    let log = archiver.run_day(connector, day).await.unwrap();
+    let log = archiver.run_day(connector, day()).await.unwrap();
     assert!(log.complete, "{:?}", log.failures);
     assert_eq!(counts(&dir.join("var/mail"), FOLDER), expected());
     assert_eq!(store.asked.load(Ordering::SeqCst), total, "every copy asks");
