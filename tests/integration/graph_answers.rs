@@ -24,6 +24,19 @@ fn everything(graph: &FakeGraph) -> (Vec<Message>, usize) {
     (messages, drafts.len())
 }
 
+/// The copy `key` is in its mailbox once, with exactly `files`, and nothing else is there:
+/// no draft, no other message.
+fn landed_once(graph: &FakeGraph, key: &str, files: &[File], case: &str) {
+    let (messages, drafts) = received(graph, key);
+    assert_eq!((messages.len(), drafts), (1, 0), "{case}");
+    assert_eq!(
+        same_files(&messages[0].attachments, files),
+        Ok(()),
+        "{case}"
+    );
+    assert_eq!(everything(graph).0.len(), 1, "{case}: nothing else");
+}
+
 /// Whether a message's files are `want`, byte for byte (the name of one that differs).
 fn same_files(got: &[File], want: &[File]) -> Result<(), String> {
     let (mut got, mut want) = (got.to_vec(), want.to_vec());
@@ -295,9 +308,7 @@ async fn a_message_left_short_of_a_file_is_not_taken_for_the_copy() {
         "removed as the copy was looked for"
     );
     mailboxes.append(&delivery).await.unwrap();
-    let (messages, drafts) = received(&graph, key.as_str());
-    assert_eq!((messages.len(), drafts), (1, 0));
-    assert_eq!(same_files(&messages[0].attachments, &files), Ok(()));
+    landed_once(&graph, key.as_str(), &files, "whole");
     assert!(
         mailboxes.contains(&delivery).await.unwrap(),
         "found once whole"
@@ -327,14 +338,7 @@ async fn an_upload_chunk_graph_did_not_keep_fails_the_copy() {
         );
         assert!(!mailboxes.contains(&delivery).await.unwrap(), "{case}");
         mailboxes.append(&delivery).await.unwrap();
-        let (messages, drafts) = received(&graph, key.as_str());
-        assert_eq!((messages.len(), drafts), (1, 0), "{case}");
-        assert_eq!(
-            same_files(&messages[0].attachments, &files),
-            Ok(()),
-            "{case}"
-        );
-        assert_eq!(everything(&graph).0.len(), 1, "{case}: nothing else");
+        landed_once(&graph, key.as_str(), &files, case);
         server.abort();
     }
 }
@@ -361,10 +365,7 @@ async fn a_spoiled_answer_to_the_item_key_fails_the_copy() {
         );
         assert!(!mailboxes.contains(&delivery).await.unwrap(), "{spoiled:?}");
         mailboxes.append(&delivery).await.unwrap();
-        let (messages, drafts) = received(&graph, key.as_str());
-        assert_eq!((messages.len(), drafts), (1, 0), "{spoiled:?}");
-        assert_eq!(same_files(&messages[0].attachments, &files), Ok(()));
-        assert_eq!(everything(&graph).0.len(), 1, "{spoiled:?}: nothing else");
+        landed_once(&graph, key.as_str(), &files, &format!("{spoiled:?}"));
         server.abort();
     }
 }
@@ -400,15 +401,8 @@ async fn a_message_made_without_an_answer_is_found_not_made_twice() {
             .await
             .unwrap();
         assert_eq!(switch.load(Ordering::SeqCst), 0, "{stalled} stalled");
-        let (messages, drafts) = received(&graph, key.as_str());
-        assert_eq!(
-            (messages.len(), drafts),
-            (1, 0),
-            "{stalled}, {}",
-            files[0].0
-        );
-        assert_eq!(same_files(&messages[0].attachments, &files), Ok(()));
-        assert_eq!(everything(&graph).0.len(), 1, "nothing else");
+        let case = format!("{stalled}, {}", files[0].0);
+        landed_once(&graph, key.as_str(), &files, &case);
         server.abort();
     }
 }
@@ -456,14 +450,7 @@ async fn a_file_posted_without_an_answer_is_on_its_message_once() {
         } else {
             first.unwrap();
         }
-        let (messages, drafts) = received(&graph, key.as_str());
-        assert_eq!((messages.len(), drafts), (1, 0), "{what}");
-        assert_eq!(
-            same_files(&messages[0].attachments, &files),
-            Ok(()),
-            "{what}"
-        );
-        assert_eq!(everything(&graph).0.len(), 1, "{what}: nothing else");
+        landed_once(&graph, key.as_str(), &files, what);
         server.abort();
     }
 }
