@@ -38,6 +38,23 @@ fn landed_once(graph: &FakeGraph, key: &str, files: &[File], case: &str) {
 }
 
 /// Whether a message's files are `want`, byte for byte (the name of one that differs).
+/// Alice's mailbox in a fake Graph, each request given up after a second: what the tests of
+/// answers that come too late or never wait for.
+async fn alice_answering_within_a_second() -> (
+    std::sync::Arc<FakeGraph>,
+    comms_archiver::mailbox::graph::GraphMailboxes,
+    tokio::task::JoinHandle<()>,
+) {
+    let graph = FakeGraph::new(&["alice.smith@contoso.com"]);
+    let (mailboxes, server) = crate::graph_files::graph_built(
+        &graph,
+        comms_archiver::mailbox::graph::DEFAULT_UPLOADS,
+        std::time::Duration::from_secs(1),
+    )
+    .await;
+    (graph, mailboxes, server)
+}
+
 fn same_files(got: &[File], want: &[File]) -> Result<(), String> {
     let (mut got, mut want) = (got.to_vec(), want.to_vec());
     got.sort();
@@ -383,13 +400,7 @@ async fn a_message_made_without_an_answer_is_found_not_made_twice() {
         (vec![file("visit.mp4", 3 * 1024 * 1024, 2)], "message"),
         (vec![file("p.jpg", 9_000, 3)], "draft"),
     ] {
-        let graph = FakeGraph::new(&["alice.smith@contoso.com"]);
-        let (mailboxes, server) = crate::graph_files::graph_built(
-            &graph,
-            comms_archiver::mailbox::graph::DEFAULT_UPLOADS,
-            std::time::Duration::from_secs(1),
-        )
-        .await;
+        let (graph, mailboxes, server) = alice_answering_within_a_second().await;
         let (key, time, message) = mms(&files);
         let switch = match stalled {
             "draft" => &graph.stall_drafts,
@@ -422,13 +433,7 @@ async fn a_file_posted_without_an_answer_is_on_its_message_once() {
         ("lost by a gateway", 0, 1),
         ("lost twice", 0, 2),
     ] {
-        let graph = FakeGraph::new(&["alice.smith@contoso.com"]);
-        let (mailboxes, server) = crate::graph_files::graph_built(
-            &graph,
-            comms_archiver::mailbox::graph::DEFAULT_UPLOADS,
-            std::time::Duration::from_secs(1),
-        )
-        .await;
+        let (graph, mailboxes, server) = alice_answering_within_a_second().await;
         let (key, time, message) = mms(&files);
         graph.stall_files.store(stalled, Ordering::SeqCst);
         graph.drop_files.store(dropped, Ordering::SeqCst);
